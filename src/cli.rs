@@ -1,0 +1,108 @@
+//! The command line, as a clap definition (it also feeds the man page and completions).
+
+use clap::{ArgAction, Parser};
+
+const ABOUT: &str = "Run embarrassingly parallel shell jobs, one JSON result line per job";
+
+const LONG_ABOUT: &str = "\
+Run embarrassingly parallel shell jobs on this machine, one JSON result line per job.
+
+Jobs come in on standard input (or as ::: arguments); one result line per job goes out on \
+standard output the moment that job ends. Progress and log lines go to standard error.
+
+With a TEMPLATE, each input item (a stdin line, or a ::: argument) becomes one job whose \
+command is the template expanded with that item. Without one, each stdin line is a job: a \
+JSON object such as {\"cmd\": \"gzip -9 a.log\", \"cd\": \"/data\"}, or a plain command line.
+
+Input sources go after the options and the template: ::: ARG... takes arguments, :::: FILE... \
+takes the lines of files (- is stdin). Several sources combine as a cartesian product.";
+
+const AFTER_LONG_HELP: &str = "\
+TEMPLATES:
+  <>      the whole input item           <N>    the N-th source or column
+  <name>  field of a --jsonl object      <#>    job sequence number   <%>  slot number
+  Operators, for <> = dir/a01.txt:
+  <.>  dir/a01   </>  a01.txt   <//>  dir   </.>  a01   </a/b>  dir/b01.txt   <//a/b>  every match
+  Values are inserted quoted as one shell word (--no-quote inserts them verbatim).
+
+EXAMPLES:
+  Turn a01.txt..a04.txt into b01.txt..b04.txt, two jobs at a time:
+    ls a*.txt | bakapara -j 2 'job < <> > </a/b>'
+  Compress every log, one job per CPU:
+    bakapara 'gzip -9 <>' ::: *.log
+  Run a JSON job list and keep the failures:
+    bakapara < jobs.jsonl | jq -c 'select(.result.code != 0)'
+  Every combination of two sources:
+    bakapara 'convert -resize <2> <1> <1/.>_<2>.png' ::: *.jpg ::: 50% 25%
+
+EXIT STATUS:
+  0 all jobs ok with code 0; 1-100 the number of failed jobs; 101 more than 100 failed;
+  255 a usage or fatal error. Stopped by SIGINT or SIGTERM: dies of that signal (130 / 143).";
+
+/// The command line of bakapara. Input sources (`:::` / `::::`) are split off before clap sees
+/// the arguments; see [`crate::config::split_sources`].
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "bakapara",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_LONG_HELP,
+    override_usage = "bakapara [OPTIONS] [TEMPLATE]... [::: ARG... | :::: FILE...]...",
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Command template; several words are joined by spaces. Without it, each stdin line is a
+    /// job (a JSON object or a command line).
+    #[arg(value_name = "TEMPLATE", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub template: Vec<String>,
+
+    /// Run N jobs at once on this machine [default: the number of CPUs].
+    #[arg(short = 'j', long = "jobs", value_name = "N", help_heading = "Running")]
+    pub jobs: Option<usize>,
+
+    /// Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped.
+    #[arg(long, value_name = "DURATION", default_value = "2s", help_heading = "Running")]
+    pub grace: String,
+
+    /// Split each input line into columns <1>, <2>... at matches of REGEX.
+    #[arg(long, value_name = "REGEX", help_heading = "Input")]
+    pub colsep: Option<String>,
+
+    /// Each stdin line is a JSON object whose fields the template uses as <name>.
+    #[arg(long, help_heading = "Input")]
+    pub jsonl: bool,
+
+    /// Insert template values verbatim instead of as one quoted shell word.
+    #[arg(long, help_heading = "Input")]
+    pub no_quote: bool,
+
+    /// Write each job's stdout to this file (a template; a path, never quoted).
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
+    pub out: Option<String>,
+
+    /// Write each job's stderr to this file (a template; a path, never quoted).
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
+    pub err: Option<String>,
+
+    /// Run each job in this directory (a template; a path, never quoted).
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
+    pub cd: Option<String>,
+
+    /// Emit results in input order instead of completion order.
+    #[arg(short = 'k', long, help_heading = "Output")]
+    pub keep_order: bool,
+
+    /// Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped
+    /// and marked.
+    #[arg(long, value_name = "SIZE", default_value = "1M", help_heading = "Output")]
+    pub capture_limit: String,
+
+    /// Print the jobs that would run, as JSON lines, and run nothing.
+    #[arg(long, help_heading = "Output")]
+    pub dry_run: bool,
+
+    /// Print only errors on stderr.
+    #[arg(short, long, action = ArgAction::SetTrue, help_heading = "Output")]
+    pub quiet: bool,
+}

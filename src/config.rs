@@ -1,0 +1,164 @@
+//! Validated settings, built from the command line before any job runs.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Parser;
+use regex::Regex;
+
+use crate::cli::Cli;
+use crate::input::{InputSpec, Mode, Source, Templates};
+use crate::progress::Verbosity;
+use crate::scheduler::RunSettings;
+use crate::template::{Quoting, Template};
+use crate::timefmt;
+
+/// Everything a run needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub input: InputSpec,
+    pub templates: Templates,
+    /// Slots on this machine.
+    pub jobs: usize,
+    pub keep_order: bool,
+    pub settings: RunSettings,
+    pub dry_run: bool,
+    pub verbosity: Verbosity,
+    /// The directory relative `cd` values start from.
+    pub base_dir: PathBuf,
+}
+
+/// Why the command line cannot run: clap's own message (help and version included), or ours.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses and checks a whole command line (the program name first).
+    pub fn from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Config, ConfigError> {
+        let (clap_args, sources) = split_sources(args.into_iter().collect())?;
+        let cli = Cli::try_parse_from(clap_args)?;
+        Config::from_cli(cli, sources)
+    }
+
+    pub fn from_cli(cli: Cli, sources: Vec<Source>) -> Result<Config, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(m);
+        let template_text = cli.template.join(" ");
+        let mode = match (cli.template.is_empty(), cli.jsonl) {
+            (true, true) => return Err(invalid("--jsonl needs a TEMPLATE".into())),
+            (true, false) => Mode::Commands,
+            (false, true) => Mode::Jsonl,
+            (false, false) => Mode::Template,
+        };
+        if mode == Mode::Jsonl && !sources.is_empty() {
+            return Err(invalid("--jsonl reads JSON objects from stdin; it cannot take ::: or :::: sources".into()));
+        }
+        let parse = |what: &str, text: &str| {
+            Template::parse(text).map_err(|e| invalid(format!("bad {what} template {text:?}: {e}")))
+        };
+        let cmd = match mode {
+            Mode::Commands => None,
+            Mode::Template => {
+                let t = parse("command", &template_text)?;
+                if t.has_tokens() {
+                    Some(t)
+                } else {
+                    // As GNU Parallel does: `ls *.gz | bakapara gunzip` means `gunzip <>`.
+                    Some(parse("command", &format!("{template_text} <>"))?)
+                }
+            }
+            Mode::Jsonl => Some(parse("command", &template_text)?),
+        };
+        let path_template = |what: &str, t: &Option<String>| t.as_deref().map(|t| parse(what, t)).transpose();
+        if mode == Mode::Commands && (cli.out.is_some() || cli.err.is_some() || cli.cd.is_some()) {
+            return Err(invalid(
+                "--out, --err and --cd need a TEMPLATE (JSON job lines carry their own `out`, `err` and `cd` keys)".into(),
+            ));
+        }
+        let templates = Templates {
+            cmd,
+            cd: path_template("--cd", &cli.cd)?,
+            out: path_template("--out", &cli.out)?,
+            err: path_template("--err", &cli.err)?,
+            quoting: if cli.no_quote { Quoting::Verbatim } else { Quoting::Shell },
+        };
+        let colsep = match &cli.colsep {
+            Some(re) => Some(Regex::new(re).map_err(|e| invalid(format!("bad --colsep regex {re:?}: {e}")))?),
+            None => None,
+        };
+        if colsep.is_some() && mode != Mode::Template {
+            return Err(invalid("--colsep needs a TEMPLATE".into()));
+        }
+        for s in &sources {
+            if let Source::File(path) = s {
+                if path.as_os_str() != "-" {
+                    std::fs::File::open(path)
+                        .map_err(|e| invalid(format!(":::: {}: cannot open: {e}", path.display())))?;
+                }
+            }
+        }
+        let stdin_sources = sources
+            .iter()
+            .filter(|s| matches!(s, Source::File(p) if p.as_os_str() == "-"))
+            .count();
+        if stdin_sources > 1 {
+            return Err(invalid(":::: - (stdin) can be given only once".into()));
+        }
+        let jobs = match cli.jobs {
+            Some(0) => return Err(invalid("-j/--jobs must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let capture_limit =
+            timefmt::parse_size(&cli.capture_limit).map_err(|e| invalid(format!("--capture-limit: {e}")))?;
+        let grace = timefmt::parse_duration(&cli.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
+        let base_dir = std::env::current_dir()
+            .map_err(|e| invalid(format!("cannot read the working directory: {e}")))?;
+        Ok(Config {
+            input: InputSpec { mode, sources, colsep },
+            templates,
+            jobs,
+            keep_order: cli.keep_order,
+            settings: RunSettings { capture_limit, grace, timeout: None },
+            dry_run: cli.dry_run,
+            verbosity: if cli.quiet { Verbosity::Quiet } else { Verbosity::Normal },
+            base_dir,
+        })
+    }
+}
+
+/// Splits `:::` / `::::` input sources off the command line: what comes before the first of
+/// them goes to clap; each separator starts a source that runs to the next one.
+pub fn split_sources(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<Source>), ConfigError> {
+    let is_sep = |a: &OsString| a == ":::" || a == "::::";
+    let Some(first) = args.iter().position(is_sep) else {
+        return Ok((args, Vec::new()));
+    };
+    let mut rest = args;
+    let tail = rest.split_off(first);
+    let mut sources: Vec<Source> = Vec::new();
+    for arg in tail {
+        if arg == ":::" {
+            sources.push(Source::Args(Vec::new()));
+        } else if arg == "::::" {
+            sources.push(Source::File(PathBuf::new()));
+        } else {
+            match sources.last_mut() {
+                Some(Source::Args(list)) => list.push(arg.into_string().map_err(|a| {
+                    ConfigError::Invalid(format!("::: argument {a:?} is not valid UTF-8"))
+                })?),
+                Some(Source::File(path)) if path.as_os_str().is_empty() => *path = PathBuf::from(arg),
+                Some(Source::File(_)) => sources.push(Source::File(PathBuf::from(arg))),
+                Some(Source::Stdin) | None => {}
+            }
+        }
+    }
+    if sources.iter().any(|s| matches!(s, Source::File(p) if p.as_os_str().is_empty())) {
+        return Err(ConfigError::Invalid(":::: needs at least one FILE (- for stdin)".into()));
+    }
+    Ok((rest, sources))
+}

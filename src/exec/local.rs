@@ -1,0 +1,240 @@
+//! The local executor: each job is `/bin/bash -o pipefail -c CMD` in its own process group.
+
+use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::Local;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant};
+
+use super::{Captured, Command, Ending, Limits, Outcome, Stop};
+
+/// Runs jobs on this machine.
+#[derive(Debug, Clone)]
+pub struct LocalExecutor {
+    /// The directory relative `cd` values start from (bakapara's working directory).
+    base: PathBuf,
+}
+
+impl LocalExecutor {
+    pub fn new(base: PathBuf) -> LocalExecutor {
+        LocalExecutor { base }
+    }
+
+    /// Runs one job to its end, stopping it when `stop` says so or its timeout passes.
+    pub async fn run(&self, job: &Command<'_>, limits: &Limits, stop: watch::Receiver<Stop>) -> Outcome {
+        let dir = job.cd.map(|cd| self.base.join(cd));
+        if let Some(dir) = &dir {
+            if !dir.is_dir() {
+                return Outcome::not_run(Ending::CouldNotRun(format!(
+                    "cannot cd to {}: no such directory",
+                    dir.display()
+                )));
+            }
+        }
+        let job_dir = dir.as_deref().unwrap_or(&self.base);
+        let mut command = tokio::process::Command::new("/bin/bash");
+        command
+            .arg("-o")
+            .arg("pipefail")
+            .arg("-c")
+            .arg(job.cmd)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .envs(job.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &dir {
+            command.current_dir(dir);
+        }
+        match job.out {
+            Some(path) => match open_output(job_dir, path) {
+                Ok(f) => command.stdout(f),
+                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
+            },
+            None => command.stdout(Stdio::piped()),
+        };
+        match job.err {
+            Some(path) => match open_output(job_dir, path) {
+                Ok(f) => command.stderr(f),
+                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
+            },
+            None => command.stderr(Stdio::piped()),
+        };
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => return Outcome::not_run(Ending::CouldNotRun(spawn_error(e, job.cmd))),
+        };
+        let started = Local::now();
+        // The child leads its own process group, so its pid is the group id.
+        let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let limit = limits.capture_limit;
+        let (ending, stdout, stderr) = tokio::join!(
+            supervise(&mut child, group, limits, stop),
+            async {
+                match stdout {
+                    Some(s) => Some(read_capped(s, limit).await),
+                    None => None,
+                }
+            },
+            async {
+                match stderr {
+                    Some(s) => Some(read_capped(s, limit).await),
+                    None => None,
+                }
+            },
+        );
+        Outcome { started, completed: Local::now(), ending, stdout, stderr }
+    }
+}
+
+/// Why bakapara is stopping a job, once it is.
+#[derive(Clone, Copy, PartialEq)]
+enum Cause {
+    Timeout,
+    Abort,
+}
+
+/// Waits for the job's process to end, sending TERM and then KILL to its group on timeout or
+/// when the run stops. After a stopped job's shell has exited, members of its group that
+/// outlive it are killed too, so nothing is left behind.
+async fn supervise(
+    child: &mut tokio::process::Child,
+    group: Option<Pid>,
+    limits: &Limits,
+    mut stop: watch::Receiver<Stop>,
+) -> Ending {
+    let deadline = limits.timeout.map(|t| Instant::now() + t);
+    let mut cause: Option<Cause> = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut stop_open = true;
+    let status = loop {
+        // A stop that was ordered before this job started is seen at once.
+        if stop_open {
+            let wanted = *stop.borrow_and_update();
+            match wanted {
+                Stop::Run => {}
+                Stop::Term if cause.is_none() => {
+                    cause = Some(Cause::Abort);
+                    signal_group(group, Signal::SIGTERM);
+                    kill_at = Some(Instant::now() + limits.grace);
+                }
+                Stop::Term => {}
+                Stop::Kill => {
+                    cause.get_or_insert(Cause::Abort);
+                    signal_group(group, Signal::SIGKILL);
+                    kill_at = None;
+                }
+            }
+        }
+        tokio::select! {
+            status = child.wait() => break status,
+            changed = stop.changed(), if stop_open => {
+                if changed.is_err() {
+                    stop_open = false;
+                }
+            }
+            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && cause.is_none() => {
+                cause = Some(Cause::Timeout);
+                signal_group(group, Signal::SIGTERM);
+                kill_at = Some(Instant::now() + limits.grace);
+            }
+            _ = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
+                signal_group(group, Signal::SIGKILL);
+                kill_at = None;
+            }
+        }
+    };
+    if cause.is_some() {
+        reap_group(group, kill_at, &mut stop).await;
+    }
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => return Ending::CouldNotRun(format!("lost track of the job's process: {e}")),
+    };
+    let (code, signal) = (status.code(), status.signal());
+    match cause {
+        None => match (code, signal) {
+            (Some(code), _) => Ending::Exited(code),
+            (None, Some(sig)) => Ending::Signaled(sig),
+            (None, None) => Ending::CouldNotRun("the job ended with no exit status".to_string()),
+        },
+        Some(Cause::Timeout) => Ending::TimedOut { code, signal },
+        Some(Cause::Abort) => Ending::Aborted { code, signal },
+    }
+}
+
+/// After a stopped job's shell is gone, waits for the rest of its process group to go, and
+/// KILLs what is left when the grace period ends (or at once when the run says Kill).
+async fn reap_group(group: Option<Pid>, kill_at: Option<Instant>, stop: &mut watch::Receiver<Stop>) {
+    let Some(pgid) = group else { return };
+    let kill_at = kill_at.unwrap_or_else(Instant::now);
+    let mut pause = Duration::from_millis(1);
+    // killpg with no signal tells whether any process of the group is alive.
+    while killpg(pgid, None).is_ok() {
+        if Instant::now() >= kill_at || *stop.borrow() == Stop::Kill {
+            let _ = killpg(pgid, Signal::SIGKILL);
+            return;
+        }
+        tokio::time::sleep(pause.min(kill_at - Instant::now())).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+fn signal_group(group: Option<Pid>, signal: Signal) {
+    if let Some(pgid) = group {
+        // ESRCH means the group is already gone: nothing to do.
+        let _ = killpg(pgid, signal);
+    }
+}
+
+/// Opens an `out` / `err` file: relative to the job's directory, parents created, truncated.
+fn open_output(job_dir: &Path, path: &str) -> Result<File, String> {
+    let full = job_dir.join(path);
+    if let Some(parent) = full.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create directory {}: {e}", parent.display()))?;
+        }
+    }
+    File::create(&full).map_err(|e| format!("cannot write {}: {e}", full.display()))
+}
+
+fn spawn_error(e: std::io::Error, cmd: &str) -> String {
+    if e.raw_os_error() == Some(nix::libc::E2BIG) {
+        format!(
+            "cannot start the job: its command ({} bytes) is longer than the kernel allows for one argument",
+            cmd.len()
+        )
+    } else {
+        format!("cannot start /bin/bash: {e}")
+    }
+}
+
+/// Reads a stream to its end, keeping the first `limit` bytes.
+async fn read_capped(mut stream: impl AsyncRead + Unpin, limit: usize) -> Captured {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = limit.saturating_sub(kept.len());
+                if n > room {
+                    truncated = true;
+                }
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    Captured { bytes: kept, truncated }
+}

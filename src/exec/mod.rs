@@ -1,0 +1,111 @@
+//! Executors: how one job's command is run on one host (local process groups, or SSH).
+
+pub mod local;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+
+/// What to run: a job after template expansion, as the executor sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Command<'a> {
+    /// The shell command, run as `/bin/bash -o pipefail -c CMD`.
+    pub cmd: &'a str,
+    /// Directory to run in; relative paths are relative to the run's base directory.
+    pub cd: Option<&'a str>,
+    /// File for stdout (truncated, parents created); relative to the job's directory. `None`: capture.
+    pub out: Option<&'a str>,
+    /// File for stderr, as `out`.
+    pub err: Option<&'a str>,
+    /// Extra environment variables for the job.
+    pub env: &'a [(String, String)],
+}
+
+/// Per-run limits that every job of the run shares, plus the job's own timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of stdout / stderr kept in the result; the rest is read and dropped.
+    pub capture_limit: usize,
+    /// Kill the job (TERM, then KILL after `grace`) when it runs longer than this.
+    pub timeout: Option<Duration>,
+    /// Time between TERM and KILL when a job is stopped.
+    pub grace: Duration,
+}
+
+/// What the run wants from its running jobs; broadcast through a `tokio::sync::watch` channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Keep running.
+    Run,
+    /// Stop: TERM the process group, KILL after the grace period.
+    Term,
+    /// Stop at once: KILL the process group.
+    Kill,
+}
+
+/// Captured output of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    /// True when the stream produced more than the capture limit.
+    pub truncated: bool,
+}
+
+/// How a job run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The command ran and exited with this code.
+    Exited(i32),
+    /// The command was killed by a signal that bakapara did not send.
+    Signaled(i32),
+    /// bakapara stopped the command because it ran past its timeout: its exit code or the
+    /// signal that ended it.
+    TimedOut { code: Option<i32>, signal: Option<i32> },
+    /// bakapara stopped the command (Ctrl-C, SIGTERM, --halt): its exit code or the signal
+    /// that ended it.
+    Aborted { code: Option<i32>, signal: Option<i32> },
+    /// The command could not be started (bad `cd`, unwritable `out`, spawn failure): why.
+    CouldNotRun(String),
+    /// The host was lost while the job ran (transport failure): the job should run again.
+    HostLost(String),
+}
+
+/// The outcome of one job run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub started: DateTime<Local>,
+    pub completed: DateTime<Local>,
+    pub ending: Ending,
+    /// Captured stdout, when `out` was not given.
+    pub stdout: Option<Captured>,
+    /// Captured stderr, when `err` was not given.
+    pub stderr: Option<Captured>,
+}
+
+impl Outcome {
+    /// An outcome for a job that never got to run.
+    pub fn not_run(ending: Ending) -> Outcome {
+        let now = Local::now();
+        Outcome { started: now, completed: now, ending, stdout: None, stderr: None }
+    }
+}
+
+/// A host's way of running jobs.
+#[derive(Debug, Clone)]
+pub enum Executor {
+    Local(local::LocalExecutor),
+}
+
+impl Executor {
+    /// Runs one job to its end (see [`local::LocalExecutor::run`]).
+    pub async fn run(
+        &self,
+        job: &Command<'_>,
+        limits: &Limits,
+        stop: tokio::sync::watch::Receiver<Stop>,
+    ) -> Outcome {
+        match self {
+            Executor::Local(local) => local.run(job, limits, stop).await,
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Input: stdin lines, `:::` / `::::` sources or JSON lines, read lazily into a stream of jobs.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::Local;
+use regex::Regex;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::job::{Body, Job, Spec};
+use crate::template::{Context, Quoting, Template};
+
+/// One input source: a `:::` argument list, a `::::` file, or stdin.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Stdin,
+    Args(Vec<String>),
+    File(PathBuf),
+}
+
+/// How input lines become jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A TEMPLATE was given: every item (line or argument) is a job made from it.
+    Template,
+    /// No TEMPLATE: every line is a JSON job object or a plain command line.
+    Commands,
+    /// `--jsonl` with a TEMPLATE: every line is a JSON object whose fields feed the template.
+    Jsonl,
+}
+
+/// The templates that turn an input item into a job object.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    pub cmd: Option<Template>,
+    pub cd: Option<Template>,
+    pub out: Option<Template>,
+    pub err: Option<Template>,
+    pub quoting: Quoting,
+}
+
+impl Templates {
+    /// Expands a `Pending` job for the slot it got (1-based), making it `Ready`, or `Invalid`
+    /// when a value is missing. Other jobs are left alone.
+    pub fn materialize(&self, job: &mut Job, slot: usize) {
+        let Body::Pending(args) = &job.body else { return };
+        match self.expand(job, args, slot) {
+            Ok((object, spec)) => {
+                job.object = object;
+                job.body = Body::Ready(spec);
+            }
+            Err(why) => job.body = Body::Invalid(why),
+        }
+    }
+
+    fn expand(&self, job: &Job, args: &[String], slot: usize) -> Result<(Map<String, Value>, Spec), String> {
+        let ctx = Context {
+            args,
+            fields: if args.is_empty() { Some(&job.object) } else { None },
+            seq: job.seq,
+            slot,
+        };
+        let run = |t: &Option<Template>, quoting: Quoting| -> Result<Option<String>, String> {
+            match t {
+                Some(t) => t.expand(&ctx, quoting).map(Some).map_err(|e| e.to_string()),
+                None => Ok(None),
+            }
+        };
+        let mut object;
+        if args.is_empty() {
+            // A --jsonl object: its own keys win; templates fill the ones it lacks.
+            object = job.object.clone();
+            for (key, t, quoting) in [
+                ("cmd", &self.cmd, self.quoting),
+                ("cd", &self.cd, Quoting::Verbatim),
+                ("out", &self.out, Quoting::Verbatim),
+                ("err", &self.err, Quoting::Verbatim),
+            ] {
+                if !object.contains_key(key) {
+                    if let Some(value) = run(t, quoting)? {
+                        object.insert(key.to_string(), Value::String(value));
+                    }
+                }
+            }
+        } else {
+            object = Map::new();
+            if let Some(cmd) = run(&self.cmd, self.quoting)? {
+                object.insert("cmd".into(), Value::String(cmd));
+            }
+            let input = match args {
+                [one] => Value::String(one.clone()),
+                many => Value::Array(many.iter().cloned().map(Value::String).collect()),
+            };
+            object.insert("input".into(), input);
+            for (key, t) in [("cd", &self.cd), ("out", &self.out), ("err", &self.err)] {
+                if let Some(value) = run(t, Quoting::Verbatim)? {
+                    object.insert(key.to_string(), Value::String(value));
+                }
+            }
+        }
+        let spec = Spec::from_object(&object)?;
+        Ok((object, spec))
+    }
+}
+
+/// Everything the reader needs to turn input into jobs.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub mode: Mode,
+    /// The sources, combined as a cartesian product (the first one varies slowest). Empty
+    /// means stdin.
+    pub sources: Vec<Source>,
+    /// `--colsep`: split each item into columns.
+    pub colsep: Option<Regex>,
+}
+
+impl InputSpec {
+    /// The number of jobs, when it is known before reading (only `:::` arguments).
+    pub fn known_total(&self) -> Option<u64> {
+        if self.sources.is_empty() {
+            return None;
+        }
+        let mut total: u64 = 1;
+        for s in &self.sources {
+            match s {
+                Source::Args(a) => total = total.saturating_mul(a.len() as u64),
+                _ => return None,
+            }
+        }
+        Some(total)
+    }
+}
+
+/// Shared between the reader thread and the scheduler, so that a stop loses no job that was
+/// read: the scheduler sets `stop`, then drains the channel until `in_flight` is zero.
+#[derive(Debug, Default)]
+pub struct ReaderState {
+    pub stop: AtomicBool,
+    pub in_flight: AtomicUsize,
+}
+
+/// Starts the reader thread: it sends jobs in input order, numbered from 1, and ends the
+/// channel at the end of input. A send blocks while the channel is full, which keeps memory
+/// bounded whatever the input length.
+pub fn spawn_reader(
+    spec: InputSpec,
+    tx: mpsc::Sender<Job>,
+    state: Arc<ReaderState>,
+) -> std::io::Result<std::thread::JoinHandle<Result<(), String>>> {
+    std::thread::Builder::new()
+        .name("bakapara-input".into())
+        .spawn(move || Reader { spec: &spec, tx, state, seq: 0 }.run())
+}
+
+struct Reader<'a> {
+    spec: &'a InputSpec,
+    tx: mpsc::Sender<Job>,
+    state: Arc<ReaderState>,
+    seq: u64,
+}
+
+/// Raised inside the reader when the scheduler no longer wants jobs.
+struct Stopped;
+
+impl Reader<'_> {
+    fn run(mut self) -> Result<(), String> {
+        let sources = self.spec.sources.clone();
+        let outcome = if sources.is_empty() {
+            self.each_line(&Source::Stdin, |r, line| r.line_job(line))
+        } else {
+            self.product(&sources)
+        };
+        match outcome {
+            Ok(Ok(())) | Ok(Err(Stopped)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The cartesian product of the sources: the first is streamed, the others are read whole
+    /// first (they are repeated for each of its items).
+    fn product(&mut self, sources: &[Source]) -> Result<Result<(), Stopped>, String> {
+        let mut rest: Vec<Vec<Vec<u8>>> = Vec::with_capacity(sources.len() - 1);
+        for s in &sources[1..] {
+            let mut items = Vec::new();
+            for_each_item(s, |item| {
+                items.push(item.to_vec());
+                Ok(true)
+            })?;
+            rest.push(items);
+        }
+        if rest.iter().any(|r| r.is_empty()) {
+            return Ok(Ok(()));
+        }
+        self.each_line(&sources[0], |r, first| {
+            let mut index = vec![0usize; rest.len()];
+            loop {
+                let mut parts: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);
+                parts.push(first);
+                parts.extend(rest.iter().zip(&index).map(|(items, &i)| items[i].as_slice()));
+                r.item_job(&parts)?;
+                // Advance the odometer: the last source varies fastest.
+                let mut k = rest.len();
+                loop {
+                    if k == 0 {
+                        return Ok(());
+                    }
+                    k -= 1;
+                    index[k] += 1;
+                    if index[k] < rest[k].len() {
+                        break;
+                    }
+                    index[k] = 0;
+                }
+            }
+        })
+    }
+
+    fn each_line(
+        &mut self,
+        source: &Source,
+        mut f: impl FnMut(&mut Self, &[u8]) -> Result<(), Stopped>,
+    ) -> Result<Result<(), Stopped>, String> {
+        let mut stopped = Ok(());
+        for_each_item(source, |item| {
+            if stopped.is_ok() {
+                self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+                stopped = f(self, item);
+                self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            Ok(stopped.is_ok())
+        })
+        .map(|_| stopped)
+    }
+
+    /// A stdin line when no `:::` source is given.
+    fn line_job(&mut self, line: &[u8]) -> Result<(), Stopped> {
+        match self.spec.mode {
+            Mode::Template => self.item_job(&[line]),
+            Mode::Commands | Mode::Jsonl => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(());
+                }
+                let job = self.object_job(line);
+                self.send(job)
+            }
+        }
+    }
+
+    /// One item of the sources (one part per source).
+    fn item_job(&mut self, parts: &[&[u8]]) -> Result<(), Stopped> {
+        let seq = self.next_seq();
+        let mut args = Vec::with_capacity(parts.len());
+        for part in parts {
+            match std::str::from_utf8(part) {
+                Ok(text) => match &self.spec.colsep {
+                    Some(re) => args.extend(re.split(text).map(str::to_string)),
+                    None => args.push(text.to_string()),
+                },
+                Err(_) => {
+                    let mut object = Map::new();
+                    let raw: Vec<u8> = parts.join(&b' ');
+                    object.insert(
+                        "input_base64".into(),
+                        Value::String(base64::engine::general_purpose::STANDARD.encode(raw)),
+                    );
+                    let why = "the input item is not valid UTF-8 (its bytes are in `input_base64`)";
+                    return self.send(invalid(seq, object, why.to_string()));
+                }
+            }
+        }
+        let body = if self.spec.mode == Mode::Commands {
+            // `:::` arguments without a template: the item is the command line.
+            let mut object = Map::new();
+            object.insert("cmd".into(), Value::String(args.join(" ")));
+            let spec = Spec::from_object(&object);
+            return self.send(match spec {
+                Ok(spec) => ready(seq, object, spec),
+                Err(why) => invalid(seq, object, why),
+            });
+        } else {
+            Body::Pending(args)
+        };
+        self.send(Job { seq, object: Map::new(), body, submitted: Local::now(), attempts: 0 })
+    }
+
+    /// A JSON job line or a plain command line (no TEMPLATE), or a `--jsonl` object.
+    fn object_job(&mut self, line: &[u8]) -> Job {
+        let seq = self.next_seq();
+        let Ok(text) = std::str::from_utf8(line) else {
+            let mut object = Map::new();
+            object.insert(
+                "line_base64".into(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(line)),
+            );
+            return invalid(seq, object, "the input line is not valid UTF-8 (its bytes are in `line_base64`)".into());
+        };
+        let trimmed = text.trim_start();
+        if !trimmed.starts_with('{') {
+            if self.spec.mode == Mode::Jsonl {
+                let mut object = Map::new();
+                object.insert("line".into(), Value::String(text.to_string()));
+                return invalid(seq, object, "--jsonl: the line is not a JSON object".into());
+            }
+            let mut object = Map::new();
+            object.insert("cmd".into(), Value::String(text.to_string()));
+            let spec = Spec { cmd: text.to_string(), ..Spec::default() };
+            return ready(seq, object, spec);
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(object)) => {
+                if self.spec.mode == Mode::Jsonl {
+                    return Job { seq, object, body: Body::Pending(Vec::new()), submitted: Local::now(), attempts: 0 };
+                }
+                match Spec::from_object(&object) {
+                    Ok(spec) => ready(seq, object, spec),
+                    Err(why) => invalid(seq, object, why),
+                }
+            }
+            Ok(_) | Err(_) => {
+                let why = match serde_json::from_str::<Value>(text) {
+                    Err(e) => format!("the line is not valid JSON: {e}"),
+                    Ok(_) => "the line is not a JSON object".to_string(),
+                };
+                let mut object = Map::new();
+                object.insert("line".into(), Value::String(text.to_string()));
+                invalid(seq, object, why)
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn send(&mut self, job: Job) -> Result<(), Stopped> {
+        if self.tx.blocking_send(job).is_err() {
+            return Err(Stopped);
+        }
+        if self.state.stop.load(Ordering::SeqCst) {
+            return Err(Stopped);
+        }
+        Ok(())
+    }
+}
+
+fn ready(seq: u64, object: Map<String, Value>, spec: Spec) -> Job {
+    Job { seq, object, body: Body::Ready(spec), submitted: Local::now(), attempts: 0 }
+}
+
+fn invalid(seq: u64, object: Map<String, Value>, why: String) -> Job {
+    Job { seq, object, body: Body::Invalid(why), submitted: Local::now(), attempts: 0 }
+}
+
+/// Calls `f` with each item of a source (a line without its newline, or an argument) until it
+/// returns `Ok(false)`.
+fn for_each_item(source: &Source, mut f: impl FnMut(&[u8]) -> Result<bool, String>) -> Result<(), String> {
+    let read_lines = |reader: &mut dyn BufRead, name: &str, f: &mut dyn FnMut(&[u8]) -> Result<bool, String>| {
+        let mut line = Vec::with_capacity(256);
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    if !f(&line)? {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("cannot read {name}: {e}")),
+            }
+        }
+    };
+    match source {
+        Source::Args(args) => {
+            for a in args {
+                if !f(a.as_bytes())? {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        Source::Stdin => {
+            let stdin = std::io::stdin();
+            let mut reader = BufReader::with_capacity(64 * 1024, stdin.lock());
+            read_lines(&mut reader, "standard input", &mut f)
+        }
+        Source::File(path) if path.as_os_str() == "-" => for_each_item(&Source::Stdin, f),
+        Source::File(path) => {
+            let file: Box<dyn Read> = Box::new(
+                File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+            );
+            let mut reader = BufReader::with_capacity(64 * 1024, file);
+            read_lines(&mut reader, &path.display().to_string(), &mut f)
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The `bakapara` command: parse the command line, run, map the outcome to an exit status.
+
+use std::process::ExitCode;
+
+use bakapara::config::{Config, ConfigError};
+use bakapara::signals::die_of;
+
+fn main() -> ExitCode {
+    let config = match Config::from_args(std::env::args_os()) {
+        Ok(config) => config,
+        Err(ConfigError::Clap(e)) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(255) } else { ExitCode::SUCCESS };
+        }
+        Err(ConfigError::Invalid(message)) => {
+            eprintln!("bakapara: error: {message}");
+            return ExitCode::from(255);
+        }
+    };
+    let stdout = std::io::stdout().lock();
+    let summary = match bakapara::run::run(config, stdout, true) {
+        Ok(summary) => summary,
+        Err(e) => {
+            eprintln!("bakapara: error: {e:#}");
+            return ExitCode::from(255);
+        }
+    };
+    if let Some(sig) = summary.interrupted_by {
+        die_of(sig);
+    }
+    if let Some(fatal) = &summary.fatal {
+        eprintln!("bakapara: error: {fatal}");
+        return ExitCode::from(255);
+    }
+    ExitCode::from(match summary.failed {
+        0 => 0,
+        n @ 1..=100 => n as u8,
+        _ => 101,
+    })
+}

@@ -1,0 +1,136 @@
+//! Time and size formats: RFC 3339 timestamps, log-line stamps, durations and sizes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Local, SecondsFormat};
+
+/// RFC 3339 with microseconds and the local offset, as result timestamps use.
+pub fn rfc3339(t: &DateTime<Local>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, false)
+}
+
+/// `2014-12-21 10:39:49,231`, the stamp of the original tool's log lines.
+pub fn log_stamp(t: &DateTime<Local>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S,%3f").to_string()
+}
+
+/// `0:00:10.007444`, how Python prints a timedelta (the original tool's log lines).
+pub fn elapsed_hms(d: Duration) -> String {
+    let secs = d.as_secs();
+    format!(
+        "{}:{:02}:{:02}.{:06}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        d.subsec_micros()
+    )
+}
+
+/// Seconds between two instants as a number, never negative.
+pub fn seconds_between(from: &DateTime<Local>, to: &DateTime<Local>) -> f64 {
+    let micros = (*to - *from).num_microseconds().unwrap_or(0).max(0);
+    micros as f64 / 1e6
+}
+
+/// Parses a duration: `10` or `1.5` (seconds), or with units `500ms`, `10s`, `5m`, `2h`, `1d`,
+/// combined as `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let bad = || format!("`{text}` is not a duration (examples: 30, 1.5, 500ms, 10s, 5m, 1h30m)");
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| bad());
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_len);
+        let unit_len = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let scale = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// Parses a byte size: `1048576`, `512K`, `1M`, `2G` (powers of 1024; a trailing `B`/`iB` is
+/// accepted).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let bad = || format!("`{text}` is not a size (examples: 65536, 512K, 1M, 2G)");
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, scale) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let scale: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(bad()),
+            };
+            (&t[..i], scale)
+        }
+        _ => (t, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !(n >= 0.0) || !n.is_finite() {
+        return Err(bad());
+    }
+    let bytes = n * scale as f64;
+    if bytes > usize::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
+        for bad in ["", "x", "10x", "-1", "1h-", "ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("512K").unwrap(), 512 * 1024);
+        assert_eq!(parse_size("1M").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        for bad in ["", "x", "1X", "-3", "M"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hms() {
+        assert_eq!(elapsed_hms(Duration::from_micros(10_007_444)), "0:00:10.007444");
+        assert_eq!(elapsed_hms(Duration::from_secs(3723)), "1:02:03.000000");
+    }
+}
