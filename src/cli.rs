@@ -54,7 +54,7 @@ EXIT STATUS:
 pub struct Cli {
     /// Command template; several words are joined by spaces. Without it, each stdin line is a
     /// job (a JSON object or a command line).
-    #[arg(value_name = "TEMPLATE", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(value_name = "TEMPLATE", trailing_var_arg = true)]
     pub template: Vec<String>,
 
     /// Run N jobs at once on this machine [default: the number of CPUs].
@@ -62,7 +62,12 @@ pub struct Cli {
     pub jobs: Option<usize>,
 
     /// Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped.
-    #[arg(long, value_name = "DURATION", default_value = "2s", help_heading = "Running")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "2s",
+        help_heading = "Running"
+    )]
     pub grace: String,
 
     /// Split each input line into columns <1>, <2>... at matches of REGEX.
@@ -95,7 +100,12 @@ pub struct Cli {
 
     /// Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped
     /// and marked.
-    #[arg(long, value_name = "SIZE", default_value = "1M", help_heading = "Output")]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "1M",
+        help_heading = "Output"
+    )]
     pub capture_limit: String,
 
     /// Print the jobs that would run, as JSON lines, and run nothing.

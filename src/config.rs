@@ -55,10 +55,22 @@ impl Config {
             (false, false) => Mode::Template,
         };
         if mode == Mode::Jsonl && !sources.is_empty() {
-            return Err(invalid("--jsonl reads JSON objects from stdin; it cannot take ::: or :::: sources".into()));
+            return Err(invalid(
+                "--jsonl reads JSON objects from stdin; it cannot take ::: or :::: sources".into(),
+            ));
         }
         let parse = |what: &str, text: &str| {
-            Template::parse(text).map_err(|e| invalid(format!("bad {what} template {text:?}: {e}")))
+            let t = Template::parse(text)
+                .map_err(|e| invalid(format!("bad {what} template {text:?}: {e}")))?;
+            if mode != Mode::Jsonl {
+                if let Some((token, column)) = t.field_tokens().first() {
+                    return Err(invalid(format!(
+                        "bad {what} template {text:?}: unknown token `{token}` at column {column} \
+                         (a `<name>` token reads a field of a JSON object: use --jsonl)"
+                    )));
+                }
+            }
+            Ok(t)
         };
         let cmd = match mode {
             Mode::Commands => None,
@@ -73,7 +85,8 @@ impl Config {
             }
             Mode::Jsonl => Some(parse("command", &template_text)?),
         };
-        let path_template = |what: &str, t: &Option<String>| t.as_deref().map(|t| parse(what, t)).transpose();
+        let path_template =
+            |what: &str, t: &Option<String>| t.as_deref().map(|t| parse(what, t)).transpose();
         if mode == Mode::Commands && (cli.out.is_some() || cli.err.is_some() || cli.cd.is_some()) {
             return Err(invalid(
                 "--out, --err and --cd need a TEMPLATE (JSON job lines carry their own `out`, `err` and `cd` keys)".into(),
@@ -84,10 +97,16 @@ impl Config {
             cd: path_template("--cd", &cli.cd)?,
             out: path_template("--out", &cli.out)?,
             err: path_template("--err", &cli.err)?,
-            quoting: if cli.no_quote { Quoting::Verbatim } else { Quoting::Shell },
+            quoting: if cli.no_quote {
+                Quoting::Verbatim
+            } else {
+                Quoting::Shell
+            },
         };
         let colsep = match &cli.colsep {
-            Some(re) => Some(Regex::new(re).map_err(|e| invalid(format!("bad --colsep regex {re:?}: {e}")))?),
+            Some(re) => Some(
+                Regex::new(re).map_err(|e| invalid(format!("bad --colsep regex {re:?}: {e}")))?,
+            ),
             None => None,
         };
         if colsep.is_some() && mode != Mode::Template {
@@ -96,8 +115,9 @@ impl Config {
         for s in &sources {
             if let Source::File(path) = s {
                 if path.as_os_str() != "-" {
-                    std::fs::File::open(path)
-                        .map_err(|e| invalid(format!(":::: {}: cannot open: {e}", path.display())))?;
+                    std::fs::File::open(path).map_err(|e| {
+                        invalid(format!(":::: {}: cannot open: {e}", path.display()))
+                    })?;
                 }
             }
         }
@@ -113,19 +133,32 @@ impl Config {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let capture_limit =
-            timefmt::parse_size(&cli.capture_limit).map_err(|e| invalid(format!("--capture-limit: {e}")))?;
-        let grace = timefmt::parse_duration(&cli.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
+        let capture_limit = timefmt::parse_size(&cli.capture_limit)
+            .map_err(|e| invalid(format!("--capture-limit: {e}")))?;
+        let grace =
+            timefmt::parse_duration(&cli.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
         let base_dir = std::env::current_dir()
             .map_err(|e| invalid(format!("cannot read the working directory: {e}")))?;
         Ok(Config {
-            input: InputSpec { mode, sources, colsep },
+            input: InputSpec {
+                mode,
+                sources,
+                colsep,
+            },
             templates,
             jobs,
             keep_order: cli.keep_order,
-            settings: RunSettings { capture_limit, grace, timeout: None },
+            settings: RunSettings {
+                capture_limit,
+                grace,
+                timeout: None,
+            },
             dry_run: cli.dry_run,
-            verbosity: if cli.quiet { Verbosity::Quiet } else { Verbosity::Normal },
+            verbosity: if cli.quiet {
+                Verbosity::Quiet
+            } else {
+                Verbosity::Normal
+            },
             base_dir,
         })
     }
@@ -151,14 +184,21 @@ pub fn split_sources(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<Source>)
                 Some(Source::Args(list)) => list.push(arg.into_string().map_err(|a| {
                     ConfigError::Invalid(format!("::: argument {a:?} is not valid UTF-8"))
                 })?),
-                Some(Source::File(path)) if path.as_os_str().is_empty() => *path = PathBuf::from(arg),
+                Some(Source::File(path)) if path.as_os_str().is_empty() => {
+                    *path = PathBuf::from(arg)
+                }
                 Some(Source::File(_)) => sources.push(Source::File(PathBuf::from(arg))),
                 Some(Source::Stdin) | None => {}
             }
         }
     }
-    if sources.iter().any(|s| matches!(s, Source::File(p) if p.as_os_str().is_empty())) {
-        return Err(ConfigError::Invalid(":::: needs at least one FILE (- for stdin)".into()));
+    if sources
+        .iter()
+        .any(|s| matches!(s, Source::File(p) if p.as_os_str().is_empty()))
+    {
+        return Err(ConfigError::Invalid(
+            ":::: needs at least one FILE (- for stdin)".into(),
+        ));
     }
     Ok((rest, sources))
 }

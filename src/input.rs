@@ -48,7 +48,9 @@ impl Templates {
     /// Expands a `Pending` job for the slot it got (1-based), making it `Ready`, or `Invalid`
     /// when a value is missing. Other jobs are left alone.
     pub fn materialize(&self, job: &mut Job, slot: usize) {
-        let Body::Pending(args) = &job.body else { return };
+        let Body::Pending(args) = &job.body else {
+            return;
+        };
         match self.expand(job, args, slot) {
             Ok((object, spec)) => {
                 job.object = object;
@@ -58,10 +60,19 @@ impl Templates {
         }
     }
 
-    fn expand(&self, job: &Job, args: &[String], slot: usize) -> Result<(Map<String, Value>, Spec), String> {
+    fn expand(
+        &self,
+        job: &Job,
+        args: &[String],
+        slot: usize,
+    ) -> Result<(Map<String, Value>, Spec), String> {
         let ctx = Context {
             args,
-            fields: if args.is_empty() { Some(&job.object) } else { None },
+            fields: if args.is_empty() {
+                Some(&job.object)
+            } else {
+                None
+            },
             seq: job.seq,
             slot,
         };
@@ -154,7 +165,15 @@ pub fn spawn_reader(
 ) -> std::io::Result<std::thread::JoinHandle<Result<(), String>>> {
     std::thread::Builder::new()
         .name("bakapara-input".into())
-        .spawn(move || Reader { spec: &spec, tx, state, seq: 0 }.run())
+        .spawn(move || {
+            Reader {
+                spec: &spec,
+                tx,
+                state,
+                seq: 0,
+            }
+            .run()
+        })
 }
 
 struct Reader<'a> {
@@ -201,7 +220,11 @@ impl Reader<'_> {
             loop {
                 let mut parts: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);
                 parts.push(first);
-                parts.extend(rest.iter().zip(&index).map(|(items, &i)| items[i].as_slice()));
+                parts.extend(
+                    rest.iter()
+                        .zip(&index)
+                        .map(|(items, &i)| items[i].as_slice()),
+                );
                 r.item_job(&parts)?;
                 // Advance the odometer: the last source varies fastest.
                 let mut k = rest.len();
@@ -285,7 +308,13 @@ impl Reader<'_> {
         } else {
             Body::Pending(args)
         };
-        self.send(Job { seq, object: Map::new(), body, submitted: Local::now(), attempts: 0 })
+        self.send(Job {
+            seq,
+            object: Map::new(),
+            body,
+            submitted: Local::now(),
+            attempts: 0,
+        })
     }
 
     /// A JSON job line or a plain command line (no TEMPLATE), or a `--jsonl` object.
@@ -297,7 +326,11 @@ impl Reader<'_> {
                 "line_base64".into(),
                 Value::String(base64::engine::general_purpose::STANDARD.encode(line)),
             );
-            return invalid(seq, object, "the input line is not valid UTF-8 (its bytes are in `line_base64`)".into());
+            return invalid(
+                seq,
+                object,
+                "the input line is not valid UTF-8 (its bytes are in `line_base64`)".into(),
+            );
         };
         let trimmed = text.trim_start();
         if !trimmed.starts_with('{') {
@@ -308,13 +341,22 @@ impl Reader<'_> {
             }
             let mut object = Map::new();
             object.insert("cmd".into(), Value::String(text.to_string()));
-            let spec = Spec { cmd: text.to_string(), ..Spec::default() };
+            let spec = Spec {
+                cmd: text.to_string(),
+                ..Spec::default()
+            };
             return ready(seq, object, spec);
         }
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(object)) => {
                 if self.spec.mode == Mode::Jsonl {
-                    return Job { seq, object, body: Body::Pending(Vec::new()), submitted: Local::now(), attempts: 0 };
+                    return Job {
+                        seq,
+                        object,
+                        body: Body::Pending(Vec::new()),
+                        submitted: Local::now(),
+                        attempts: 0,
+                    };
                 }
                 match Spec::from_object(&object) {
                     Ok(spec) => ready(seq, object, spec),
@@ -350,35 +392,51 @@ impl Reader<'_> {
 }
 
 fn ready(seq: u64, object: Map<String, Value>, spec: Spec) -> Job {
-    Job { seq, object, body: Body::Ready(spec), submitted: Local::now(), attempts: 0 }
+    Job {
+        seq,
+        object,
+        body: Body::Ready(spec),
+        submitted: Local::now(),
+        attempts: 0,
+    }
 }
 
 fn invalid(seq: u64, object: Map<String, Value>, why: String) -> Job {
-    Job { seq, object, body: Body::Invalid(why), submitted: Local::now(), attempts: 0 }
+    Job {
+        seq,
+        object,
+        body: Body::Invalid(why),
+        submitted: Local::now(),
+        attempts: 0,
+    }
 }
 
 /// Calls `f` with each item of a source (a line without its newline, or an argument) until it
 /// returns `Ok(false)`.
-fn for_each_item(source: &Source, mut f: impl FnMut(&[u8]) -> Result<bool, String>) -> Result<(), String> {
-    let read_lines = |reader: &mut dyn BufRead, name: &str, f: &mut dyn FnMut(&[u8]) -> Result<bool, String>| {
-        let mut line = Vec::with_capacity(256);
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) => return Ok(()),
-                Ok(_) => {
-                    if line.last() == Some(&b'\n') {
-                        line.pop();
+fn for_each_item(
+    source: &Source,
+    mut f: impl FnMut(&[u8]) -> Result<bool, String>,
+) -> Result<(), String> {
+    let read_lines =
+        |reader: &mut dyn BufRead, name: &str, f: &mut dyn FnMut(&[u8]) -> Result<bool, String>| {
+            let mut line = Vec::with_capacity(256);
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        if !f(&line)? {
+                            return Ok(());
+                        }
                     }
-                    if !f(&line)? {
-                        return Ok(());
-                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(format!("cannot read {name}: {e}")),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("cannot read {name}: {e}")),
             }
-        }
-    };
+        };
     match source {
         Source::Args(args) => {
             for a in args {

@@ -105,9 +105,15 @@ impl Spec {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => match n.as_f64().map(Duration::try_from_secs_f64) {
                 Some(Ok(d)) if !d.is_zero() => Some(d),
-                _ => return Err(format!("`timeout` must be a positive number of seconds, not {n}")),
+                _ => {
+                    return Err(format!(
+                        "`timeout` must be a positive number of seconds, not {n}"
+                    ))
+                }
             },
-            Some(Value::String(s)) => Some(timefmt::parse_duration(s).map_err(|e| format!("`timeout`: {e}"))?),
+            Some(Value::String(s)) => {
+                Some(timefmt::parse_duration(s).map_err(|e| format!("`timeout`: {e}"))?)
+            }
             Some(other) => return Err(wrong_type("timeout", "a number of seconds", other)),
         };
         let retries = match object.get("retries") {
@@ -201,13 +207,21 @@ impl Serialize for Stream {
         match std::str::from_utf8(&self.captured.bytes) {
             Ok(text) => map.serialize_entry(self.name, text)?,
             Err(_) => {
-                let key = if self.name == "stdout" { "stdout_base64" } else { "stderr_base64" };
+                let key = if self.name == "stdout" {
+                    "stdout_base64"
+                } else {
+                    "stderr_base64"
+                };
                 let b64 = base64::engine::general_purpose::STANDARD.encode(&self.captured.bytes);
                 map.serialize_entry(key, &b64)?;
             }
         }
         if self.captured.truncated {
-            let key = if self.name == "stdout" { "stdout_truncated" } else { "stderr_truncated" };
+            let key = if self.name == "stdout" {
+                "stdout_truncated"
+            } else {
+                "stderr_truncated"
+            };
             map.serialize_entry(key, &true)?;
         }
         map.end()
@@ -223,7 +237,12 @@ pub struct Placement {
 
 impl JobResult {
     /// The result of a job run that got to a slot.
-    pub fn from_outcome(job: &Job, place: &Placement, outcome: Outcome, msg_id: String) -> JobResult {
+    pub fn from_outcome(
+        job: &Job,
+        place: &Placement,
+        outcome: Outcome,
+        msg_id: String,
+    ) -> JobResult {
         let (status, code, signal, error) = match outcome.ending {
             Ending::Exited(code) => (Status::Ok, Some(code), None, None),
             Ending::Signaled(sig) => (
@@ -237,7 +256,9 @@ impl JobResult {
                 code,
                 signal.map(signal_name),
                 Some(match &job.body {
-                    Body::Ready(Spec { timeout: Some(t), .. }) => {
+                    Body::Ready(Spec {
+                        timeout: Some(t), ..
+                    }) => {
                         format!("timed out after {} s", t.as_secs_f64())
                     }
                     _ => "timed out".to_string(),
@@ -265,10 +286,19 @@ impl JobResult {
             started: Some(timefmt::rfc3339(&outcome.started)),
             completed: Some(timefmt::rfc3339(&outcome.completed)),
             received: timefmt::rfc3339(&Local::now()),
-            elapsed: Some(timefmt::seconds_between(&outcome.started, &outcome.completed)),
+            elapsed: Some(timefmt::seconds_between(
+                &outcome.started,
+                &outcome.completed,
+            )),
             msg_id,
-            stdout: outcome.stdout.map(|captured| Stream { name: "stdout", captured }),
-            stderr: outcome.stderr.map(|captured| Stream { name: "stderr", captured }),
+            stdout: outcome.stdout.map(|captured| Stream {
+                name: "stdout",
+                captured,
+            }),
+            stderr: outcome.stderr.map(|captured| Stream {
+                name: "stderr",
+                captured,
+            }),
         }
     }
 
@@ -360,7 +390,8 @@ mod tests {
         assert_eq!(spec.env[1], ("N".to_string(), "2".to_string()));
         assert_eq!(spec.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(spec.retries, Some(3));
-        let single = Spec::from_object(&obj(json!({"cmd": "x", "host": "a", "timeout": "2m"}))).unwrap();
+        let single =
+            Spec::from_object(&obj(json!({"cmd": "x", "host": "a", "timeout": "2m"}))).unwrap();
         assert_eq!(single.hosts, Some(vec!["a".to_string()]));
         assert_eq!(single.timeout, Some(Duration::from_secs(120)));
     }
@@ -375,11 +406,23 @@ mod tests {
             (json!({"cmd": "x", "host": ["a", 1]}), "`host` must be"),
             (json!({"cmd": "x", "env": "A=1"}), "`env` must be an object"),
             (json!({"cmd": "x", "env": {"A": [1]}}), "`env.A` must be"),
-            (json!({"cmd": "x", "env": {"A=B": "1"}}), "bad variable name"),
-            (json!({"cmd": "x", "timeout": -1}), "`timeout` must be a positive"),
+            (
+                json!({"cmd": "x", "env": {"A=B": "1"}}),
+                "bad variable name",
+            ),
+            (
+                json!({"cmd": "x", "timeout": -1}),
+                "`timeout` must be a positive",
+            ),
             (json!({"cmd": "x", "timeout": "soon"}), "`timeout`"),
-            (json!({"cmd": "x", "retries": 1.5}), "`retries` must be a whole number"),
-            (json!({"cmd": "x", "retries": "2"}), "`retries` must be a whole number"),
+            (
+                json!({"cmd": "x", "retries": 1.5}),
+                "`retries` must be a whole number",
+            ),
+            (
+                json!({"cmd": "x", "retries": "2"}),
+                "`retries` must be a whole number",
+            ),
         ];
         for (v, want) in cases {
             let err = Spec::from_object(&obj(v.clone())).unwrap_err();
@@ -401,7 +444,10 @@ mod tests {
         let mut buf = Vec::new();
         encode_line(&object, &r, &mut buf);
         let text = String::from_utf8(buf).unwrap();
-        assert!(text.starts_with(r#"{"z":1,"cmd":"true","a":"x","result":{"status":"error""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"z":1,"cmd":"true","a":"x","result":{"status":"error""#),
+            "{text}"
+        );
         assert!(text.ends_with("}\n"));
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back["result"]["seq"], 7);
@@ -410,10 +456,28 @@ mod tests {
 
     #[test]
     fn streams_encode_as_text_base64_and_truncated() {
-        let s = Stream { name: "stdout", captured: Captured { bytes: b"hi\n".to_vec(), truncated: true } };
-        assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"stdout":"hi\n","stdout_truncated":true}"#);
-        let s = Stream { name: "stderr", captured: Captured { bytes: vec![0xff, 0], truncated: false } };
-        assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"stderr_base64":"/wA="}"#);
+        let s = Stream {
+            name: "stdout",
+            captured: Captured {
+                bytes: b"hi\n".to_vec(),
+                truncated: true,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"stdout":"hi\n","stdout_truncated":true}"#
+        );
+        let s = Stream {
+            name: "stderr",
+            captured: Captured {
+                bytes: vec![0xff, 0],
+                truncated: false,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"stderr_base64":"/wA="}"#
+        );
     }
 
     #[test]

@@ -10,7 +10,11 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(ConfigError::Clap(e)) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(255) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(255)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
         Err(ConfigError::Invalid(message)) => {
             eprintln!("bakapara: error: {message}");

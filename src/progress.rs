@@ -26,7 +26,10 @@ pub struct Logger {
 
 impl Logger {
     pub fn new(verbosity: Verbosity) -> Logger {
-        Logger { verbosity, started: Instant::now() }
+        Logger {
+            verbosity,
+            started: Instant::now(),
+        }
     }
 
     fn line(&self, text: std::fmt::Arguments<'_>) {
@@ -40,7 +43,11 @@ impl Logger {
         if self.verbosity == Verbosity::Quiet {
             return;
         }
-        self.line(format_args!("total {} jobs on {} engines", count(total), engines));
+        self.line(format_args!(
+            "total {} jobs on {} engines",
+            count(total),
+            engines
+        ));
     }
 
     /// One line per finished job: `[3/100] returned 0 in 0:00:00.012 sec on host: cmd`.
@@ -52,8 +59,15 @@ impl Logger {
         if result.started.is_none() {
             let why = result.error.as_deref().unwrap_or("not run");
             let seq = result.seq;
-            let status = if result.status == Status::Aborted { "aborted" } else { "error" };
-            self.line(format_args!("[{done}/{}] {status}: job {seq} did not run: {why}", count(total)));
+            let status = if result.status == Status::Aborted {
+                "aborted"
+            } else {
+                "error"
+            };
+            self.line(format_args!(
+                "[{done}/{}] {status}: job {seq} did not run: {why}",
+                count(total)
+            ));
             return;
         }
         let host = result.host.as_deref().unwrap_or("-");
@@ -61,9 +75,13 @@ impl Logger {
         let what = match (result.status, result.code, &result.signal) {
             (Status::Ok, Some(code), _) => format!("returned {code}"),
             (Status::Ok, None, _) => "returned".to_string(),
-            (Status::Error, ..) => format!("failed ({})", result.error.as_deref().unwrap_or("error")),
+            (Status::Error, ..) => {
+                format!("failed ({})", result.error.as_deref().unwrap_or("error"))
+            }
             (Status::Aborted, _, Some(sig)) => format!("aborted ({sig})"),
-            (Status::Aborted, ..) => format!("aborted ({})", result.error.as_deref().unwrap_or("stopped")),
+            (Status::Aborted, ..) => {
+                format!("aborted ({})", result.error.as_deref().unwrap_or("stopped"))
+            }
         };
         self.line(format_args!(
             "[{done}/{}] {what} in {} sec on {host}: {}",

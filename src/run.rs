@@ -22,13 +22,23 @@ const CHANNEL_CAPACITY: usize = 256;
 /// SIGINT / SIGTERM / SIGHUP stop the run as SPEC §5 says (the caller then dies of the signal
 /// in `Summary::interrupted_by`).
 pub fn run<W: Write>(config: Config, out: W, handle_signals: bool) -> anyhow::Result<Summary> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run_async(config, out, handle_signals))
 }
 
-async fn run_async<W: Write>(config: Config, out: W, handle_signals: bool) -> anyhow::Result<Summary> {
+async fn run_async<W: Write>(
+    config: Config,
+    out: W,
+    handle_signals: bool,
+) -> anyhow::Result<Summary> {
     // Signals are taken over before anything starts, so no Ctrl-C is lost.
-    let signals = if handle_signals { Some(Signals::new()?) } else { None };
+    let signals = if handle_signals {
+        Some(Signals::new()?)
+    } else {
+        None
+    };
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let state = Arc::new(ReaderState::default());
     let known_total = config.input.known_total();
@@ -64,7 +74,12 @@ async fn dry_run<W: Write>(
     mut out: W,
     reader: std::thread::JoinHandle<Result<(), String>>,
 ) -> Summary {
-    let mut summary = Summary { done: 0, failed: 0, interrupted_by: None, fatal: None };
+    let mut summary = Summary {
+        done: 0,
+        failed: 0,
+        interrupted_by: None,
+        fatal: None,
+    };
     let slots = config.jobs.max(1) as u64;
     let mut line = Vec::new();
     while let Some(mut job) = rx.recv().await {

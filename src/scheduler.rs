@@ -143,7 +143,10 @@ impl<W: Write> Scheduler<W> {
         self.output.logger().start(known_total, self.slots.len());
         loop {
             self.dispatch();
-            if self.running.is_empty() && self.queue.is_empty() && (!self.input_open || self.halt.is_some()) {
+            if self.running.is_empty()
+                && self.queue.is_empty()
+                && (!self.input_open || self.halt.is_some())
+            {
                 break;
             }
             let want_input = self.input_open
@@ -164,7 +167,8 @@ impl<W: Write> Scheduler<W> {
         }
         self.output.finish();
         if let Some(e) = self.output.broken() {
-            self.fatal.get_or_insert_with(|| format!("cannot write results to stdout: {e}"));
+            self.fatal
+                .get_or_insert_with(|| format!("cannot write results to stdout: {e}"));
         }
         Summary {
             done: self.output.done(),
@@ -214,7 +218,11 @@ impl<W: Write> Scheduler<W> {
             return self.settle_halted(job);
         }
         if let Some(wanted) = wanted_hosts(&job) {
-            if !self.hosts.iter().any(|h| wanted.iter().any(|w| h.answers_to(w))) {
+            if !self
+                .hosts
+                .iter()
+                .any(|h| wanted.iter().any(|w| h.answers_to(w)))
+            {
                 let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
                 let why = format!(
                     "no configured host may run this job: it asks for {} but the hosts are {}",
@@ -261,7 +269,11 @@ impl<W: Write> Scheduler<W> {
             }
             Body::Pending(_) => {
                 self.free.push(Reverse(slot));
-                return self.settle(job, Status::Error, "internal error: the job was not expanded".into());
+                return self.settle(
+                    job,
+                    Status::Error,
+                    "internal error: the job was not expanded".into(),
+                );
             }
         };
         job.attempts += 1;
@@ -296,7 +308,10 @@ impl<W: Write> Scheduler<W> {
                 return;
             }
         }
-        let place = Placement { host: self.hosts[self.slots[slot].host].name.clone(), engine_id: slot };
+        let place = Placement {
+            host: self.hosts[self.slots[slot].host].name.clone(),
+            engine_id: slot,
+        };
         let msg_id = self.msg_id(&job);
         let result = JobResult::from_outcome(&job, &place, outcome, msg_id);
         self.output.emit(&job, &result);
@@ -311,7 +326,9 @@ impl<W: Write> Scheduler<W> {
 
     fn settle_halted(&mut self, job: Job) {
         let why = match self.halt {
-            Some(Halt::Signal(sig)) => format!("not started: bakapara was stopped by {}", sig.as_str()),
+            Some(Halt::Signal(sig)) => {
+                format!("not started: bakapara was stopped by {}", sig.as_str())
+            }
             _ => "not started: bakapara got SIGHUP and starts no new jobs".to_string(),
         };
         self.settle(job, Status::Aborted, why);
@@ -409,7 +426,11 @@ fn wanted_hosts(job: &Job) -> Option<Vec<String>> {
         // A --jsonl object not expanded yet: read its `host` key (checked fully at expansion).
         _ => match job.object.get("host") {
             Some(Value::String(s)) => Some(vec![s.clone()]),
-            Some(Value::Array(list)) => Some(list.iter().filter_map(|v| v.as_str().map(String::from)).collect()),
+            Some(Value::Array(list)) => Some(
+                list.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+            ),
             _ => None,
         },
     }

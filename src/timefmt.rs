@@ -50,7 +50,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(bad)?;
         let (num, tail) = rest.split_at(num_len);
-        let unit_len = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let value: f64 = num.parse().map_err(|_| bad())?;
         let scale = match unit {
@@ -90,7 +92,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         _ => (t, 1),
     };
     let n: f64 = num.trim().parse().map_err(|_| bad())?;
-    if !(n >= 0.0) || !n.is_finite() {
+    if !n.is_finite() || n < 0.0 {
         return Err(bad());
     }
     let bytes = n * scale as f64;
@@ -130,7 +132,10 @@ mod tests {
 
     #[test]
     fn hms() {
-        assert_eq!(elapsed_hms(Duration::from_micros(10_007_444)), "0:00:10.007444");
+        assert_eq!(
+            elapsed_hms(Duration::from_micros(10_007_444)),
+            "0:00:10.007444"
+        );
         assert_eq!(elapsed_hms(Duration::from_secs(3723)), "1:02:03.000000");
     }
 }

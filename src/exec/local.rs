@@ -28,7 +28,12 @@ impl LocalExecutor {
     }
 
     /// Runs one job to its end, stopping it when `stop` says so or its timeout passes.
-    pub async fn run(&self, job: &Command<'_>, limits: &Limits, stop: watch::Receiver<Stop>) -> Outcome {
+    pub async fn run(
+        &self,
+        job: &Command<'_>,
+        limits: &Limits,
+        stop: watch::Receiver<Stop>,
+    ) -> Outcome {
         let dir = job.cd.map(|cd| self.base.join(cd));
         if let Some(dir) = &dir {
             if !dir.is_dir() {
@@ -90,7 +95,13 @@ impl LocalExecutor {
                 }
             },
         );
-        Outcome { started, completed: Local::now(), ending, stdout, stderr }
+        Outcome {
+            started,
+            completed: Local::now(),
+            ending,
+            stdout,
+            stderr,
+        }
     }
 }
 
@@ -171,18 +182,35 @@ async fn supervise(
 }
 
 /// After a stopped job's shell is gone, waits for the rest of its process group to go, and
-/// KILLs what is left when the grace period ends (or at once when the run says Kill).
-async fn reap_group(group: Option<Pid>, kill_at: Option<Instant>, stop: &mut watch::Receiver<Stop>) {
+/// KILLs what is left when the grace period ends (or at once when the run says Kill). Returns
+/// once the group is empty, so that no process of the job outlives bakapara.
+async fn reap_group(
+    group: Option<Pid>,
+    kill_at: Option<Instant>,
+    stop: &mut watch::Receiver<Stop>,
+) {
     let Some(pgid) = group else { return };
     let kill_at = kill_at.unwrap_or_else(Instant::now);
+    let mut killed: Option<Instant> = None;
     let mut pause = Duration::from_millis(1);
     // killpg with no signal tells whether any process of the group is alive.
     while killpg(pgid, None).is_ok() {
-        if Instant::now() >= kill_at || *stop.borrow() == Stop::Kill {
-            let _ = killpg(pgid, Signal::SIGKILL);
-            return;
+        let now = Instant::now();
+        match killed {
+            None if now >= kill_at || *stop.borrow() == Stop::Kill => {
+                let _ = killpg(pgid, Signal::SIGKILL);
+                killed = Some(now);
+                pause = Duration::from_millis(1);
+            }
+            // A killed process that stays listed is a zombie its new parent has not reaped
+            // yet; it runs no code, so stop waiting for it.
+            Some(at) if now - at > Duration::from_secs(1) => return,
+            _ => {}
         }
-        tokio::time::sleep(pause.min(kill_at - Instant::now())).await;
+        let until_kill = kill_at
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
+        tokio::time::sleep(pause.min(until_kill)).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
@@ -236,5 +264,8 @@ async fn read_capped(mut stream: impl AsyncRead + Unpin, limit: usize) -> Captur
             Err(_) => break,
         }
     }
-    Captured { bytes: kept, truncated }
+    Captured {
+        bytes: kept,
+        truncated,
+    }
 }

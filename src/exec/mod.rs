@@ -60,10 +60,16 @@ pub enum Ending {
     Signaled(i32),
     /// bakapara stopped the command because it ran past its timeout: its exit code or the
     /// signal that ended it.
-    TimedOut { code: Option<i32>, signal: Option<i32> },
+    TimedOut {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// bakapara stopped the command (Ctrl-C, SIGTERM, --halt): its exit code or the signal
     /// that ended it.
-    Aborted { code: Option<i32>, signal: Option<i32> },
+    Aborted {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// The command could not be started (bad `cd`, unwritable `out`, spawn failure): why.
     CouldNotRun(String),
     /// The host was lost while the job ran (transport failure): the job should run again.
@@ -86,7 +92,13 @@ impl Outcome {
     /// An outcome for a job that never got to run.
     pub fn not_run(ending: Ending) -> Outcome {
         let now = Local::now();
-        Outcome { started: now, completed: now, ending, stdout: None, stderr: None }
+        Outcome {
+            started: now,
+            completed: now,
+            ending,
+            stdout: None,
+            stderr: None,
+        }
     }
 }
 
