@@ -435,7 +435,7 @@ fn kill(child: &std::process::Child, sig: nix::sys::signal::Signal) {
 fn ctrl_c_stops_every_job_gives_each_its_line_and_leaves_no_process() {
     use std::os::unix::process::ExitStatusExt;
     // Each job forks a grandchild too: the whole process group must die.
-    let (mut child, marker) =
+    let (child, marker) =
         start_sleepers(&["-j", "3"], 5, 6, "sleep MARK & sleep MARK; wait; echo <>");
     kill(&child, nix::sys::signal::Signal::SIGINT);
     let out = child.wait_with_output_timeout();
@@ -467,7 +467,7 @@ fn ctrl_c_stops_every_job_gives_each_its_line_and_leaves_no_process() {
 #[test]
 fn sigterm_kills_jobs_that_ignore_it_after_the_grace_period() {
     use std::os::unix::process::ExitStatusExt;
-    let (mut child, marker) = start_sleepers(
+    let (child, marker) = start_sleepers(
         &["-j", "2", "--grace", "300ms"],
         2,
         2,
