@@ -70,6 +70,38 @@ pub struct Cli {
     )]
     pub grace: String,
 
+    /// Hosts to run on: comma-separated [user@]host[:port][/N] (N slots; default: its CPU
+    /// count); `:` or `localhost` is this machine. Repeatable.
+    #[arg(short = 'S', long = "sshlogin", value_name = "LIST", action = ArgAction::Append, help_heading = "Hosts")]
+    pub sshlogin: Vec<String>,
+
+    /// Read hosts from FILE, one entry a line (`#` comments).
+    #[arg(long, value_name = "FILE", help_heading = "Hosts")]
+    pub sshloginfile: Option<std::path::PathBuf>,
+
+    /// Use this OpenSSH client config instead of ~/.ssh/config.
+    #[arg(long, value_name = "FILE", help_heading = "Hosts")]
+    pub ssh_config: Option<std::path::PathBuf>,
+
+    /// Directory remote jobs start in (`~` = the login directory) [default: bakapara's
+    /// working directory, the same path on every host].
+    #[arg(long, value_name = "DIR", help_heading = "Hosts")]
+    pub workdir: Option<String>,
+
+    /// Pass the local environment variable NAME to every job, remote ones included.
+    /// Repeatable.
+    #[arg(long = "env", value_name = "NAME", action = ArgAction::Append, help_heading = "Hosts")]
+    pub env: Vec<String>,
+
+    /// Fail a job when every host it may run on stays down this long.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        help_heading = "Hosts"
+    )]
+    pub host_timeout: String,
+
     /// Split each input line into columns <1>, <2>... at matches of REGEX.
     #[arg(long, value_name = "REGEX", help_heading = "Input")]
     pub colsep: Option<String>,

@@ -7,6 +7,8 @@ use clap::Parser;
 use regex::Regex;
 
 use crate::cli::Cli;
+use crate::exec::ssh::SshOptions;
+use crate::hosts::{self, HostSpec};
 use crate::input::{InputSpec, Mode, Source, Templates};
 use crate::progress::Verbosity;
 use crate::scheduler::RunSettings;
@@ -18,8 +20,11 @@ use crate::timefmt;
 pub struct Config {
     pub input: InputSpec,
     pub templates: Templates,
-    /// Slots on this machine.
+    /// Slots on this machine (when `-S` does not say).
     pub jobs: usize,
+    /// `-S` / `--sshloginfile` hosts; empty: this machine only.
+    pub hosts: Vec<HostSpec>,
+    pub ssh: SshOptions,
     pub keep_order: bool,
     pub settings: RunSettings,
     pub dry_run: bool,
@@ -139,6 +144,79 @@ impl Config {
             timefmt::parse_duration(&cli.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
         let base_dir = std::env::current_dir()
             .map_err(|e| invalid(format!("cannot read the working directory: {e}")))?;
+        let mut host_list = Vec::new();
+        for list in &cli.sshlogin {
+            host_list.extend(
+                hosts::parse_sshlogin_list(list)
+                    .map_err(|e| invalid(format!("-S {list:?}: {e}")))?,
+            );
+        }
+        if let Some(file) = &cli.sshloginfile {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                invalid(format!(
+                    "--sshloginfile {}: cannot read: {e}",
+                    file.display()
+                ))
+            })?;
+            host_list.extend(
+                hosts::parse_sshloginfile(&text)
+                    .map_err(|e| invalid(format!("--sshloginfile {}: {e}", file.display())))?,
+            );
+            if host_list.is_empty() {
+                return Err(invalid(format!(
+                    "--sshloginfile {}: no hosts in the file",
+                    file.display()
+                )));
+            }
+        }
+        hosts::check_unique(&host_list).map_err(|e| invalid(e.to_string()))?;
+        if let Some(file) = &cli.ssh_config {
+            std::fs::File::open(file).map_err(|e| {
+                invalid(format!("--ssh-config {}: cannot open: {e}", file.display()))
+            })?;
+        }
+        let mut env = Vec::with_capacity(cli.env.len());
+        for name in &cli.env {
+            if name.is_empty() || name.contains('=') {
+                return Err(invalid(format!(
+                    "--env takes a variable name, not {name:?}"
+                )));
+            }
+            match std::env::var(name) {
+                Ok(value) => env.push((name.clone(), value)),
+                Err(std::env::VarError::NotPresent) => {
+                    return Err(invalid(format!(
+                        "--env {name}: no such variable in the environment"
+                    )))
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(invalid(format!(
+                        "--env {name}: the value is not valid UTF-8"
+                    )))
+                }
+            }
+        }
+        let workdir = match cli.workdir.as_deref() {
+            None => Some(
+                base_dir
+                    .to_str()
+                    .ok_or_else(|| {
+                        invalid("the working directory is not valid UTF-8: use --workdir".into())
+                    })?
+                    .to_string(),
+            ),
+            Some("~") => None,
+            Some(dir) => Some(dir.strip_prefix("~/").unwrap_or(dir).to_string()),
+        };
+        let host_timeout = timefmt::parse_duration(&cli.host_timeout)
+            .map_err(|e| invalid(format!("--host-timeout: {e}")))?;
+        let ssh = SshOptions {
+            config_file: cli.ssh_config.clone(),
+            workdir,
+            env,
+            connect_timeout: std::time::Duration::from_secs(10),
+            control_dir: None,
+        };
         Ok(Config {
             input: InputSpec {
                 mode,
@@ -147,11 +225,14 @@ impl Config {
             },
             templates,
             jobs,
+            hosts: host_list,
+            ssh,
             keep_order: cli.keep_order,
             settings: RunSettings {
                 capture_limit,
                 grace,
                 timeout: None,
+                host_timeout,
             },
             dry_run: cli.dry_run,
             verbosity: if cli.quiet {

@@ -271,7 +271,7 @@ impl JobResult {
                 Some("stopped before it ended: bakapara was interrupted".to_string()),
             ),
             Ending::CouldNotRun(why) => (Status::Error, None, None, Some(why)),
-            Ending::HostLost(why) => (Status::Error, None, None, Some(why)),
+            Ending::HostLost { why, .. } => (Status::Error, None, None, Some(why)),
         };
         JobResult {
             status,

@@ -7,7 +7,9 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::exec::local::LocalExecutor;
+use crate::exec::ssh::{HostDown, SshHost};
 use crate::exec::Executor;
+use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
 use crate::output::Output;
@@ -46,25 +48,136 @@ async fn run_async<W: Write>(
     if config.dry_run {
         return Ok(dry_run(config, rx, out, reader).await);
     }
-    let local = Host {
-        name: "localhost".to_string(),
-        aliases: vec![":".to_string()],
-        executor: Executor::Local(LocalExecutor::new(config.base_dir.clone())),
-    };
-    let mut output = Output::new(out, config.keep_order, Logger::new(config.verbosity));
+    let (down_tx, down_rx) = mpsc::unbounded_channel();
+    let logger = Logger::new(config.verbosity);
+    // The SSH control sockets live in a directory of this run's own, removed at its end.
+    let control_dir = tempfile::Builder::new().prefix("bakapara-ssh-").tempdir()?;
+    let hosts = connect_hosts(&config, control_dir.path(), down_tx, &logger).await;
+    if !hosts.iter().any(|h| h.executor.is_some()) {
+        anyhow::bail!("no host could be reached");
+    }
+    let mut output = Output::new(out, config.keep_order, logger);
     if let Some(total) = known_total {
         output.set_total(total);
     }
     let scheduler = Scheduler::new(
-        vec![(local, config.jobs)],
+        hosts,
         config.templates,
         config.settings,
         rx,
         state,
         Some(reader),
         output,
+        down_rx,
     );
-    Ok(scheduler.run(known_total, signals).await)
+    let summary = scheduler.run(known_total, signals).await;
+    drop(control_dir);
+    Ok(summary)
+}
+
+/// The run's hosts, in `-S` order: this machine, and SSH hosts connected in parallel. A host
+/// that cannot be reached is reported on stderr and left out (kept in the list without an
+/// executor, so jobs that ask for it by name get a clear error).
+async fn connect_hosts(
+    config: &Config,
+    control_dir: &std::path::Path,
+    down_tx: mpsc::UnboundedSender<HostDown>,
+    logger: &Logger,
+) -> Vec<Host> {
+    let local = |spec: HostSpec| {
+        let slots = spec.slots.unwrap_or(config.jobs);
+        Host {
+            spec,
+            executor: Some(Executor::Local(LocalExecutor::new(config.base_dir.clone()))),
+            slots,
+        }
+    };
+    if config.hosts.is_empty() {
+        return vec![local(HostSpec::local(Some(config.jobs)))];
+    }
+    let nonce = nonce();
+    let mut options = config.ssh.clone();
+    options.control_dir = Some(control_dir.to_path_buf());
+    let mut connecting = tokio::task::JoinSet::new();
+    for (index, spec) in config.hosts.iter().enumerate() {
+        if spec.local {
+            continue;
+        }
+        let (spec, options, nonce, down_tx) = (
+            spec.clone(),
+            options.clone(),
+            nonce.clone(),
+            down_tx.clone(),
+        );
+        connecting.spawn(async move {
+            (
+                index,
+                SshHost::connect(index, spec, options, nonce, down_tx).await,
+            )
+        });
+    }
+    let mut connected: Vec<Option<Result<SshHost, String>>> =
+        (0..config.hosts.len()).map(|_| None).collect();
+    while let Some(joined) = connecting.join_next().await {
+        if let Ok((index, result)) = joined {
+            connected[index] = Some(result);
+        }
+    }
+    let mut hosts = Vec::with_capacity(config.hosts.len());
+    for (spec, result) in config.hosts.iter().zip(connected) {
+        if spec.local {
+            hosts.push(local(spec.clone()));
+            continue;
+        }
+        match result {
+            Some(Ok(ssh)) => {
+                let slots = ssh.slots();
+                hosts.push(Host {
+                    spec: spec.clone(),
+                    executor: Some(Executor::Ssh(Arc::new(ssh))),
+                    slots,
+                });
+            }
+            Some(Err(why)) => {
+                logger.warn(&format!("bakapara: leaving out host {}: {why}", spec.name));
+                hosts.push(Host {
+                    spec: spec.clone(),
+                    executor: None,
+                    slots: 0,
+                });
+            }
+            None => {
+                logger.warn(&format!(
+                    "bakapara: leaving out host {}: its connection task failed",
+                    spec.name
+                ));
+                hosts.push(Host {
+                    spec: spec.clone(),
+                    executor: None,
+                    slots: 0,
+                });
+            }
+        }
+    }
+    hosts
+}
+
+/// A random token for this run (marks the remote wrapper's reports).
+fn nonce() -> String {
+    let mut bytes = [0u8; 12];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    let mixed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut text = String::from("bkp");
+    for b in bytes.iter().chain(&mixed.to_le_bytes()[..4]) {
+        text.push_str(&format!("{b:02x}"));
+    }
+    text
 }
 
 /// `--dry-run`: print each job as it would run (templates expanded, slots given round-robin).

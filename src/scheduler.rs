@@ -7,12 +7,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::exec::ssh::HostDown;
 use crate::exec::{Command, Ending, Executor, Limits, Outcome, Stop};
+use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
 use crate::job::{Body, Job, JobResult, Placement, Status};
 use crate::output::Output;
@@ -21,16 +25,24 @@ use crate::signals::{Event, Signals};
 /// A host jobs can run on.
 #[derive(Debug)]
 pub struct Host {
-    /// The name as written in `-S` (`localhost` for this machine); results report it.
-    pub name: String,
-    /// Other names a job's `host` key may use for it (e.g. the bare host name).
-    pub aliases: Vec<String>,
-    pub executor: Executor,
+    /// The entry as given in `-S` (its `name` is what results report).
+    pub spec: HostSpec,
+    /// How jobs run there; `None` when the host could not be reached at start (left out).
+    pub executor: Option<Executor>,
+    pub slots: usize,
 }
 
-impl Host {
-    fn answers_to(&self, wanted: &str) -> bool {
-        self.name == wanted || self.aliases.iter().any(|a| a == wanted)
+/// What the scheduler knows of a host while the run goes on.
+#[derive(Debug)]
+struct HostState {
+    host: Arc<Host>,
+    /// Down since when, and why; `None` while it is up.
+    down: Option<(Instant, String)>,
+}
+
+impl HostState {
+    fn usable(&self) -> bool {
+        self.host.executor.is_some()
     }
 }
 
@@ -39,6 +51,8 @@ impl Host {
 pub struct Slot {
     /// Index into the host list.
     pub host: usize,
+    /// The slot's number on its host, from 0 (picks the master connection).
+    pub lane: usize,
 }
 
 /// Settings every job of the run shares.
@@ -48,6 +62,8 @@ pub struct RunSettings {
     pub grace: Duration,
     /// The default timeout (`--timeout`); a job's own `timeout` key wins.
     pub timeout: Option<Duration>,
+    /// How long a job waits for a lost host to come back before it fails.
+    pub host_timeout: Duration,
 }
 
 /// How the run ended, for the exit status.
@@ -78,7 +94,7 @@ enum Halt {
 }
 
 pub struct Scheduler<W: Write> {
-    hosts: Vec<Arc<Host>>,
+    hosts: Vec<HostState>,
     slots: Vec<Slot>,
     /// Free slot indices; the lowest is used first, as GNU Parallel's `{%}` does.
     free: BinaryHeap<Reverse<usize>>,
@@ -97,24 +113,37 @@ pub struct Scheduler<W: Write> {
     output: Output<W>,
     run_id: String,
     fatal: Option<String>,
+    /// Lost connections, reported by keepalives and by jobs.
+    down_rx: mpsc::UnboundedReceiver<HostDown>,
+    /// Hosts that came back after a loss.
+    up_tx: mpsc::UnboundedSender<usize>,
+    up_rx: mpsc::UnboundedReceiver<usize>,
 }
 
 impl<W: Write> Scheduler<W> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        hosts: Vec<(Host, usize)>,
+        hosts: Vec<Host>,
         templates: Templates,
         settings: RunSettings,
         rx: mpsc::Receiver<Job>,
         reader: Arc<ReaderState>,
         reader_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
         output: Output<W>,
+        down_rx: mpsc::UnboundedReceiver<HostDown>,
     ) -> Scheduler<W> {
         let mut slots = Vec::new();
         let mut host_list = Vec::new();
-        for (index, (host, count)) in hosts.into_iter().enumerate() {
-            slots.extend((0..count).map(|_| Slot { host: index }));
-            host_list.push(Arc::new(host));
+        for (index, host) in hosts.into_iter().enumerate() {
+            if host.executor.is_some() {
+                slots.extend((0..host.slots).map(|lane| Slot { host: index, lane }));
+            }
+            host_list.push(HostState {
+                host: Arc::new(host),
+                down: None,
+            });
         }
+        let (up_tx, up_rx) = mpsc::unbounded_channel();
         let free = (0..slots.len()).map(Reverse).collect();
         let (stop_tx, _) = watch::channel(Stop::Run);
         Scheduler {
@@ -135,6 +164,9 @@ impl<W: Write> Scheduler<W> {
             output,
             run_id: run_id(),
             fatal: None,
+            down_rx,
+            up_tx,
+            up_rx,
         }
     }
 
@@ -163,12 +195,22 @@ impl<W: Write> Scheduler<W> {
                     None => self.input_closed(),
                 },
                 event = next_signal(&mut signals) => self.on_signal(event).await,
+                Some(down) = self.down_rx.recv() => self.host_down(down.host, down.generation, down.why),
+                Some(host) = self.up_rx.recv() => self.host_up(host),
+                _ = tokio::time::sleep(Duration::from_millis(500)), if self.waiting_on_down_hosts() => {
+                    self.fail_jobs_of_dead_hosts();
+                }
             }
         }
         self.output.finish();
         if let Some(e) = self.output.broken() {
             self.fatal
                 .get_or_insert_with(|| format!("cannot write results to stdout: {e}"));
+        }
+        for h in &self.hosts {
+            if let Some(Executor::Ssh(ssh)) = &h.host.executor {
+                ssh.close().await;
+            }
         }
         Summary {
             done: self.output.done(),
@@ -218,17 +260,31 @@ impl<W: Write> Scheduler<W> {
             return self.settle_halted(job);
         }
         if let Some(wanted) = wanted_hosts(&job) {
-            if !self
-                .hosts
-                .iter()
-                .any(|h| wanted.iter().any(|w| h.answers_to(w)))
-            {
-                let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
-                let why = format!(
+            let fits = |h: &HostState| wanted.iter().any(|w| h.host.spec.matches(w));
+            if !self.hosts.iter().any(|h| h.usable() && fits(h)) {
+                let names: Vec<&str> = self
+                    .hosts
+                    .iter()
+                    .filter(|h| h.usable())
+                    .map(|h| h.host.spec.name.as_str())
+                    .collect();
+                let left_out: Vec<&str> = self
+                    .hosts
+                    .iter()
+                    .filter(|h| !h.usable() && fits(h))
+                    .map(|h| h.host.spec.name.as_str())
+                    .collect();
+                let mut why = format!(
                     "no configured host may run this job: it asks for {} but the hosts are {}",
                     wanted.join(", "),
                     names.join(", ")
                 );
+                if !left_out.is_empty() {
+                    why.push_str(&format!(
+                        " ({} could not be reached at start)",
+                        left_out.join(", ")
+                    ));
+                }
                 return self.settle(job, Status::Error, why);
             }
         }
@@ -238,23 +294,23 @@ impl<W: Write> Scheduler<W> {
         }
     }
 
-    /// The lowest free slot on a host the job may run on (`None`: any); takes it from the
-    /// free set.
+    /// The lowest free slot on an up host the job may run on (`wanted`: `None` for any);
+    /// takes it from the free set.
     fn take_slot(&mut self, wanted: Option<&[String]>) -> Option<usize> {
-        match wanted {
-            None => self.free.pop().map(|Reverse(s)| s),
-            Some(wanted) => {
-                let fits = |s: usize| {
-                    let host = &self.hosts[self.slots[s].host];
-                    wanted.iter().any(|w| host.answers_to(w))
-                };
-                let mut free: Vec<usize> = self.free.iter().map(|Reverse(s)| *s).collect();
-                free.sort_unstable();
-                let slot = free.into_iter().find(|&s| fits(s))?;
-                self.free.retain(|Reverse(s)| *s != slot);
-                Some(slot)
-            }
+        let all_up = self.hosts.iter().all(|h| h.down.is_none());
+        if wanted.is_none() && all_up {
+            return self.free.pop().map(|Reverse(s)| s);
         }
+        let fits = |s: usize| {
+            let host = &self.hosts[self.slots[s].host];
+            host.down.is_none()
+                && wanted.is_none_or(|w| w.iter().any(|w| host.host.spec.matches(w)))
+        };
+        let mut free: Vec<usize> = self.free.iter().map(|Reverse(s)| *s).collect();
+        free.sort_unstable();
+        let slot = free.into_iter().find(|&s| fits(s))?;
+        self.free.retain(|Reverse(s)| *s != slot);
+        Some(slot)
     }
 
     /// Runs a job on a slot (expanding its template for that slot first).
@@ -277,7 +333,8 @@ impl<W: Write> Scheduler<W> {
             }
         };
         job.attempts += 1;
-        let host = Arc::clone(&self.hosts[self.slots[slot].host]);
+        let Slot { host, lane } = self.slots[slot];
+        let host = Arc::clone(&self.hosts[host].host);
         let stop = self.stop_tx.subscribe();
         let limits = Limits {
             capture_limit: self.settings.capture_limit,
@@ -292,29 +349,136 @@ impl<W: Write> Scheduler<W> {
                 err: spec.err.as_deref(),
                 env: &spec.env,
             };
-            let outcome = host.executor.run(&command, &limits, stop).await;
+            let outcome = match &host.executor {
+                Some(executor) => executor.run(lane, &command, &limits, stop).await,
+                None => Outcome::not_run(Ending::CouldNotRun(
+                    "internal error: the host was left out".into(),
+                )),
+            };
             Done { slot, job, outcome }
         });
     }
 
-    /// A job run ended: free its slot and write its result.
+    /// A job run ended: free its slot and write its result, or put it back in the queue when
+    /// its host was lost (that is no failure of the job's own).
     fn finish(&mut self, done: Done) {
-        let Done { slot, job, outcome } = done;
+        let Done {
+            slot,
+            mut job,
+            outcome,
+        } = done;
         self.free.push(Reverse(slot));
-        if let Ending::HostLost(_) = outcome.ending {
-            // Put back in the queue: a lost host is not the job's failure.
+        let host = self.slots[slot].host;
+        let mut outcome = outcome;
+        if let Ending::HostLost { why, generation } = &outcome.ending {
+            self.host_down(host, *generation, why.clone());
             if self.halt.is_none() {
                 self.queue.push_front(job);
                 return;
             }
+            outcome.ending = Ending::Aborted {
+                code: None,
+                signal: None,
+            };
+            job.attempts = job.attempts.max(1);
         }
         let place = Placement {
-            host: self.hosts[self.slots[slot].host].name.clone(),
+            host: self.hosts[host].host.spec.name.clone(),
             engine_id: slot,
         };
         let msg_id = self.msg_id(&job);
         let result = JobResult::from_outcome(&job, &place, outcome, msg_id);
         self.output.emit(&job, &result);
+    }
+
+    /// A host's connections of `generation` were lost: stop using it, and reconnect with
+    /// back-off until it is back.
+    fn host_down(&mut self, host: usize, generation: u64, why: String) {
+        let state = &mut self.hosts[host];
+        let Some(Executor::Ssh(ssh)) = &state.host.executor else {
+            return;
+        };
+        if ssh.generation_if_up() != Some(generation) {
+            return; // Already known, or a newer connection is up.
+        }
+        ssh.mark_down(generation);
+        let name = state.host.spec.name.clone();
+        state.down = Some((Instant::now(), why.clone()));
+        self.output.logger().warn(&format!(
+            "bakapara: host {name} is down: {why}; reconnecting"
+        ));
+        let ssh = Arc::clone(ssh);
+        let up = self.up_tx.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(250);
+            loop {
+                tokio::time::sleep(pause).await;
+                if ssh.reconnect().await.is_ok() {
+                    let _ = up.send(host);
+                    return;
+                }
+                if up.is_closed() {
+                    return;
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        });
+    }
+
+    fn host_up(&mut self, host: usize) {
+        let state = &mut self.hosts[host];
+        if state.down.take().is_some() {
+            let name = &state.host.spec.name;
+            self.output
+                .logger()
+                .warn(&format!("bakapara: host {name} is back"));
+        }
+    }
+
+    /// True when jobs wait and some host is down (the host timeout may have to fail them).
+    fn waiting_on_down_hosts(&self) -> bool {
+        !self.queue.is_empty() && self.hosts.iter().any(|h| h.down.is_some())
+    }
+
+    /// Fails the queued jobs whose every allowed host has been down past `--host-timeout`.
+    fn fail_jobs_of_dead_hosts(&mut self) {
+        let limit = self.settings.host_timeout;
+        let dead = |h: &HostState| {
+            !h.usable()
+                || h.down
+                    .as_ref()
+                    .is_some_and(|(since, _)| since.elapsed() >= limit)
+        };
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for job in std::mem::take(&mut self.queue) {
+            let wanted = wanted_hosts(&job);
+            let allowed = |h: &HostState| {
+                wanted
+                    .as_ref()
+                    .is_none_or(|w| w.iter().any(|w| h.host.spec.matches(w)))
+            };
+            if self.hosts.iter().filter(|h| allowed(h)).all(dead) {
+                let reasons: Vec<String> = self
+                    .hosts
+                    .iter()
+                    .filter(|h| allowed(h) && h.usable())
+                    .filter_map(|h| {
+                        h.down
+                            .as_ref()
+                            .map(|(_, why)| format!("{}: {why}", h.host.spec.name))
+                    })
+                    .collect();
+                let why = format!(
+                    "every host this job may run on stayed down for more than {} s ({})",
+                    limit.as_secs_f64(),
+                    reasons.join("; ")
+                );
+                self.settle(job, Status::Error, why);
+            } else {
+                kept.push_back(job);
+            }
+        }
+        self.queue = kept;
     }
 
     /// Writes the result of a job that never ran.

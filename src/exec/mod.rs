@@ -1,6 +1,7 @@
 //! Executors: how one job's command is run on one host (local process groups, or SSH).
 
 pub mod local;
+pub mod ssh;
 
 use std::time::Duration;
 
@@ -73,7 +74,8 @@ pub enum Ending {
     /// The command could not be started (bad `cd`, unwritable `out`, spawn failure): why.
     CouldNotRun(String),
     /// The host was lost while the job ran (transport failure): the job should run again.
-    HostLost(String),
+    /// `generation` names the host's connections that were lost.
+    HostLost { why: String, generation: u64 },
 }
 
 /// The outcome of one job run.
@@ -106,18 +108,21 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub enum Executor {
     Local(local::LocalExecutor),
+    Ssh(std::sync::Arc<ssh::SshHost>),
 }
 
 impl Executor {
-    /// Runs one job to its end (see [`local::LocalExecutor::run`]).
+    /// Runs one job to its end in slot `lane` of the host (see [`local::LocalExecutor::run`]).
     pub async fn run(
         &self,
+        lane: usize,
         job: &Command<'_>,
         limits: &Limits,
         stop: tokio::sync::watch::Receiver<Stop>,
     ) -> Outcome {
         match self {
             Executor::Local(local) => local.run(job, limits, stop).await,
+            Executor::Ssh(host) => host.run(lane, job, limits, stop).await,
         }
     }
 }

@@ -1,0 +1,639 @@
+//! The SSH executor: jobs on a remote host through multiplexed OpenSSH master connections.
+//!
+//! Each host gets enough master connections for its slots ([`JOBS_PER_MASTER`] job sessions
+//! each, under sshd's stock `MaxSessions 10`), opened one after another so a host never sees
+//! more than one unauthenticated connection of ours (`MaxStartups`). Every master also holds a
+//! keepalive session: when it ends, the connection is gone and the host is reported lost at
+//! once. A job runs through a small bash wrapper (`wrapper.sh`) that gives it its own process
+//! group and kills that group when bakapara asks, or when the channel closes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Local;
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+
+use super::{Captured, Command, Ending, Limits, Outcome, Stop};
+use crate::hosts::HostSpec;
+use crate::template::shell_quote;
+
+/// Job sessions per master connection: stock sshd allows 10 sessions, one is the keepalive.
+pub const JOBS_PER_MASTER: usize = 8;
+
+const WRAPPER: &str = include_str!("wrapper.sh");
+
+/// Settings shared by every SSH host of a run.
+#[derive(Debug, Clone, Default)]
+pub struct SshOptions {
+    /// `--ssh-config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// The directory remote jobs start in: bakapara's working directory, or `--workdir`
+    /// (`None`: the login directory).
+    pub workdir: Option<String>,
+    /// `--env NAME` values, set for every remote job.
+    pub env: Vec<(String, String)>,
+    pub connect_timeout: Duration,
+    /// Where the master connections' control sockets live (the run's own directory).
+    pub control_dir: Option<PathBuf>,
+}
+
+/// A message from a host's keepalive: its connection (of this generation) ended.
+#[derive(Debug, Clone)]
+pub struct HostDown {
+    pub host: usize,
+    pub generation: u64,
+    pub why: String,
+}
+
+/// One remote host and its master connections.
+#[derive(Debug)]
+pub struct SshHost {
+    index: usize,
+    spec: HostSpec,
+    options: SshOptions,
+    slots: usize,
+    state: Mutex<Connections>,
+    /// Marks the wrapper's report on stderr; random per run so no job can forge it.
+    nonce: String,
+    down_tx: mpsc::UnboundedSender<HostDown>,
+}
+
+#[derive(Debug, Default)]
+struct Connections {
+    generation: u64,
+    masters: Vec<Arc<Session>>,
+    /// The keepalive sessions' stdin: dropping them ends the keepalives.
+    keepalives: Vec<openssh::ChildStdin>,
+}
+
+impl SshHost {
+    /// Connects to a host: opens the first master, asks for the CPU count when `-S` gave no
+    /// slot count, then opens the other masters. Fails with a sentence for the user.
+    pub async fn connect(
+        index: usize,
+        spec: HostSpec,
+        options: SshOptions,
+        nonce: String,
+        down_tx: mpsc::UnboundedSender<HostDown>,
+    ) -> Result<SshHost, String> {
+        let first = open_master(&spec, &options).await?;
+        let slots = match spec.slots {
+            Some(n) => n,
+            None => cpu_count(&first)
+                .await
+                .map_err(|e| format!("{}: cannot count its CPUs: {e}", spec.name))?,
+        };
+        let host = SshHost {
+            index,
+            spec,
+            options,
+            slots,
+            state: Mutex::new(Connections::default()),
+            nonce,
+            down_tx,
+        };
+        host.install(first).await?;
+        Ok(host)
+    }
+
+    pub fn spec(&self) -> &HostSpec {
+        &self.spec
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Opens the masters this host needs (the first one given) and starts their keepalives.
+    async fn install(&self, first: Session) -> Result<(), String> {
+        let needed = self.slots.div_ceil(JOBS_PER_MASTER).max(1);
+        let mut masters = vec![Arc::new(first)];
+        while masters.len() < needed {
+            masters.push(Arc::new(open_master(&self.spec, &self.options).await?));
+        }
+        let generation = {
+            let state = self
+                .state
+                .lock()
+                .map_err(|_| "internal error: poisoned lock".to_string())?;
+            state.generation + 1
+        };
+        let mut keepalives = Vec::with_capacity(masters.len());
+        for master in &masters {
+            keepalives.push(self.keepalive(Arc::clone(master), generation).await?);
+        }
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| "internal error: poisoned lock".to_string())?;
+        state.generation = generation;
+        state.masters = masters;
+        state.keepalives = keepalives;
+        Ok(())
+    }
+
+    /// Starts a session that waits for EOF on its stdin; when it ends while bakapara still
+    /// holds that stdin, the connection was lost.
+    async fn keepalive(
+        &self,
+        master: Arc<Session>,
+        generation: u64,
+    ) -> Result<openssh::ChildStdin, String> {
+        let mut child = Session::to_raw_command(master, "exec bash --norc -c 'read -r _'")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .await
+            .map_err(|e| format!("{}: cannot start a session: {e}", self.spec.name))?;
+        let stdin = child
+            .stdin()
+            .take()
+            .ok_or_else(|| format!("{}: the keepalive session has no stdin", self.spec.name))?;
+        let tx = self.down_tx.clone();
+        let host = self.index;
+        tokio::spawn(async move {
+            let why = match child.wait().await {
+                Ok(_) => "the connection closed".to_string(),
+                Err(e) => format!("the connection was lost ({e})"),
+            };
+            let _ = tx.send(HostDown {
+                host,
+                generation,
+                why,
+            });
+        });
+        Ok(stdin)
+    }
+
+    /// Drops the connections of `generation` (a newer one is kept).
+    pub fn mark_down(&self, generation: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            if state.generation == generation {
+                state.masters.clear();
+                state.keepalives.clear();
+            }
+        }
+    }
+
+    /// The generation of the current connections, when the host is up.
+    pub fn generation_if_up(&self) -> Option<u64> {
+        let state = self.state.lock().ok()?;
+        (!state.masters.is_empty()).then_some(state.generation)
+    }
+
+    /// Closes the connections at the end of a run (ends keepalives, stops the masters).
+    pub async fn close(&self) {
+        let masters = match self.state.lock() {
+            Ok(mut state) => {
+                state.keepalives.clear();
+                std::mem::take(&mut state.masters)
+            }
+            Err(_) => return,
+        };
+        for master in masters {
+            if let Ok(session) = Arc::try_unwrap(master) {
+                let _ = session.close().await;
+            }
+        }
+    }
+
+    /// Opens new connections after a loss.
+    pub async fn reconnect(&self) -> Result<(), String> {
+        let first = open_master(&self.spec, &self.options).await?;
+        self.install(first).await
+    }
+
+    fn master_for(&self, lane: usize) -> Option<(Arc<Session>, u64)> {
+        let state = self.state.lock().ok()?;
+        let master = state
+            .masters
+            .get(lane / JOBS_PER_MASTER)
+            .or_else(|| state.masters.first())?;
+        Some((Arc::clone(master), state.generation))
+    }
+
+    /// Runs one job in slot `lane` of this host.
+    pub async fn run(
+        &self,
+        lane: usize,
+        job: &Command<'_>,
+        limits: &Limits,
+        mut stop: watch::Receiver<Stop>,
+    ) -> Outcome {
+        let Some((master, generation)) = self.master_for(lane) else {
+            let generation = self.state.lock().map(|s| s.generation).unwrap_or(0);
+            return Outcome::not_run(Ending::HostLost {
+                why: format!("{} is down", self.spec.name),
+                generation,
+            });
+        };
+        let remote = self.remote_command(job, limits);
+        let spawned = Session::to_raw_command(Arc::clone(&master), remote)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await;
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                return Outcome::not_run(self.transport_failure(&master, generation, &e).await)
+            }
+        };
+        let started = Local::now();
+        let mut stdin = child.stdin().take();
+        let stdout = child.stdout().take();
+        let stderr = child.stderr().take();
+        let limit = limits.capture_limit;
+        let deadline = limits.timeout.map(|t| Instant::now() + t);
+        let mut cause: Option<Cause> = None;
+        let mut stop_open = true;
+        let supervise = async {
+            let wait = child.wait();
+            tokio::pin!(wait);
+            loop {
+                if stop_open {
+                    let wanted = *stop.borrow_and_update();
+                    let line: &[u8] = match wanted {
+                        Stop::Run => b"",
+                        Stop::Term if cause.is_none() => b"T\n",
+                        Stop::Term => b"",
+                        Stop::Kill => b"K\n",
+                    };
+                    if !line.is_empty() {
+                        cause.get_or_insert(Cause::Abort);
+                        send_line(&mut stdin, line).await;
+                    }
+                    if wanted == Stop::Kill {
+                        stop_open = false;
+                    }
+                }
+                tokio::select! {
+                    status = &mut wait => break status,
+                    changed = stop.changed(), if stop_open => {
+                        if changed.is_err() {
+                            stop_open = false;
+                        }
+                    }
+                    _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && cause.is_none() => {
+                        cause = Some(Cause::Timeout);
+                        send_line(&mut stdin, b"T\n").await;
+                    }
+                }
+            }
+        };
+        let (status, stdout, stderr) = tokio::join!(
+            supervise,
+            async {
+                match stdout {
+                    Some(s) => Some(read_capped(s, limit).await.0),
+                    None => None,
+                }
+            },
+            async {
+                match stderr {
+                    Some(s) => Some(read_capped(s, limit).await),
+                    None => None,
+                }
+            },
+        );
+        drop(stdin);
+        let completed = Local::now();
+        let (stderr, report) = match stderr {
+            Some((captured, tail, total)) => {
+                let (captured, report) = split_report(captured, &tail, total, &self.nonce);
+                (Some(captured), report)
+            }
+            None => (None, None),
+        };
+        let ending = match (report, status) {
+            (Some(report), _) => report.ending(cause),
+            (None, Ok(status)) => Ending::CouldNotRun(format!(
+                "the job's wrapper on {} ended without a report (exit {:?}): is bash there?",
+                self.spec.name,
+                status.code()
+            )),
+            (None, Err(e)) => self.transport_failure(&master, generation, &e).await,
+        };
+        let (stdout, stderr) = match (&job.out, &job.err) {
+            (Some(_), Some(_)) => (None, None),
+            (Some(_), None) => (None, stderr),
+            (None, Some(_)) => (stdout, None),
+            (None, None) => (stdout, stderr),
+        };
+        Outcome {
+            started,
+            completed,
+            ending,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Tells a lost connection (the job should run again) from a command that failed.
+    async fn transport_failure(
+        &self,
+        master: &Session,
+        generation: u64,
+        e: &openssh::Error,
+    ) -> Ending {
+        match master.check().await {
+            Err(_) => {
+                let _ = self.down_tx.send(HostDown {
+                    host: self.index,
+                    generation,
+                    why: format!("the connection was lost ({e})"),
+                });
+                Ending::HostLost {
+                    why: format!("lost the connection to {} ({e})", self.spec.name),
+                    generation,
+                }
+            }
+            Ok(()) => Ending::CouldNotRun(format!("cannot run the job on {}: {e}", self.spec.name)),
+        }
+    }
+
+    /// The command line the remote login shell runs: the wrapper and its arguments.
+    fn remote_command(&self, job: &Command<'_>, limits: &Limits) -> String {
+        let grace_ms = limits
+            .grace
+            .as_millis()
+            .min(u128::from(u32::MAX))
+            .to_string();
+        let base = self.options.workdir.as_deref().unwrap_or("");
+        let mut s = String::with_capacity(WRAPPER.len() + job.cmd.len() + 128);
+        // --norc: the login shell has read ~/.bashrc already (Debian's bash reads it again for a
+        // shell started over ssh, which costs every job its time once more).
+        s.push_str("exec bash --norc -c ");
+        s.push_str(&shell_quote(WRAPPER));
+        s.push_str(" bakapara");
+        for arg in [
+            self.nonce.as_str(),
+            grace_ms.as_str(),
+            base,
+            job.cd.unwrap_or(""),
+            job.out.unwrap_or(""),
+            job.err.unwrap_or(""),
+            job.cmd,
+        ] {
+            s.push(' ');
+            s.push_str(&shell_quote(arg));
+        }
+        for (name, value) in self.options.env.iter().chain(job.env.iter()) {
+            s.push(' ');
+            s.push_str(&shell_quote(&format!("{name}={value}")));
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cause {
+    Timeout,
+    Abort,
+}
+
+async fn send_line(stdin: &mut Option<openssh::ChildStdin>, line: &[u8]) {
+    if let Some(pipe) = stdin {
+        if pipe.write_all(line).await.is_err() {
+            *stdin = None;
+            return;
+        }
+        let _ = pipe.flush().await;
+    }
+}
+
+async fn open_master(spec: &HostSpec, options: &SshOptions) -> Result<Session, String> {
+    let mut builder = SessionBuilder::default();
+    builder
+        .known_hosts_check(KnownHosts::Add)
+        .connect_timeout(options.connect_timeout)
+        .server_alive_interval(Duration::from_secs(5))
+        // A master whose bakapara died (kill -9) goes away by itself once idle.
+        .control_persist(ControlPersist::IdleFor(
+            std::num::NonZeroUsize::MIN.saturating_add(9),
+        ));
+    if let Some(dir) = &options.control_dir {
+        builder.control_directory(dir);
+    }
+    if let Some(file) = &options.config_file {
+        builder.config_file(file);
+    }
+    if let Some(user) = &spec.user {
+        builder.user(user.clone());
+    }
+    if let Some(port) = spec.port {
+        builder.port(port);
+    }
+    let destination = if spec.hostname.contains(':') {
+        format!("[{}]", spec.hostname)
+    } else {
+        spec.hostname.clone()
+    };
+    builder
+        .connect_mux(&destination)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {}", spec.name, error_chain(&e)))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(more.trim());
+        }
+        source = s.source();
+    }
+    text
+}
+
+async fn cpu_count(master: &Session) -> Result<usize, String> {
+    let out = master
+        .raw_command("nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || grep -c ^processor /proc/cpuinfo")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("it answered {:?}", text.trim()))
+}
+
+/// The wrapper's report: how the job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Report {
+    Done(i32),
+    Stopped(i32),
+    Error(String),
+}
+
+impl Report {
+    fn ending(self, cause: Option<Cause>) -> Ending {
+        let split = |status: i32| {
+            if status > 128 {
+                (None, Some(status - 128))
+            } else {
+                (Some(status), None)
+            }
+        };
+        match (self, cause) {
+            (Report::Done(code), _) => Ending::Exited(code),
+            (Report::Stopped(status), Some(Cause::Timeout)) => {
+                let (code, signal) = split(status);
+                Ending::TimedOut { code, signal }
+            }
+            (Report::Stopped(status), _) => {
+                let (code, signal) = split(status);
+                Ending::Aborted { code, signal }
+            }
+            (Report::Error(why), _) => Ending::CouldNotRun(why),
+        }
+    }
+}
+
+/// Bytes kept from the end of stderr to find the wrapper's report in.
+const TAIL: usize = 8 * 1024;
+
+/// Reads a stream to its end, keeping the first `limit` bytes, the last [`TAIL`] bytes, and
+/// the total length.
+async fn read_capped(
+    mut stream: impl AsyncRead + Unpin,
+    limit: usize,
+) -> (Captured, Vec<u8>, usize) {
+    let mut kept = Vec::new();
+    let mut tail: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    let mut truncated = false;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n;
+                let room = limit.saturating_sub(kept.len());
+                if n > room {
+                    truncated = true;
+                }
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+                tail.extend_from_slice(&chunk[..n]);
+                if tail.len() > 2 * TAIL {
+                    tail.drain(..tail.len() - TAIL);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    (
+        Captured {
+            bytes: kept,
+            truncated,
+        },
+        tail,
+        total,
+    )
+}
+
+/// Finds the wrapper's report at the end of stderr and removes it from what was captured.
+fn split_report(
+    mut captured: Captured,
+    tail: &[u8],
+    total: usize,
+    nonce: &str,
+) -> (Captured, Option<Report>) {
+    let mut marker = Vec::with_capacity(nonce.len() + 2);
+    marker.push(0);
+    marker.extend_from_slice(nonce.as_bytes());
+    marker.push(b' ');
+    let Some(at) = tail
+        .windows(marker.len())
+        .rposition(|w| w == marker.as_slice())
+    else {
+        return (captured, None);
+    };
+    let body = &tail[at + marker.len()..];
+    let body = String::from_utf8_lossy(body.strip_suffix(b"\n").unwrap_or(body));
+    let report = match body.split_once(' ') {
+        Some(("done", s)) => s.trim().parse().ok().map(Report::Done),
+        Some(("stopped", s)) => s.trim().parse().ok().map(Report::Stopped),
+        Some(("error", why)) => Some(Report::Error(why.to_string())),
+        _ => None,
+    };
+    // Where the report starts in the whole stream: cut the capture there. The capture was
+    // cut by the limit only if the job's own stderr (before the report) did not fit.
+    let start = total - (tail.len() - at);
+    let kept = captured.bytes.len();
+    if captured.truncated {
+        captured.truncated = start > kept;
+    }
+    captured.bytes.truncate(start);
+    (captured, report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(bytes: &[u8], truncated: bool) -> Captured {
+        Captured {
+            bytes: bytes.to_vec(),
+            truncated,
+        }
+    }
+
+    #[test]
+    fn the_report_is_found_and_cut_off() {
+        let stream = b"job err\n\0abc done 3\n";
+        let (c, r) = split_report(cap(stream, false), stream, stream.len(), "abc");
+        assert_eq!(c.bytes, b"job err\n");
+        assert_eq!(r, Some(Report::Done(3)));
+        let stream = b"\0abc error cannot cd to /x y\n";
+        let (c, r) = split_report(cap(stream, false), stream, stream.len(), "abc");
+        assert_eq!(c.bytes, b"");
+        assert_eq!(r, Some(Report::Error("cannot cd to /x y".into())));
+    }
+
+    #[test]
+    fn a_forged_or_missing_report_is_not_taken() {
+        let stream = b"\0xyz done 0\n";
+        let (c, r) = split_report(cap(stream, false), stream, stream.len(), "abc");
+        assert_eq!(r, None);
+        assert_eq!(c.bytes, stream);
+    }
+
+    #[test]
+    fn a_report_past_the_capture_limit_leaves_the_capture_alone() {
+        let mut stream = vec![b'x'; 100];
+        stream.extend_from_slice(b"\0abc stopped 143\n");
+        let (c, r) = split_report(cap(&stream[..10], true), &stream, stream.len(), "abc");
+        assert_eq!(c.bytes.len(), 10);
+        assert!(c.truncated);
+        assert_eq!(r, Some(Report::Stopped(143)));
+        assert_eq!(
+            Report::Stopped(143).ending(Some(Cause::Abort)),
+            Ending::Aborted {
+                code: None,
+                signal: Some(15)
+            }
+        );
+    }
+
+    #[test]
+    fn a_report_split_by_the_capture_limit_is_cut() {
+        let stream = b"ab\0abc done 0\n";
+        let (c, _) = split_report(cap(&stream[..5], true), stream, stream.len(), "abc");
+        assert_eq!(c.bytes, b"ab");
+        assert!(!c.truncated, "the job's own stderr fit");
+    }
+}

@@ -1,0 +1,66 @@
+# bakapara's remote job wrapper: runs one job on an SSH host and reports how it ended.
+# Needs nothing but bash (>= 4.3). Arguments: NONCE GRACE_MS BASE CD OUT ERR CMD [NAME=VALUE]...
+#
+# The job runs as `bash -o pipefail -c CMD` in its own process group (job control, `set -m`)
+# with stdin from /dev/null. The wrapper's stdin is the SSH channel: a line `T` asks for TERM
+# (KILL after GRACE_MS), `K` for KILL at once, and EOF (bakapara or the connection is gone) acts
+# as `T`, so a job never outlives its run. The last thing written to stderr is a trailer,
+# NUL NONCE STOPPED STATUS, or NUL NONCE error MESSAGE; bakapara strips it.
+n=$1 g=$2 b=$3 d=$4 o=$5 e=$6 c=$7
+shift 7
+t() { printf '\0%s %s\n' "$n" "$*" >&2; exit 0; }
+# Whether a process of group $1 is alive; zombies (dead, not reaped yet) do not count.
+alive() {
+  local pg=$1 f s
+  [ -r /proc/self/stat ] || { kill -0 -- -"$pg" 2>/dev/null; return; }
+  for f in /proc/[0-9]*/stat; do
+    { IFS= read -r s <"$f"; } 2>/dev/null || continue
+    s=${s##*) }
+    set -- $s
+    [ "$3" = "$pg" ] && [ "$1" != Z ] && return 0
+  done
+  return 1
+}
+for v in "$@"; do export "$v" 2>/dev/null || t error "bad environment variable ${v%%=*}"; done
+if [ -n "$b" ]; then cd -- "$b" 2>/dev/null || t error "cannot cd to $b on $(hostname 2>/dev/null)"; fi
+if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || t error "cannot cd to $d on $(hostname 2>/dev/null)"; fi
+for f in "$o" "$e"; do
+  if [ -n "$f" ] && [ "${f%/*}" != "$f" ] && [ -n "${f%/*}" ]; then
+    mkdir -p -- "${f%/*}" 2>/dev/null || t error "cannot create directory ${f%/*}"
+  fi
+done
+if [ -n "$o" ]; then { exec 3>"$o"; } 2>/dev/null || t error "cannot write $o"; else exec 3>&1; fi
+if [ -n "$e" ]; then { exec 4>"$e"; } 2>/dev/null || t error "cannot write $e"; else exec 4>&2; fi
+set -m
+bash -o pipefail -c "$c" </dev/null >&3 2>&4 3>&- 4>&- &
+p=$!
+exec 3>&- 4>&-
+# The watcher: ends on the first line or at EOF, saying which by its status.
+{ IFS= read -r m; [ "$m" = K ] && exit 9; exit 8; } &
+w=$!
+set +m # no job status notices on stderr
+who=
+if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501)); then wait -n -p who; else wait -n; fi
+s=$?
+if [ "$who" = "$w" ] || { [ -z "$who" ] && kill -0 "$p" 2>/dev/null; }; then
+  # Asked to stop (or the channel closed) while the job runs.
+  if [ "$s" = 9 ]; then kill -KILL -- -"$p" 2>/dev/null; else kill -TERM -- -"$p" 2>/dev/null; fi
+  left=$((g / 50))
+  while alive "$p"; do
+    if [ "$left" -le 0 ]; then kill -KILL -- -"$p" 2>/dev/null; left=20; fi
+    left=$((left - 1))
+    IFS= read -r -t 0.05 m
+    r=$?
+    if [ "$r" = 0 ] && [ "$m" = K ]; then left=0; elif [ "$r" -ne 0 ] && [ "$r" -le 128 ]; then sleep 0.05; fi
+  done
+  wait "$p" 2>/dev/null
+  t stopped "$?"
+fi
+if [ -z "$who" ] && ! kill -0 "$w" 2>/dev/null; then
+  # Old bash, and both ended: ask for the job's status by pid (127: it was the one reaped).
+  wait "$p" 2>/dev/null
+  r=$?
+  [ "$r" = 127 ] || s=$r
+fi
+kill -- -"$w" 2>/dev/null
+t done "$s"
