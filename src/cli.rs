@@ -70,6 +70,27 @@ pub struct Cli {
     )]
     pub grace: String,
 
+    /// Stop a job that runs longer than DURATION (30, 1.5, 500ms, 10s, 5m, 1h30m): TERM to
+    /// its process group, KILL after --grace. A job's own `timeout` key wins.
+    #[arg(long, value_name = "DURATION", help_heading = "Running")]
+    pub timeout: Option<String>,
+
+    /// Run a failed job (status not ok, or a code other than 0) up to N more times,
+    /// preferring another host. A job's own `retries` key wins.
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Running")]
+    pub retries: u32,
+
+    /// Stop the run early, in GNU Parallel's syntax: now|soon,fail|success|done=N|N%
+    /// (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new
+    /// jobs once 10% failed).
+    #[arg(long, value_name = "WHEN,WHAT=N", help_heading = "Running")]
+    pub halt: Option<String>,
+
+    /// Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous
+    /// result stream, copying its line through unchanged.
+    #[arg(long, value_name = "FILE", help_heading = "Running")]
+    pub resume: Option<std::path::PathBuf>,
+
     /// Hosts to run on: comma-separated [user@]host[:port][/N] (N slots; default: its CPU
     /// count); `:` or `localhost` is this machine. Repeatable.
     #[arg(short = 'S', long = "sshlogin", value_name = "LIST", action = ArgAction::Append, help_heading = "Hosts")]
@@ -130,6 +151,19 @@ pub struct Cli {
     #[arg(short = 'k', long, help_heading = "Output")]
     pub keep_order: bool,
 
+    /// Print each job's stdout and stderr (whole per job, never interleaved) instead of JSON
+    /// result lines; the result lines then go to --joblog when given.
+    #[arg(long, help_heading = "Output")]
+    pub text: bool,
+
+    /// With --text: prefix each output line with the job's input and a TAB.
+    #[arg(long, requires = "text", help_heading = "Output")]
+    pub tag: bool,
+
+    /// Also write every result line to FILE.
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub joblog: Option<std::path::PathBuf>,
+
     /// Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped
     /// and marked.
     #[arg(
@@ -145,6 +179,10 @@ pub struct Cli {
     pub dry_run: bool,
 
     /// Print only errors on stderr.
-    #[arg(short, long, action = ArgAction::SetTrue, help_heading = "Output")]
+    #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "verbose", help_heading = "Output")]
     pub quiet: bool,
+
+    /// Also log a line on stderr when each job starts.
+    #[arg(short, long, action = ArgAction::SetTrue, help_heading = "Output")]
+    pub verbose: bool,
 }

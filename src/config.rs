@@ -8,6 +8,7 @@ use regex::Regex;
 
 use crate::cli::Cli;
 use crate::exec::ssh::SshOptions;
+use crate::halt::HaltPolicy;
 use crate::hosts::{self, HostSpec};
 use crate::input::{InputSpec, Mode, Source, Templates};
 use crate::progress::Verbosity;
@@ -29,6 +30,16 @@ pub struct Config {
     pub settings: RunSettings,
     pub dry_run: bool,
     pub verbosity: Verbosity,
+    /// `--halt`.
+    pub halt: Option<HaltPolicy>,
+    /// `--resume FILE`.
+    pub resume: Option<PathBuf>,
+    /// `--text`: job output to stdout/stderr instead of result lines.
+    pub text: bool,
+    /// `--tag` (with `--text`).
+    pub tag: bool,
+    /// `--joblog FILE`: result lines also (with `--text`: only) go there.
+    pub joblog: Option<PathBuf>,
     /// The directory relative `cd` values start from.
     pub base_dir: PathBuf,
 }
@@ -208,6 +219,21 @@ impl Config {
             Some("~") => None,
             Some(dir) => Some(dir.strip_prefix("~/").unwrap_or(dir).to_string()),
         };
+        let timeout = match &cli.timeout {
+            Some(t) => match timefmt::parse_duration(t) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => return Err(invalid("--timeout must be more than 0".into())),
+                Err(e) => return Err(invalid(format!("--timeout: {e}"))),
+            },
+            None => None,
+        };
+        let halt = match &cli.halt {
+            Some(h) => HaltPolicy::parse(h).map_err(|e| invalid(format!("--halt: {e}")))?,
+            None => None,
+        };
+        if let Some(file) = &cli.resume {
+            std::fs::File::open(file).map_err(|e| invalid(format!("--resume {}: cannot open: {e}", file.display())))?;
+        }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)
             .map_err(|e| invalid(format!("--host-timeout: {e}")))?;
         let ssh = SshOptions {
@@ -231,14 +257,20 @@ impl Config {
             settings: RunSettings {
                 capture_limit,
                 grace,
-                timeout: None,
+                timeout,
+                retries: cli.retries,
                 host_timeout,
             },
+            halt,
+            resume: cli.resume.clone(),
+            text: cli.text,
+            tag: cli.tag,
+            joblog: cli.joblog.clone(),
             dry_run: cli.dry_run,
-            verbosity: if cli.quiet {
-                Verbosity::Quiet
-            } else {
-                Verbosity::Normal
+            verbosity: match (cli.quiet, cli.verbose) {
+                (true, _) => Verbosity::Quiet,
+                (false, true) => Verbosity::Verbose,
+                (false, false) => Verbosity::Normal,
             },
             base_dir,
         })

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod halt;
 pub mod hosts;
 pub mod input;
 pub mod job;

@@ -61,12 +61,25 @@ impl<W: Write> Output<W> {
         self.logger.finished(self.done, self.total, result, cmd);
         let mut line = Vec::with_capacity(256);
         encode_line(&job.object, result, &mut line);
+        self.place(job.seq, line);
+    }
+
+    /// Copies a result line from `--resume FILE` through unchanged for job `seq` (it counts as
+    /// done and ok). `line` ends with a newline.
+    pub fn emit_copied(&mut self, seq: u64, line: Vec<u8>, cmd: &str) {
+        self.done += 1;
+        self.logger.skipped(self.done, self.total, cmd);
+        self.place(seq, line);
+    }
+
+    /// Writes a line now, or with `-k` once every earlier job's line is written.
+    fn place(&mut self, seq: u64, line: Vec<u8>) {
         if !self.keep_order {
             self.write(&line);
             return;
         }
-        if job.seq != self.next_seq {
-            self.pending.insert(job.seq, line);
+        if seq != self.next_seq {
+            self.pending.insert(seq, line);
             return;
         }
         self.write(&line);

@@ -15,6 +15,8 @@ pub enum Verbosity {
     Quiet,
     /// A line at start, one per finished job, one at the end.
     Normal,
+    /// Normal, plus a line when each job starts (`-v`).
+    Verbose,
 }
 
 /// Writes the log lines. Each line is written whole with one `write` call.
@@ -89,6 +91,22 @@ impl Logger {
             timefmt::elapsed_hms(elapsed),
             one_line(cmd),
         ));
+    }
+
+    /// A job skipped by `--resume` (its earlier result line is copied through).
+    pub fn skipped(&self, done: u64, total: Option<u64>, cmd: &str) {
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        self.line(format_args!("[{done}/{}] skipped (already done, --resume): {}", count(total), one_line(cmd)));
+    }
+
+    /// `-v`: a job started.
+    pub fn started(&self, seq: u64, host: &str, cmd: &str) {
+        if self.verbosity != Verbosity::Verbose {
+            return;
+        }
+        self.line(format_args!("job {seq} started on {host}: {}", one_line(cmd)));
     }
 
     /// A warning or error about the run itself (shown even with `-q`).

@@ -62,6 +62,8 @@ pub struct RunSettings {
     pub grace: Duration,
     /// The default timeout (`--timeout`); a job's own `timeout` key wins.
     pub timeout: Option<Duration>,
+    /// How many more times a failed job runs (`--retries`); a job's own `retries` key wins.
+    pub retries: u32,
     /// How long a job waits for a lost host to come back before it fails.
     pub host_timeout: Duration,
 }
