@@ -314,6 +314,8 @@ impl Reader<'_> {
             body,
             submitted: Local::now(),
             attempts: 0,
+            host_losses: 0,
+            last_host: None,
         })
     }
 
@@ -356,6 +358,8 @@ impl Reader<'_> {
                         body: Body::Pending(Vec::new()),
                         submitted: Local::now(),
                         attempts: 0,
+                        host_losses: 0,
+                        last_host: None,
                     };
                 }
                 match Spec::from_object(&object) {
@@ -398,6 +402,8 @@ fn ready(seq: u64, object: Map<String, Value>, spec: Spec) -> Job {
         body: Body::Ready(spec),
         submitted: Local::now(),
         attempts: 0,
+        host_losses: 0,
+        last_host: None,
     }
 }
 
@@ -408,6 +414,8 @@ fn invalid(seq: u64, object: Map<String, Value>, why: String) -> Job {
         body: Body::Invalid(why),
         submitted: Local::now(),
         attempts: 0,
+        host_losses: 0,
+        last_host: None,
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Job {
     pub submitted: DateTime<Local>,
     /// How many times the job was started so far.
     pub attempts: u32,
+    /// How many of those starts ended with a lost host (they do not count against retries).
+    pub host_losses: u32,
+    /// The host (index in the run's host list) of the last failed run: a retry prefers another.
+    pub last_host: Option<usize>,
 }
 
 /// What a job runs, or why it cannot run.
@@ -255,20 +259,13 @@ impl JobResult {
                 Status::Error,
                 code,
                 signal.map(signal_name),
-                Some(match &job.body {
-                    Body::Ready(Spec {
-                        timeout: Some(t), ..
-                    }) => {
-                        format!("timed out after {} s", t.as_secs_f64())
-                    }
-                    _ => "timed out".to_string(),
-                }),
+                Some("timed out".to_string()),
             ),
             Ending::Aborted { code, signal } => (
                 Status::Aborted,
                 code,
                 signal.map(signal_name),
-                Some("stopped before it ended: bakapara was interrupted".to_string()),
+                Some("stopped before it ended".to_string()),
             ),
             Ending::CouldNotRun(why) => (Status::Error, None, None, Some(why)),
             Ending::HostLost { why, .. } => (Status::Error, None, None, Some(why)),
@@ -439,6 +436,8 @@ mod tests {
             body: Body::Invalid("x".into()),
             submitted: Local::now(),
             attempts: 0,
+            host_losses: 0,
+            last_host: None,
         };
         let r = JobResult::not_started(&job, Status::Error, "why".into(), "m".into());
         let mut buf = Vec::new();

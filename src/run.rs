@@ -14,7 +14,7 @@ use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
 use crate::output::Output;
 use crate::progress::Logger;
-use crate::scheduler::{Host, Scheduler, Summary};
+use crate::scheduler::{Host, Resume, Scheduler, Summary};
 use crate::signals::Signals;
 
 /// Jobs read ahead of the free slots; bounds memory whatever the input length.
@@ -48,6 +48,10 @@ async fn run_async<W: Write>(
     if config.dry_run {
         return Ok(dry_run(config, rx, out, reader).await);
     }
+    let resume = match &config.resume {
+        Some(file) => load_resume(file)?,
+        None => Resume::new(),
+    };
     let (down_tx, down_rx) = mpsc::unbounded_channel();
     let logger = Logger::new(config.verbosity);
     // The SSH control sockets live in a directory of this run's own, removed at its end.
@@ -69,6 +73,8 @@ async fn run_async<W: Write>(
         Some(reader),
         output,
         down_rx,
+        config.halt,
+        resume,
     );
     let summary = scheduler.run(known_total, signals).await;
     drop(control_dir);
@@ -160,6 +166,32 @@ async fn connect_hosts(
         }
     }
     hosts
+}
+
+/// Reads `--resume FILE`: the result lines with status ok and code 0, by (cmd, cd). Lines that
+/// are not such results are passed over.
+fn load_resume(file: &std::path::Path) -> anyhow::Result<Resume> {
+    use std::io::BufRead;
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?,
+    );
+    let mut resume = Resume::new();
+    for line in reader.split(b'\n') {
+        let mut line = line.map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?;
+        let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let result = object.get("result");
+        let ok = result.and_then(|r| r.get("status")).and_then(|s| s.as_str()) == Some("ok")
+            && result.and_then(|r| r.get("code")).and_then(|c| c.as_i64()) == Some(0);
+        let cmd = object.get("cmd").and_then(|c| c.as_str());
+        if let (true, Some(cmd)) = (ok, cmd) {
+            let cd = object.get("cd").and_then(|c| c.as_str()).map(String::from);
+            line.push(b'\n');
+            resume.entry((cmd.to_string(), cd)).or_default().push_back(line);
+        }
+    }
+    Ok(resume)
 }
 
 /// A random token for this run (marks the remote wrapper's reports).

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::exec::ssh::HostDown;
 use crate::exec::{Command, Ending, Executor, Limits, Outcome, Stop};
+use crate::halt::{HaltPolicy, When};
 use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
 use crate::job::{Body, Job, JobResult, Placement, Status};
@@ -93,6 +94,7 @@ struct Done {
 enum Halt {
     Signal(Signal),
     Hangup,
+    Policy(HaltPolicy),
 }
 
 pub struct Scheduler<W: Write> {
@@ -120,7 +122,13 @@ pub struct Scheduler<W: Write> {
     /// Hosts that came back after a loss.
     up_tx: mpsc::UnboundedSender<usize>,
     up_rx: mpsc::UnboundedReceiver<usize>,
+    halt_policy: Option<HaltPolicy>,
+    /// `--resume`: earlier ok result lines by (cmd, cd), each usable once.
+    resume: Resume,
 }
+
+/// Result lines of an earlier run (`--resume FILE`) whose jobs need not run again.
+pub type Resume = std::collections::HashMap<(String, Option<String>), VecDeque<Vec<u8>>>;
 
 impl<W: Write> Scheduler<W> {
     #[allow(clippy::too_many_arguments)]
@@ -133,6 +141,8 @@ impl<W: Write> Scheduler<W> {
         reader_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
         output: Output<W>,
         down_rx: mpsc::UnboundedReceiver<HostDown>,
+        halt_policy: Option<HaltPolicy>,
+        resume: Resume,
     ) -> Scheduler<W> {
         let mut slots = Vec::new();
         let mut host_list = Vec::new();
@@ -169,6 +179,8 @@ impl<W: Write> Scheduler<W> {
             down_rx,
             up_tx,
             up_rx,
+            halt_policy,
+            resume,
         }
     }
 
@@ -233,7 +245,8 @@ impl<W: Write> Scheduler<W> {
         let mut i = 0;
         while i < self.queue.len() && !self.free.is_empty() {
             let wanted = wanted_hosts(&self.queue[i]);
-            match self.take_slot(wanted.as_deref()) {
+            let avoid = self.queue[i].last_host;
+            match self.take_slot(wanted.as_deref(), avoid) {
                 Some(slot) => {
                     if let Some(job) = self.queue.remove(i) {
                         self.start(job, slot);
@@ -290,17 +303,47 @@ impl<W: Write> Scheduler<W> {
                 return self.settle(job, Status::Error, why);
             }
         }
-        match self.take_slot(wanted_hosts(&job).as_deref()) {
+        if !self.resume.is_empty() && self.copy_earlier_result(&job) {
+            return;
+        }
+        match self.take_slot(wanted_hosts(&job).as_deref(), None) {
             Some(slot) => self.start(job, slot),
             None => self.queue.push_back(job),
         }
     }
 
+    /// `--resume`: when an earlier run has an ok result for this job's cmd (and cd), copies
+    /// that line through instead of running the job.
+    fn copy_earlier_result(&mut self, job: &Job) -> bool {
+        let key = match &job.body {
+            Body::Ready(spec) => (spec.cmd.clone(), spec.cd.clone()),
+            Body::Pending(_) => {
+                // Expanded as for the first slot: a template using <%> may not match.
+                let mut probe = job.clone();
+                self.templates.materialize(&mut probe, 1);
+                match probe.body {
+                    Body::Ready(spec) => (spec.cmd, spec.cd),
+                    _ => return false,
+                }
+            }
+            Body::Invalid(_) => return false,
+        };
+        let Some(lines) = self.resume.get_mut(&key) else { return false };
+        let Some(line) = lines.pop_front() else { return false };
+        if lines.is_empty() {
+            self.resume.remove(&key);
+        }
+        self.output.emit_copied(job.seq, line, &key.0);
+        true
+    }
+
     /// The lowest free slot on an up host the job may run on (`wanted`: `None` for any);
     /// takes it from the free set.
-    fn take_slot(&mut self, wanted: Option<&[String]>) -> Option<usize> {
+    /// A retry passes the host it failed on as `avoid`: another host is taken when one has a
+    /// free slot.
+    fn take_slot(&mut self, wanted: Option<&[String]>, avoid: Option<usize>) -> Option<usize> {
         let all_up = self.hosts.iter().all(|h| h.down.is_none());
-        if wanted.is_none() && all_up {
+        if wanted.is_none() && all_up && (avoid.is_none() || self.hosts.len() == 1) {
             return self.free.pop().map(|Reverse(s)| s);
         }
         let fits = |s: usize| {
@@ -310,7 +353,8 @@ impl<W: Write> Scheduler<W> {
         };
         let mut free: Vec<usize> = self.free.iter().map(|Reverse(s)| *s).collect();
         free.sort_unstable();
-        let slot = free.into_iter().find(|&s| fits(s))?;
+        let elsewhere = free.iter().copied().find(|&s| fits(s) && Some(self.slots[s].host) != avoid);
+        let slot = elsewhere.or_else(|| free.into_iter().find(|&s| fits(s)))?;
         self.free.retain(|Reverse(s)| *s != slot);
         Some(slot)
     }
@@ -337,6 +381,7 @@ impl<W: Write> Scheduler<W> {
         job.attempts += 1;
         let Slot { host, lane } = self.slots[slot];
         let host = Arc::clone(&self.hosts[host].host);
+        self.output.logger().started(job.seq, &host.spec.name, &spec.cmd);
         let stop = self.stop_tx.subscribe();
         let limits = Limits {
             capture_limit: self.settings.capture_limit,
@@ -364,33 +409,95 @@ impl<W: Write> Scheduler<W> {
     /// A job run ended: free its slot and write its result, or put it back in the queue when
     /// its host was lost (that is no failure of the job's own).
     fn finish(&mut self, done: Done) {
-        let Done {
-            slot,
-            mut job,
-            outcome,
-        } = done;
+        let Done { slot, mut job, mut outcome } = done;
         self.free.push(Reverse(slot));
         let host = self.slots[slot].host;
-        let mut outcome = outcome;
         if let Ending::HostLost { why, generation } = &outcome.ending {
             self.host_down(host, *generation, why.clone());
+            job.host_losses += 1;
             if self.halt.is_none() {
                 self.queue.push_front(job);
                 return;
             }
-            outcome.ending = Ending::Aborted {
-                code: None,
-                signal: None,
-            };
-            job.attempts = job.attempts.max(1);
+            outcome.ending = Ending::Aborted { code: None, signal: None };
         }
-        let place = Placement {
-            host: self.hosts[host].host.spec.name.clone(),
-            engine_id: slot,
-        };
+        let stopped_by_us = matches!(outcome.ending, Ending::Aborted { .. });
+        let timed_out = matches!(outcome.ending, Ending::TimedOut { .. });
+        let place = Placement { host: self.hosts[host].host.spec.name.clone(), engine_id: slot };
         let msg_id = self.msg_id(&job);
-        let result = JobResult::from_outcome(&job, &place, outcome, msg_id);
+        let mut result = JobResult::from_outcome(&job, &place, outcome, msg_id);
+        if stopped_by_us {
+            result.error = Some(format!("stopped before it ended: {}", self.halt_reason()));
+        }
+        if timed_out {
+            let limit = match &job.body {
+                Body::Ready(spec) => spec.timeout.or(self.settings.timeout),
+                _ => self.settings.timeout,
+            };
+            if let Some(limit) = limit {
+                result.error = Some(format!("timed out after {} s", limit.as_secs_f64()));
+            }
+        }
+        if result.failed() && !stopped_by_us && self.halt.is_none() && self.retry(&mut job, host, &result) {
+            self.queue.push_back(job);
+            return;
+        }
         self.output.emit(&job, &result);
+        self.check_halt_policy();
+    }
+
+    /// Puts a failed job back in the queue when it has retries left (host losses do not
+    /// count); it then prefers another host.
+    fn retry(&mut self, job: &mut Job, host: usize, result: &JobResult) -> bool {
+        let allowed = match &job.body {
+            Body::Ready(spec) => spec.retries.unwrap_or(self.settings.retries),
+            _ => self.settings.retries,
+        };
+        let failed_runs = job.attempts.saturating_sub(job.host_losses);
+        if failed_runs > allowed {
+            return false;
+        }
+        let what = match (result.code, &result.signal, &result.error) {
+            (_, _, Some(error)) => error.clone(),
+            (Some(code), _, None) => format!("returned {code}"),
+            (None, Some(sig), None) => format!("killed by {sig}"),
+            (None, None, None) => "failed".to_string(),
+        };
+        let name = &self.hosts[host].host.spec.name;
+        self.output.logger().warn(&format!(
+            "bakapara: job {} failed on {name} ({what}); retry {failed_runs} of {allowed}",
+            job.seq
+        ));
+        job.last_host = Some(host);
+        true
+    }
+
+    /// `--halt`: stops the run when the policy's threshold is reached.
+    fn check_halt_policy(&mut self) {
+        let Some(policy) = self.halt_policy else { return };
+        if self.halt.is_some() {
+            return;
+        }
+        let failed = self.output.failed();
+        let succeeded = self.output.done() - failed;
+        if !policy.reached(failed, succeeded, self.received) {
+            return;
+        }
+        self.halt = Some(Halt::Policy(policy));
+        self.output.logger().warn(&format!("bakapara: --halt {policy} reached: starting no new jobs"));
+        if policy.when == When::Now {
+            self.stop_tx.send_replace(Stop::Term);
+        }
+        self.abandon_input();
+    }
+
+    fn halt_reason(&self) -> String {
+        match self.halt {
+            Some(Halt::Signal(sig)) => format!("bakapara was stopped by {}", sig.as_str()),
+            Some(Halt::Hangup) => "bakapara got SIGHUP".to_string(),
+            Some(Halt::Policy(policy)) => format!("--halt {policy} was reached"),
+            None => "bakapara stopped it".to_string(),
+        }
     }
 
     /// A host's connections of `generation` were lost: stop using it, and reconnect with
@@ -491,12 +598,7 @@ impl<W: Write> Scheduler<W> {
     }
 
     fn settle_halted(&mut self, job: Job) {
-        let why = match self.halt {
-            Some(Halt::Signal(sig)) => {
-                format!("not started: bakapara was stopped by {}", sig.as_str())
-            }
-            _ => "not started: bakapara got SIGHUP and starts no new jobs".to_string(),
-        };
+        let why = format!("not started: {}", self.halt_reason());
         self.settle(job, Status::Aborted, why);
     }
 
@@ -527,24 +629,24 @@ impl<W: Write> Scheduler<W> {
             Event::Interrupt(sig) => {
                 self.halt = Some(Halt::Signal(sig));
                 self.stop_tx.send_replace(Stop::Term);
-                self.abandon_input().await;
+                self.abandon_input();
             }
             Event::KillNow(sig) => {
                 self.halt = Some(Halt::Signal(sig));
                 self.stop_tx.send_replace(Stop::Kill);
-                self.abandon_input().await;
+                self.abandon_input();
             }
             Event::Hangup => {
                 if self.halt.is_none() {
                     self.halt = Some(Halt::Hangup);
                 }
-                self.abandon_input().await;
+                self.abandon_input();
             }
         }
     }
 
     /// Gives every job that was read but not started its `aborted` line, and reads no more.
-    async fn abandon_input(&mut self) {
+    fn abandon_input(&mut self) {
         for job in std::mem::take(&mut self.queue) {
             self.settle_halted(job);
         }
@@ -565,11 +667,12 @@ impl<W: Write> Scheduler<W> {
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    // The reader may be between reading a line and sending its job.
+                    // The reader may be between reading a line and sending its job: that
+                    // takes it microseconds, on its own thread.
                     if self.reader.in_flight.load(Ordering::SeqCst) == 0 {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             }
         }
