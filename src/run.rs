@@ -55,8 +55,13 @@ async fn run_async<W: Write>(
     let (down_tx, down_rx) = mpsc::unbounded_channel();
     let logger = Logger::new(config.verbosity);
     // The SSH control sockets live in a directory of this run's own, removed at its end.
-    let control_dir = tempfile::Builder::new().prefix("bakapara-ssh-").tempdir()?;
-    let hosts = connect_hosts(&config, control_dir.path(), down_tx, &logger).await;
+    let control_dir = if config.hosts.iter().any(|h| !h.local) {
+        remove_stale_control_dirs();
+        Some(tempfile::Builder::new().prefix(&format!("{CONTROL_DIR_PREFIX}{}-", std::process::id())).tempdir()?)
+    } else {
+        None
+    };
+    let hosts = connect_hosts(&config, control_dir.as_ref().map(|d| d.path()), down_tx, &logger).await;
     if !hosts.iter().any(|h| h.executor.is_some()) {
         anyhow::bail!("no host could be reached");
     }
@@ -86,7 +91,7 @@ async fn run_async<W: Write>(
 /// executor, so jobs that ask for it by name get a clear error).
 async fn connect_hosts(
     config: &Config,
-    control_dir: &std::path::Path,
+    control_dir: Option<&std::path::Path>,
     down_tx: mpsc::UnboundedSender<HostDown>,
     logger: &Logger,
 ) -> Vec<Host> {
@@ -103,7 +108,7 @@ async fn connect_hosts(
     }
     let nonce = nonce();
     let mut options = config.ssh.clone();
-    options.control_dir = Some(control_dir.to_path_buf());
+    options.control_dir = control_dir.map(|d| d.to_path_buf());
     let mut connecting = tokio::task::JoinSet::new();
     for (index, spec) in config.hosts.iter().enumerate() {
         if spec.local {
@@ -192,6 +197,28 @@ fn load_resume(file: &std::path::Path) -> anyhow::Result<Resume> {
         }
     }
     Ok(resume)
+}
+
+/// Control directories are named `bakapara-ssh-PID-XXXXXX`.
+const CONTROL_DIR_PREFIX: &str = "bakapara-ssh-";
+
+/// Removes the control directories of runs that were killed (`kill -9`) before they could
+/// clean up: those whose process no longer exists. (Their master connections have gone by
+/// themselves: they exit when idle.)
+fn remove_stale_control_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(CONTROL_DIR_PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A random token for this run (marks the remote wrapper's reports).
