@@ -298,7 +298,8 @@ fn count_ok_results(out: impl Read) -> usize {
 }
 
 /// GNU Parallel, when it is on PATH. `--will-cite` silences the citation notice. Parallel
-/// appends the argument too (`true 7`), and starts each job through a shell like the others.
+/// appends the argument too (`true 7`) and starts each job through the shell it detects
+/// (`bash -c`, like the others, on a machine whose login shell is bash).
 fn gnu_parallel_case(opts: &Opts) -> Option<Case> {
     let installed = Command::new("parallel")
         .args(["--will-cite", "--version"])
