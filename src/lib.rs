@@ -2,7 +2,19 @@
 //! result line per job.
 //!
 //! The binary is a thin shell over this library: build a [`config::Config`], then
-//! [`run::run`] reads jobs, runs them on slots and writes one result line per job.
+//! [`run::run`] reads jobs, runs them on slots and writes one result line per job to any
+//! writer; [`run::run_with`] also takes the receiving end of a [`signals::AbortHandle`], which
+//! stops the run from another thread the way Ctrl-C or SIGHUP would.
+//!
+//! ```no_run
+//! use bakapara::config::Config;
+//!
+//! let args = ["bakapara", "-j", "4", "gzip -9 <>", ":::", "a.log", "b.log"];
+//! let config = Config::from_args(args.iter().map(Into::into)).expect("a valid command line");
+//! let mut results = Vec::new();
+//! let summary = bakapara::run::run(config, &mut results, false).expect("the run works");
+//! assert_eq!(summary.done, 2);
+//! ```
 
 pub mod cli;
 pub mod config;

@@ -21,7 +21,7 @@ use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
 use crate::job::{Body, Job, JobResult, Placement, Status};
 use crate::output::Output;
-use crate::signals::{Event, Signals};
+use crate::signals::{Controls, Event};
 
 /// A host jobs can run on.
 #[derive(Debug)]
@@ -185,7 +185,7 @@ impl<W: Write> Scheduler<W> {
     }
 
     /// Runs every job to its result line.
-    pub async fn run(mut self, known_total: Option<u64>, mut signals: Option<Signals>) -> Summary {
+    pub async fn run(mut self, known_total: Option<u64>, mut controls: Controls) -> Summary {
         self.output.logger().start(known_total, self.slots.len());
         loop {
             self.dispatch();
@@ -208,7 +208,7 @@ impl<W: Write> Scheduler<W> {
                     Some(job) => self.receive(job),
                     None => self.input_closed(),
                 },
-                event = next_signal(&mut signals) => self.on_signal(event).await,
+                event = controls.next() => self.on_signal(event),
                 Some(down) = self.down_rx.recv() => self.host_down(down.host, down.generation, down.why),
                 Some(host) = self.up_rx.recv() => self.host_up(host),
                 _ = tokio::time::sleep(Duration::from_millis(500)), if self.waiting_on_down_hosts() => {
@@ -624,7 +624,7 @@ impl<W: Write> Scheduler<W> {
         }
     }
 
-    async fn on_signal(&mut self, event: Event) {
+    fn on_signal(&mut self, event: Event) {
         match event {
             Event::Interrupt(sig) => {
                 self.halt = Some(Halt::Signal(sig));
@@ -702,13 +702,6 @@ fn wanted_hosts(job: &Job) -> Option<Vec<String>> {
             ),
             _ => None,
         },
-    }
-}
-
-async fn next_signal(signals: &mut Option<Signals>) -> Event {
-    match signals {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -50,6 +50,75 @@ impl Signals {
     }
 }
 
+/// Where a run's stop requests come from: the process's signals (the command line), an
+/// [`AbortHandle`] (library use), or both.
+#[derive(Default)]
+pub struct Controls {
+    signals: Option<Signals>,
+    abort: Option<tokio::sync::mpsc::UnboundedReceiver<Event>>,
+}
+
+impl Controls {
+    pub fn new(signals: Option<Signals>, abort: Option<AbortReceiver>) -> Controls {
+        Controls { signals, abort: abort.map(|a| a.0) }
+    }
+
+    /// Waits for the next stop request (forever when there is no source).
+    pub async fn next(&mut self) -> Event {
+        let from_signals = async {
+            match &mut self.signals {
+                Some(s) => s.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        let from_handle = async {
+            match &mut self.abort {
+                Some(rx) => match rx.recv().await {
+                    Some(event) => event,
+                    // Every handle is gone: no request can come from there any more.
+                    None => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = from_signals => event,
+            event = from_handle => event,
+        }
+    }
+}
+
+/// Stops a run from another thread or task, as a signal would. Cloneable.
+#[derive(Debug, Clone)]
+pub struct AbortHandle(tokio::sync::mpsc::UnboundedSender<Event>);
+
+/// The run's end of an [`AbortHandle`]; pass it to [`crate::run::run_with`].
+#[derive(Debug)]
+pub struct AbortReceiver(tokio::sync::mpsc::UnboundedReceiver<Event>);
+
+impl AbortHandle {
+    pub fn new() -> (AbortHandle, AbortReceiver) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (AbortHandle(tx), AbortReceiver(rx))
+    }
+
+    /// As Ctrl-C: start nothing new; TERM running jobs, KILL them after the grace period.
+    /// The summary then says `interrupted_by: SIGINT`.
+    pub fn abort(&self) {
+        let _ = self.0.send(Event::Interrupt(Signal::SIGINT));
+    }
+
+    /// As a second Ctrl-C: KILL running jobs at once.
+    pub fn kill(&self) {
+        let _ = self.0.send(Event::KillNow(Signal::SIGINT));
+    }
+
+    /// As SIGHUP: start nothing new, let running jobs finish.
+    pub fn finish(&self) {
+        let _ = self.0.send(Event::Hangup);
+    }
+}
+
 /// Ends the process by `sig` with its default action, so the parent sees "killed by SIGINT"
 /// (a shell's `$?` of 130) rather than an exit code.
 pub fn die_of(sig: Signal) -> ! {
