@@ -115,9 +115,11 @@ impl Spec {
                     ))
                 }
             },
-            Some(Value::String(s)) => {
-                Some(timefmt::parse_duration(s).map_err(|e| format!("`timeout`: {e}"))?)
-            }
+            Some(Value::String(s)) => match timefmt::parse_duration(s) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => return Err(format!("`timeout` must be a positive duration, not {s:?}")),
+                Err(e) => return Err(format!("`timeout`: {e}")),
+            },
             Some(other) => return Err(wrong_type("timeout", "a number of seconds", other)),
         };
         let retries = match object.get("retries") {
@@ -460,6 +462,7 @@ mod tests {
             captured: Captured {
                 bytes: b"hi\n".to_vec(),
                 truncated: true,
+                ..Default::default()
             },
         };
         assert_eq!(
@@ -471,6 +474,7 @@ mod tests {
             captured: Captured {
                 bytes: vec![0xff, 0],
                 truncated: false,
+                ..Default::default()
             },
         };
         assert_eq!(

@@ -695,11 +695,9 @@ fn wanted_hosts(job: &Job) -> Option<Vec<String>> {
         // A --jsonl object not expanded yet: read its `host` key (checked fully at expansion).
         _ => match job.object.get("host") {
             Some(Value::String(s)) => Some(vec![s.clone()]),
-            Some(Value::Array(list)) => Some(
-                list.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect(),
-            ),
+            // A list with something else than names is rejected when the job is expanded,
+            // naming the key; until then it restricts nothing.
+            Some(Value::Array(list)) => list.iter().map(|v| v.as_str().map(String::from)).collect(),
             _ => None,
         },
     }
