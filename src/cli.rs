@@ -71,12 +71,12 @@ pub struct Cli {
     pub grace: String,
 
     /// Stop a job that runs longer than DURATION (30, 1.5, 500ms, 10s, 5m, 1h30m): TERM to
-    /// its process group, KILL after --grace. A job's own `timeout` key wins.
+    /// its process group, KILL after --grace. A job's own "timeout" key wins.
     #[arg(long, value_name = "DURATION", help_heading = "Running")]
     pub timeout: Option<String>,
 
     /// Run a failed job (status not ok, or a code other than 0) up to N more times,
-    /// preferring another host. A job's own `retries` key wins.
+    /// preferring another host. A job's own "retries" key wins.
     #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Running")]
     pub retries: u32,
 
@@ -92,11 +92,11 @@ pub struct Cli {
     pub resume: Option<std::path::PathBuf>,
 
     /// Hosts to run on: comma-separated [user@]host[:port][/N] (N slots; default: its CPU
-    /// count); `:` or `localhost` is this machine. Repeatable.
+    /// count); ":" or "localhost" is this machine. Repeatable.
     #[arg(short = 'S', long = "sshlogin", value_name = "LIST", action = ArgAction::Append, help_heading = "Hosts")]
     pub sshlogin: Vec<String>,
 
-    /// Read hosts from FILE, one entry a line (`#` comments).
+    /// Read hosts from FILE, one entry a line ("#" starts a comment).
     #[arg(long, value_name = "FILE", help_heading = "Hosts")]
     pub sshloginfile: Option<std::path::PathBuf>,
 
@@ -104,7 +104,7 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = "Hosts")]
     pub ssh_config: Option<std::path::PathBuf>,
 
-    /// Directory remote jobs start in (`~` = the login directory) [default: bakapara's
+    /// Directory remote jobs start in (~ is the login directory) [default: bakapara's
     /// working directory, the same path on every host].
     #[arg(long, value_name = "DIR", help_heading = "Hosts")]
     pub workdir: Option<String>,

@@ -1,27 +1,77 @@
-//! The one writer of stdout: result lines, whole and flushed, in completion or input order.
+//! The one writer of stdout: result lines, whole and flushed, in completion or input order;
+//! or with `--text`, each job's own output, whole per job (result lines then go to
+//! `--joblog FILE` only).
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::fs::File;
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::job::{encode_line, Job, JobResult};
+use crate::exec::Spool;
+use crate::job::{encode_line, Job, JobResult, Stream};
 use crate::progress::Logger;
+
+/// With `-k --text`: how many spool files finished jobs may hold open while they wait for an
+/// earlier job; the output of later ones is copied into one shared file instead, so a slow
+/// first job cannot make bakapara run out of file descriptors.
+const MAX_HELD_SPOOLS: usize = 64;
 
 /// Writes result lines and counts what the exit status needs.
 pub struct Output<W: Write> {
     out: W,
     keep_order: bool,
-    /// With `-k`: finished lines waiting for an earlier job, by seq.
-    pending: BTreeMap<u64, Vec<u8>>,
+    /// `--text` (and `--tag`): job output to stdout / stderr instead of result lines.
+    text: Option<TextMode>,
+    /// `--joblog FILE`: every result line goes there too.
+    joblog: Option<Joblog>,
+    /// With `-k`: finished jobs waiting for an earlier job, by seq.
+    pending: BTreeMap<u64, Entry>,
     /// With `-k`: the seq of the next line to write.
     next_seq: u64,
     logger: Logger,
+    /// Our stdout is the terminal the live progress display is drawn on.
+    stdout_on_terminal: bool,
     done: u64,
     failed: u64,
     total: Option<u64>,
     /// Set when stdout could not be written: the run stops starting jobs.
     broken: Option<std::io::Error>,
+    /// With `-k --text`: output of waiting jobs beyond [`MAX_HELD_SPOOLS`].
+    spill: Option<File>,
+    /// With `-k --text`: spool files waiting entries hold open.
+    held_spools: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TextMode {
+    tag: bool,
+}
+
+struct Joblog {
+    file: File,
+    path: PathBuf,
+}
+
+/// A finished job's output: its result line and, with `--text`, what it printed.
+struct Entry {
+    line: Vec<u8>,
+    text: Option<TextBlock>,
+}
+
+/// What a job printed (`--text`), and the `--tag` prefix of its lines.
+struct TextBlock {
+    tag: Option<Vec<u8>>,
+    stdout: Option<Held>,
+    stderr: Option<Held>,
+}
+
+/// Spooled output: the job's own temp file, or (with `-k`, past [`MAX_HELD_SPOOLS`]) a range
+/// of the shared spill file.
+enum Held {
+    Spool(Spool),
+    Spilled { offset: u64, len: u64 },
 }
 
 impl<W: Write> Output<W> {
@@ -29,14 +79,34 @@ impl<W: Write> Output<W> {
         Output {
             out,
             keep_order,
+            text: None,
+            joblog: None,
             pending: BTreeMap::new(),
             next_seq: 1,
             logger,
+            stdout_on_terminal: std::io::stdout().is_terminal(),
             done: 0,
             failed: 0,
             total: None,
             broken: None,
+            spill: None,
+            held_spools: 0,
         }
+    }
+
+    /// `--text`: each job's stdout goes to `out` and its stderr to stderr, whole per job
+    /// (spooled by the executors, see [`crate::exec::Captured::spooled`]); with `tag`, each
+    /// line is prefixed with the job's input and a TAB. Result lines go to the joblog only.
+    pub fn text(mut self, tag: bool) -> Output<W> {
+        self.text = Some(TextMode { tag });
+        self
+    }
+
+    /// `--joblog FILE`: every result line is also written to `file` (opened by the caller),
+    /// flushed per line.
+    pub fn joblog(mut self, file: File, path: PathBuf) -> Output<W> {
+        self.joblog = Some(Joblog { file, path });
+        self
     }
 
     pub fn logger(&self) -> &Logger {
@@ -46,9 +116,11 @@ impl<W: Write> Output<W> {
     /// The total number of jobs, once it is known.
     pub fn set_total(&mut self, total: u64) {
         self.total = Some(total);
+        self.logger.set_total(total);
     }
 
-    /// Writes (or, with `-k`, queues) the result line of a finished job.
+    /// Writes (or, with `-k`, queues) the result line of a finished job; with `--text`, what
+    /// the job printed.
     pub fn emit(&mut self, job: &Job, result: &JobResult) {
         self.done += 1;
         if result.failed() {
@@ -60,50 +132,156 @@ impl<W: Write> Output<W> {
         };
         self.logger.finished(self.done, self.total, result, cmd);
         let mut line = Vec::with_capacity(256);
-        encode_line(&job.object, result, &mut line);
-        self.place(job.seq, line);
+        let entry = match self.text {
+            None => {
+                encode_line(&job.object, result, &mut line);
+                Entry { line, text: None }
+            }
+            Some(mode) => {
+                // The output was printed, not captured: the result line leaves it out.
+                let bare = JobResult {
+                    stdout: None,
+                    stderr: None,
+                    ..result.clone()
+                };
+                encode_line(&job.object, &bare, &mut line);
+                let block = TextBlock {
+                    tag: mode.tag.then(|| tag_of(job, cmd)),
+                    stdout: held(result.stdout.as_ref()),
+                    stderr: held(result.stderr.as_ref()),
+                };
+                let has_text = block.stdout.is_some() || block.stderr.is_some();
+                Entry {
+                    line,
+                    text: has_text.then_some(block),
+                }
+            }
+        };
+        self.place(job.seq, entry);
     }
 
     /// Copies a result line from `--resume FILE` through unchanged for job `seq` (it counts as
-    /// done and ok). `line` ends with a newline.
+    /// done and ok). `line` ends with a newline. With `--text` it goes to the joblog only (the
+    /// job's output was printed by the earlier run).
     pub fn emit_copied(&mut self, seq: u64, line: Vec<u8>, cmd: &str) {
         self.done += 1;
         self.logger.skipped(self.done, self.total, cmd);
-        self.place(seq, line);
+        self.place(seq, Entry { line, text: None });
     }
 
-    /// Writes a line now, or with `-k` once every earlier job's line is written.
-    fn place(&mut self, seq: u64, line: Vec<u8>) {
+    /// Writes an entry now, or with `-k` once every earlier job's entry is written.
+    fn place(&mut self, seq: u64, mut entry: Entry) {
         if !self.keep_order {
-            self.write(&line);
+            self.write(entry);
             return;
         }
         if seq != self.next_seq {
-            self.pending.insert(seq, line);
+            self.hold(&mut entry);
+            self.pending.insert(seq, entry);
             return;
         }
-        self.write(&line);
+        self.write(entry);
         self.next_seq += 1;
-        while let Some(line) = self.pending.remove(&self.next_seq) {
-            self.write(&line);
+        while let Some(entry) = self.pending.remove(&self.next_seq) {
+            self.release(&entry);
+            self.write(entry);
             self.next_seq += 1;
         }
     }
 
-    fn write(&mut self, line: &[u8]) {
+    /// Keeps a waiting entry's spool files open, or past [`MAX_HELD_SPOOLS`] copies them
+    /// into the spill file and closes them.
+    fn hold(&mut self, entry: &mut Entry) {
+        let Some(block) = &mut entry.text else { return };
+        for stream in [&mut block.stdout, &mut block.stderr] {
+            let Some(Held::Spool(spool)) = stream else {
+                continue;
+            };
+            if self.held_spools < MAX_HELD_SPOOLS {
+                self.held_spools += 1;
+                continue;
+            }
+            match spill(&mut self.spill, spool) {
+                Ok(range) => *stream = Some(range),
+                // No room to spill: keep the file open rather than lose the output.
+                Err(_) => self.held_spools += 1,
+            }
+        }
+    }
+
+    fn release(&mut self, entry: &Entry) {
+        if let Some(block) = &entry.text {
+            for stream in [&block.stdout, &block.stderr] {
+                if let Some(Held::Spool(_)) = stream {
+                    self.held_spools = self.held_spools.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, entry: Entry) {
         if self.broken.is_some() {
             return;
         }
-        if let Err(e) = self.out.write_all(line).and_then(|_| self.out.flush()) {
-            self.broken = Some(e);
+        if let Some(block) = &entry.text {
+            self.write_text(block);
+        }
+        if self.broken.is_some() {
+            return;
+        }
+        if self.text.is_none() {
+            let (out, on_terminal) = (&mut self.out, self.stdout_on_terminal);
+            let written = suspend_if(&self.logger, on_terminal, || {
+                out.write_all(&entry.line).and_then(|_| out.flush())
+            });
+            if let Err(e) = written {
+                self.broken = Some(e);
+                return;
+            }
+        }
+        if let Some(log) = &mut self.joblog {
+            if let Err(e) = log
+                .file
+                .write_all(&entry.line)
+                .and_then(|_| log.file.flush())
+            {
+                self.broken = Some(std::io::Error::new(
+                    e.kind(),
+                    format!("--joblog {}: {e}", log.path.display()),
+                ));
+            }
+        }
+    }
+
+    /// Prints a job's stdout to stdout and its stderr to stderr, each whole.
+    fn write_text(&mut self, block: &TextBlock) {
+        let tag = block.tag.as_deref();
+        if let Some(held) = &block.stdout {
+            let (out, spill, on_terminal) = (&mut self.out, &self.spill, self.stdout_on_terminal);
+            let written = suspend_if(&self.logger, on_terminal, || {
+                copy_held(held, spill.as_ref(), tag, out).and_then(|_| out.flush())
+            });
+            if let Err(e) = written {
+                self.broken = Some(e);
+                return;
+            }
+        }
+        if let Some(held) = &block.stderr {
+            let spill = &self.spill;
+            // A closed or full stderr must not stop the run.
+            let _ = self.logger.suspend(|| {
+                let mut err = std::io::stderr().lock();
+                copy_held(held, spill.as_ref(), tag, &mut err).and_then(|_| err.flush())
+            });
         }
     }
 
     /// Writes what `-k` still holds (lines after a gap that will never be filled), in order.
     pub fn finish(&mut self) {
-        for (_, line) in std::mem::take(&mut self.pending) {
-            self.write(&line);
+        for (_, entry) in std::mem::take(&mut self.pending) {
+            self.write(entry);
         }
+        self.held_spools = 0;
         self.logger.completed(self.done, self.failed);
     }
 
@@ -118,5 +296,149 @@ impl<W: Write> Output<W> {
 
     pub fn failed(&self) -> u64 {
         self.failed
+    }
+}
+
+fn suspend_if<R>(logger: &Logger, terminal: bool, f: impl FnOnce() -> R) -> R {
+    if terminal {
+        logger.suspend(f)
+    } else {
+        f()
+    }
+}
+
+/// A stream's spool, unless it is empty (nothing to print, no file to keep open).
+fn held(stream: Option<&Stream>) -> Option<Held> {
+    let spool = stream?.captured.spool.as_ref()?;
+    match spool.file().metadata() {
+        Ok(meta) if meta.len() == 0 => None,
+        _ => Some(Held::Spool(spool.clone())),
+    }
+}
+
+/// The `--tag` prefix: the job's input (several sources or columns joined by one space), or
+/// its command when it has no input (command lines and JSON jobs), then a TAB.
+fn tag_of(job: &Job, cmd: &str) -> Vec<u8> {
+    let mut tag = match job.object.get("input") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Some(Value::Null) | None => cmd.to_string(),
+        Some(other) => other.to_string(),
+    };
+    tag.push('\t');
+    tag.into_bytes()
+}
+
+/// Appends a spool's content to the spill file (created on first use); returns its range.
+fn spill(spill: &mut Option<File>, spool: &Spool) -> std::io::Result<Held> {
+    if spill.is_none() {
+        *spill = Some(tempfile::tempfile()?);
+    }
+    let Some(file) = spill.as_mut() else {
+        unreachable!("the spill file was just created")
+    };
+    let offset = file.seek(SeekFrom::End(0))?;
+    let mut source = spool.file();
+    source.seek(SeekFrom::Start(0))?;
+    let len = std::io::copy(&mut source, file)?;
+    Ok(Held::Spilled { offset, len })
+}
+
+/// Copies spooled output to `to`, each line prefixed with `tag` when given.
+fn copy_held(
+    held: &Held,
+    spill: Option<&File>,
+    tag: Option<&[u8]>,
+    to: &mut dyn Write,
+) -> std::io::Result<()> {
+    match held {
+        Held::Spool(spool) => {
+            let mut file = spool.file();
+            file.seek(SeekFrom::Start(0))?;
+            copy_tagged(&mut file, tag, to)
+        }
+        Held::Spilled { offset, len } => {
+            let Some(mut file) = spill else {
+                return Err(std::io::Error::other(
+                    "internal error: the spill file is gone",
+                ));
+            };
+            file.seek(SeekFrom::Start(*offset))?;
+            copy_tagged(&mut file.take(*len), tag, to)
+        }
+    }
+}
+
+/// Copies `from` to `to`; with a `tag`, writes it before each line (a last line without a
+/// newline is tagged too, and left without one). Works in fixed-size chunks, however long the
+/// lines.
+fn copy_tagged(from: &mut dyn Read, tag: Option<&[u8]>, to: &mut dyn Write) -> std::io::Result<()> {
+    let Some(tag) = tag else {
+        std::io::copy(from, to)?;
+        return Ok(());
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut at_line_start = true;
+    loop {
+        let n = match from.read(&mut chunk) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut rest = &chunk[..n];
+        while !rest.is_empty() {
+            if at_line_start {
+                to.write_all(tag)?;
+            }
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    to.write_all(&rest[..=i])?;
+                    rest = &rest[i + 1..];
+                    at_line_start = true;
+                }
+                None => {
+                    to.write_all(rest)?;
+                    rest = &[];
+                    at_line_start = false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged(input: &[u8], tag: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        copy_tagged(&mut &input[..], Some(tag), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn tags_go_before_every_line() {
+        assert_eq!(tagged(b"a\nb\n", b"x\t"), b"x\ta\nx\tb\n");
+        assert_eq!(tagged(b"a\n\nb", b"x\t"), b"x\ta\nx\t\nx\tb");
+        assert_eq!(tagged(b"", b"x\t"), b"");
+    }
+
+    #[test]
+    fn tags_work_across_chunks() {
+        let mut input = vec![b'y'; 100_000];
+        input.push(b'\n');
+        input.extend_from_slice(b"z\n");
+        let out = tagged(&input, b"t\t");
+        assert_eq!(&out[..3], b"t\ty");
+        assert_eq!(out.len(), input.len() + 4);
+        assert!(out.ends_with(b"\nt\tz\n"));
     }
 }

@@ -1,9 +1,14 @@
-//! Progress on stderr: the original tool's log lines (`[3/100] returned 0 in ... on host: cmd`).
+//! Progress on stderr: the original tool's log lines (`[3/100] returned 0 in ... on host: cmd`)
+//! when stderr is not a terminal, a live progress display (done/total, running jobs per host,
+//! failures, rate, ETA) when it is.
 
-use std::io::Write;
-use std::time::Instant;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Local;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::job::{JobResult, Status};
 use crate::timefmt;
@@ -19,43 +24,245 @@ pub enum Verbosity {
     Verbose,
 }
 
-/// Writes the log lines. Each line is written whole with one `write` call.
+/// How many jobs run on one host right now. Its executor holds a [`RunningGuard`] from
+/// [`RunningJobs::enter`] for as long as a job runs; the progress display reads the count.
+#[derive(Debug, Clone, Default)]
+pub struct RunningJobs(Arc<AtomicUsize>);
+
+impl RunningJobs {
+    /// A job started: counted until the guard is dropped.
+    pub fn enter(&self) -> RunningGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        RunningGuard(Arc::clone(&self.0))
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A running job, counted in its host's [`RunningJobs`] until dropped.
+#[derive(Debug)]
+pub struct RunningGuard(Arc<AtomicUsize>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How often the live display is redrawn (rate, ETA and running counts change by themselves).
+const REFRESH: Duration = Duration::from_millis(100);
+
+/// Writes the log lines, or drives the live display. Each log line is written whole with one
+/// `write` call; with the live display, above it.
 #[derive(Debug)]
 pub struct Logger {
     verbosity: Verbosity,
     started: Instant,
+    /// True when stderr gets the live display rather than a line per job.
+    live: bool,
+    shared: Arc<Shared>,
+    display: Mutex<Option<Display>>,
+}
+
+/// What the live display shows, updated by the run and read by the refresh thread.
+#[derive(Debug)]
+struct Shared {
+    hosts: Mutex<Vec<(String, RunningJobs)>>,
+    counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    done: u64,
+    failed: u64,
+    total: Option<u64>,
+    /// When the display started (rate and ETA count from there).
+    since: Option<Instant>,
+}
+
+/// The live display while it is shown: the bar and the thread that refreshes it.
+#[derive(Debug)]
+struct Display {
+    bar: ProgressBar,
+    stop: Option<mpsc::Sender<()>>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Display {
+    fn stop_refresher(&mut self) {
+        self.stop = None;
+        if let Some(thread) = self.refresher.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Logger {
+    /// Log lines on stderr, whatever stderr is.
     pub fn new(verbosity: Verbosity) -> Logger {
         Logger {
             verbosity,
             started: Instant::now(),
+            live: false,
+            shared: Arc::new(Shared {
+                hosts: Mutex::new(Vec::new()),
+                counts: Mutex::new(Counts::default()),
+            }),
+            display: Mutex::new(None),
         }
+    }
+
+    /// The live display when stderr is a terminal (not with `-q`, nor on a `TERM=dumb` one),
+    /// else log lines.
+    pub fn for_stderr(verbosity: Verbosity) -> Logger {
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        let mut logger = Logger::new(verbosity);
+        logger.live = verbosity != Verbosity::Quiet && !dumb && std::io::stderr().is_terminal();
+        logger
+    }
+
+    /// True when stderr shows the live display (output to the terminal must go through
+    /// [`Logger::suspend`]).
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// The running-jobs counter of host `name`, shown per host in the live display; its
+    /// executor counts its jobs there.
+    pub fn running(&self, name: &str) -> RunningJobs {
+        let counter = RunningJobs::default();
+        if let Ok(mut hosts) = self.shared.hosts.lock() {
+            hosts.push((name.to_string(), counter.clone()));
+        }
+        counter
+    }
+
+    /// Runs `f` (which writes to the terminal) with the live display taken off the screen, and
+    /// draws it again afterwards.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match self.bar() {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    fn bar(&self) -> Option<ProgressBar> {
+        let display = self.display.lock().ok()?;
+        display.as_ref().map(|d| d.bar.clone())
     }
 
     fn line(&self, text: std::fmt::Arguments<'_>) {
         let line = format!("{} {}\n", timefmt::log_stamp(&Local::now()), text);
         // A closed or full stderr must not stop the run.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        self.suspend(|| {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        });
     }
 
-    /// `total 100 jobs on 48 engines` (`?` while the total is not known yet).
+    fn update(&self, f: impl FnOnce(&mut Counts)) {
+        if let Ok(mut counts) = self.shared.counts.lock() {
+            f(&mut counts);
+        }
+    }
+
+    /// Redraws the live display now (after a change the refresh thread would show late).
+    fn redraw(&self) {
+        if let Some(bar) = self.bar() {
+            let counts = self.counts();
+            if let Some(total) = counts.total {
+                if bar.length() != Some(total) {
+                    bar.set_style(bar_style(true));
+                    bar.set_length(total);
+                }
+            }
+            bar.set_position(counts.done);
+            bar.set_message(render(&self.shared));
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        self.shared.counts.lock().map(|c| *c).unwrap_or_default()
+    }
+
+    /// `total 100 jobs on 48 engines` (`?` while the total is not known yet); with the live
+    /// display, the display starts instead.
     pub fn start(&self, total: Option<u64>, engines: usize) {
         if self.verbosity == Verbosity::Quiet {
             return;
         }
-        self.line(format_args!(
-            "total {} jobs on {} engines",
-            count(total),
-            engines
-        ));
+        if let Some(total) = total {
+            self.update(|c| c.total = Some(total));
+        }
+        if !self.live {
+            self.line(format_args!(
+                "total {} jobs on {} engines",
+                count(total),
+                engines
+            ));
+            return;
+        }
+        let Ok(mut display) = self.display.lock() else {
+            return;
+        };
+        if display.is_some() {
+            return;
+        }
+        self.update(|c| c.since = Some(Instant::now()));
+        let counts = self.counts();
+        let bar = ProgressBar::with_draw_target(counts.total, ProgressDrawTarget::stderr());
+        bar.set_style(bar_style(counts.total.is_some()));
+        bar.set_position(counts.done);
+        bar.set_message(render(&self.shared));
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let refresher = {
+            let bar = bar.clone();
+            let shared = Arc::clone(&self.shared);
+            std::thread::Builder::new()
+                .name("bakapara-progress".into())
+                .spawn(move || {
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(REFRESH) {
+                        bar.set_message(render(&shared));
+                        bar.tick();
+                    }
+                })
+                .ok()
+        };
+        *display = Some(Display {
+            bar,
+            stop: Some(stop_tx),
+            refresher,
+        });
     }
 
-    /// One line per finished job: `[3/100] returned 0 in 0:00:00.012 sec on host: cmd`.
+    /// The total number of jobs, once it is known.
+    pub fn set_total(&self, total: u64) {
+        self.update(|c| c.total = Some(total));
+        self.redraw();
+    }
+
+    /// One line per finished job: `[3/100] returned 0 in 0:00:00.012 sec on host: cmd`. With
+    /// the live display, only failed jobs get their line, above it (all do with `-v`).
     pub fn finished(&self, done: u64, total: Option<u64>, result: &JobResult, cmd: &str) {
-        let failed = result.status != Status::Ok;
-        if self.verbosity == Verbosity::Quiet && !failed {
+        // Errors and aborts always get their line; with the live display, so do jobs that
+        // returned a code other than 0.
+        let failed = result.status != Status::Ok || (self.live && result.failed());
+        self.update(|c| {
+            c.done = done;
+            c.failed += u64::from(result.failed());
+            if total.is_some() {
+                c.total = total;
+            }
+        });
+        if self.live {
+            self.redraw();
+        }
+        let quiet = match (self.live, self.verbosity) {
+            (_, Verbosity::Quiet) | (true, Verbosity::Normal) => true,
+            (_, Verbosity::Verbose) | (false, Verbosity::Normal) => false,
+        };
+        if quiet && !failed {
             return;
         }
         if result.started.is_none() {
@@ -95,10 +302,24 @@ impl Logger {
 
     /// A job skipped by `--resume` (its earlier result line is copied through).
     pub fn skipped(&self, done: u64, total: Option<u64>, cmd: &str) {
-        if self.verbosity == Verbosity::Quiet {
+        self.update(|c| {
+            c.done = done;
+            if total.is_some() {
+                c.total = total;
+            }
+        });
+        if self.live {
+            self.redraw();
+        }
+        if self.verbosity == Verbosity::Quiet || (self.live && self.verbosity == Verbosity::Normal)
+        {
             return;
         }
-        self.line(format_args!("[{done}/{}] skipped (already done, --resume): {}", count(total), one_line(cmd)));
+        self.line(format_args!(
+            "[{done}/{}] skipped (already done, --resume): {}",
+            count(total),
+            one_line(cmd)
+        ));
     }
 
     /// `-v`: a job started.
@@ -106,7 +327,10 @@ impl Logger {
         if self.verbosity != Verbosity::Verbose {
             return;
         }
-        self.line(format_args!("job {seq} started on {host}: {}", one_line(cmd)));
+        self.line(format_args!(
+            "job {seq} started on {host}: {}",
+            one_line(cmd)
+        ));
     }
 
     /// A warning or error about the run itself (shown even with `-q`).
@@ -114,9 +338,26 @@ impl Logger {
         self.line(format_args!("{text}"));
     }
 
-    /// `completed: 100 jobs, 2 failed, in 0:00:10.000000`.
+    /// `completed: 100 jobs, 2 failed, in 0:00:10.000000`; with the live display, its last
+    /// state stays on the screen as one line: `completed: 100/100 done, 2 failed, in ...`.
     pub fn completed(&self, done: u64, failed: u64) {
         if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        let taken = self.display.lock().ok().and_then(|mut d| d.take());
+        if let Some(mut display) = taken {
+            display.stop_refresher();
+            let total = self.counts().total.unwrap_or(done).max(done);
+            let elapsed = self.started.elapsed();
+            display.bar.set_style(
+                ProgressStyle::with_template("{msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            display.bar.finish_with_message(format!(
+                "completed: {done}/{total} done, {failed} failed, in {} ({})",
+                timefmt::elapsed_hms(elapsed),
+                rate_text(done, elapsed)
+            ));
             return;
         }
         self.line(format_args!(
@@ -124,6 +365,84 @@ impl Logger {
             timefmt::elapsed_hms(self.started.elapsed())
         ));
     }
+}
+
+impl Drop for Logger {
+    fn drop(&mut self) {
+        // A run that ended without `completed` leaves the display as it was, without its thread.
+        if let Some(mut display) = self.display.get_mut().ok().and_then(Option::take) {
+            display.stop_refresher();
+            display.bar.abandon();
+        }
+    }
+}
+
+/// The live display's style: a bar once the total is known, a spinner before.
+fn bar_style(total_known: bool) -> ProgressStyle {
+    let template = if total_known {
+        "{spinner} [{bar:24}] {wide_msg}"
+    } else {
+        "{spinner} {wide_msg}"
+    };
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .tick_chars("|/-\\ ")
+        .progress_chars("=> ")
+}
+
+/// The live display's text: `7/12 done · 1 failed · 3.4/s · ETA 0:00:02 · running 2 on host`.
+/// What matters most comes first, as a narrow terminal cuts the end.
+fn render(shared: &Shared) -> String {
+    let counts = shared.counts.lock().map(|c| *c).unwrap_or_default();
+    let elapsed = counts.since.map(|t| t.elapsed()).unwrap_or_default();
+    let eta = match counts.total {
+        Some(total) if counts.done >= total => "0:00:00".to_string(),
+        Some(total) if counts.done > 0 => {
+            let per_job = elapsed.as_secs_f64() / counts.done as f64;
+            hms((total - counts.done) as f64 * per_job)
+        }
+        _ => "?".to_string(),
+    };
+    let mut text = format!(
+        "{}/{} done · {} failed · {} · ETA {eta} · running ",
+        counts.done,
+        count(counts.total),
+        counts.failed,
+        rate_text(counts.done, elapsed),
+    );
+    let hosts = shared.hosts.lock();
+    match hosts.as_ref().map(|h| h.as_slice()) {
+        Ok([(name, running)]) => text.push_str(&format!("{} on {name}", running.count())),
+        Ok(hosts) => {
+            let total: usize = hosts.iter().map(|(_, r)| r.count()).sum();
+            text.push_str(&total.to_string());
+            for (i, (name, running)) in hosts.iter().enumerate() {
+                text.push_str(if i == 0 { ": " } else { ", " });
+                text.push_str(&format!("{name} {}", running.count()));
+            }
+        }
+        Err(_) => text.push('?'),
+    }
+    text
+}
+
+fn rate_text(done: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 {
+        return "- jobs/s".to_string();
+    }
+    let rate = done as f64 / secs;
+    if rate >= 10.0 {
+        format!("{rate:.0} jobs/s")
+    } else {
+        format!("{rate:.2} jobs/s")
+    }
+}
+
+/// Whole seconds as `H:MM:SS`.
+fn hms(secs: f64) -> String {
+    let secs = secs.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 fn count(total: Option<u64>) -> String {
@@ -146,4 +465,48 @@ fn one_line(cmd: &str) -> std::borrow::Cow<'_, str> {
         s.push('…');
     }
     s.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_jobs_count_until_the_guard_drops() {
+        let running = RunningJobs::default();
+        let a = running.enter();
+        let b = running.enter();
+        assert_eq!(running.count(), 2);
+        drop(a);
+        assert_eq!(running.count(), 1);
+        drop(b);
+        assert_eq!(running.count(), 0);
+    }
+
+    #[test]
+    fn the_display_text_shows_counts_rate_eta_and_hosts() {
+        let logger = Logger::new(Verbosity::Normal);
+        let a = logger.running("mez01");
+        let _job = a.enter();
+        let text = render(&logger.shared);
+        assert!(text.starts_with("0/? done · 0 failed · "), "{text}");
+        assert!(text.contains("ETA ?"), "{text}");
+        assert!(text.ends_with("running 1 on mez01"), "{text}");
+        let _b = logger.running("mez02");
+        logger.update(|c| {
+            c.done = 3;
+            c.failed = 1;
+            c.total = Some(6);
+        });
+        let text = render(&logger.shared);
+        assert!(text.starts_with("3/6 done · 1 failed · "), "{text}");
+        assert!(text.ends_with("running 1: mez01 1, mez02 0"), "{text}");
+        assert!(!text.contains("ETA ?"), "{text}");
+    }
+
+    #[test]
+    fn hms_rounds_to_whole_seconds() {
+        assert_eq!(hms(0.4), "0:00:00");
+        assert_eq!(hms(3725.6), "1:02:06");
+    }
 }

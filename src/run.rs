@@ -15,7 +15,7 @@ use crate::job::{encode_line, Body, JobResult, Status};
 use crate::output::Output;
 use crate::progress::Logger;
 use crate::scheduler::{Host, Resume, Scheduler, Summary};
-use crate::signals::Signals;
+use crate::signals::{AbortReceiver, Controls, Signals};
 
 /// Jobs read ahead of the free slots; bounds memory whatever the input length.
 const CHANNEL_CAPACITY: usize = 256;
@@ -24,16 +24,26 @@ const CHANNEL_CAPACITY: usize = 256;
 /// SIGINT / SIGTERM / SIGHUP stop the run as SPEC §5 says (the caller then dies of the signal
 /// in `Summary::interrupted_by`).
 pub fn run<W: Write>(config: Config, out: W, handle_signals: bool) -> anyhow::Result<Summary> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run_async(config, out, handle_signals))
+    run_with(config, out, handle_signals, None)
+}
+
+/// As [`run`], and `abort` (the other end of an [`crate::signals::AbortHandle`]) stops the run
+/// from another thread as a signal would.
+pub fn run_with<W: Write>(
+    config: Config,
+    out: W,
+    handle_signals: bool,
+    abort: Option<AbortReceiver>,
+) -> anyhow::Result<Summary> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run_async(config, out, handle_signals, abort))
 }
 
 async fn run_async<W: Write>(
     config: Config,
     out: W,
     handle_signals: bool,
+    abort: Option<AbortReceiver>,
 ) -> anyhow::Result<Summary> {
     // Signals are taken over before anything starts, so no Ctrl-C is lost.
     let signals = if handle_signals {
@@ -53,7 +63,9 @@ async fn run_async<W: Write>(
         None => Resume::new(),
     };
     let (down_tx, down_rx) = mpsc::unbounded_channel();
-    let logger = Logger::new(config.verbosity);
+    let joblog = open_joblog(&config)?;
+    // A live progress display when stderr is a terminal, log lines otherwise.
+    let logger = Logger::for_stderr(config.verbosity);
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
         remove_stale_control_dirs();
@@ -66,6 +78,12 @@ async fn run_async<W: Write>(
         anyhow::bail!("no host could be reached");
     }
     let mut output = Output::new(out, config.keep_order, logger);
+    if config.text {
+        output = output.text(config.tag);
+    }
+    if let (Some(file), Some(path)) = (joblog, &config.joblog) {
+        output = output.joblog(file, path.clone());
+    }
     if let Some(total) = known_total {
         output.set_total(total);
     }
@@ -81,9 +99,33 @@ async fn run_async<W: Write>(
         config.halt,
         resume,
     );
-    let summary = scheduler.run(known_total, signals).await;
+    let summary = scheduler.run(known_total, Controls::new(signals, abort)).await;
     drop(control_dir);
     Ok(summary)
+}
+
+/// Creates (truncates) `--joblog FILE` before any job runs. It may not be the `--resume` file,
+/// which would be emptied before it is read.
+fn open_joblog(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(path) = &config.joblog else {
+        return Ok(None);
+    };
+    if let Some(resume) = &config.resume {
+        use std::os::unix::fs::MetadataExt;
+        let same = match (std::fs::metadata(path), std::fs::metadata(resume)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same {
+            anyhow::bail!(
+                "--joblog {} is the --resume file: give the new run's log another name",
+                path.display()
+            );
+        }
+    }
+    let file = std::fs::File::create(path)
+        .map_err(|e| anyhow::anyhow!("--joblog {}: cannot create: {e}", path.display()))?;
+    Ok(Some(file))
 }
 
 /// The run's hosts, in `-S` order: this machine, and SSH hosts connected in parallel. A host
@@ -97,9 +139,12 @@ async fn connect_hosts(
 ) -> Vec<Host> {
     let local = |spec: HostSpec| {
         let slots = spec.slots.unwrap_or(config.jobs);
+        let executor = LocalExecutor::new(config.base_dir.clone())
+            .with_spool(config.text)
+            .with_running(logger.running(&spec.name));
         Host {
             spec,
-            executor: Some(Executor::Local(LocalExecutor::new(config.base_dir.clone()))),
+            executor: Some(Executor::Local(executor)),
             slots,
         }
     };
@@ -143,6 +188,9 @@ async fn connect_hosts(
         match result {
             Some(Ok(ssh)) => {
                 let slots = ssh.slots();
+                let ssh = ssh
+                    .with_spool(config.text)
+                    .with_running(logger.running(&spec.name));
                 hosts.push(Host {
                     spec: spec.clone(),
                     executor: Some(Executor::Ssh(Arc::new(ssh))),

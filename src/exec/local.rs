@@ -14,17 +14,38 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use super::{Captured, Command, Ending, Limits, Outcome, Stop};
+use crate::progress::RunningJobs;
 
 /// Runs jobs on this machine.
 #[derive(Debug, Clone)]
 pub struct LocalExecutor {
     /// The directory relative `cd` values start from (bakapara's working directory).
     base: PathBuf,
+    /// `--text`: a job's stdout / stderr go to temp files (see [`Captured::spooled`]).
+    spool: bool,
+    /// Counts this host's running jobs (for the progress display).
+    running: Option<RunningJobs>,
 }
 
 impl LocalExecutor {
     pub fn new(base: PathBuf) -> LocalExecutor {
-        LocalExecutor { base }
+        LocalExecutor {
+            base,
+            spool: false,
+            running: None,
+        }
+    }
+
+    /// `--text`: spool each job's uncaptured streams to temp files instead of capturing them.
+    pub fn with_spool(mut self, spool: bool) -> LocalExecutor {
+        self.spool = spool;
+        self
+    }
+
+    /// Counts running jobs in `running` (from start to end of each job).
+    pub fn with_running(mut self, running: RunningJobs) -> LocalExecutor {
+        self.running = Some(running);
+        self
     }
 
     /// Runs one job to its end, stopping it when `stop` says so or its timeout passes.
@@ -56,9 +77,20 @@ impl LocalExecutor {
         if let Some(dir) = &dir {
             command.current_dir(dir);
         }
+        // With --text, an uncaptured stream goes straight into an unlinked temp file: the job
+        // writes it at full speed and bakapara holds none of it in memory.
+        let mut spooled_out = None;
+        let mut spooled_err = None;
         match job.out {
             Some(path) => match open_output(job_dir, path) {
                 Ok(f) => command.stdout(f),
+                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
+            },
+            None if self.spool => match spool_file() {
+                Ok((ours, theirs)) => {
+                    spooled_out = Some(ours);
+                    command.stdout(theirs)
+                }
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
             None => command.stdout(Stdio::piped()),
@@ -68,12 +100,22 @@ impl LocalExecutor {
                 Ok(f) => command.stderr(f),
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
+            None if self.spool => match spool_file() {
+                Ok((ours, theirs)) => {
+                    spooled_err = Some(ours);
+                    command.stderr(theirs)
+                }
+                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
+            },
             None => command.stderr(Stdio::piped()),
         };
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => return Outcome::not_run(Ending::CouldNotRun(spawn_error(e, job.cmd))),
         };
+        // The child holds its own copies of the spool files now.
+        drop(command);
+        let _running = self.running.as_ref().map(RunningJobs::enter);
         let started = Local::now();
         // The child leads its own process group, so its pid is the group id.
         let group = child.id().map(|pid| Pid::from_raw(pid as i32));
@@ -99,10 +141,19 @@ impl LocalExecutor {
             started,
             completed: Local::now(),
             ending,
-            stdout,
-            stderr,
+            stdout: stdout.or(spooled_out.map(Captured::spooled)),
+            stderr: stderr.or(spooled_err.map(Captured::spooled)),
         }
     }
+}
+
+/// An unlinked temp file for a spooled stream: bakapara's handle and the job's.
+fn spool_file() -> Result<(File, File), String> {
+    let spool_error =
+        |e: std::io::Error| format!("cannot create a temp file for the job's output: {e}");
+    let ours = tempfile::tempfile().map_err(spool_error)?;
+    let theirs = ours.try_clone().map_err(spool_error)?;
+    Ok((ours, theirs))
 }
 
 /// Why bakapara is stopping a job, once it is.
@@ -267,5 +318,6 @@ async fn read_capped(mut stream: impl AsyncRead + Unpin, limit: usize) -> Captur
     Captured {
         bytes: kept,
         truncated,
+        spool: None,
     }
 }

@@ -50,7 +50,45 @@ pub struct Captured {
     pub bytes: Vec<u8>,
     /// True when the stream produced more than the capture limit.
     pub truncated: bool,
+    /// With `--text`: the stream's whole output, spooled to a temp file (`bytes` stays empty).
+    pub spool: Option<Spool>,
 }
+
+impl Captured {
+    /// A stream spooled whole to `file` (`--text`).
+    pub fn spooled(file: std::fs::File) -> Captured {
+        Captured {
+            bytes: Vec::new(),
+            truncated: false,
+            spool: Some(Spool::new(file)),
+        }
+    }
+}
+
+/// A job's output stream in an unlinked temp file (`--text`): written by the job (or by the
+/// SSH channel reader) while it runs, printed whole when it ends. The file goes away when the
+/// last handle is dropped. Two spools are equal when they are the same file.
+#[derive(Debug, Clone)]
+pub struct Spool(std::sync::Arc<std::fs::File>);
+
+impl Spool {
+    pub fn new(file: std::fs::File) -> Spool {
+        Spool(std::sync::Arc::new(file))
+    }
+
+    /// The file (`&File` reads, writes and seeks).
+    pub fn file(&self) -> &std::fs::File {
+        &self.0
+    }
+}
+
+impl PartialEq for Spool {
+    fn eq(&self, other: &Spool) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Spool {}
 
 /// How a job run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

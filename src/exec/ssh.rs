@@ -19,6 +19,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::{Captured, Command, Ending, Limits, Outcome, Stop};
 use crate::hosts::HostSpec;
+use crate::progress::RunningJobs;
 use crate::template::shell_quote;
 
 /// Job sessions per master connection: stock sshd allows 10 sessions, one is the keepalive.
@@ -60,6 +61,10 @@ pub struct SshHost {
     /// Marks the wrapper's report on stderr; random per run so no job can forge it.
     nonce: String,
     down_tx: mpsc::UnboundedSender<HostDown>,
+    /// `--text`: a job's streams are written to temp files (see [`Captured::spooled`]).
+    spool: bool,
+    /// Counts this host's running jobs (for the progress display).
+    running: Option<RunningJobs>,
 }
 
 #[derive(Debug, Default)]
@@ -95,9 +100,23 @@ impl SshHost {
             state: Mutex::new(Connections::default()),
             nonce,
             down_tx,
+            spool: false,
+            running: None,
         };
         host.install(first).await?;
         Ok(host)
+    }
+
+    /// `--text`: spool each job's uncaptured streams to temp files instead of capturing them.
+    pub fn with_spool(mut self, spool: bool) -> SshHost {
+        self.spool = spool;
+        self
+    }
+
+    /// Counts running jobs in `running` (from start to end of each job).
+    pub fn with_running(mut self, running: RunningJobs) -> SshHost {
+        self.running = Some(running);
+        self
     }
 
     pub fn spec(&self) -> &HostSpec {
@@ -233,6 +252,20 @@ impl SshHost {
             });
         };
         let remote = self.remote_command(job, limits);
+        let spool = |wanted: bool| -> Result<Option<std::fs::File>, Ending> {
+            if !(wanted && self.spool) {
+                return Ok(None);
+            }
+            tempfile::tempfile().map(Some).map_err(|e| {
+                Ending::CouldNotRun(format!(
+                    "cannot create a temp file for the job's output: {e}"
+                ))
+            })
+        };
+        let (out_spool, err_spool) = match (spool(job.out.is_none()), spool(job.err.is_none())) {
+            (Ok(out), Ok(err)) => (out, err),
+            (Err(e), _) | (_, Err(e)) => return Outcome::not_run(e),
+        };
         let spawned = Session::to_raw_command(Arc::clone(&master), remote)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -245,6 +278,7 @@ impl SshHost {
                 return Outcome::not_run(self.transport_failure(&master, generation, &e).await)
             }
         };
+        let _running = self.running.as_ref().map(RunningJobs::enter);
         let started = Local::now();
         let mut stdin = child.stdin().take();
         let stdout = child.stdout().take();
@@ -291,13 +325,13 @@ impl SshHost {
             supervise,
             async {
                 match stdout {
-                    Some(s) => Some(read_capped(s, limit).await.0),
+                    Some(s) => Some(read_capped(s, limit, out_spool).await.0),
                     None => None,
                 }
             },
             async {
                 match stderr {
-                    Some(s) => Some(read_capped(s, limit).await),
+                    Some(s) => Some(read_capped(s, limit, err_spool).await),
                     None => None,
                 }
             },
@@ -506,11 +540,18 @@ impl Report {
 const TAIL: usize = 8 * 1024;
 
 /// Reads a stream to its end, keeping the first `limit` bytes, the last [`TAIL`] bytes, and
-/// the total length.
+/// the total length. With a `spool` file, the whole stream goes there instead of the first
+/// `limit` bytes (see [`Captured::spooled`]).
 async fn read_capped(
     mut stream: impl AsyncRead + Unpin,
     limit: usize,
+    spool: Option<std::fs::File>,
 ) -> (Captured, Vec<u8>, usize) {
+    let limit = if spool.is_some() { 0 } else { limit };
+    let mut sink = match &spool {
+        Some(file) => file.try_clone().ok().map(tokio::fs::File::from_std),
+        None => None,
+    };
     let mut kept = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     let mut total = 0usize;
@@ -526,6 +567,12 @@ async fn read_capped(
                     truncated = true;
                 }
                 kept.extend_from_slice(&chunk[..n.min(room)]);
+                if let Some(file) = &mut sink {
+                    if file.write_all(&chunk[..n]).await.is_err() {
+                        // A full disk: the rest of this stream is lost, the job goes on.
+                        sink = None;
+                    }
+                }
                 tail.extend_from_slice(&chunk[..n]);
                 if tail.len() > 2 * TAIL {
                     tail.drain(..tail.len() - TAIL);
@@ -535,14 +582,19 @@ async fn read_capped(
             Err(_) => break,
         }
     }
-    (
-        Captured {
+    if let Some(file) = &mut sink {
+        // Waits for the last write to reach the file.
+        let _ = file.flush().await;
+    }
+    let captured = match spool {
+        Some(file) => Captured::spooled(file),
+        None => Captured {
             bytes: kept,
             truncated,
+            spool: None,
         },
-        tail,
-        total,
-    )
+    };
+    (captured, tail, total)
 }
 
 /// Finds the wrapper's report at the end of stderr and removes it from what was captured.
@@ -573,6 +625,10 @@ fn split_report(
     // Where the report starts in the whole stream: cut the capture there. The capture was
     // cut by the limit only if the job's own stderr (before the report) did not fit.
     let start = total - (tail.len() - at);
+    if let Some(spool) = &captured.spool {
+        // The spooled stream ends where the report starts.
+        let _ = spool.file().set_len(start as u64);
+    }
     let kept = captured.bytes.len();
     if captured.truncated {
         captured.truncated = start > kept;
@@ -589,6 +645,7 @@ mod tests {
         Captured {
             bytes: bytes.to_vec(),
             truncated,
+            spool: None,
         }
     }
 

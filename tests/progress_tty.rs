@@ -1,0 +1,237 @@
+//! The live progress display (SPEC §6): bakapara runs in a tmux pane, so its stderr is a
+//! terminal, and the test reads the screen.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long to wait for the screen to show something (the machine may be busy).
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A tmux server of this test's own (its own socket); killed when dropped, also on failure.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(name: &str, width: u16, height: u16, shell_command: &str) -> Tmux {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let tmux = Tmux {
+            socket: format!("bakapara-{name}-{}-{nanos}", std::process::id()),
+        };
+        let out = tmux.command(&[
+            "new-session",
+            "-d",
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            shell_command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    fn command(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("run tmux (is it installed?)")
+    }
+
+    /// The visible screen of the pane, lines without trailing blanks.
+    fn screen(&self) -> String {
+        let out = self.command(&["capture-pane", "-p"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen until `cond` holds; panics with the last screen after [`WAIT`].
+    fn wait_for_screen(&self, what: &str, mut cond: impl FnMut(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if cond(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command(&["kill-server"]);
+    }
+}
+
+fn wait_for_file(path: &Path, tmux: &Tmux) {
+    let deadline = Instant::now() + WAIT;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {}; the screen:\n{}",
+                path.display(),
+                tmux.screen()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Starts `bakapara ARGS > out.jsonl` in a 120x30 pane; its exit code goes to `rc`, then the
+/// pane stays (so the final screen can be read).
+fn start(name: &str, dir: &Path, args: &str) -> (Tmux, PathBuf, PathBuf) {
+    let out = dir.join("out.jsonl");
+    let rc = dir.join("rc");
+    let shell = format!(
+        "cd {} && {} {args} > {}; echo $? > {}.tmp; mv {}.tmp {}; exec sleep 600",
+        quote(dir),
+        quote(Path::new(env!("CARGO_BIN_EXE_bakapara"))),
+        quote(&out),
+        quote(&rc),
+        quote(&rc),
+        quote(&rc),
+    );
+    (Tmux::start(name, 120, 30, &shell), out, rc)
+}
+
+fn result_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("read the results")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}")))
+        .collect()
+}
+
+fn non_empty_lines(screen: &str) -> Vec<&str> {
+    screen.lines().filter(|l| !l.trim().is_empty()).collect()
+}
+
+#[test]
+fn a_live_display_shows_progress_and_ends_on_one_clean_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, out, rc) = start(
+        "live",
+        dir.path(),
+        "-j 2 'sleep 0.3; echo <>' ::: $(seq 12)",
+    );
+    // Two jobs running: seen while the run goes on.
+    let running = tmux.wait_for_screen("the display while jobs run", |s| {
+        s.contains("/12 done") && s.contains("running 2 on localhost") && s.contains("ETA")
+    });
+    assert!(
+        !running.contains("returned 0"),
+        "no log lines on a terminal:\n{running}"
+    );
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
+    let lines = non_empty_lines(&screen);
+    assert_eq!(lines.len(), 1, "one line is left:\n{screen}");
+    assert!(
+        lines[0].starts_with("completed: 12/12 done, 0 failed, in "),
+        "{screen}"
+    );
+    for leftover in ["[=", "ETA", "running"] {
+        assert!(!screen.contains(leftover), "no partial bar left:\n{screen}");
+    }
+    let results = result_lines(&out);
+    assert_eq!(results.len(), 12);
+    for r in &results {
+        assert_eq!(r["result"]["status"], "ok", "{r}");
+        assert_eq!(r["result"]["code"], 0, "{r}");
+    }
+}
+
+#[test]
+fn the_total_is_unknown_until_the_input_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let (tmux, out, rc) = start("stream", dir.path(), "-j 2 'echo <>' < in");
+    // Held open by a writer of ours, the input has not ended: the total is `?`. (Opened without
+    // blocking, which fails until the shell in the pane has opened the fifo for reading.)
+    let mut input = None;
+    let deadline = Instant::now() + WAIT;
+    while input.is_none() {
+        use std::os::unix::fs::OpenOptionsExt;
+        input = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&fifo)
+            .ok();
+        if input.is_none() && Instant::now() > deadline {
+            panic!(
+                "bakapara never opened its input; the screen:\n{}",
+                tmux.screen()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut input = input.unwrap();
+    use std::io::Write;
+    input.write_all(b"a\nb\nc\n").unwrap();
+    input.flush().unwrap();
+    tmux.wait_for_screen("3 done of an unknown total", |s| s.contains("3/? done"));
+    drop(input);
+    wait_for_file(&rc, &tmux);
+    let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
+    let lines = non_empty_lines(&screen);
+    assert_eq!(lines.len(), 1, "{screen}");
+    assert!(
+        lines[0].starts_with("completed: 3/3 done, 0 failed"),
+        "{screen}"
+    );
+    assert_eq!(result_lines(&out).len(), 3);
+}
+
+#[test]
+fn failed_jobs_are_printed_above_the_display() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, out, rc) = start(
+        "fail",
+        dir.path(),
+        "-j 2 'sleep 0.1; exit $((<> == 3))' ::: 1 2 3 4",
+    );
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "1");
+    let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
+    let lines = non_empty_lines(&screen);
+    assert_eq!(lines.len(), 2, "{screen}");
+    assert!(lines[0].contains("returned 1 in"), "{screen}");
+    assert!(lines[0].contains("exit $((3 == 3))"), "{screen}");
+    assert!(
+        lines[1].starts_with("completed: 4/4 done, 1 failed"),
+        "{screen}"
+    );
+    assert_eq!(result_lines(&out).len(), 4);
+}
+
+#[test]
+fn quiet_shows_no_display() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, out, rc) = start("quiet", dir.path(), "-q -j 2 'echo <>' ::: 1 2 3");
+    wait_for_file(&rc, &tmux);
+    let screen = tmux.screen();
+    assert!(non_empty_lines(&screen).is_empty(), "{screen}");
+    assert_eq!(result_lines(&out).len(), 3);
+}

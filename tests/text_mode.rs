@@ -1,0 +1,408 @@
+//! End-to-end tests of `--text`, `--tag` and `--joblog` (SPEC §6): the real binary, real
+//! `/bin/bash` jobs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::sshd::{wait_until, SshCluster};
+use serde_json::Value;
+
+fn bakapara() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bakapara"))
+}
+
+/// Runs bakapara with `args` (stdin from `/dev/null`) and waits for it.
+fn run(args: &[&str]) -> Output {
+    bakapara()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bakapara runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("UTF-8 output")
+}
+
+/// The JSON lines of a file, each parsed (panics on a line that is not JSON).
+fn json_lines(path: &Path) -> Vec<Value> {
+    let content = std::fs::read_to_string(path).expect("read the joblog");
+    content
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}")))
+        .collect()
+}
+
+/// Checks that every job's lines (`<input> <stream> <n>`) form one contiguous block, in order,
+/// with `count` lines each; returns the inputs in the order their blocks came.
+fn assert_blocks(output: &str, stream: &str, count: usize) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (at, line) in output.lines().enumerate() {
+        let mut words = line.split(' ');
+        let (Some(input), Some(s), Some(n), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            panic!("line {at} is not job output: {line:?}\n{output}");
+        };
+        assert_eq!(s, stream, "line {at}: {line:?}");
+        let n: usize = n.parse().expect("a line number");
+        if order.last().map(String::as_str) != Some(input) {
+            assert!(
+                !order.iter().any(|o| o == input),
+                "the output of job {input} is split: line {at} {line:?}\n{output}"
+            );
+            order.push(input.to_string());
+        }
+        let next = seen.entry(input.to_string()).or_insert(0);
+        *next += 1;
+        assert_eq!(
+            n, *next,
+            "job {input}'s lines are out of order at line {at}"
+        );
+    }
+    for (input, n) in &seen {
+        assert_eq!(*n, count, "job {input} printed {n} lines on {stream}");
+    }
+    order
+}
+
+const BURSTS: &str = r#"for i in $(seq 200); do echo "<> out $i"; echo "<> err $i" >&2; done"#;
+
+#[test]
+fn each_jobs_output_is_one_block_on_stdout_and_on_stderr() {
+    let inputs: Vec<String> = (1..=8).map(|i| format!("job{i}")).collect();
+    let mut args = vec!["--text", "-q", "-j", "4", BURSTS, ":::"];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    let order_out = assert_blocks(&stdout, "out", 200);
+    let order_err = assert_blocks(&stderr, "err", 200);
+    assert_eq!(order_out.len(), 8, "every job printed: {order_out:?}");
+    assert_eq!(order_err.len(), 8, "every job printed: {order_err:?}");
+    assert!(
+        !stdout.contains("\"result\""),
+        "no result lines on stdout with --text"
+    );
+}
+
+#[test]
+fn log_lines_do_not_split_a_jobs_stderr() {
+    let out = run(&[
+        "--text", "-j", "4", BURSTS, ":::", "a", "b", "c", "d", "e", "f",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    // Log lines (with their time stamp) come between blocks, never inside one.
+    let job_lines: String = text(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_blocks(&job_lines, "err", 200);
+    let mut last_input = "";
+    for line in text(&out.stderr).lines() {
+        if line.starts_with(|c: char| c.is_ascii_digit()) {
+            last_input = "";
+            continue;
+        }
+        let input = line.split(' ').next().unwrap();
+        if !last_input.is_empty() && input != last_input {
+            panic!("two jobs' stderr blocks with no log line between: {last_input} {input}");
+        }
+        last_input = input;
+    }
+}
+
+#[test]
+fn tag_prefixes_every_line_with_the_input_and_a_tab() {
+    let out = run(&[
+        "--text",
+        "--tag",
+        "-q",
+        "-j",
+        "3",
+        "printf 'one\\ntwo\\n'; echo err >&2; printf 'last'",
+        ":::",
+        "a",
+        "b c",
+        "d",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for input in ["a", "b c", "d"] {
+        let block = format!("{input}\tone\n{input}\ttwo\n{input}\tlast");
+        assert!(stdout.contains(&block), "{block:?} in {stdout:?}");
+        let err = format!("{input}\terr\n");
+        assert!(text(&out.stderr).contains(&err), "{err:?} in stderr");
+    }
+    // Several sources: the values joined by one space.
+    let out = run(&[
+        "--text",
+        "--tag",
+        "-k",
+        "-q",
+        "echo <1>-<2>",
+        ":::",
+        "x",
+        "y",
+        ":::",
+        "1",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "x 1\tx-1\nx 2\tx-2\ny 1\ty-1\ny 2\ty-2\n"
+    );
+    // Command lines from stdin have no input: the command is the tag.
+    let mut child = bakapara()
+        .args(["--text", "--tag", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"echo hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "echo hi\thi\n");
+}
+
+#[test]
+fn keep_order_prints_in_input_order() {
+    // Later inputs end first.
+    let inputs: Vec<String> = (1..=6).map(|i| i.to_string()).collect();
+    let mut args = vec![
+        "--text",
+        "-k",
+        "-q",
+        "-j",
+        "6",
+        "sleep 0.$((7 - <>)); echo <> out 1; echo <> err 1 >&2",
+        ":::",
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(assert_blocks(&text(&out.stdout), "out", 1), inputs);
+    assert_eq!(assert_blocks(&text(&out.stderr), "err", 1), inputs);
+}
+
+#[test]
+fn keep_order_with_many_waiting_jobs_spills_and_keeps_every_output() {
+    // Job 1 ends last; the 300 others wait for it with their output (more than bakapara
+    // keeps open as files).
+    let inputs: Vec<String> = (1..=301).map(|i| i.to_string()).collect();
+    let mut args = vec![
+        "--text",
+        "-k",
+        "-q",
+        "-j",
+        "8",
+        "if [ <> = 1 ]; then sleep 1; fi; echo <> out 1; echo <> err 1 >&2",
+        ":::",
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(assert_blocks(&text(&out.stdout), "out", 1), inputs);
+    assert_eq!(assert_blocks(&text(&out.stderr), "err", 1), inputs);
+}
+
+#[test]
+fn joblog_gets_one_result_line_per_job_in_text_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sub-log.jsonl");
+    let out = run(&[
+        "--text",
+        "-q",
+        "--joblog",
+        log.to_str().unwrap(),
+        "-j",
+        "3",
+        "echo <>; exit $((<> % 2))",
+        ":::",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "three odd inputs fail");
+    let mut stdout: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    stdout.sort_unstable();
+    assert_eq!(stdout, ["1", "2", "3", "4", "5"]);
+    let mut lines = json_lines(&log);
+    assert_eq!(lines.len(), 5);
+    lines.sort_by_key(|l| l["result"]["seq"].as_u64());
+    for (i, line) in lines.iter().enumerate() {
+        let r = &line["result"];
+        assert_eq!(r["seq"], i as u64 + 1);
+        assert_eq!(line["input"], (i + 1).to_string());
+        assert_eq!(r["status"], "ok");
+        assert_eq!(r["code"], ((i + 1) % 2) as i64);
+        assert!(r.get("stdout").is_none(), "printed, not captured: {line}");
+        assert!(r.get("stderr").is_none(), "printed, not captured: {line}");
+    }
+}
+
+#[test]
+fn joblog_gets_every_result_line_in_json_mode_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.jsonl");
+    let out = run(&[
+        "-q",
+        "--joblog",
+        log.to_str().unwrap(),
+        "-j",
+        "3",
+        "echo <>",
+        ":::",
+        "1",
+        "2",
+        "3",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(stdout, logged, "the same lines, in the same order");
+    let lines = json_lines(&log);
+    assert_eq!(lines.len(), 4);
+    for line in &lines {
+        assert_eq!(
+            line["result"]["stdout"],
+            format!("{}\n", line["input"].as_str().unwrap())
+        );
+    }
+}
+
+#[test]
+fn joblog_may_not_be_the_resume_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("results.jsonl");
+    let before = "{\"cmd\":\"echo 1\",\"result\":{\"status\":\"ok\",\"code\":0}}\n";
+    std::fs::write(&file, before).unwrap();
+    let f = file.to_str().unwrap();
+    let out = run(&["--resume", f, "--joblog", f, "echo <>", ":::", "1"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("--joblog"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before, "untouched");
+}
+
+/// `VmHWM` (peak resident set) of a process, in kB.
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM line");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number of kB")
+}
+
+#[test]
+fn a_job_printing_200_mb_does_not_raise_memory() {
+    const SIZE: u64 = 200_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("go");
+    // Job 1 prints 200 MB; job 2 keeps bakapara alive until the test has measured it.
+    let jobs = format!(
+        "head -c {SIZE} /dev/zero\nwhile [ ! -e {} ]; do sleep 0.02; done\n",
+        marker.display()
+    );
+    let mut child = bakapara()
+        .args(["--text", "-q", "-j", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(jobs.as_bytes())
+        .unwrap();
+    let pid = child.id();
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = {
+        let counted = std::sync::Arc::clone(&counted);
+        let mut stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut nonzero = false;
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => return nonzero,
+                    Ok(n) => {
+                        nonzero |= buf[..n].iter().any(|&b| b != 0);
+                        counted.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    let all_read = || counted.load(std::sync::atomic::Ordering::SeqCst) >= SIZE;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(Duration::from_secs(120), "200 MB on stdout", all_read);
+        peak_rss_kb(pid)
+    }));
+    std::fs::write(&marker, "").unwrap();
+    let peak_kb = match result {
+        Ok(kb) => kb,
+        Err(e) => {
+            let _ = child.kill();
+            std::panic::resume_unwind(e);
+        }
+    };
+    let status = child.wait().unwrap();
+    let nonzero = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(counted.load(std::sync::atomic::Ordering::SeqCst), SIZE);
+    assert!(!nonzero, "the job's bytes came through unchanged");
+    assert!(
+        peak_kb < 50 * 1024,
+        "bakapara's peak RSS was {peak_kb} kB while a job printed 200 MB"
+    );
+}
+
+#[test]
+fn text_mode_over_ssh_prints_whole_blocks_without_the_wrappers_report() {
+    let cluster = SshCluster::start(&["t1", "t2"]);
+    let out = bakapara()
+        .arg("--ssh-config")
+        .arg(cluster.ssh_config_path())
+        .args(["--text", "--tag", "-q", "-k", "-S", &cluster.sshlogins(2)])
+        .args([BURSTS, ":::", "a", "b", "c", "d", "e", "f"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Each line is tagged with its own job's input.
+    let untag = |s: &str| -> String {
+        s.lines()
+            .map(|l| {
+                let (tag, rest) = l.split_once('\t').expect("a tagged line");
+                assert_eq!(tag, rest.split(' ').next().unwrap(), "{l:?}");
+                format!("{rest}\n")
+            })
+            .collect()
+    };
+    let stdout = untag(&text(&out.stdout));
+    let stderr = untag(&text(&out.stderr));
+    let inputs = ["a", "b", "c", "d", "e", "f"];
+    assert_eq!(assert_blocks(&stdout, "out", 200), inputs);
+    assert_eq!(assert_blocks(&stderr, "err", 200), inputs);
+}
