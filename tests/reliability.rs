@@ -391,7 +391,6 @@ fn a_timed_out_job_dies_with_its_children_and_grandchildren() {
 }
 
 #[test]
-#[ignore = "bug: --timeout is not enforced once the job's shell exited while a background child keeps its stdout open"]
 fn timeout_applies_while_a_background_child_holds_the_output_open() {
     let dir = tempdir();
     let m = marker();
@@ -423,7 +422,6 @@ fn timeout_applies_while_a_background_child_holds_the_output_open() {
 }
 
 #[test]
-#[ignore = "bug: Ctrl-C does not stop a job whose shell exited while a background child keeps its stdout open"]
 fn ctrl_c_stops_a_job_whose_background_child_holds_the_output_open() {
     let dir = tempdir();
     let m = marker();

@@ -1,6 +1,7 @@
 //! The local executor: each job is `/bin/bash -o pipefail -c CMD` in its own process group.
 
 use std::fs::File;
+use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -122,21 +123,10 @@ impl LocalExecutor {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let limit = limits.capture_limit;
-        let (ending, stdout, stderr) = tokio::join!(
-            supervise(&mut child, group, limits, stop),
-            async {
-                match stdout {
-                    Some(s) => Some(read_capped(s, limit).await),
-                    None => None,
-                }
-            },
-            async {
-                match stderr {
-                    Some(s) => Some(read_capped(s, limit).await),
-                    None => None,
-                }
-            },
-        );
+        let outputs = async {
+            tokio::join!(read_optional(stdout, limit), read_optional(stderr, limit))
+        };
+        let (ending, (stdout, stderr)) = supervise(&mut child, group, limits, stop, outputs).await;
         Outcome {
             started,
             completed: Local::now(),
@@ -163,20 +153,29 @@ enum Cause {
     Abort,
 }
 
-/// Waits for the job's process to end, sending TERM and then KILL to its group on timeout or
-/// when the run stops. After a stopped job's shell has exited, members of its group that
-/// outlive it are killed too, so nothing is left behind.
-async fn supervise(
+/// Waits until the job's process has ended and its output is closed, sending TERM and then
+/// KILL to its process group on timeout or when the run stops. That goes on after the job's
+/// shell has exited while a process it left behind still holds the output open. After a
+/// stopped job's shell has exited, members of its group that outlive it are killed too, so
+/// nothing is left behind.
+async fn supervise<O>(
     child: &mut tokio::process::Child,
     group: Option<Pid>,
     limits: &Limits,
     mut stop: watch::Receiver<Stop>,
-) -> Ending {
+    outputs: impl Future<Output = O>,
+) -> (Ending, O) {
+    tokio::pin!(outputs);
     let deadline = limits.timeout.map(|t| Instant::now() + t);
     let mut cause: Option<Cause> = None;
     let mut kill_at: Option<Instant> = None;
     let mut stop_open = true;
-    let status = loop {
+    let mut status = None;
+    let mut output = None;
+    let (status, output) = loop {
+        if let (Some(_), Some(_)) = (&status, &output) {
+            break (status, output);
+        }
         // A stop that was ordered before this job started is seen at once.
         if stop_open {
             let wanted = *stop.borrow_and_update();
@@ -192,11 +191,13 @@ async fn supervise(
                     cause.get_or_insert(Cause::Abort);
                     signal_group(group, Signal::SIGKILL);
                     kill_at = None;
+                    stop_open = false;
                 }
             }
         }
         tokio::select! {
-            status = child.wait() => break status,
+            exited = child.wait(), if status.is_none() => status = Some(exited),
+            closed = &mut outputs, if output.is_none() => output = Some(closed),
             changed = stop.changed(), if stop_open => {
                 if changed.is_err() {
                     stop_open = false;
@@ -213,15 +214,21 @@ async fn supervise(
             }
         }
     };
+    let (Some(status), Some(output)) = (status, output) else {
+        unreachable!("the loop ends only when both are there")
+    };
     if cause.is_some() {
         reap_group(group, kill_at, &mut stop).await;
     }
     let status = match status {
         Ok(status) => status,
-        Err(e) => return Ending::CouldNotRun(format!("lost track of the job's process: {e}")),
+        Err(e) => {
+            let why = format!("lost track of the job's process: {e}");
+            return (Ending::CouldNotRun(why), output);
+        }
     };
     let (code, signal) = (status.code(), status.signal());
-    match cause {
+    let ending = match cause {
         None => match (code, signal) {
             (Some(code), _) => Ending::Exited(code),
             (None, Some(sig)) => Ending::Signaled(sig),
@@ -229,7 +236,8 @@ async fn supervise(
         },
         Some(Cause::Timeout) => Ending::TimedOut { code, signal },
         Some(Cause::Abort) => Ending::Aborted { code, signal },
-    }
+    };
+    (ending, output)
 }
 
 /// After a stopped job's shell is gone, waits for the rest of its process group to go, and
@@ -244,8 +252,7 @@ async fn reap_group(
     let kill_at = kill_at.unwrap_or_else(Instant::now);
     let mut killed: Option<Instant> = None;
     let mut pause = Duration::from_millis(1);
-    // killpg with no signal tells whether any process of the group is alive.
-    while killpg(pgid, None).is_ok() {
+    while group_alive(pgid) {
         let now = Instant::now();
         match killed {
             None if now >= kill_at || *stop.borrow() == Stop::Kill => {
@@ -253,8 +260,7 @@ async fn reap_group(
                 killed = Some(now);
                 pause = Duration::from_millis(1);
             }
-            // A killed process that stays listed is a zombie its new parent has not reaped
-            // yet; it runs no code, so stop waiting for it.
+            // SIGKILL cannot be caught: what is still listed is on its way out.
             Some(at) if now - at > Duration::from_secs(1) => return,
             _ => {}
         }
@@ -264,6 +270,26 @@ async fn reap_group(
         tokio::time::sleep(pause.min(until_kill)).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// Whether a process of group `pgid` is alive. Zombies (dead, waiting for a parent to reap
+/// them, which an init that never reaps leaves for ever) do not count.
+fn group_alive(pgid: Pid) -> bool {
+    // killpg with no signal tells whether the group has any member, zombies included.
+    if killpg(pgid, None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return true };
+    let want = pgid.as_raw().to_string();
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(") ") else { return false };
+        let mut fields = rest.split(' ');
+        let state = fields.next();
+        let pgrp = fields.nth(1);
+        pgrp == Some(want.as_str()) && state != Some("Z")
+    })
 }
 
 fn signal_group(group: Option<Pid>, signal: Signal) {
@@ -296,28 +322,42 @@ fn spawn_error(e: std::io::Error, cmd: &str) -> String {
     }
 }
 
-/// Reads a stream to its end, keeping the first `limit` bytes.
+/// [`read_capped`] for a stream that may not be there (it went to a file).
+async fn read_optional(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> Option<Captured> {
+    match stream {
+        Some(s) => Some(read_capped(s, limit).await),
+        None => None,
+    }
+}
+
+/// Reads a stream to its end, keeping the first `limit` bytes. The buffer grows with what
+/// comes (most jobs print little), and what is past the limit is read and dropped.
 async fn read_capped(mut stream: impl AsyncRead + Unpin, limit: usize) -> Captured {
-    let mut kept = Vec::new();
+    let mut kept: Vec<u8> = Vec::new();
     let mut truncated = false;
-    let mut chunk = [0u8; 16 * 1024];
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
-        match stream.read(&mut chunk).await {
-            Ok(0) => break,
-            Ok(n) => {
-                let room = limit.saturating_sub(kept.len());
-                if n > room {
-                    truncated = true;
-                }
-                kept.extend_from_slice(&chunk[..n.min(room)]);
+        let read = if kept.len() < limit {
+            if kept.len() == kept.capacity() {
+                kept.reserve((limit - kept.len()).min(kept.len().max(1024)));
             }
+            stream.read_buf(&mut kept).await
+        } else {
+            if scratch.is_empty() {
+                scratch = vec![0; 16 * 1024];
+            }
+            stream.read(&mut scratch).await
+        };
+        match read {
+            Ok(0) => break,
+            Ok(_) if kept.len() >= limit => {
+                truncated |= kept.len() > limit || !scratch.is_empty();
+                kept.truncate(limit);
+            }
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
     }
-    Captured {
-        bytes: kept,
-        truncated,
-        spool: None,
-    }
+    Captured { bytes: kept, truncated, spool: None }
 }

@@ -160,7 +160,9 @@ impl Executor {
     ) -> Outcome {
         match self {
             Executor::Local(local) => local.run(job, limits, stop).await,
-            Executor::Ssh(host) => host.run(lane, job, limits, stop).await,
+            // Boxed: an SSH run's state is large, and a local job's future (moved into every
+            // spawned task) should not be as large as it.
+            Executor::Ssh(host) => Box::pin(host.run(lane, job, limits, stop)).await,
         }
     }
 }

@@ -556,7 +556,7 @@ async fn read_capped(
     let mut tail: Vec<u8> = Vec::new();
     let mut total = 0usize;
     let mut truncated = false;
-    let mut chunk = [0u8; 16 * 1024];
+    let mut chunk = vec![0u8; 16 * 1024];
     loop {
         match stream.read(&mut chunk).await {
             Ok(0) => break,
