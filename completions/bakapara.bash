@@ -23,7 +23,7 @@ _bakapara() {
 
     case "${cmd}" in
         bakapara)
-            opts="-j -S -k -q -h -V --jobs --grace --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --jsonl --no-quote --out --err --cd --keep-order --capture-limit --dry-run --quiet --help --version"
+            opts="-j -S -k -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --jsonl --no-quote --out --err --cd --keep-order --text --tag --joblog --capture-limit --dry-run --quiet --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -38,6 +38,22 @@ _bakapara() {
                     return 0
                     ;;
                 --grace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --halt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resume)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -82,6 +98,10 @@ _bakapara() {
                     return 0
                     ;;
                 --cd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --joblog)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -5,39 +5,95 @@ use clap::{ArgAction, Parser};
 const ABOUT: &str = "Run embarrassingly parallel shell jobs, one JSON result line per job";
 
 const LONG_ABOUT: &str = "\
-Run embarrassingly parallel shell jobs on this machine, one JSON result line per job.
+Run embarrassingly parallel shell jobs on this machine and over SSH, one JSON result line per job.
 
 Jobs come in on standard input (or as ::: arguments); one result line per job goes out on \
-standard output the moment that job ends. Progress and log lines go to standard error.
+standard output the moment that job ends (-k: in input order). Progress and log lines go to \
+standard error: a live display when it is a terminal, log lines otherwise.
 
 With a TEMPLATE, each input item (a stdin line, or a ::: argument) becomes one job whose \
-command is the template expanded with that item. Without one, each stdin line is a job: a \
-JSON object such as {\"cmd\": \"gzip -9 a.log\", \"cd\": \"/data\"}, or a plain command line.
+command is the template expanded with that item; a template with no token gets \" <>\" \
+appended. Without a TEMPLATE, each stdin line is a job: a JSON object such as \
+{\"cmd\": \"gzip -9 a.log\", \"cd\": \"/data\"}, or a plain command line; blank lines are \
+skipped. With --jsonl and a TEMPLATE, each line is a JSON object whose fields the template \
+uses as <name>.
 
 Input sources go after the options and the template: ::: ARG... takes arguments, :::: FILE... \
-takes the lines of files (- is stdin). Several sources combine as a cartesian product.";
+takes the lines of files (- is stdin). Several sources combine as a cartesian product.
+
+A job runs as /bin/bash -o pipefail -c CMD in its own process group, with stdin from \
+/dev/null. Its stdout and stderr are captured into the result (up to --capture-limit), or \
+written to the files its out and err keys name.";
 
 const AFTER_LONG_HELP: &str = "\
 TEMPLATES:
-  <>      the whole input item           <N>    the N-th source or column
-  <name>  field of a --jsonl object      <#>    job sequence number   <%>  slot number
-  Operators, for <> = dir/a01.txt:
-  <.>  dir/a01   </>  a01.txt   <//>  dir   </.>  a01   </a/b>  dir/b01.txt   <//a/b>  every match
-  Values are inserted quoted as one shell word (--no-quote inserts them verbatim).
+  <>      the whole input item (several sources or columns: joined by one space)
+  <N>     the N-th source or column, from 1
+  <name>  field name of a --jsonl object
+  <#>     the job's sequence number
+  <%>     the slot number the job runs in
+  <.>     without extension: dir/a01.txt gives dir/a01
+  </>     basename: a01.txt
+  <//>    dirname: dir (. for a bare name)
+  </.>    basename without extension: a01
+  </a/b>  first match of regex a replaced by b: dir/b01.txt ($1 for captures)
+  <//a/b>  every match replaced
+  Operators combine with a base: <2/.>, <name//x/y>. Values are inserted quoted as one shell word
+  (--no-quote inserts them verbatim); in --out, --err and --cd they are paths, never quoted.
+
+JOB KEYS:
+  cmd      the command (required)
+  cd       directory to run in, relative to the working directory (--workdir on hosts)
+  out      file for stdout (parents created; relative to cd)
+  err      file for stderr
+  host     a host name, or a list of names, the job may run on
+  env      object of environment variables
+  timeout  seconds (or 10s, 5m) before the job is stopped
+  retries  how many more times a failed job runs
+  Any other key is carried through to the result line unchanged.
+
+RESULT KEYS:
+  status     ok: it ran and exited; error: it could not run, timed out, or lost its host;
+             aborted: stopped by a signal or --halt
+  code       exit code, or null
+  signal     the signal that killed the job, e.g. SIGKILL
+  error      why, when status is not ok
+  seq        position in the input, from 1
+  host       where it ran: the name given in -S (localhost for this machine)
+  engine_id  the global slot index, from 0
+  attempts   how many times it was started
+  submitted  when it was read (RFC 3339, microseconds)
+  started    when it started (null when it never did)
+  completed  when it ended
+  received   when its result was written
+  elapsed    seconds, completed minus started
+  msg_id     a unique id of this job run
+  stdout     captured output (stdout_base64 when not UTF-8; stdout_truncated when cut)
+  stderr     captured errors (likewise)
 
 EXAMPLES:
   Turn a01.txt..a04.txt into b01.txt..b04.txt, two jobs at a time:
     ls a*.txt | bakapara -j 2 'job < <> > </a/b>'
   Compress every log, one job per CPU:
     bakapara 'gzip -9 <>' ::: *.log
-  Run a JSON job list and keep the failures:
-    bakapara < jobs.jsonl | jq -c 'select(.result.code != 0)'
+  Run a JSON job list, then look at the failures with jq:
+    bakapara < jobs.jsonl > results.jsonl
+    jq -c 'select(.result.code != 0)' results.jsonl
+  Run what did not succeed last time, keeping the earlier results:
+    bakapara --resume results.jsonl < jobs.jsonl > results2.jsonl
+  Fan out over two hosts with 8 slots each and this machine with 2:
+    ls *.fastq | bakapara -S node01/8,node02/8,:/2 'align <> > <.>.bam'
   Every combination of two sources:
     bakapara 'convert -resize <2> <1> <1/.>_<2>.png' ::: *.jpg ::: 50% 25%
+  A Makefile recipe (make stops when a job failed: the exit status counts them):
+    thumbs: ; ls *.jpg | bakapara -q --joblog t.jsonl 'convert <> t/</>'
 
 EXIT STATUS:
-  0 all jobs ok with code 0; 1-100 the number of failed jobs; 101 more than 100 failed;
-  255 a usage or fatal error. Stopped by SIGINT or SIGTERM: dies of that signal (130 / 143).";
+  0    every job ran ok with code 0
+  1-100  the number of failed jobs (status not ok, or code not 0)
+  101  more than 100 jobs failed
+  255  a usage or fatal error, before any job runs where it can be known
+  130 / 143  stopped by SIGINT / SIGTERM: bakapara dies of that signal after its cleanup";
 
 /// The command line of bakapara. Input sources (`:::` / `::::`) are split off before clap sees
 /// the arguments; see [`crate::config::split_sources`].

@@ -594,6 +594,8 @@ fn man_page_renders_without_warnings() {
         "INPUT",
         "OUTPUT",
         "TEMPLATES",
+        "JOB KEYS",
+        "RESULT KEYS",
         "EXAMPLES",
         "EXIT STATUS",
         "VERSION",
@@ -601,7 +603,10 @@ fn man_page_renders_without_warnings() {
         "bakapara [OPTIONS] [TEMPLATE]... [::: ARG... | :::: FILE...]...",
         "ls a*.txt | bakapara -j 2 'job < <> > </a/b>'",
         "bakapara 'gzip -9 <>' ::: *.log",
-        "jq -c 'select(.result.code != 0)'",
+        "jq -c 'select(.result.code != 0)' results.jsonl",
+        "ls *.fastq | bakapara -S node01/8,node02/8,:/2 'align <> > <.>.bam'",
+        "engine_id",
+        "msg_id",
     ];
     missing.extend(
         expected
