@@ -282,13 +282,10 @@ impl JobResult {
             engine_id: Some(place.engine_id),
             attempts: job.attempts,
             submitted: timefmt::rfc3339(&job.submitted),
-            started: Some(timefmt::rfc3339(&outcome.started)),
-            completed: Some(timefmt::rfc3339(&outcome.completed)),
+            started: outcome.ran.map(|(started, _)| timefmt::rfc3339(&started)),
+            completed: outcome.ran.map(|(_, completed)| timefmt::rfc3339(&completed)),
             received: timefmt::rfc3339(&Local::now()),
-            elapsed: Some(timefmt::seconds_between(
-                &outcome.started,
-                &outcome.completed,
-            )),
+            elapsed: outcome.ran.map(|(started, completed)| timefmt::seconds_between(&started, &completed)),
             msg_id,
             stdout: outcome.stdout.map(|captured| Stream {
                 name: "stdout",

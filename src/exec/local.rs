@@ -128,8 +128,7 @@ impl LocalExecutor {
         };
         let (ending, (stdout, stderr)) = supervise(&mut child, group, limits, stop, outputs).await;
         Outcome {
-            started,
-            completed: Local::now(),
+            ran: Some((started, Local::now())),
             ending,
             stdout: stdout.or(spooled_out.map(Captured::spooled)),
             stderr: stderr.or(spooled_err.map(Captured::spooled)),

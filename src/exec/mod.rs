@@ -119,8 +119,9 @@ pub enum Ending {
 /// The outcome of one job run.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub started: DateTime<Local>,
-    pub completed: DateTime<Local>,
+    /// When the job's process started and ended; `None` when it never started (a bad `cd`,
+    /// an unwritable `out`, a lost host).
+    pub ran: Option<(DateTime<Local>, DateTime<Local>)>,
     pub ending: Ending,
     /// Captured stdout, when `out` was not given.
     pub stdout: Option<Captured>,
@@ -131,10 +132,8 @@ pub struct Outcome {
 impl Outcome {
     /// An outcome for a job that never got to run.
     pub fn not_run(ending: Ending) -> Outcome {
-        let now = Local::now();
         Outcome {
-            started: now,
-            completed: now,
+            ran: None,
             ending,
             stdout: None,
             stderr: None,

@@ -361,8 +361,7 @@ impl SshHost {
             (None, None) => (stdout, stderr),
         };
         Outcome {
-            started,
-            completed,
+            ran: Some((started, completed)),
             ending,
             stdout,
             stderr,
