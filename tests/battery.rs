@@ -673,17 +673,6 @@ fn numwords_100000_arguments_and_lines_each_get_one_line() {
 }
 
 #[test]
-#[ignore = "slow: 100 000 bash processes take about 4 minutes on 2 CPUs; run with --ignored"]
-fn numwords_100000_arguments_all_run() {
-    let args: Vec<String> = (1..=100_000).map(|i| i.to_string()).collect();
-    let mut argv = vec!["-j", "2", "true", ":::"];
-    argv.extend(args.iter().map(String::as_str));
-    let out = run(&argv, b"");
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_one_line_each(&out.lines, 100_000);
-}
-
-#[test]
 fn numwords_output_lines_of_1000_words() {
     // GNU's: 30 jobs each writing 10 MB of lines of 1000 words.
     let job = ": <>; head -c 10M < <(yes \"$(seq 1000)\")";

@@ -531,3 +531,15 @@ impl WaitTimeout for std::process::Child {
         }
     }
 }
+
+#[test]
+fn a_job_that_cannot_start_says_where_and_why_with_no_start_time() {
+    let (code, lines, _) = run(&["-k", "--cd", "no/such/dir", "true"], "x\n", None);
+    assert_eq!(code, Some(1));
+    let r = &lines[0]["result"];
+    assert_eq!(r["status"], "error");
+    assert!(r["error"].as_str().unwrap().contains("no/such/dir"), "{r}");
+    assert_eq!(r["host"], "localhost", "it got to a host");
+    assert_eq!(r["started"], Value::Null);
+    assert_eq!(r["elapsed"], Value::Null);
+}

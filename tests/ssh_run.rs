@@ -2,12 +2,23 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
-use common::sshd::SshCluster;
-use serde_json::Value;
+use common::sshd::{pids_with_cmdline_containing, wait_until, SshCluster, SshdHost};
+use serde_json::{json, Value};
+
+/// How long one bakapara run may take before the test gives up (the machine is busy).
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long to wait for a condition (jobs running, processes gone).
+const WAIT: Duration = Duration::from_secs(60);
 
 fn bakapara(cluster: &SshCluster) -> Command {
     let mut cmd = Command::cargo_bin("bakapara").expect("the bakapara binary is built");
@@ -15,28 +26,162 @@ fn bakapara(cluster: &SshCluster) -> Command {
     cmd
 }
 
-fn run(mut cmd: Command, stdin: &str) -> (Option<i32>, Vec<Value>, String) {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("bakapara starts");
-    let mut input = child.stdin.take().expect("stdin");
-    let text = stdin.to_string();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(text.as_bytes());
-    });
-    let out = child.wait_with_output().expect("bakapara runs");
-    writer.join().expect("writer");
-    let lines = String::from_utf8(out.stdout)
-        .expect("UTF-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect();
-    (
-        out.status.code(),
-        lines,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn run(cmd: Command, stdin: &str) -> (Option<i32>, Vec<Value>, String) {
+    let mut live = Live::spawn(cmd, stdin);
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    (status.code(), lines, stderr)
+}
+
+/// A bakapara run whose result lines can be watched while it goes on. Dropping it kills
+/// bakapara if it still runs (a failed test leaves nothing behind).
+struct Live {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stdout: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Live {
+    /// Starts `cmd` with `stdin` as its input (then closed).
+    fn spawn(mut cmd: Command, stdin: &str) -> Live {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("bakapara starts");
+        let mut input = child.stdin.take().expect("stdin");
+        let text = stdin.to_string();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(text.as_bytes());
+        });
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&lines);
+        let stdout = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let line = line.expect("stdout is UTF-8");
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let mut err = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        Live {
+            child,
+            lines,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            writer: Some(writer),
+        }
+    }
+
+    /// The result lines so far.
+    fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Waits for bakapara to end (killing it and panicking after `timeout`): its status, all
+    /// its result lines and its stderr.
+    fn wait(&mut self, timeout: Duration) -> (ExitStatus, Vec<Value>, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for bakapara") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stderr = self.stderr.take().map(|t| t.join().unwrap_or_default());
+                panic!(
+                    "bakapara did not end within {timeout:?}; lines so far: {:#?}\nstderr:\n{}",
+                    self.lines().len(),
+                    stderr.unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(t) = self.writer.take() {
+            t.join().expect("stdin writer");
+        }
+        if let Some(t) = self.stdout.take() {
+            t.join().expect("stdout reader");
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(|t| t.join().expect("stderr reader"))
+            .unwrap_or_default();
+        (status, self.lines(), stderr)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One JSON job line.
+fn job_line(job: Value) -> String {
+    format!("{job}\n")
+}
+
+fn result(line: &Value) -> &Value {
+    &line["result"]
+}
+
+fn seq(line: &Value) -> u64 {
+    result(line)["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no seq: {line}"))
+}
+
+fn stdout_of(line: &Value) -> &str {
+    result(line)["stdout"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no captured stdout: {line}"))
+}
+
+/// A marker unique to this test process and call, to find a test's job processes.
+fn unique(tag: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("{tag}{}{n:03}", std::process::id())
+}
+
+/// The pids of processes whose whole command line is `sleep <arg>`.
+fn sleeps(arg: &str) -> Vec<u32> {
+    pids_with_cmdline_containing(arg)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|raw| raw == format!("sleep\0{arg}\0").as_bytes())
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("bakapara-ssh-run-")
+        .tempdir()
+        .expect("a temp dir")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 #[test]
@@ -50,7 +195,7 @@ fn jobs_spread_over_three_hosts() {
     ]);
     let input: String = (1..=12).map(|i| format!("{i}\n")).collect();
     let (code, lines, stderr) = run(cmd, &input);
-    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
     assert_eq!(lines.len(), 12);
     let mut seen = std::collections::BTreeSet::new();
     for l in &lines {
@@ -68,4 +213,401 @@ fn jobs_spread_over_three_hosts() {
         3,
         "all three hosts ran jobs: {seen:?}\n{stderr}"
     );
+}
+
+#[test]
+fn a_jobs_host_key_restricts_where_it_runs() {
+    let cluster = SshCluster::start(&["h1", "h2", "h3"]);
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", &cluster.sshlogins(2)]);
+    let mut input = String::new();
+    for i in 0..4 {
+        let echo = "sleep 0.1; echo $BAKAPARA_TEST_HOST";
+        input += &job_line(json!({"cmd": echo, "kind": "h2", "host": "h2", "i": i}));
+        input += &job_line(json!({"cmd": echo, "kind": "h1|h3", "host": ["h1", "h3"], "i": i}));
+        input += &job_line(json!({"cmd": echo, "kind": "any", "i": i}));
+    }
+    let (code, lines, stderr) = run(cmd, &input);
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 12, "{lines:#?}");
+    let mut by_kind: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for l in &lines {
+        let r = result(l);
+        assert_eq!(r["status"], "ok", "{l}");
+        let ran_on = stdout_of(l).trim().to_string();
+        assert_eq!(
+            r["host"],
+            ran_on.as_str(),
+            "result.host is where it ran: {l}"
+        );
+        let kind = l["kind"].as_str().unwrap().to_string();
+        let allowed: &[&str] = match kind.as_str() {
+            "h2" => &["h2"],
+            "h1|h3" => &["h1", "h3"],
+            _ => &["h1", "h2", "h3"],
+        };
+        assert!(
+            allowed.contains(&ran_on.as_str()),
+            "a {kind} job ran on {ran_on}: {l}"
+        );
+        // the `host` key is carried through unchanged
+        match kind.as_str() {
+            "h2" => assert_eq!(l["host"], "h2"),
+            "h1|h3" => assert_eq!(l["host"], json!(["h1", "h3"])),
+            _ => assert!(l.get("host").is_none(), "{l}"),
+        }
+        by_kind.entry(kind).or_default().insert(ran_on);
+    }
+    assert_eq!(by_kind.len(), 3, "{by_kind:?}");
+}
+
+#[test]
+fn a_job_asking_for_an_unknown_host_fails_at_once_and_the_rest_run() {
+    let cluster = SshCluster::start(&["h1", "h2"]);
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", &cluster.sshlogins(2)]);
+    let slow = "sleep 1; echo $BAKAPARA_TEST_HOST";
+    let input = [
+        job_line(json!({"cmd": slow})),
+        job_line(json!({"cmd": "echo never", "host": "nosuch"})),
+        job_line(json!({"cmd": slow})),
+        job_line(json!({"cmd": slow})),
+    ]
+    .concat();
+    let (code, lines, stderr) = run(cmd, &input);
+    assert_eq!(code, Some(1), "one job failed: {stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    let bad = &lines[0];
+    assert_eq!(
+        seq(bad),
+        2,
+        "the unsatisfiable job's line comes first, before the 1 s jobs end: {lines:#?}"
+    );
+    let r = result(bad);
+    assert_eq!(r["status"], "error", "{bad}");
+    let why = r["error"].as_str().unwrap_or_default();
+    assert!(why.contains("nosuch"), "the error names the host: {why}");
+    assert!(
+        r["stdout"].is_null() && r["host"].is_null(),
+        "it never ran: {bad}"
+    );
+    for l in &lines[1..] {
+        assert_eq!(result(l)["status"], "ok", "{l}");
+        assert_eq!(result(l)["code"], 0, "{l}");
+    }
+}
+
+#[test]
+fn sixteen_slots_work_against_a_stock_max_sessions_of_ten() {
+    let cluster = SshCluster::start(&["h1"]);
+    let dir = tempdir();
+    let mut cmd = bakapara(&cluster);
+    cmd.current_dir(dir.path()).args(["-S", "h1/16"]);
+    // Each job marks itself running, waits (up to ~30 s) until more than 10 jobs run at once
+    // (or some job saw that already), prints how many it saw, sleeps, and unmarks itself.
+    let input: String = (1..=48)
+        .map(|i| {
+            job_line(json!({
+                "cmd": format!(
+                    "touch running.{i}; \
+                     for t in $(seq 600); do set -- running.*; \
+                       if [ $# -gt 10 ]; then touch seen; fi; [ -e seen ] && break; sleep 0.05; \
+                     done; \
+                     set -- running.*; echo $#; sleep 0.5; rm running.{i}"
+                )
+            }))
+        })
+        .collect();
+    let started = Instant::now();
+    let (code, lines, stderr) = run(cmd, &input);
+    let took = started.elapsed();
+    assert_eq!(
+        code,
+        Some(0),
+        "{stderr}\n{lines:#?}\nsshd log of h1:\n{}",
+        cluster.host("h1").log()
+    );
+    assert_eq!(lines.len(), 48);
+    let seqs: BTreeSet<u64> = lines.iter().map(seq).collect();
+    assert_eq!(seqs.len(), 48);
+    let mut most = 0;
+    for l in &lines {
+        let r = result(l);
+        assert_eq!(r["status"], "ok", "{l}");
+        assert_eq!(r["code"], 0, "{l}");
+        assert_eq!(r["host"], "h1", "{l}");
+        let n: usize = stdout_of(l).trim().parse().expect("a count");
+        most = most.max(n);
+    }
+    assert!(
+        dir.path().join("seen").exists() && most > 10,
+        "more than 10 jobs ran at once on h1 (most seen: {most}, in {took:?})\n{stderr}"
+    );
+}
+
+#[test]
+fn a_host_lost_mid_run_has_its_jobs_rerun_elsewhere() {
+    // SIGKILLing h2's sessions mid-login would kill a `pyenv rehash` (sourced from
+    // /root/.bashrc here) holding its lock file, and then every later login on this machine
+    // waits 60 s for that lock: these hosts' sessions get a HOME without a .bashrc.
+    let home = tempdir();
+    let home_str = home.path().to_str().expect("UTF-8 temp dir").to_string();
+    let cluster = SshCluster::from_builders(
+        ["h1", "h2", "h3"]
+            .iter()
+            .map(|n| SshdHost::builder(n).env("HOME", home_str.as_str()))
+            .collect(),
+    );
+    let dir = tempdir();
+    let mut cmd = bakapara(&cluster);
+    cmd.current_dir(dir.path()).args(["-S", "h1/3,h2/3,h3/3"]);
+    let input: String = (1..=60)
+        .map(|i| {
+            job_line(json!({
+                "cmd": format!("touch on.$BAKAPARA_TEST_HOST.{i}; sleep 0.3; echo $BAKAPARA_TEST_HOST")
+            }))
+        })
+        .collect();
+    let mut live = Live::spawn(cmd, &input);
+    // Some jobs are done, and some job has started on h2 and has no result yet.
+    let running_on_h2 = |lines: &[Value]| -> Vec<u64> {
+        let done_on_h2: BTreeSet<u64> = lines
+            .iter()
+            .filter(|l| result(l)["host"] == "h2")
+            .map(seq)
+            .collect();
+        (1..=60)
+            .filter(|i| dir.path().join(format!("on.h2.{i}")).exists() && !done_on_h2.contains(i))
+            .collect()
+    };
+    wait_until(WAIT, "some jobs done and some running on h2", || {
+        let lines = live.lines();
+        lines.len() >= 6 && !running_on_h2(&lines).is_empty()
+    });
+    cluster.host("h2").kill_hard();
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 60, "one line per job: {lines:#?}\n{stderr}");
+    let seqs: BTreeSet<u64> = lines.iter().map(seq).collect();
+    assert_eq!(seqs, (1..=60).collect(), "each job exactly once");
+    for l in &lines {
+        let r = result(l);
+        assert_eq!(r["status"], "ok", "{l}\n{stderr}");
+        assert_eq!(r["code"], 0, "{l}");
+        assert_eq!(r["host"], stdout_of(l).trim(), "{l}");
+    }
+    // The jobs that had started on h2 but ended nowhere: run again on another host.
+    let lost = running_on_h2(&lines);
+    assert!(!lost.is_empty(), "some job was running on h2 when it died");
+    for l in lines.iter().filter(|l| lost.contains(&seq(l))) {
+        let r = result(l);
+        assert!(r["attempts"].as_u64().unwrap() >= 2, "{l}");
+        assert_ne!(r["host"], "h2", "{l}");
+    }
+    assert!(
+        stderr.contains("host h2 is down"),
+        "stderr says h2 is down:\n{stderr}"
+    );
+}
+
+#[test]
+fn ctrl_c_aborts_remote_jobs_and_leaves_no_process_on_any_host() {
+    let cluster = SshCluster::start(&["h1", "h2"]);
+    let arg = format!("1234.{}", unique(""));
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", &cluster.sshlogins(2)]);
+    let input: String = (0..6)
+        .map(|_| job_line(json!({"cmd": format!("sleep {arg}")})))
+        .collect();
+    let mut live = Live::spawn(cmd, &input);
+    wait_until(WAIT, "four remote sleeps", || sleeps(&arg).len() >= 4);
+    let hosts_running: BTreeSet<String> = sleeps(&arg)
+        .iter()
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            env.split(|&b| b == 0)
+                .find_map(|e| e.strip_prefix(b"BAKAPARA_TEST_HOST="))
+                .map(|h| String::from_utf8_lossy(h).into_owned())
+        })
+        .collect();
+    assert_eq!(
+        hosts_running.len(),
+        2,
+        "jobs run on both hosts: {hosts_running:?}"
+    );
+    nix::sys::signal::kill(live.pid(), nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
+    let (status, lines, stderr) = live.wait(Duration::from_secs(60));
+    assert_eq!(
+        status.signal(),
+        Some(2),
+        "bakapara dies of SIGINT: {status:?}\n{stderr}"
+    );
+    assert_eq!(
+        lines.len(),
+        6,
+        "every job read has its line: {lines:#?}\n{stderr}"
+    );
+    let seqs: BTreeSet<u64> = lines.iter().map(seq).collect();
+    assert_eq!(seqs, (1..=6).collect());
+    for l in &lines {
+        assert_eq!(result(l)["status"], "aborted", "{l}");
+    }
+    wait_until(Duration::from_secs(10), "no job process left", || {
+        pids_with_cmdline_containing(&arg).is_empty()
+    });
+    for h in cluster.hosts() {
+        wait_until(
+            Duration::from_secs(10),
+            &format!("no session process left on {}", h.name()),
+            || h.session_pids().is_empty(),
+        );
+    }
+}
+
+#[test]
+fn an_unreachable_host_is_left_out_and_the_run_goes_on() {
+    let cluster = SshCluster::start(&["h1", "h9"]);
+    cluster.host("h9").stop();
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/2,h9/2", "echo $BAKAPARA_TEST_HOST <>"]);
+    let (code, lines, stderr) = run(cmd, "a\nb\nc\nd\ne\nf\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert!(
+        stderr.contains("leaving out host h9"),
+        "stderr warns about h9:\n{stderr}"
+    );
+    assert_eq!(lines.len(), 6);
+    for l in &lines {
+        assert_eq!(result(l)["status"], "ok", "{l}");
+        assert_eq!(result(l)["host"], "h1", "{l}");
+        assert!(stdout_of(l).starts_with("h1 "), "{l}");
+    }
+
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/2,h9/2"]);
+    let input = [
+        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h9"})),
+        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST"})),
+    ]
+    .concat();
+    let (code, lines, stderr) = run(cmd, &input);
+    assert_eq!(code, Some(1), "the h9 job failed: {stderr}\n{lines:#?}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    let h9 = result(by_seq[&1]);
+    assert_eq!(h9["status"], "error", "{h9}");
+    let why = h9["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("h9") && why.contains("could not be reached"),
+        "the error says h9 could not be reached: {why}"
+    );
+    assert_eq!(result(by_seq[&2])["status"], "ok");
+    assert_eq!(stdout_of(by_seq[&2]), "h1\n");
+}
+
+#[test]
+fn cd_out_err_and_env_act_on_the_remote_host() {
+    let cluster = SshCluster::start(&["h1"]);
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let mut cmd = bakapara(&cluster);
+    cmd.current_dir(dir.path())
+        .env("BAKAPARA_TEST_LOCAL", "it's \"$(local)\" too")
+        .args(["-S", "h1/2", "--env", "BAKAPARA_TEST_LOCAL"]);
+    let input = [
+        job_line(json!({
+            "cmd": "echo \"$V on $BAKAPARA_TEST_HOST\"; echo oops >&2; pwd > where.txt",
+            "cd": "sub",
+            "out": "o/out.txt",
+            "err": "e.txt",
+            "env": {"V": "x y"},
+        })),
+        job_line(json!({"cmd": "printf '%s|%s' \"$BAKAPARA_TEST_LOCAL\" \"$BAKAPARA_TEST_HOST\""})),
+    ]
+    .concat();
+    let (code, lines, stderr) = run(cmd, &input);
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    let first = by_seq[&1];
+    assert_eq!(result(first)["status"], "ok", "{first}");
+    assert!(
+        result(first).get("stdout").is_none() && result(first).get("stderr").is_none(),
+        "streams that went to files are not captured: {first}"
+    );
+    let sub = dir.path().join("sub");
+    assert_eq!(read(&sub.join("o/out.txt")), "x y on h1\n");
+    assert_eq!(read(&sub.join("e.txt")), "oops\n");
+    assert_eq!(
+        read(&sub.join("where.txt")).trim(),
+        sub.canonicalize().unwrap().to_str().unwrap()
+    );
+    assert_eq!(stdout_of(by_seq[&2]), "it's \"$(local)\" too|h1");
+}
+
+#[test]
+fn a_remote_exit_255_is_the_jobs_code_not_a_lost_connection() {
+    let cluster = SshCluster::start(&["h1"]);
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/2"]);
+    let input = [
+        job_line(json!({"cmd": "exit 255"})),
+        job_line(json!({"cmd": "echo out; echo err >&2; exit 255"})),
+        job_line(json!({"cmd": "echo fine"})),
+    ]
+    .concat();
+    let (code, lines, stderr) = run(cmd, &input);
+    assert_eq!(code, Some(2), "two jobs had code 255: {stderr}\n{lines:#?}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    assert_eq!(by_seq.len(), 3);
+    for s in [1, 2] {
+        let r = result(by_seq[&s]);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["code"], 255, "{r}");
+        assert_eq!(r["attempts"], 1, "{r}");
+        assert_eq!(r["host"], "h1", "{r}");
+    }
+    assert_eq!(result(by_seq[&2])["stdout"], "out\n");
+    // (the login shell's own stderr, e.g. from ~/.bashrc, may come first)
+    let err = result(by_seq[&2])["stderr"].as_str().unwrap_or_default();
+    assert!(err.ends_with("err\n"), "{err:?}");
+    assert_eq!(result(by_seq[&3])["code"], 0);
+    assert!(!stderr.contains("is down"), "no host was lost:\n{stderr}");
+}
+
+#[test]
+fn a_remote_job_past_its_timeout_is_stopped() {
+    let cluster = SshCluster::start(&["h1"]);
+    let arg = format!("1234.{}", unique(""));
+    let mut cmd = bakapara(&cluster);
+    // The timeout counts from the job's start, remote login included, so the quick job gets
+    // a generous one of its own (its `timeout` key wins over --timeout).
+    cmd.args(["-S", "h1/2", "--timeout", "2s", "--grace", "1s"]);
+    let input = [
+        job_line(json!({"cmd": format!("sleep {arg}")})),
+        job_line(json!({"cmd": "echo quick", "timeout": 120})),
+    ]
+    .concat();
+    let started = Instant::now();
+    let (code, lines, stderr) = run(cmd, &input);
+    let took = started.elapsed();
+    assert_eq!(code, Some(1), "{stderr}\n{lines:#?}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    let r = result(by_seq[&1]);
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{r}"
+    );
+    assert_eq!(r["signal"], "SIGTERM", "{r}");
+    assert_eq!(r["host"], "h1", "{r}");
+    let elapsed = r["elapsed"].as_f64().unwrap();
+    assert!((1.9..30.0).contains(&elapsed), "elapsed {elapsed}: {r}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert_eq!(result(by_seq[&2])["status"], "ok", "{}", by_seq[&2]);
+    assert_eq!(result(by_seq[&2])["stdout"], "quick\n");
+    wait_until(Duration::from_secs(10), "the timed-out job is gone", || {
+        pids_with_cmdline_containing(&arg).is_empty()
+    });
 }
