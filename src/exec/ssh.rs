@@ -287,9 +287,16 @@ impl SshHost {
         let deadline = limits.timeout.map(|t| Instant::now() + t);
         let mut cause: Option<Cause> = None;
         let mut stop_open = true;
+        // The wrapper keeps the channel open after its report until it hears back: OpenSSH's
+        // multiplexing master may drop stderr that arrives together with the channel's close,
+        // so bakapara acknowledges the report (the end of stderr) before the channel closes.
+        let marker = report_marker(&self.nonce);
+        let (report_tx, report_rx) = tokio::sync::oneshot::channel::<()>();
         let supervise = async {
             let wait = child.wait();
             tokio::pin!(wait);
+            tokio::pin!(report_rx);
+            let mut acknowledged = false;
             loop {
                 if stop_open {
                     let wanted = *stop.borrow_and_update();
@@ -309,6 +316,12 @@ impl SshHost {
                 }
                 tokio::select! {
                     status = &mut wait => break status,
+                    seen = &mut report_rx, if !acknowledged => {
+                        acknowledged = true;
+                        if seen.is_ok() {
+                            send_line(&mut stdin, b"A\n").await;
+                        }
+                    }
                     changed = stop.changed(), if stop_open => {
                         if changed.is_err() {
                             stop_open = false;
@@ -325,13 +338,13 @@ impl SshHost {
             supervise,
             async {
                 match stdout {
-                    Some(s) => Some(read_capped(s, limit, out_spool).await.0),
+                    Some(s) => Some(read_capped(s, limit, out_spool, None).await.0),
                     None => None,
                 }
             },
             async {
                 match stderr {
-                    Some(s) => Some(read_capped(s, limit, err_spool).await),
+                    Some(s) => Some(read_capped(s, limit, err_spool, Some((&marker, report_tx))).await),
                     None => None,
                 }
             },
@@ -545,6 +558,7 @@ async fn read_capped(
     mut stream: impl AsyncRead + Unpin,
     limit: usize,
     spool: Option<std::fs::File>,
+    mut report_seen: Option<(&[u8], tokio::sync::oneshot::Sender<()>)>,
 ) -> (Captured, Vec<u8>, usize) {
     let limit = if spool.is_some() { 0 } else { limit };
     let mut sink = match &spool {
@@ -576,6 +590,15 @@ async fn read_capped(
                 if tail.len() > 2 * TAIL {
                     tail.drain(..tail.len() - TAIL);
                 }
+                // The wrapper's report is its last line: say so once it is here whole.
+                let complete = report_seen.as_ref().is_some_and(|(marker, _)| {
+                    tail.ends_with(b"\n") && tail.windows(marker.len()).any(|w| w == *marker)
+                });
+                if complete {
+                    if let Some((_, seen)) = report_seen.take() {
+                        let _ = seen.send(());
+                    }
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
@@ -596,6 +619,15 @@ async fn read_capped(
     (captured, tail, total)
 }
 
+/// `NUL NONCE SPACE`: how the wrapper's report starts.
+fn report_marker(nonce: &str) -> Vec<u8> {
+    let mut marker = Vec::with_capacity(nonce.len() + 2);
+    marker.push(0);
+    marker.extend_from_slice(nonce.as_bytes());
+    marker.push(b' ');
+    marker
+}
+
 /// Finds the wrapper's report at the end of stderr and removes it from what was captured.
 fn split_report(
     mut captured: Captured,
@@ -603,10 +635,7 @@ fn split_report(
     total: usize,
     nonce: &str,
 ) -> (Captured, Option<Report>) {
-    let mut marker = Vec::with_capacity(nonce.len() + 2);
-    marker.push(0);
-    marker.extend_from_slice(nonce.as_bytes());
-    marker.push(b' ');
+    let marker = report_marker(nonce);
     let Some(at) = tail
         .windows(marker.len())
         .rposition(|w| w == marker.as_slice())

@@ -4,11 +4,17 @@
 # The job runs as `bash -o pipefail -c CMD` in its own process group (job control, `set -m`)
 # with stdin from /dev/null. The wrapper's stdin is the SSH channel: a line `T` asks for TERM
 # (KILL after GRACE_MS), `K` for KILL at once, and EOF (bakapara or the connection is gone) acts
-# as `T`, so a job never outlives its run. The last thing written to stderr is a trailer,
-# NUL NONCE STOPPED STATUS, or NUL NONCE error MESSAGE; bakapara strips it.
+# as `T`, so a job never outlives its run. The last thing written to stderr is a report,
+# NUL NONCE done|stopped STATUS, or NUL NONCE error MESSAGE; bakapara strips it. The wrapper
+# then waits for bakapara's `A` (any line, or EOF): the channel stays open until bakapara has
+# read all of stderr, which OpenSSH's multiplexing may otherwise cut at the close.
 n=$1 g=$2 b=$3 d=$4 o=$5 e=$6 c=$7
 shift 7
-t() { printf '\0%s %s\n' "$n" "$*" >&2; exit 0; }
+t() {
+  printf '\0%s %s\n' "$n" "$*" >&2
+  IFS= read -r -t 30 _
+  exit 0
+}
 # Whether a process of group $1 is alive; zombies (dead, not reaped yet) do not count.
 alive() {
   local pg=$1 f s
@@ -62,5 +68,7 @@ if [ -z "$who" ] && ! kill -0 "$w" 2>/dev/null; then
   r=$?
   [ "$r" = 127 ] || s=$r
 fi
+# The watcher must be gone before the report, so that it cannot read bakapara's `A`.
 kill -- -"$w" 2>/dev/null
+wait "$w" 2>/dev/null
 t done "$s"
