@@ -215,6 +215,54 @@ fn jobs_spread_over_three_hosts() {
     );
 }
 
+/// Hosts whose sessions get `HOME=home`, so logins skip /root/.bashrc (pyenv here): fast
+/// logins for tests that run many jobs, and no `pyenv rehash` lock file left behind when a
+/// session is SIGKILLed mid-login (every later login on this machine would wait 60 s for it).
+fn cluster_without_bashrc(names: &[&str], home: &Path) -> SshCluster {
+    let home = home.to_str().expect("UTF-8 temp dir").to_string();
+    SshCluster::from_builders(
+        names
+            .iter()
+            .map(|n| SshdHost::builder(n).env("HOME", home.as_str()))
+            .collect(),
+    )
+}
+
+#[test]
+fn many_quick_jobs_all_end_with_their_whole_output() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/8,h2/8", "echo out <>; echo err <> >&2"]);
+    let input: String = (1..=200).map(|i| format!("{i}\n")).collect();
+    let mut live = Live::spawn(cmd, &input);
+    let (status, lines, stderr) = live.wait(Duration::from_secs(90));
+    let bad: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            let i = l["input"].as_str().unwrap_or_default();
+            let r = result(l);
+            r["status"] != "ok"
+                || r["code"] != 0
+                || r["stdout"] != format!("out {i}\n").as_str()
+                || r["stderr"] != format!("err {i}\n").as_str()
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} jobs lost output or failed: {bad:#?}\nsshd logs:\n{}",
+        bad.len(),
+        cluster
+            .hosts()
+            .iter()
+            .map(|h| format!("{}: {}", h.name(), h.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(lines.len(), 200, "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
 #[test]
 fn a_jobs_host_key_restricts_where_it_runs() {
     let cluster = SshCluster::start(&["h1", "h2", "h3"]);
@@ -347,17 +395,9 @@ fn sixteen_slots_work_against_a_stock_max_sessions_of_ten() {
 
 #[test]
 fn a_host_lost_mid_run_has_its_jobs_rerun_elsewhere() {
-    // SIGKILLing h2's sessions mid-login would kill a `pyenv rehash` (sourced from
-    // /root/.bashrc here) holding its lock file, and then every later login on this machine
-    // waits 60 s for that lock: these hosts' sessions get a HOME without a .bashrc.
+    // h2's sessions are SIGKILLed mid-run, maybe mid-login: no .bashrc (see the helper).
     let home = tempdir();
-    let home_str = home.path().to_str().expect("UTF-8 temp dir").to_string();
-    let cluster = SshCluster::from_builders(
-        ["h1", "h2", "h3"]
-            .iter()
-            .map(|n| SshdHost::builder(n).env("HOME", home_str.as_str()))
-            .collect(),
-    );
+    let cluster = cluster_without_bashrc(&["h1", "h2", "h3"], home.path());
     let dir = tempdir();
     let mut cmd = bakapara(&cluster);
     cmd.current_dir(dir.path()).args(["-S", "h1/3,h2/3,h3/3"]);
@@ -544,7 +584,7 @@ fn cd_out_err_and_env_act_on_the_remote_host() {
 }
 
 #[test]
-fn a_remote_exit_255_is_the_jobs_code_not_a_lost_connection() {
+fn remote_exit_codes_255_and_127_are_the_jobs_codes_not_transport_failures() {
     let cluster = SshCluster::start(&["h1"]);
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/2"]);
@@ -552,12 +592,26 @@ fn a_remote_exit_255_is_the_jobs_code_not_a_lost_connection() {
         job_line(json!({"cmd": "exit 255"})),
         job_line(json!({"cmd": "echo out; echo err >&2; exit 255"})),
         job_line(json!({"cmd": "echo fine"})),
+        job_line(json!({"cmd": "exit 127"})),
+        job_line(json!({"cmd": "bakapara-no-such-command-xyz"})),
     ]
     .concat();
     let (code, lines, stderr) = run(cmd, &input);
-    assert_eq!(code, Some(2), "two jobs had code 255: {stderr}\n{lines:#?}");
+    assert_eq!(
+        code,
+        Some(4),
+        "two jobs had code 255, two 127: {stderr}\n{lines:#?}"
+    );
     let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
-    assert_eq!(by_seq.len(), 3);
+    assert_eq!(by_seq.len(), 5);
+    // 127 ("command not found") is the job's code too, not "the remote command could not be
+    // executed"
+    for s in [4, 5] {
+        let r = result(by_seq[&s]);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["code"], 127, "{r}");
+        assert_eq!(r["attempts"], 1, "{r}");
+    }
     for s in [1, 2] {
         let r = result(by_seq[&s]);
         assert_eq!(r["status"], "ok", "{r}");

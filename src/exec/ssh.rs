@@ -266,16 +266,23 @@ impl SshHost {
             (Ok(out), Ok(err)) => (out, err),
             (Err(e), _) | (_, Err(e)) => return Outcome::not_run(e),
         };
-        let spawned = Session::to_raw_command(Arc::clone(&master), remote)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .await;
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                return Outcome::not_run(self.transport_failure(&master, generation, &e).await)
+        // Opening a session can fail for a moment while many open at once on one master (its
+        // control socket's backlog): try again a few times before calling it a failure.
+        let mut pause = Duration::from_millis(10);
+        let mut child = loop {
+            let spawned = Session::to_raw_command(Arc::clone(&master), remote.as_str())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .await;
+            match spawned {
+                Ok(child) => break child,
+                Err(openssh::Error::SshMux(_)) if pause < Duration::from_secs(1) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(e) => return Outcome::not_run(self.transport_failure(&master, generation, &e).await),
             }
         };
         let _running = self.running.as_ref().map(RunningJobs::enter);
@@ -400,7 +407,7 @@ impl SshHost {
                     generation,
                 }
             }
-            Ok(()) => Ending::CouldNotRun(format!("cannot run the job on {}: {e}", self.spec.name)),
+            Ok(()) => Ending::CouldNotRun(format!("cannot run the job on {}: {}", self.spec.name, error_chain(e))),
         }
     }
 

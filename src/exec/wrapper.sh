@@ -37,21 +37,22 @@ for f in "$o" "$e"; do
 done
 if [ -n "$o" ]; then { exec 3>"$o"; } 2>/dev/null || t error "cannot write $o"; else exec 3>&1; fi
 if [ -n "$e" ]; then { exec 4>"$e"; } 2>/dev/null || t error "cannot write $e"; else exec 4>&2; fi
+# The watcher tells the wrapper (USR1) when bakapara asks to stop, then stops the job's group:
+# TERM, and KILL after the grace period (at once on `K`), until no process of it is left.
+stopped=
+trap 'stopped=1' USR1
+# Job control prints notices ("[1] Done ...") on the wrapper's stderr, which is the channel:
+# keep that stderr aside until the report.
+exec 5>&2 2>/dev/null
 set -m
-bash -o pipefail -c "$c" </dev/null >&3 2>&4 3>&- 4>&- &
+bash -o pipefail -c "$c" </dev/null >&3 2>&4 3>&- 4>&- 5>&- &
 p=$!
 exec 3>&- 4>&-
-# The watcher: ends on the first line or at EOF, saying which by its status.
-{ IFS= read -r m; [ "$m" = K ] && exit 9; exit 8; } &
-w=$!
-set +m # no job status notices on stderr
-who=
-if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 501)); then wait -n -p who; else wait -n; fi
-s=$?
-if [ "$who" = "$w" ] || { [ -z "$who" ] && kill -0 "$p" 2>/dev/null; }; then
-  # Asked to stop (or the channel closed) while the job runs.
-  if [ "$s" = 9 ]; then kill -KILL -- -"$p" 2>/dev/null; else kill -TERM -- -"$p" 2>/dev/null; fi
-  left=$((g / 50))
+{
+  exec 5>&-
+  IFS= read -r m
+  kill -USR1 $$ 2>/dev/null
+  if [ "$m" = K ]; then left=0; else kill -TERM -- -"$p" 2>/dev/null; left=$((g / 50)); fi
   while alive "$p"; do
     if [ "$left" -le 0 ]; then kill -KILL -- -"$p" 2>/dev/null; left=20; fi
     left=$((left - 1))
@@ -59,14 +60,24 @@ if [ "$who" = "$w" ] || { [ -z "$who" ] && kill -0 "$p" 2>/dev/null; }; then
     r=$?
     if [ "$r" = 0 ] && [ "$m" = K ]; then left=0; elif [ "$r" -ne 0 ] && [ "$r" -le 128 ]; then sleep 0.05; fi
   done
+} &
+w=$!
+set +m
+# `wait PID` also returns the status of a job that ended before it was called. A USR1 cuts it
+# short (status > 128) while the job still runs: wait again.
+while :; do
   wait "$p" 2>/dev/null
-  t stopped "$?"
-fi
-if [ -z "$who" ] && ! kill -0 "$w" 2>/dev/null; then
-  # Old bash, and both ended: ask for the job's status by pid (127: it was the one reaped).
+  s=$?
+  kill -0 "$p" 2>/dev/null || break
+done
+exec 2>&5 5>&-
+if [ -n "$stopped" ]; then
+  # The last wait may have been cut short just as the job ended: its status is still there.
   wait "$p" 2>/dev/null
   r=$?
   [ "$r" = 127 ] || s=$r
+  wait "$w" 2>/dev/null
+  t stopped "$s"
 fi
 # The watcher must be gone before the report, so that it cannot read bakapara's `A`.
 kill -- -"$w" 2>/dev/null
