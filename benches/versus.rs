@@ -1,14 +1,15 @@
 //! Measures bakapara against the spawn floor, `xargs -P` and GNU Parallel on N trivial jobs,
-//! and bakapara's peak RSS on a long run. Run: `cargo bench --bench versus`, or e.g.
-//! `cargo bench --bench versus -- --jobs 2000 --parallel 2 --rounds 7`; the memory case with
-//! `cargo bench --bench versus -- --memory` (or `--all` for both, `--memory-jobs` to resize).
+//! locally and over SSH, and bakapara's peak RSS on a long run. Run: `cargo bench --bench
+//! versus`, or e.g. `cargo bench --bench versus -- --jobs 2000 --parallel 2 --rounds 7`; the
+//! SSH comparison with `-- --ssh`, the memory case with `-- --memory`, everything with
+//! `-- --all` (`--help` lists the sizes that can be changed).
 //!
 //! A plain `main()` benchmark (no criterion): every round runs each tool once, in a rotating
 //! order, so that whatever noise the machine has in a given second hits every tool alike. The
 //! first round is a warm-up and is not counted. Per tool it prints the median and the min/max
-//! wall time over the rounds and the ratio of medians to `xargs` and to the floor.
+//! wall time over the rounds and the ratio of medians to the baselines.
 //!
-//! Cases (all run `N` jobs at parallelism `P`):
+//! Local cases (all run `N` jobs at parallelism `P`):
 //! - `floor`: `/bin/bash -o pipefail -c true` spawned N times by P threads doing
 //!   `std::process::Command` spawn + wait: what any job runner built on bash must pay.
 //! - `xargs`: `xargs -P P -n 1 bash -o pipefail -c` fed N lines `true`, stdout to /dev/null.
@@ -17,26 +18,55 @@
 //!   JSON with `result.status == "ok"`.
 //! - `parallel`: GNU Parallel `parallel --will-cite -j P true` fed `seq N`, when installed.
 //!
+//! SSH cases (`--ssh`, see [`ssh_cases`]): `--ssh-jobs` (default 300) `true` jobs over
+//! `--ssh-hosts` (default 2) loopback sshd hosts with `--ssh-slots` (default 4) slots each:
+//! - `ssh-floor`: `xargs -P <all slots> -n 2 ssh -F CONFIG -o ControlPath=DIR/%n.sock` fed
+//!   lines `h1 true`, `h2 true`, ...: the system ssh on ControlMaster connections opened before
+//!   the clock starts, one per host. A job costs one session on an open connection and the
+//!   remote login shell running `true`, nothing else.
+//! - `bakapara`: `bakapara --ssh-config CONFIG -S h1/P,h2/P -q --workdir '~' true` fed
+//!   `seq N`, its own master connections included in its time; every result line is checked.
+//! - `parallel`: `parallel --will-cite -S P/h1,P/h2 --ssh 'ssh -F CONFIG' true`: a new SSH
+//!   login per job (GNU Parallel's default).
+//! - `parallel-M`: the same with `--controlmaster`.
+//!
+//! The hosts are real sshd processes on 127.0.0.1 (tests/common/sshd.rs, throwaway keys). As
+//! root the jobs log in as a dedicated user `bakabench` (created when missing, with an empty
+//! `.bashrc`), so that root's shell start-up files do not dominate every tool's time.
+//!
 //! The memory case (`--memory`, or `--all` to run it after the timing): bakapara on
 //! `--memory-jobs` (default 100,000) `true` jobs at `-j 2`, reporting its peak RSS (target
 //! < 30 MB). It is a separate mode because it is not cheap: bakapara does ~1,000 `true` jobs/s
 //! on 2 cores, so 100,000 jobs take longer (~100 s) than the whole timing part (~80 s).
 //!
-//! Extension point: every contender is a [`Case`] built by a function in [`cases`]; see there
-//! for the SSH comparison still to be written.
+//! Extension point: every contender is a [`Case`] built by a function in [`cases`] (local) or
+//! [`ssh_cases`]; the rounds, statistics and table are shared ([`run_rounds`], [`print_table`]).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The binary under test; cargo sets this for benches (`target/release/bakapara` under
-/// `cargo bench`).
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// The binary under test by default; cargo sets this for benches (`target/release/bakapara`
+/// under `cargo bench`). `--bakapara PATH` measures another build instead.
 const BAKAPARA: &str = env!("CARGO_BIN_EXE_bakapara");
+static BAKAPARA_PATH: OnceLock<String> = OnceLock::new();
+
+/// The bakapara binary being measured.
+fn bakapara() -> &'static str {
+    BAKAPARA_PATH.get().map_or(BAKAPARA, String::as_str)
+}
 
 /// The memory case runs at this parallelism whatever `--parallel` says, so that its figure is
 /// comparable with the target, which is stated for `-j 2`.
@@ -44,28 +74,44 @@ const MEMORY_PARALLEL: usize = 2;
 const MEMORY_TARGET_MB: f64 = 30.0;
 const XARGS_TARGET: f64 = 1.10;
 
+/// SSH targets: bakapara within 20% of xargs driving ssh on open master connections, and at
+/// least 5 times faster than GNU Parallel logging in for every job.
+const SSH_FLOOR_TARGET: f64 = 1.20;
+const SSH_PARALLEL_TARGET: f64 = 5.0;
+/// A stock sshd allows this many sessions per connection; the SSH floor runs every slot of a
+/// host on one master connection.
+const SSHD_MAX_SESSIONS: usize = 10;
+/// The user the SSH jobs log in as when the bench runs as root.
+const BENCH_USER: &str = "bakabench";
+
 const USAGE: &str = "\
 usage: cargo bench --bench versus [-- OPTIONS]
   --jobs N          jobs per run (default 2000)
   --parallel P      parallelism of every tool (default 2)
   --rounds R        counted rounds (default 5), after 1 warm-up round
+  --ssh             run only the SSH comparison (loopback sshd hosts)
   --memory          run only the memory case (~100 s on 2 cores)
-  --all             run the timing, then the memory case
+  --local           run the local timing (the default when no mode is given)
+  --all             run the local timing, the SSH comparison, then the memory case
+  --ssh-jobs N      jobs per SSH run (default 300)
+  --ssh-hosts H     loopback sshd hosts (default 2)
+  --ssh-slots S     slots per host (default 4, at most 10)
+  --ssh-rounds R    counted SSH rounds (default 3), after 1 warm-up round
   --memory-jobs M   jobs in the memory case (default 100000)
-  --poll-rss        measure the peak RSS by polling /proc even if /usr/bin/time works";
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Timing,
-    Memory,
-    All,
-}
+  --poll-rss        measure the peak RSS by polling /proc even if /usr/bin/time works
+  --bakapara PATH   measure this bakapara binary instead of the one cargo built";
 
 struct Opts {
     jobs: usize,
     parallel: usize,
     rounds: usize,
-    mode: Mode,
+    local: bool,
+    ssh: bool,
+    memory: bool,
+    ssh_jobs: usize,
+    ssh_hosts: usize,
+    ssh_slots: usize,
+    ssh_rounds: usize,
     memory_jobs: usize,
     poll_rss: bool,
 }
@@ -75,7 +121,13 @@ fn parse_args() -> Opts {
         jobs: 2000,
         parallel: 2,
         rounds: 5,
-        mode: Mode::Timing,
+        local: false,
+        ssh: false,
+        memory: false,
+        ssh_jobs: 300,
+        ssh_hosts: 2,
+        ssh_slots: 4,
+        ssh_rounds: 3,
         memory_jobs: 100_000,
         poll_rss: false,
     };
@@ -93,16 +145,37 @@ fn parse_args() -> Opts {
             "--jobs" | "-n" => opts.jobs = number("--jobs"),
             "--parallel" | "-j" | "-P" => opts.parallel = number("--parallel"),
             "--rounds" => opts.rounds = number("--rounds"),
+            "--ssh-jobs" => opts.ssh_jobs = number("--ssh-jobs"),
+            "--ssh-hosts" => opts.ssh_hosts = number("--ssh-hosts"),
+            "--ssh-slots" => opts.ssh_slots = number("--ssh-slots"),
+            "--ssh-rounds" => opts.ssh_rounds = number("--ssh-rounds"),
             "--memory-jobs" => opts.memory_jobs = number("--memory-jobs"),
-            "--memory" => opts.mode = Mode::Memory,
-            "--all" => opts.mode = Mode::All,
+            "--local" => opts.local = true,
+            "--ssh" => opts.ssh = true,
+            "--memory" => opts.memory = true,
+            "--all" => (opts.local, opts.ssh, opts.memory) = (true, true, true),
             "--poll-rss" => opts.poll_rss = true,
+            "--bakapara" => {
+                let path = args
+                    .next()
+                    .unwrap_or_else(|| die("--bakapara needs a path"));
+                let _ = BAKAPARA_PATH.set(path);
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => die(&format!("unknown argument {other:?}")),
         }
+    }
+    if !opts.ssh && !opts.memory {
+        opts.local = true;
+    }
+    if opts.ssh_slots > SSHD_MAX_SESSIONS {
+        die(&format!(
+            "--ssh-slots is at most {SSHD_MAX_SESSIONS}: the SSH floor runs a host's slots on one \
+             master connection, and a stock sshd allows {SSHD_MAX_SESSIONS} sessions on one"
+        ));
     }
     opts
 }
@@ -119,24 +192,16 @@ fn die(msg: &str) -> ! {
 /// broken tool can never post a good time. Anything a case needs across rounds lives in the
 /// closure (and is cleaned up by its `Drop`).
 struct Case {
-    /// Short name for the table; `xargs` and `floor` are the baselines of the ratio columns.
+    /// Short name for the table; the ratio columns name their baseline case (`xargs` and
+    /// `floor` locally, `ssh-floor` and `bakapara` over SSH).
     name: &'static str,
     /// The command line, as a user would type it, for the header.
     shown: String,
     run: Box<dyn FnMut() -> Duration>,
 }
 
-/// The contenders, in their order in the table, plus notes on the ones that cannot run here.
-///
-/// To add the SSH comparison ("N trivial jobs over loopback ssh hosts through bakapara -S,
-/// beside xargs -P driving ssh on a ControlMaster connection, and GNU Parallel -S"): write
-/// `fn ssh_cases(opts: &Opts, notes: &mut Vec<String>) -> Vec<Case>` that sets up the loopback
-/// hosts once (an sshd on 127.0.0.1 with a throwaway key, see tests/sshd_harness.rs, and a
-/// `ssh -o ControlMaster=yes -o ControlPersist=...` master whose guard the xargs closure
-/// owns), returns the three cases plus an `ssh floor` (P threads running
-/// `ssh -S ctl host true`), and pushes a note instead when sshd is missing. Gate it behind an
-/// `--ssh` flag and chain it here; the round loop, statistics and table need no change, apart
-/// from the ratio columns, which should then compare against the SSH floor / SSH xargs.
+/// The local contenders, in their order in the table, plus notes on the ones that cannot run
+/// here. (The SSH ones are in [`ssh_cases`].)
 fn cases(opts: &Opts, notes: &mut Vec<String>) -> Vec<Case> {
     let mut cases = vec![floor_case(opts), xargs_case(opts), bakapara_case(opts)];
     match gnu_parallel_case(opts) {
@@ -270,19 +335,24 @@ fn bakapara_case(opts: &Opts) -> Case {
 }
 
 fn spawn_bakapara(p: usize) -> Child {
-    Command::new(BAKAPARA)
+    Command::new(bakapara())
         .args(["-j", &p.to_string(), "true"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawning {BAKAPARA}: {e}"))
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", bakapara()))
 }
 
 /// Count bakapara's result lines, asserting that each is a JSON object whose `result.status`
 /// is `"ok"` with exit code 0.
 fn count_ok_results(out: impl Read) -> usize {
-    let mut count = 0;
+    ok_results_by_host(out).values().sum()
+}
+
+/// [`count_ok_results`] per `result.host`.
+fn ok_results_by_host(out: impl Read) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
     for line in BufReader::new(out).lines() {
         let line = line.expect("bakapara's output is UTF-8 text");
         let value: serde_json::Value = serde_json::from_str(&line)
@@ -292,23 +362,27 @@ fn count_ok_results(out: impl Read) -> usize {
             result["status"] == "ok" && result["code"] == 0,
             "job did not succeed: {line}"
         );
-        count += 1;
+        let host = result["host"].as_str().unwrap_or("?").to_string();
+        *counts.entry(host).or_insert(0) += 1;
     }
-    count
+    counts
+}
+
+fn gnu_parallel_installed() -> bool {
+    Command::new("parallel")
+        .args(["--will-cite", "--version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// GNU Parallel, when it is on PATH. `--will-cite` silences the citation notice. Parallel
 /// appends the argument too (`true 7`) and starts each job through the shell it detects
 /// (`bash -c`, like the others, on a machine whose login shell is bash).
 fn gnu_parallel_case(opts: &Opts) -> Option<Case> {
-    let installed = Command::new("parallel")
-        .args(["--will-cite", "--version"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
+    if !gnu_parallel_installed() {
         return None;
     }
     let (n, p) = (opts.jobs, opts.parallel);
@@ -344,29 +418,15 @@ fn median(sorted: &[Duration]) -> Duration {
     }
 }
 
-fn timing(opts: &Opts) {
-    let mut notes = Vec::new();
-    let mut cases = cases(opts, &mut notes);
-    println!(
-        "versus: {} jobs, -P {}, {} rounds + 1 warm-up, {} CPUs; bakapara = {BAKAPARA}",
-        opts.jobs,
-        opts.parallel,
-        opts.rounds,
-        thread::available_parallelism().map_or(0, |n| n.get()),
-    );
-    for case in &cases {
-        println!("  {:<9} {}", case.name, case.shown);
-    }
-    for note in &notes {
-        println!("  {note}");
-    }
-
+/// Runs 1 warm-up round and `rounds` counted ones, each tool once per round in a rotating
+/// order, printing each round's times; returns the counted times, per case.
+fn run_rounds(cases: &mut [Case], rounds: usize) -> Vec<Vec<Duration>> {
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
-    for round in 0..=opts.rounds {
+    for round in 0..=rounds {
         let label = if round == 0 {
             "warm-up".to_string()
         } else {
-            format!("round {round}/{}", opts.rounds)
+            format!("round {round}/{rounds}")
         };
         let mut line = format!("{label:>12}:");
         // Rotate the starting tool every round so that none always runs first (cold caches)
@@ -381,70 +441,694 @@ fn timing(opts: &Opts) {
         }
         println!("{line}");
     }
+    times
+}
 
-    let stats: Vec<(Duration, Duration, Duration)> = times
+/// Median, min and max of each case's times.
+#[derive(Clone, Copy)]
+struct Stats {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+fn stats(times: &[Vec<Duration>]) -> Vec<Stats> {
+    times
         .iter()
         .map(|t| {
             let mut t = t.clone();
             t.sort();
-            (median(&t), t[0], t[t.len() - 1])
+            Stats {
+                median: median(&t),
+                min: t[0],
+                max: t[t.len() - 1],
+            }
         })
-        .collect();
-    let index = |name: &str| cases.iter().position(|c| c.name == name);
-    let median_of = |name: &str| index(name).map(|i| stats[i].0.as_secs_f64());
-    let xargs = median_of("xargs");
-    let floor = median_of("floor");
-    let ratio = |base: Option<f64>, m: f64| base.map_or("-".into(), |b| format!("{:.2}x", m / b));
+        .collect()
+}
 
-    println!();
-    println!(
-        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
-        "tool", "median", "min", "max", "us/job", "/xargs", "/floor"
+fn index_of(cases: &[Case], name: &str) -> Option<usize> {
+    cases.iter().position(|c| c.name == name)
+}
+
+fn median_secs(cases: &[Case], stats: &[Stats], name: &str) -> Option<f64> {
+    index_of(cases, name).map(|i| stats[i].median.as_secs_f64())
+}
+
+/// The table: one row per case, with the ratio of its median to the median of each baseline
+/// case (column title, case name); `-` where a baseline did not run.
+fn print_table(cases: &[Case], stats: &[Stats], jobs: usize, baselines: &[(&str, &str)]) {
+    let bases: Vec<Option<f64>> = baselines
+        .iter()
+        .map(|(_, name)| median_secs(cases, stats, name))
+        .collect();
+    let mut header = format!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9}",
+        "tool", "median", "min", "max", "us/job"
     );
-    for (case, &(med, min, max)) in cases.iter().zip(&stats) {
-        let m = med.as_secs_f64();
-        println!(
-            "{:<10} {:>8.3}s {:>8.3}s {:>8.3}s {:>9.0} {:>8} {:>8}",
+    for (title, _) in baselines {
+        header += &format!(" {title:>9}");
+    }
+    println!("{header}");
+    for (case, st) in cases.iter().zip(stats) {
+        let m = st.median.as_secs_f64();
+        let mut row = format!(
+            "{:<10} {:>8.3}s {:>8.3}s {:>8.3}s {:>9.0}",
             case.name,
             m,
-            min.as_secs_f64(),
-            max.as_secs_f64(),
-            m * 1e6 / opts.jobs as f64,
-            ratio(xargs, m),
-            ratio(floor, m),
+            st.min.as_secs_f64(),
+            st.max.as_secs_f64(),
+            m * 1e6 / jobs as f64,
         );
+        for base in &bases {
+            let r = base.map_or("-".into(), |b| format!("{:.2}x", m / b));
+            row += &format!(" {r:>9}");
+        }
+        println!("{row}");
     }
+}
+
+/// Two noise-robust views of the ratio of case `a` to case `b`, for a busy machine: the ratio
+/// of the best runs (noise only ever adds time), and the median over rounds of the per-round
+/// ratio (the two runs of a round are seconds apart, so they share most of the noise).
+fn print_robust_ratios(cases: &[Case], times: &[Vec<Duration>], stats: &[Stats], a: &str, b: &str) {
+    let (Some(a), Some(b)) = (index_of(cases, a), index_of(cases, b)) else {
+        return;
+    };
+    let mut paired: Vec<f64> = times[a]
+        .iter()
+        .zip(&times[b])
+        .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    let mid = paired.len() / 2;
+    let paired = if paired.len() % 2 == 1 {
+        paired[mid]
+    } else {
+        (paired[mid - 1] + paired[mid]) / 2.0
+    };
+    println!(
+        "  (ratio of mins {:.2}x, median of per-round ratios {paired:.2}x)",
+        stats[a].min.as_secs_f64() / stats[b].min.as_secs_f64()
+    );
+}
+
+fn cpus() -> usize {
+    thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+fn timing(opts: &Opts) {
+    let mut notes = Vec::new();
+    let mut cases = cases(opts, &mut notes);
+    println!(
+        "versus: {} jobs, -P {}, {} rounds + 1 warm-up, {} CPUs; bakapara = {}",
+        opts.jobs,
+        opts.parallel,
+        opts.rounds,
+        cpus(),
+        bakapara(),
+    );
+    for case in &cases {
+        println!("  {:<9} {}", case.name, case.shown);
+    }
+    for note in &notes {
+        println!("  {note}");
+    }
+
+    let times = run_rounds(&mut cases, opts.rounds);
+    let stats = stats(&times);
+    println!();
+    print_table(
+        &cases,
+        &stats,
+        opts.jobs,
+        &[("/xargs", "xargs"), ("/floor", "floor")],
+    );
     for note in &notes {
         println!("{note}");
     }
-    if let (Some(b), Some(x)) = (median_of("bakapara"), xargs) {
+    let xargs = median_secs(&cases, &stats, "xargs");
+    if let (Some(b), Some(x)) = (median_secs(&cases, &stats, "bakapara"), xargs) {
         let r = b / x;
         println!(
             "bakapara/xargs = {r:.2}x (target <= {XARGS_TARGET:.2}x){}",
             if r <= XARGS_TARGET { "" } else { "  MISSED" }
         );
     }
-    // Two noise-robust views of the same ratio, for a busy machine: the ratio of the best
-    // runs (noise only ever adds time), and the median over rounds of the per-round ratio
-    // (the two runs of a round are seconds apart, so they share most of the noise).
-    if let (Some(b), Some(x)) = (index("bakapara"), index("xargs")) {
-        let mut paired: Vec<f64> = times[b]
-            .iter()
-            .zip(&times[x])
-            .map(|(b, x)| b.as_secs_f64() / x.as_secs_f64())
-            .collect();
-        paired.sort_by(f64::total_cmp);
-        let mid = paired.len() / 2;
-        let paired = if paired.len() % 2 == 1 {
-            paired[mid]
-        } else {
-            (paired[mid - 1] + paired[mid]) / 2.0
+    print_robust_ratios(&cases, &times, &stats, "bakapara", "xargs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// SSH
+
+#[path = "../tests/common/sshd.rs"]
+mod sshd;
+
+/// A remote command that proves where and as whom a job ran: `<host name> <user>` (the test
+/// sshd sets `BAKAPARA_TEST_HOST` in its sessions). It takes a while, so that a tool given
+/// twice as many of them as it has slots must use every host. The trailing `:` swallows the
+/// argument that bakapara and GNU Parallel append.
+const WHERE_AM_I: &str = r#"sleep 0.3; echo "$BAKAPARA_TEST_HOST $(id -un)"; :"#;
+
+/// The loopback hosts of the SSH comparison, the client config naming them, and the floor's
+/// master connections. Dropping it closes the masters, then stops the sshd servers (also when
+/// a case panics: the cases own it).
+struct SshHosts {
+    /// The floor's `ssh -M -N` master connections, one per host (our children).
+    masters: Mutex<Vec<Child>>,
+    names: Vec<String>,
+    user: String,
+    slots: usize,
+    /// The client config: `Host h1` ... with port, user and key, no ControlPath.
+    config: PathBuf,
+    /// The floor's ControlPath (`%n` = the host name as given).
+    control_path: String,
+    /// Holds the config, the control sockets and the masters' logs.
+    dir: TempDir,
+    /// Last: the servers stop after everything that talks to them.
+    cluster: sshd::SshCluster,
+}
+
+impl Drop for SshHosts {
+    fn drop(&mut self) {
+        let masters = self.masters.get_mut().unwrap_or_else(|e| e.into_inner());
+        for master in masters.iter_mut() {
+            let _ = master.kill();
+            let _ = master.wait();
+        }
+    }
+}
+
+impl SshHosts {
+    /// Starts the sshd servers (as root, for [`BENCH_USER`]) and the floor's masters.
+    fn start(opts: &Opts, notes: &mut Vec<String>) -> SshHosts {
+        let user = bench_user(notes);
+        let names: Vec<String> = (1..=opts.ssh_hosts).map(|i| format!("h{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let cluster = sshd::SshCluster::start(&refs);
+        // sshd reads AuthorizedKeysFile as the user who logs in: let that user through the
+        // servers' directories (0700 temp dirs of root) to the public key, and no further.
+        for host in cluster.hosts() {
+            fs::set_permissions(host.dir(), fs::Permissions::from_mode(0o711))
+                .expect("chmod the sshd directory");
+            fs::set_permissions(
+                host.dir().join("authorized_keys"),
+                fs::Permissions::from_mode(0o644),
+            )
+            .expect("chmod authorized_keys");
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("bakapara-versus-ssh-")
+            .tempdir()
+            .expect("create a temp dir for the ssh config");
+        let config = dir.path().join("ssh_config");
+        let mut text = String::from("# written by benches/versus.rs\n");
+        for host in cluster.hosts() {
+            text.push_str(&format!(
+                "\nHost {name}\n\
+                 \x20   HostName 127.0.0.1\n\
+                 \x20   Port {port}\n\
+                 \x20   User {user}\n\
+                 \x20   IdentityFile \"{key}\"\n\
+                 \x20   IdentitiesOnly yes\n\
+                 \x20   StrictHostKeyChecking no\n\
+                 \x20   UserKnownHostsFile /dev/null\n\
+                 \x20   GlobalKnownHostsFile /dev/null\n\
+                 \x20   LogLevel ERROR\n\
+                 \x20   BatchMode yes\n\
+                 \x20   ConnectTimeout 5\n",
+                name = host.name(),
+                port = host.port(),
+                key = host.identity_file().display(),
+            ));
+        }
+        fs::write(&config, text).expect("write ssh_config");
+        let control_path = format!("{}/%n.sock", dir.path().display());
+        let hosts = SshHosts {
+            masters: Mutex::new(Vec::new()),
+            names,
+            user,
+            slots: opts.ssh_slots,
+            config,
+            control_path,
+            dir,
+            cluster,
         };
-        println!(
-            "  (ratio of mins {:.2}x, median of per-round ratios {paired:.2}x)",
-            stats[b].1.as_secs_f64() / stats[x].1.as_secs_f64()
+        for name in &hosts.names {
+            hosts.open_master(name);
+        }
+        hosts
+    }
+
+    /// `ssh -F CONFIG -o ControlPath=...`, to which the host and command are added.
+    fn ssh(&self) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-F")
+            .arg(&self.config)
+            .arg("-o")
+            .arg(format!("ControlPath={}", self.control_path));
+        cmd
+    }
+
+    /// Opens the floor's master connection to `name` and waits until it answers `-O check`.
+    /// The master is spawned from the main thread, which lives as long as the bench, with
+    /// `PR_SET_PDEATHSIG`: it dies with the bench even on SIGKILL.
+    fn open_master(&self, name: &str) {
+        let log_path = self.dir.path().join(format!("master-{name}.log"));
+        let log = fs::File::create(&log_path).expect("create the master's log");
+        let mut cmd = self.ssh();
+        cmd.args([
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            "ControlPersist=no",
+            "-N",
+            name,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd.spawn().expect("spawning the ssh master");
+        let mut masters = self.masters.lock().unwrap_or_else(|e| e.into_inner());
+        masters.push(child);
+        let master = masters.last_mut().expect("just pushed");
+        let deadline = Instant::now() + sshd::READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = master.try_wait() {
+                panic!(
+                    "the ssh master to {name} exited ({status}): {}\nsshd log:\n{}",
+                    fs::read_to_string(&log_path).unwrap_or_default().trim(),
+                    self.cluster.host(name).log()
+                );
+            }
+            if self.master_ok(name) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ssh master to {name} did not come up within {:?}",
+                sshd::READY_TIMEOUT
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the master connection to `name` is up (`ssh -O check`).
+    fn master_ok(&self, name: &str) -> bool {
+        self.ssh()
+            .args(["-O", "check", name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn total_slots(&self) -> usize {
+        self.slots * self.names.len()
+    }
+}
+
+/// The login used for the SSH jobs. As root: [`BENCH_USER`], created when missing (home
+/// directory, bash, an empty `.bashrc`, and `*` as password so that sshd does not take the
+/// account for locked). Otherwise the current user, start-up files and all.
+fn bench_user(notes: &mut Vec<String>) -> String {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if !root {
+        let me = sshd::current_user();
+        notes.push(format!(
+            "not root: the jobs log in as {me}, whose shell start-up files count in every time"
+        ));
+        return me;
+    }
+    if passwd_entry(BENCH_USER).is_none() {
+        let status = Command::new("useradd")
+            .args(["-m", "-s", "/bin/bash", "-p", "*", BENCH_USER])
+            .status()
+            .expect("running useradd");
+        check_exit("useradd", status);
+        let entry = passwd_entry(BENCH_USER).expect("the user useradd just created");
+        let bashrc = Path::new(&entry[5]).join(".bashrc");
+        fs::write(&bashrc, "").expect("writing the bench user's .bashrc");
+        let id = |i: usize| entry[i].parse::<u32>().expect("numeric uid/gid");
+        std::os::unix::fs::chown(&bashrc, Some(id(2)), Some(id(3))).expect("chown .bashrc");
+        notes.push(format!(
+            "created the local user {BENCH_USER} (home {}, empty .bashrc) for the SSH logins",
+            entry[5]
+        ));
+    } else if let Some(entry) = passwd_entry(BENCH_USER) {
+        let bashrc = Path::new(&entry[5]).join(".bashrc");
+        if fs::metadata(&bashrc).is_ok_and(|m| m.len() > 0) {
+            notes.push(format!(
+                "{} is not empty: it runs at every SSH login, in every tool's time",
+                bashrc.display()
+            ));
+        }
+    }
+    BENCH_USER.to_string()
+}
+
+/// The `getent passwd` fields of `user`, if it exists.
+fn passwd_entry(user: &str) -> Option<Vec<String>> {
+    let out = Command::new("getent")
+        .args(["passwd", user])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let line = String::from_utf8(out.stdout).ok()?;
+    let fields: Vec<String> = line.trim_end().split(':').map(String::from).collect();
+    (out.status.success() && fields.len() >= 7).then_some(fields)
+}
+
+/// The contenders of the SSH table.
+#[derive(Clone, Copy, PartialEq)]
+enum SshTool {
+    Floor,
+    Bakapara,
+    Parallel,
+    ParallelMaster,
+}
+
+impl SshTool {
+    fn name(self) -> &'static str {
+        match self {
+            SshTool::Floor => "ssh-floor",
+            SshTool::Bakapara => "bakapara",
+            SshTool::Parallel => "parallel",
+            SshTool::ParallelMaster => "parallel-M",
+        }
+    }
+
+    /// The command that runs `remote` `n` times over the hosts, its input, and how to show it.
+    fn command(self, hosts: &SshHosts, remote: &str, n: usize) -> (Command, Arc<[u8]>, String) {
+        let cfg = hosts.config.display().to_string();
+        match self {
+            SshTool::Floor => {
+                // One xargs over all slots; each input line is `HOST 'REMOTE'` (xargs strips
+                // the quotes), jobs spread round-robin. ssh picks the host's master by `%n`.
+                assert!(!remote.contains('\''), "xargs input quoting: {remote}");
+                let mut input = String::with_capacity(n * (remote.len() + 8));
+                for i in 0..n {
+                    let host = &hosts.names[i % hosts.names.len()];
+                    input.push_str(&format!("{host} '{remote}'\n"));
+                }
+                let total = hosts.total_slots().to_string();
+                let mut cmd = Command::new("xargs");
+                cmd.args(["-P", &total, "-n", "2", "ssh", "-F", &cfg, "-o"])
+                    .arg(format!("ControlPath={}", hosts.control_path));
+                let shown = format!(
+                    "printf '{} {remote}\\n' ... | xargs -P {total} -n 2 ssh -F {cfg} -o \
+                     ControlPath={}  ({} masters opened beforehand)",
+                    hosts.names.join(" true\\n"),
+                    hosts.control_path,
+                    hosts.names.len()
+                );
+                (cmd, input.into_bytes().into(), shown)
+            }
+            SshTool::Bakapara => {
+                let logins = hosts
+                    .names
+                    .iter()
+                    .map(|h| format!("{h}/{}", hosts.slots))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let mut cmd = Command::new(bakapara());
+                cmd.args([
+                    "--ssh-config",
+                    &cfg,
+                    "-S",
+                    &logins,
+                    "-q",
+                    "--workdir",
+                    "~",
+                    remote,
+                ]);
+                let shown = format!(
+                    "seq {n} | bakapara --ssh-config {cfg} -S {logins} -q --workdir '~' {remote}"
+                );
+                (cmd, seq_input(n), shown)
+            }
+            SshTool::Parallel | SshTool::ParallelMaster => {
+                let logins = hosts
+                    .names
+                    .iter()
+                    .map(|h| format!("{}/{h}", hosts.slots))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let ssh = format!("ssh -F {cfg}");
+                let mut cmd = Command::new("parallel");
+                cmd.args(["--will-cite", "-S", &logins, "--ssh", &ssh]);
+                let mut shown = format!("seq {n} | parallel --will-cite -S {logins} --ssh '{ssh}'");
+                if self == SshTool::ParallelMaster {
+                    cmd.arg("--controlmaster");
+                    shown += " --controlmaster";
+                }
+                cmd.arg(remote);
+                shown += &format!(" {remote}");
+                (cmd, seq_input(n), shown)
+            }
+        }
+    }
+
+    /// Runs `remote` `n` times; returns the wall time and the tool's stdout. Panics when the
+    /// tool failed, and checks bakapara's result lines (after the clock stopped): exactly `n`,
+    /// all ok, all on our hosts.
+    fn run(self, hosts: &SshHosts, remote: &str, n: usize) -> (Duration, Vec<u8>) {
+        let (mut cmd, input, _) = self.command(hosts, remote, n);
+        let start = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.name()));
+        let feeder = feed(&mut child, input);
+        let watchdog = Watchdog::start(child.id(), ssh_run_limit(n));
+        let mut out = Vec::with_capacity(n * 512);
+        child
+            .stdout
+            .take()
+            .expect("stdout piped")
+            .read_to_end(&mut out)
+            .expect("reading the tool's output");
+        let fired = watchdog.stop();
+        let status = child.wait().expect("waiting for the tool");
+        let elapsed = start.elapsed();
+        feeder.join().expect("feeder thread");
+        if let Some(limit) = fired {
+            panic!(
+                "{} did not finish {n} jobs within {limit:?}: killed it after {} output lines \
+                 ({status}); a job or the tool hangs",
+                self.name(),
+                out.iter().filter(|&&b| b == b'\n').count()
+            );
+        }
+        // xargs: 123 if a job failed, 124 if ssh exited 255 (no connection); parallel and
+        // bakapara: the number of failed jobs.
+        check_exit(self.name(), status);
+        match self {
+            SshTool::Bakapara => {
+                let by_host = ok_results_by_host(&out[..]);
+                let lines: usize = by_host.values().sum();
+                assert_eq!(lines, n, "bakapara wrote {lines} result lines for {n} jobs");
+                for host in by_host.keys() {
+                    assert!(hosts.names.contains(host), "bakapara ran a job on {host}");
+                }
+            }
+            SshTool::Floor => {
+                // A master that died would let ssh log in afresh for each job, unnoticed.
+                for name in &hosts.names {
+                    assert!(
+                        hosts.master_ok(name),
+                        "the floor's master to {name} is gone"
+                    );
+                }
+            }
+            SshTool::Parallel | SshTool::ParallelMaster => {}
+        }
+        (elapsed, out)
+    }
+
+    /// Before timing: runs [`WHERE_AM_I`] a few times and checks that every job ran on one of
+    /// our sshd hosts as the bench user, and that every host got jobs.
+    fn check_remote(self, hosts: &SshHosts) {
+        let n = 2 * hosts.total_slots();
+        let (_, out) = self.run(hosts, WHERE_AM_I, n);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let lines: Vec<String> = if self == SshTool::Bakapara {
+            text.lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).expect("JSON result");
+                    v["result"]["stdout"]
+                        .as_str()
+                        .unwrap_or("")
+                        .trim_end()
+                        .to_string()
+                })
+                .collect()
+        } else {
+            text.lines().map(str::to_string).collect()
+        };
+        assert_eq!(lines.len(), n, "{}: {n} jobs printed {text:?}", self.name());
+        let mut seen = std::collections::BTreeSet::new();
+        for line in &lines {
+            let (host, user) = line.split_once(' ').unwrap_or((line, ""));
+            assert!(
+                hosts.names.iter().any(|h| h == host) && user == hosts.user,
+                "{}: a job did not run on a test host as {}: {line:?}",
+                self.name(),
+                hosts.user
+            );
+            seen.insert(host.to_string());
+        }
+        assert_eq!(
+            seen.len(),
+            hosts.names.len(),
+            "{}: hosts used {seen:?}",
+            self.name()
         );
     }
+}
+
+/// How long an SSH run of `n` jobs may take before the bench calls it hung: far more than any
+/// tool needs (GNU Parallel without ControlMaster takes ~30 ms a job on 2 cores).
+fn ssh_run_limit(n: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(200) * n as u32
+}
+
+/// Kills a child that runs longer than a limit (SIGTERM, so that bakapara can stop its remote
+/// jobs, then SIGKILL 10 s later), so that a hung tool fails the bench instead of hanging it.
+/// The child must not be reaped before [`stop`](Self::stop) returns, so that its pid cannot
+/// have been reused when the watchdog fires.
+struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: thread::JoinHandle<Option<Duration>>,
+}
+
+impl Watchdog {
+    fn start(pid: u32, limit: Duration) -> Watchdog {
+        let (done, rx) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            if rx.recv_timeout(limit) != Err(mpsc::RecvTimeoutError::Timeout) {
+                return None;
+            }
+            let pid = Pid::from_raw(pid as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            if rx.recv_timeout(Duration::from_secs(10)) == Err(mpsc::RecvTimeoutError::Timeout) {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            Some(limit)
+        });
+        Watchdog { done, thread }
+    }
+
+    /// Stops the watchdog; the limit if it fired.
+    fn stop(self) -> Option<Duration> {
+        let _ = self.done.send(());
+        self.thread.join().expect("watchdog thread")
+    }
+}
+
+/// The SSH contenders over freshly started loopback hosts, after checking that each really
+/// runs its jobs there; a note instead of the cases when sshd or ssh is missing, and for GNU
+/// Parallel when it is not installed.
+fn ssh_cases(opts: &Opts, notes: &mut Vec<String>) -> Vec<Case> {
+    if !Path::new(sshd::SSHD).exists() {
+        notes.push(format!(
+            "SSH: {} not found (install openssh-server)",
+            sshd::SSHD
+        ));
+        return Vec::new();
+    }
+    let hosts = Arc::new(SshHosts::start(opts, notes));
+    let mut tools = vec![SshTool::Floor, SshTool::Bakapara];
+    if gnu_parallel_installed() {
+        tools.extend([SshTool::Parallel, SshTool::ParallelMaster]);
+    } else {
+        notes.push("GNU Parallel: not installed".into());
+    }
+    let n = opts.ssh_jobs;
+    tools
+        .into_iter()
+        .map(|tool| {
+            tool.check_remote(&hosts);
+            let hosts = hosts.clone();
+            Case {
+                name: tool.name(),
+                shown: tool.command(&hosts, "true", n).2,
+                run: Box::new(move || tool.run(&hosts, "true", n).0),
+            }
+        })
+        .collect()
+}
+
+fn ssh_timing(opts: &Opts) {
+    let mut notes = Vec::new();
+    let mut cases = ssh_cases(opts, &mut notes);
+    println!(
+        "versus --ssh: {} jobs over {} loopback sshd hosts x {} slots, {} rounds + 1 warm-up, \
+         {} CPUs",
+        opts.ssh_jobs,
+        opts.ssh_hosts,
+        opts.ssh_slots,
+        opts.ssh_rounds,
+        cpus(),
+    );
+    for case in &cases {
+        println!("  {:<10} {}", case.name, case.shown);
+    }
+    for note in &notes {
+        println!("  {note}");
+    }
+    if cases.is_empty() {
+        return;
+    }
+    let times = run_rounds(&mut cases, opts.ssh_rounds);
+    let stats = stats(&times);
+    println!();
+    print_table(
+        &cases,
+        &stats,
+        opts.ssh_jobs,
+        &[("/floor", "ssh-floor"), ("/bakapara", "bakapara")],
+    );
+    let floor = median_secs(&cases, &stats, "ssh-floor");
+    let bakapara = median_secs(&cases, &stats, "bakapara");
+    let parallel = median_secs(&cases, &stats, "parallel");
+    if let (Some(b), Some(f)) = (bakapara, floor) {
+        let r = b / f;
+        println!(
+            "bakapara/ssh-floor = {r:.2}x (target <= {SSH_FLOOR_TARGET:.2}x){}",
+            if r <= SSH_FLOOR_TARGET {
+                ""
+            } else {
+                "  MISSED"
+            }
+        );
+        print_robust_ratios(&cases, &times, &stats, "bakapara", "ssh-floor");
+    }
+    if let (Some(p), Some(b)) = (parallel, bakapara) {
+        let r = p / b;
+        println!(
+            "parallel(no ControlMaster)/bakapara = {r:.1}x (target >= {SSH_PARALLEL_TARGET:.0}x){}",
+            if r >= SSH_PARALLEL_TARGET {
+                ""
+            } else {
+                "  MISSED"
+            }
+        );
+    }
+    // The cases own the hosts: dropping them closes the masters and stops the servers.
+    drop(cases);
 }
 
 /// How the peak RSS was measured.
@@ -496,10 +1180,10 @@ fn memory(opts: &Opts) {
     let mut cmd = match probe {
         RssProbe::GnuTime => {
             let mut c = Command::new("/usr/bin/time");
-            c.args(["-f", "%M", "-o"]).arg(&rss_file).arg(BAKAPARA);
+            c.args(["-f", "%M", "-o"]).arg(&rss_file).arg(bakapara());
             c
         }
-        RssProbe::Poll => Command::new(BAKAPARA),
+        RssProbe::Poll => Command::new(bakapara()),
     };
     let start = Instant::now();
     let mut child = cmd
@@ -564,10 +1248,16 @@ fn memory(opts: &Opts) {
 fn main() {
     let opts = parse_args();
     let start = Instant::now();
-    if opts.mode != Mode::Memory {
+    if opts.local {
         timing(&opts);
     }
-    if opts.mode != Mode::Timing {
+    if opts.ssh {
+        if opts.local {
+            println!();
+        }
+        ssh_timing(&opts);
+    }
+    if opts.memory {
         memory(&opts);
     } else {
         println!(

@@ -232,7 +232,8 @@ impl Config {
             None => None,
         };
         if let Some(file) = &cli.resume {
-            std::fs::File::open(file).map_err(|e| invalid(format!("--resume {}: cannot open: {e}", file.display())))?;
+            std::fs::File::open(file)
+                .map_err(|e| invalid(format!("--resume {}: cannot open: {e}", file.display())))?;
         }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)
             .map_err(|e| invalid(format!("--host-timeout: {e}")))?;

@@ -44,8 +44,20 @@ impl HaltPolicy {
         };
         match text.trim() {
             "0" | "never" => return Ok(None),
-            "1" => return Ok(Some(HaltPolicy { when: When::Soon, what: What::Fail, threshold: Threshold::Count(1) })),
-            "2" => return Ok(Some(HaltPolicy { when: When::Now, what: What::Fail, threshold: Threshold::Count(1) })),
+            "1" => {
+                return Ok(Some(HaltPolicy {
+                    when: When::Soon,
+                    what: What::Fail,
+                    threshold: Threshold::Count(1),
+                }))
+            }
+            "2" => {
+                return Ok(Some(HaltPolicy {
+                    when: When::Now,
+                    what: What::Fail,
+                    threshold: Threshold::Count(1),
+                }))
+            }
             _ => {}
         }
         let (when, rest) = text.trim().split_once(',').ok_or_else(bad)?;
@@ -71,7 +83,11 @@ impl HaltPolicy {
                 _ => return Err(bad()),
             },
         };
-        Ok(Some(HaltPolicy { when, what, threshold }))
+        Ok(Some(HaltPolicy {
+            when,
+            what,
+            threshold,
+        }))
     }
 
     /// Whether the run must halt, given the counts so far and the total number of jobs when it
@@ -114,15 +130,32 @@ mod tests {
     #[test]
     fn parses_gnu_syntax() {
         let p = HaltPolicy::parse("now,fail=1").unwrap().unwrap();
-        assert_eq!((p.when, p.what, p.threshold), (When::Now, What::Fail, Threshold::Count(1)));
+        assert_eq!(
+            (p.when, p.what, p.threshold),
+            (When::Now, What::Fail, Threshold::Count(1))
+        );
         let p = HaltPolicy::parse("soon,fail=10%").unwrap().unwrap();
         assert_eq!(p.threshold, Threshold::Percent(10.0));
         let p = HaltPolicy::parse("now,success").unwrap().unwrap();
         assert_eq!((p.what, p.threshold), (What::Success, Threshold::Count(1)));
-        assert_eq!(HaltPolicy::parse("2").unwrap().unwrap().to_string(), "now,fail=1");
-        assert_eq!(HaltPolicy::parse("1").unwrap().unwrap().to_string(), "soon,fail=1");
+        assert_eq!(
+            HaltPolicy::parse("2").unwrap().unwrap().to_string(),
+            "now,fail=1"
+        );
+        assert_eq!(
+            HaltPolicy::parse("1").unwrap().unwrap().to_string(),
+            "soon,fail=1"
+        );
         assert_eq!(HaltPolicy::parse("0").unwrap(), None);
-        for bad in ["", "now", "later,fail=1", "now,oops=1", "now,fail=0", "now,fail=x", "soon,done=101%"] {
+        for bad in [
+            "",
+            "now",
+            "later,fail=1",
+            "now,oops=1",
+            "now,fail=0",
+            "now,fail=x",
+            "soon,done=101%",
+        ] {
             assert!(HaltPolicy::parse(bad).is_err(), "{bad}");
         }
     }

@@ -283,9 +283,13 @@ impl JobResult {
             attempts: job.attempts,
             submitted: timefmt::rfc3339(&job.submitted),
             started: outcome.ran.map(|(started, _)| timefmt::rfc3339(&started)),
-            completed: outcome.ran.map(|(_, completed)| timefmt::rfc3339(&completed)),
+            completed: outcome
+                .ran
+                .map(|(_, completed)| timefmt::rfc3339(&completed)),
             received: timefmt::rfc3339(&Local::now()),
-            elapsed: outcome.ran.map(|(started, completed)| timefmt::seconds_between(&started, &completed)),
+            elapsed: outcome
+                .ran
+                .map(|(started, completed)| timefmt::seconds_between(&started, &completed)),
             msg_id,
             stdout: outcome.stdout.map(|captured| Stream {
                 name: "stdout",

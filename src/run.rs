@@ -35,7 +35,9 @@ pub fn run_with<W: Write>(
     handle_signals: bool,
     abort: Option<AbortReceiver>,
 ) -> anyhow::Result<Summary> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run_async(config, out, handle_signals, abort))
 }
 
@@ -69,11 +71,21 @@ async fn run_async<W: Write>(
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
         remove_stale_control_dirs();
-        Some(tempfile::Builder::new().prefix(&format!("{CONTROL_DIR_PREFIX}{}-", std::process::id())).tempdir()?)
+        Some(
+            tempfile::Builder::new()
+                .prefix(&format!("{CONTROL_DIR_PREFIX}{}-", std::process::id()))
+                .tempdir()?,
+        )
     } else {
         None
     };
-    let hosts = connect_hosts(&config, control_dir.as_ref().map(|d| d.path()), down_tx, &logger).await;
+    let hosts = connect_hosts(
+        &config,
+        control_dir.as_ref().map(|d| d.path()),
+        down_tx,
+        &logger,
+    )
+    .await;
     if !hosts.iter().any(|h| h.executor.is_some()) {
         anyhow::bail!("no host could be reached");
     }
@@ -99,7 +111,9 @@ async fn run_async<W: Write>(
         config.halt,
         resume,
     );
-    let summary = scheduler.run(known_total, Controls::new(signals, abort)).await;
+    let summary = scheduler
+        .run(known_total, Controls::new(signals, abort))
+        .await;
     drop(control_dir);
     Ok(summary)
 }
@@ -226,22 +240,31 @@ async fn connect_hosts(
 fn load_resume(file: &std::path::Path) -> anyhow::Result<Resume> {
     use std::io::BufRead;
     let reader = std::io::BufReader::new(
-        std::fs::File::open(file).map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?,
+        std::fs::File::open(file)
+            .map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?,
     );
     let mut resume = Resume::new();
     for line in reader.split(b'\n') {
         let mut line = line.map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?;
-        let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(&line) else {
+        let Ok(serde_json::Value::Object(object)) =
+            serde_json::from_slice::<serde_json::Value>(&line)
+        else {
             continue;
         };
         let result = object.get("result");
-        let ok = result.and_then(|r| r.get("status")).and_then(|s| s.as_str()) == Some("ok")
+        let ok = result
+            .and_then(|r| r.get("status"))
+            .and_then(|s| s.as_str())
+            == Some("ok")
             && result.and_then(|r| r.get("code")).and_then(|c| c.as_i64()) == Some(0);
         let cmd = object.get("cmd").and_then(|c| c.as_str());
         if let (true, Some(cmd)) = (ok, cmd) {
             let cd = object.get("cd").and_then(|c| c.as_str()).map(String::from);
             line.push(b'\n');
-            resume.entry((cmd.to_string(), cd)).or_default().push_back(line);
+            resume
+                .entry((cmd.to_string(), cd))
+                .or_default()
+                .push_back(line);
         }
     }
     Ok(resume)
@@ -254,11 +277,20 @@ const CONTROL_DIR_PREFIX: &str = "bakapara-ssh-";
 /// clean up: those whose process no longer exists. (Their master connections have gone by
 /// themselves: they exit when idle.)
 fn remove_stale_control_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(CONTROL_DIR_PREFIX)) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(CONTROL_DIR_PREFIX))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
         let gone = matches!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
             Err(nix::errno::Errno::ESRCH)

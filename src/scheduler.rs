@@ -328,8 +328,12 @@ impl<W: Write> Scheduler<W> {
             }
             Body::Invalid(_) => return false,
         };
-        let Some(lines) = self.resume.get_mut(&key) else { return false };
-        let Some(line) = lines.pop_front() else { return false };
+        let Some(lines) = self.resume.get_mut(&key) else {
+            return false;
+        };
+        let Some(line) = lines.pop_front() else {
+            return false;
+        };
         if lines.is_empty() {
             self.resume.remove(&key);
         }
@@ -353,7 +357,10 @@ impl<W: Write> Scheduler<W> {
         };
         let mut free: Vec<usize> = self.free.iter().map(|Reverse(s)| *s).collect();
         free.sort_unstable();
-        let elsewhere = free.iter().copied().find(|&s| fits(s) && Some(self.slots[s].host) != avoid);
+        let elsewhere = free
+            .iter()
+            .copied()
+            .find(|&s| fits(s) && Some(self.slots[s].host) != avoid);
         let slot = elsewhere.or_else(|| free.into_iter().find(|&s| fits(s)))?;
         self.free.retain(|Reverse(s)| *s != slot);
         Some(slot)
@@ -381,7 +388,9 @@ impl<W: Write> Scheduler<W> {
         job.attempts += 1;
         let Slot { host, lane } = self.slots[slot];
         let host = Arc::clone(&self.hosts[host].host);
-        self.output.logger().started(job.seq, &host.spec.name, &spec.cmd);
+        self.output
+            .logger()
+            .started(job.seq, &host.spec.name, &spec.cmd);
         let stop = self.stop_tx.subscribe();
         let limits = Limits {
             capture_limit: self.settings.capture_limit,
@@ -409,7 +418,11 @@ impl<W: Write> Scheduler<W> {
     /// A job run ended: free its slot and write its result, or put it back in the queue when
     /// its host was lost (that is no failure of the job's own).
     fn finish(&mut self, done: Done) {
-        let Done { slot, mut job, mut outcome } = done;
+        let Done {
+            slot,
+            mut job,
+            mut outcome,
+        } = done;
         self.free.push(Reverse(slot));
         let host = self.slots[slot].host;
         if let Ending::HostLost { why, generation } = &outcome.ending {
@@ -419,11 +432,17 @@ impl<W: Write> Scheduler<W> {
                 self.queue.push_front(job);
                 return;
             }
-            outcome.ending = Ending::Aborted { code: None, signal: None };
+            outcome.ending = Ending::Aborted {
+                code: None,
+                signal: None,
+            };
         }
         let stopped_by_us = matches!(outcome.ending, Ending::Aborted { .. });
         let timed_out = matches!(outcome.ending, Ending::TimedOut { .. });
-        let place = Placement { host: self.hosts[host].host.spec.name.clone(), engine_id: slot };
+        let place = Placement {
+            host: self.hosts[host].host.spec.name.clone(),
+            engine_id: slot,
+        };
         let msg_id = self.msg_id(&job);
         let mut result = JobResult::from_outcome(&job, &place, outcome, msg_id);
         if stopped_by_us {
@@ -438,7 +457,11 @@ impl<W: Write> Scheduler<W> {
                 result.error = Some(format!("timed out after {} s", limit.as_secs_f64()));
             }
         }
-        if result.failed() && !stopped_by_us && self.halt.is_none() && self.retry(&mut job, host, &result) {
+        if result.failed()
+            && !stopped_by_us
+            && self.halt.is_none()
+            && self.retry(&mut job, host, &result)
+        {
             self.queue.push_back(job);
             return;
         }
@@ -474,7 +497,9 @@ impl<W: Write> Scheduler<W> {
 
     /// `--halt`: stops the run when the policy's threshold is reached.
     fn check_halt_policy(&mut self) {
-        let Some(policy) = self.halt_policy else { return };
+        let Some(policy) = self.halt_policy else {
+            return;
+        };
         if self.halt.is_some() {
             return;
         }
@@ -484,7 +509,9 @@ impl<W: Write> Scheduler<W> {
             return;
         }
         self.halt = Some(Halt::Policy(policy));
-        self.output.logger().warn(&format!("bakapara: --halt {policy} reached: starting no new jobs"));
+        self.output.logger().warn(&format!(
+            "bakapara: --halt {policy} reached: starting no new jobs"
+        ));
         if policy.when == When::Now {
             self.stop_tx.send_replace(Stop::Term);
         }

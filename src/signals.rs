@@ -60,7 +60,10 @@ pub struct Controls {
 
 impl Controls {
     pub fn new(signals: Option<Signals>, abort: Option<AbortReceiver>) -> Controls {
-        Controls { signals, abort: abort.map(|a| a.0) }
+        Controls {
+            signals,
+            abort: abort.map(|a| a.0),
+        }
     }
 
     /// Waits for the next stop request (forever when there is no source).

@@ -14,15 +14,25 @@ fn config(args: &[&str]) -> Config {
 }
 
 fn lines(out: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(out).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
 }
 
 #[test]
 fn a_run_writes_one_result_line_per_job_into_any_writer() {
     let mut out = Vec::new();
-    let summary = bakapara::run::run(config(&["-k", "echo <>; exit <>", ":::", "0", "3"]), &mut out, false)
-        .expect("the run works");
-    assert_eq!((summary.done, summary.failed, summary.interrupted_by), (2, 1, None));
+    let summary = bakapara::run::run(
+        config(&["-k", "echo <>; exit <>", ":::", "0", "3"]),
+        &mut out,
+        false,
+    )
+    .expect("the run works");
+    assert_eq!(
+        (summary.done, summary.failed, summary.interrupted_by),
+        (2, 1, None)
+    );
     let lines = lines(&out);
     assert_eq!(lines[0]["result"]["stdout"], "0\n");
     assert_eq!(lines[1]["result"]["code"], 3);
@@ -30,12 +40,25 @@ fn a_run_writes_one_result_line_per_job_into_any_writer() {
 
 #[test]
 fn an_abort_handle_stops_a_run_like_ctrl_c() {
-    let marker = format!("{}.{}", 7000 + std::process::id() % 1000, std::process::id() % 89 + 10);
+    let marker = format!(
+        "{}.{}",
+        7000 + std::process::id() % 1000,
+        std::process::id() % 89 + 10
+    );
     let (handle, receiver) = AbortHandle::new();
-    let cfg = config(&["-j", "2", &format!("sleep {marker}; echo <>"), ":::", "a", "b", "c"]);
+    let cfg = config(&[
+        "-j",
+        "2",
+        &format!("sleep {marker}; echo <>"),
+        ":::",
+        "a",
+        "b",
+        "c",
+    ]);
     let runner = std::thread::spawn(move || {
         let mut out = Vec::new();
-        let summary = bakapara::run::run_with(cfg, &mut out, false, Some(receiver)).expect("the run works");
+        let summary =
+            bakapara::run::run_with(cfg, &mut out, false, Some(receiver)).expect("the run works");
         (summary, out)
     });
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -45,7 +68,10 @@ fn an_abort_handle_stops_a_run_like_ctrl_c() {
     }
     handle.abort();
     let (summary, out) = runner.join().expect("the run ends");
-    assert_eq!(summary.interrupted_by, Some(nix::sys::signal::Signal::SIGINT));
+    assert_eq!(
+        summary.interrupted_by,
+        Some(nix::sys::signal::Signal::SIGINT)
+    );
     let lines = lines(&out);
     assert_eq!(lines.len(), 3, "every job read has its line");
     assert!(lines.iter().all(|l| l["result"]["status"] == "aborted"));

@@ -123,9 +123,8 @@ impl LocalExecutor {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let limit = limits.capture_limit;
-        let outputs = async {
-            tokio::join!(read_optional(stdout, limit), read_optional(stderr, limit))
-        };
+        let outputs =
+            async { tokio::join!(read_optional(stdout, limit), read_optional(stderr, limit)) };
         let (ending, (stdout, stderr)) = supervise(&mut child, group, limits, stop, outputs).await;
         Outcome {
             ran: Some((started, Local::now())),
@@ -278,12 +277,18 @@ fn group_alive(pgid: Pid) -> bool {
     if killpg(pgid, None).is_err() {
         return false;
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else { return true };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
     let want = pgid.as_raw().to_string();
     entries.flatten().any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
         // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(") ") else { return false };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return false;
+        };
         let mut fields = rest.split(' ');
         let state = fields.next();
         let pgrp = fields.nth(1);
@@ -358,5 +363,9 @@ async fn read_capped(mut stream: impl AsyncRead + Unpin, limit: usize) -> Captur
             Err(_) => break,
         }
     }
-    Captured { bytes: kept, truncated, spool: None }
+    Captured {
+        bytes: kept,
+        truncated,
+        spool: None,
+    }
 }

@@ -282,7 +282,9 @@ impl SshHost {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
-                Err(e) => return Outcome::not_run(self.transport_failure(&master, generation, &e).await),
+                Err(e) => {
+                    return Outcome::not_run(self.transport_failure(&master, generation, &e).await)
+                }
             }
         };
         let _running = self.running.as_ref().map(RunningJobs::enter);
@@ -351,7 +353,9 @@ impl SshHost {
             },
             async {
                 match stderr {
-                    Some(s) => Some(read_capped(s, limit, err_spool, Some((&marker, report_tx))).await),
+                    Some(s) => {
+                        Some(read_capped(s, limit, err_spool, Some((&marker, report_tx))).await)
+                    }
                     None => None,
                 }
             },
@@ -407,7 +411,11 @@ impl SshHost {
                     generation,
                 }
             }
-            Ok(()) => Ending::CouldNotRun(format!("cannot run the job on {}: {}", self.spec.name, error_chain(e))),
+            Ok(()) => Ending::CouldNotRun(format!(
+                "cannot run the job on {}: {}",
+                self.spec.name,
+                error_chain(e)
+            )),
         }
     }
 
