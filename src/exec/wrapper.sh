@@ -37,10 +37,12 @@ for f in "$o" "$e"; do
 done
 if [ -n "$o" ]; then { exec 3>"$o"; } 2>/dev/null || t error "cannot write $o"; else exec 3>&1; fi
 if [ -n "$e" ]; then { exec 4>"$e"; } 2>/dev/null || t error "cannot write $e"; else exec 4>&2; fi
-# The watcher tells the wrapper (USR1) when bakapara asks to stop, then stops the job's group:
+# The watcher tells the wrapper (USR1 for TERM, USR2 for KILL) when bakapara asks to stop, then
+# stops the job's group:
 # TERM, and KILL after the grace period (at once on `K`), until no process of it is left.
 stopped=
-trap 'stopped=1' USR1
+trap 'stopped=T' USR1
+trap 'stopped=K' USR2
 # Job control prints notices ("[1] Done ...") on the wrapper's stderr, which is the channel:
 # keep that stderr aside until the report.
 exec 5>&2 2>/dev/null
@@ -51,8 +53,14 @@ exec 3>&- 4>&-
 {
   exec 5>&-
   IFS= read -r m
-  kill -USR1 $$ 2>/dev/null
-  if [ "$m" = K ]; then left=0; else kill -TERM -- -"$p" 2>/dev/null; left=$((g / 50)); fi
+  if [ "$m" = K ]; then
+    kill -USR2 $$ 2>/dev/null
+    left=0
+  else
+    kill -USR1 $$ 2>/dev/null
+    kill -TERM -- -"$p" 2>/dev/null
+    left=$((g / 50))
+  fi
   while alive "$p"; do
     if [ "$left" -le 0 ]; then kill -KILL -- -"$p" 2>/dev/null; left=20; fi
     left=$((left - 1))
@@ -63,8 +71,8 @@ exec 3>&- 4>&-
 } &
 w=$!
 set +m
-# `wait PID` also returns the status of a job that ended before it was called. A USR1 cuts it
-# short (status > 128) while the job still runs: wait again.
+# `wait PID` also returns the status of a job that ended before it was called. A USR1 or USR2
+# cuts it short (status > 128) while the job still runs: wait again.
 while :; do
   wait "$p" 2>/dev/null
   s=$?
@@ -72,10 +80,15 @@ while :; do
 done
 exec 2>&5 5>&-
 if [ -n "$stopped" ]; then
-  # The last wait may have been cut short just as the job ended: its status is still there.
+  # The last wait may have been cut short (138, 140) just as the job ended: its status is
+  # then still there, or else lost with the cut wait; it died of the signal that was sent.
   wait "$p" 2>/dev/null
   r=$?
-  [ "$r" = 127 ] || s=$r
+  if [ "$r" -ge 0 ] && [ "$r" -le 255 ] && [ "$r" != 127 ]; then
+    s=$r
+  elif [ "$s" = 138 ] || [ "$s" = 140 ]; then
+    if [ "$stopped" = K ]; then s=137; else s=143; fi
+  fi
   wait "$w" 2>/dev/null
   t stopped "$s"
 fi
