@@ -22,8 +22,10 @@ use crate::hosts::HostSpec;
 use crate::progress::RunningJobs;
 use crate::template::shell_quote;
 
-/// Job sessions per master connection: stock sshd allows 10 sessions, one is the keepalive.
-pub const JOBS_PER_MASTER: usize = 8;
+/// Job sessions per master connection. Stock sshd allows 10 sessions a connection: one is the
+/// keepalive, and the sessions of jobs that just ended take a moment to close, so some are
+/// kept spare.
+pub const JOBS_PER_MASTER: usize = 6;
 
 const WRAPPER: &str = include_str!("wrapper.sh");
 
@@ -266,8 +268,9 @@ impl SshHost {
             (Ok(out), Ok(err)) => (out, err),
             (Err(e), _) | (_, Err(e)) => return Outcome::not_run(e),
         };
-        // Opening a session can fail for a moment while many open at once on one master (its
-        // control socket's backlog): try again a few times before calling it a failure.
+        // sshd may refuse a session for a moment ("no more sessions") while the sessions of
+        // jobs that just ended are still closing: try again a few times before calling it a
+        // failure.
         let mut pause = Duration::from_millis(10);
         let mut child = loop {
             let spawned = Session::to_raw_command(Arc::clone(&master), remote.as_str())
