@@ -28,7 +28,9 @@
 //!   `seq N`, its own master connections included in its time; every result line is checked.
 //! - `parallel`: `parallel --will-cite -S P/h1,P/h2 --ssh 'ssh -F CONFIG' true`: a new SSH
 //!   login per job (GNU Parallel's default).
-//! - `parallel-M`: the same with `--controlmaster`.
+//! - `parallel-M`: the same with `--controlmaster`, and `--ssh DIR/ssh`, a script running
+//!   `ssh -F CONFIG "$@"` (GNU Parallel starts its master with `--ssh` as one program name: with
+//!   `--ssh 'ssh -F CONFIG'` the master never starts and every job logs in afresh).
 //!
 //! The hosts are real sshd processes on 127.0.0.1 (tests/common/sshd.rs, throwaway keys). As
 //! root the jobs log in as a dedicated user `bakabench` (created when missing, with an empty
@@ -603,6 +605,9 @@ struct SshHosts {
     config: PathBuf,
     /// The floor's ControlPath (`%n` = the host name as given).
     control_path: String,
+    /// A script running `ssh -F CONFIG "$@"`, for GNU Parallel's `--controlmaster` (see
+    /// [`SshTool::ParallelMaster`]).
+    ssh_script: PathBuf,
     /// Holds the config, the control sockets and the masters' logs.
     dir: TempDir,
     /// Last: the servers stop after everything that talks to them.
@@ -664,6 +669,14 @@ impl SshHosts {
         }
         fs::write(&config, text).expect("write ssh_config");
         let control_path = format!("{}/%n.sock", dir.path().display());
+        let ssh_script = dir.path().join("ssh");
+        fs::write(
+            &ssh_script,
+            format!("#!/bin/sh\nexec ssh -F '{}' \"$@\"\n", config.display()),
+        )
+        .expect("write the ssh script");
+        fs::set_permissions(&ssh_script, fs::Permissions::from_mode(0o755))
+            .expect("chmod the ssh script");
         let hosts = SshHosts {
             masters: Mutex::new(Vec::new()),
             names,
@@ -671,6 +684,7 @@ impl SshHosts {
             slots: opts.ssh_slots,
             config,
             control_path,
+            ssh_script,
             dir,
             cluster,
         };
@@ -884,7 +898,13 @@ impl SshTool {
                     .map(|h| format!("{}/{h}", hosts.slots))
                     .collect::<Vec<_>>()
                     .join(",");
-                let ssh = format!("ssh -F {cfg}");
+                // GNU Parallel (20221122) execs the master of `--controlmaster` with `--ssh` as
+                // one program name, so `--ssh 'ssh -F CONFIG'` silently never gets a master and
+                // every job logs in afresh: -M gets a script without spaces instead.
+                let ssh = match self {
+                    SshTool::ParallelMaster => hosts.ssh_script.display().to_string(),
+                    _ => format!("ssh -F {cfg}"),
+                };
                 let mut cmd = Command::new("parallel");
                 cmd.args(["--will-cite", "-S", &logins, "--ssh", &ssh]);
                 let mut shown = format!("seq {n} | parallel --will-cite -S {logins} --ssh '{ssh}'");
