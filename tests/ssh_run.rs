@@ -721,3 +721,33 @@ fn remote_jobs_past_their_timeout_are_stopped_by_sigterm() {
         || pids_with_cmdline_containing(&arg).is_empty(),
     );
 }
+
+#[test]
+fn a_failed_job_is_retried_on_another_host() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let mut cmd = bakapara(&cluster);
+    // The job fails wherever it first runs and succeeds on any other host: only a retry that
+    // moves to the other host can make it ok.
+    let dir = tempdir();
+    let first = dir.path().join("first");
+    let job = format!(
+        "if [ -e {f} ]; then [ \"$(cat {f})\" != \"$BAKAPARA_TEST_HOST\" ]; \
+         else echo \"$BAKAPARA_TEST_HOST\" > {f}; exit 3; fi",
+        f = first.display()
+    );
+    cmd.args(["-S", "h1/1,h2/1", "--retries", "1"]);
+    let (code, lines, stderr) = run(cmd, &job_line(json!({ "cmd": job })));
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    let r = result(&lines[0]);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["code"], 0, "{r}");
+    assert_eq!(r["attempts"], 2, "{r}");
+    let failed_on = std::fs::read_to_string(&first).expect("the first run wrote its host");
+    assert_ne!(
+        r["host"],
+        failed_on.trim(),
+        "the retry ran on another host: {r}"
+    );
+    assert!(stderr.contains("retry 1 of 1"), "{stderr}");
+}
