@@ -349,12 +349,9 @@ fn split_host_port(s: &str) -> Result<(&str, Option<&str>), String> {
             None => Err(format!("unexpected `{after}` after `]`")),
         };
     }
-    match s.matches(':').count() {
-        0 => Ok((s, None)),
-        1 => {
-            let (h, p) = s.split_once(':').expect("one colon");
-            Ok((h, Some(p)))
-        }
+    match s.split_once(':') {
+        Some((h, p)) if !p.contains(':') => Ok((h, Some(p))),
+        // No colon, or several (a bare IPv6 address): no port.
         _ => Ok((s, None)),
     }
 }

@@ -338,11 +338,9 @@ fn tag_of(job: &Job, cmd: &str) -> Vec<u8> {
 
 /// Appends a spool's content to the spill file (created on first use); returns its range.
 fn spill(spill: &mut Option<File>, spool: &Spool) -> std::io::Result<Held> {
-    if spill.is_none() {
-        *spill = Some(tempfile::tempfile()?);
-    }
-    let Some(file) = spill.as_mut() else {
-        unreachable!("the spill file was just created")
+    let file = match spill {
+        Some(file) => file,
+        None => spill.insert(tempfile::tempfile()?),
     };
     let offset = file.seek(SeekFrom::End(0))?;
     let mut source = spool.file();
