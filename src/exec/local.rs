@@ -171,8 +171,9 @@ async fn supervise<O>(
     let mut status = None;
     let mut output = None;
     let (status, output) = loop {
-        if let (Some(_), Some(_)) = (&status, &output) {
-            break (status, output);
+        match (status.take(), output.take()) {
+            (Some(exited), Some(closed)) => break (exited, closed),
+            (exited, closed) => (status, output) = (exited, closed),
         }
         // A stop that was ordered before this job started is seen at once.
         if stop_open {
@@ -211,9 +212,6 @@ async fn supervise<O>(
                 kill_at = None;
             }
         }
-    };
-    let (Some(status), Some(output)) = (status, output) else {
-        unreachable!("the loop ends only when both are there")
     };
     if cause.is_some() {
         reap_group(group, kill_at, &mut stop).await;
