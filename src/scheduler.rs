@@ -187,6 +187,10 @@ impl<W: Write> Scheduler<W> {
     /// Runs every job to its result line.
     pub async fn run(mut self, known_total: Option<u64>, mut controls: Controls) -> Summary {
         self.output.logger().start(known_total, self.slots.len());
+        // Checks jobs waiting for lost hosts against --host-timeout; a steady tick, so that a
+        // busy run (other events all the time) still gets to it.
+        let mut host_check = tokio::time::interval(Duration::from_millis(500));
+        host_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.dispatch();
             if self.running.is_empty()
@@ -211,7 +215,7 @@ impl<W: Write> Scheduler<W> {
                 event = controls.next() => self.on_signal(event),
                 Some(down) = self.down_rx.recv() => self.host_down(down.host, down.generation, down.why),
                 Some(host) = self.up_rx.recv() => self.host_up(host),
-                _ = tokio::time::sleep(Duration::from_millis(500)), if self.waiting_on_down_hosts() => {
+                _ = host_check.tick(), if self.waiting_on_down_hosts() => {
                     self.fail_jobs_of_dead_hosts();
                 }
             }

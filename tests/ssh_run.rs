@@ -751,3 +751,34 @@ fn a_failed_job_is_retried_on_another_host() {
     );
     assert!(stderr.contains("retry 1 of 1"), "{stderr}");
 }
+
+#[test]
+fn a_job_whose_only_host_stays_down_fails_after_the_host_timeout() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let dir = tempdir();
+    let started = dir.path().join("started");
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/1,h2/1", "--host-timeout", "2s"]);
+    let pinned = format!("touch {}; sleep 60", started.display());
+    let input = [
+        job_line(json!({"cmd": pinned, "host": "h2"})),
+        job_line(json!({"cmd": "echo anywhere"})),
+    ]
+    .concat();
+    let mut live = Live::spawn(cmd, &input);
+    wait_until(WAIT, "the pinned job to start on h2", || started.exists());
+    cluster.host("h2").kill_hard();
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(status.code(), Some(1), "{stderr}\n{lines:#?}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    let r = result(by_seq[&1]);
+    assert_eq!(r["status"], "error", "{r}");
+    let why = r["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("stayed down for more than 2 s") && why.contains("h2"),
+        "{r}"
+    );
+    assert_eq!(result(by_seq[&2])["status"], "ok");
+    assert!(stderr.contains("host h2 is down"), "{stderr}");
+}
