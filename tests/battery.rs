@@ -2,61 +2,15 @@
 //! STDERRMERGE, RAM, CLEANUP, SPCCHAR, COMPOSED, ONEREP, INPUTSIZE and NUMWORDS), adapted to
 //! bakapara's JSON result lines. The real binary runs real /bin/bash jobs.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::JoinHandle;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
-use nix::sys::signal::Signal;
 use serde_json::Value;
 
-/// How long one run may take before the test gives up (the machine may be busy).
-const RUN_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long to wait for a condition.
-const WAIT: Duration = Duration::from_secs(60);
-
-fn bakapara() -> Command {
-    Command::cargo_bin("bakapara").expect("the bakapara binary is built")
-}
-
-/// A digits-only token unique to this test process and call.
-fn marker() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(1);
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    format!("{}{:03}", std::process::id(), n)
-}
-
-/// Pids of processes (other than this test) whose command line, NULs read as spaces,
-/// contains `needle`.
-fn pids_with(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let text: Vec<u8> = cmdline
-                .iter()
-                .map(|&b| if b == 0 { b' ' } else { b })
-                .collect();
-            if String::from_utf8_lossy(&text).contains(needle) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
+use common::bin::*;
 
 /// Processes whose command line starts with `prefix` (argv joined by spaces) and holds
 /// `marker`.
@@ -74,130 +28,14 @@ fn procs(prefix: &str, marker: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Kills (by pid) the processes whose command line holds a test's marker when the test ends.
-struct Reaper(String);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in pids_with(&self.0) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-    }
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn parse_lines(stdout: &[u8]) -> Vec<Value> {
-    stdout
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            serde_json::from_slice(l).unwrap_or_else(|e| {
-                panic!(
-                    "not a JSON line: {:?}: {e}",
-                    String::from_utf8_lossy(&l[..l.len().min(300)])
-                )
-            })
-        })
-        .collect()
-}
-
 fn by_seq(mut lines: Vec<Value>) -> Vec<Value> {
     lines.sort_by_key(|l| l["result"]["seq"].as_u64());
     lines
 }
 
-/// A running bakapara: stdout and stderr are read by threads, stdin is written by one.
-struct Live {
-    child: Child,
-    stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<String>>,
-    writer: Option<JoinHandle<()>>,
-}
-
-struct Finished {
-    code: Option<i32>,
-    signal: Option<i32>,
-    lines: Vec<Value>,
-    stderr: String,
-}
-
-impl Live {
-    fn spawn(cmd: &mut Command, stdin: Vec<u8>) -> Live {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("bakapara starts");
-        let mut input = child.stdin.take().expect("stdin");
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&stdin);
-        });
-        let mut out = child.stdout.take().expect("stdout");
-        let stdout = std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = out.read_to_end(&mut bytes);
-            bytes
-        });
-        let mut err = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = err.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
-        Live {
-            child,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-            writer: Some(writer),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn finish(mut self) -> Finished {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if start.elapsed() > RUN_TIMEOUT {
-                let _ = self.child.kill();
-                panic!("bakapara did not end within {RUN_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let stdout = self.stdout.take().unwrap().join().expect("stdout reader");
-        let stderr = self.stderr.take().unwrap().join().expect("stderr reader");
-        self.writer.take().unwrap().join().expect("stdin writer");
-        Finished {
-            code: status.code(),
-            signal: status.signal(),
-            lines: parse_lines(&stdout),
-            stderr,
-        }
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn run(args: &[&str], stdin: &[u8]) -> Finished {
     let dir = tempfile::tempdir().unwrap();
-    Live::spawn(
+    Live::spawn_with(
         bakapara().args(args).current_dir(dir.path()),
         stdin.to_vec(),
     )
@@ -274,8 +112,8 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 
 /// Runs `args` and polls bakapara's VmHWM until it ends; returns the run and the peak in KiB.
 fn run_measuring_peak_rss(cmd: &mut Command) -> (Finished, u64) {
-    let mut live = Live::spawn(cmd, Vec::new());
-    let pid = live.pid();
+    let mut live = Live::spawn_with(cmd, Vec::new());
+    let pid = live.pid().as_raw() as u32;
     let mut peak = 0;
     let start = Instant::now();
     while live.child.try_wait().expect("wait").is_none() {
@@ -384,7 +222,7 @@ fn kill_9_during_jobs(extra: &[&str]) -> AfterKill9 {
         .args(extra)
         .env("TMPDIR", tmp.path())
         .current_dir(work.path());
-    let mut live = Live::spawn(&mut cmd, jobs.into_bytes());
+    let mut live = Live::spawn_with(&mut cmd, jobs.into_bytes());
     let writer = || procs("/bin/bash -o pipefail -c while", &m);
     wait_until("the three jobs run", || {
         procs("sleep 3.00", &m).len() == 1
@@ -470,7 +308,7 @@ fn spcchar_special_characters_reach_the_command_byte_for_byte() {
     let mut args = vec!["-k", "printf %s <>", ":::"];
     args.extend(SPECIAL.iter().copied());
     args.push("two\nlines");
-    let out = Live::spawn(bakapara().args(&args).current_dir(dir.path()), Vec::new()).finish();
+    let out = Live::spawn_with(bakapara().args(&args).current_dir(dir.path()), Vec::new()).finish();
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.lines.len(), SPECIAL.len() + 1);
     for (l, want) in out
@@ -483,7 +321,7 @@ fn spcchar_special_characters_reach_the_command_byte_for_byte() {
     }
     // The same as stdin lines.
     let input: String = SPECIAL.iter().map(|s| format!("{s}\n")).collect();
-    let out = Live::spawn(
+    let out = Live::spawn_with(
         bakapara()
             .args(["-k", "printf %s <>"])
             .current_dir(dir.path()),
@@ -503,7 +341,7 @@ fn spcchar_a_file_with_a_special_name_is_found() {
     let dir = tempfile::tempdir().unwrap();
     let name = SPECIAL[0];
     std::fs::write(dir.path().join(name), "x").unwrap();
-    let out = Live::spawn(
+    let out = Live::spawn_with(
         bakapara().args(["ls -l"]).current_dir(dir.path()),
         format!("{name}\n").into_bytes(),
     )

@@ -1,5 +1,7 @@
 //! End-to-end tests of local runs: the real binary, real `/bin/bash` jobs.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -7,6 +9,9 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
 
+use common::bin::{parse_lines, pids_with, wait_until};
+
+/// The binary, with stderr piped (the tests read the log lines).
 fn bakapara() -> Command {
     let mut cmd = Command::cargo_bin("bakapara").expect("the bakapara binary is built");
     cmd.stderr(Stdio::piped());
@@ -38,14 +43,6 @@ fn run(
         lines,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn parse_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8(stdout.to_vec())
-        .expect("stdout is UTF-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}")))
-        .collect()
 }
 
 fn by_seq(mut lines: Vec<Value>) -> Vec<Value> {
@@ -361,38 +358,6 @@ fn the_first_result_comes_while_stdin_is_still_open() {
     assert!(child.wait().unwrap().success());
 }
 
-/// Pids of processes whose command line contains `needle`.
-fn pids_with(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let cmdline: Vec<u8> = cmdline
-                .iter()
-                .map(|&b| if b == 0 { b' ' } else { b })
-                .collect();
-            if String::from_utf8_lossy(&cmdline).contains(needle) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Starts bakapara on jobs that sleep, waits until `running` of them are up, and returns the
 /// child and a unique marker in their command lines.
 fn start_sleepers(
@@ -421,7 +386,7 @@ fn start_sleepers(
         writeln!(stdin, "{i}").unwrap();
     }
     drop(stdin);
-    wait_until("the jobs to start", Duration::from_secs(20), || {
+    wait_until("the jobs to start", || {
         pids_with(&format!("sleep {marker}")).len() >= running
     });
     (child, marker)
@@ -459,7 +424,7 @@ fn ctrl_c_stops_every_job_gives_each_its_line_and_leaves_no_process() {
         .count();
     assert_eq!(started, 3);
     assert!(lines.iter().any(|l| l["result"]["signal"] == "SIGTERM"));
-    wait_until("no job process left", Duration::from_secs(5), || {
+    wait_until("no job process left", || {
         pids_with(&format!("sleep {marker}")).is_empty()
     });
 }

@@ -3,65 +3,17 @@
 //! the tests wait for conditions (processes in /proc, marker files, result lines), never for
 //! a fixed time.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+mod common;
 
-use assert_cmd::cargo::CommandCargoExt;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
 use base64::Engine as _;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-/// How long one run may take before the test gives up (the machine may be busy).
-const RUN_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long to wait for a condition (jobs running, processes gone, lines written).
-const WAIT: Duration = Duration::from_secs(60);
-
-fn bakapara() -> Command {
-    Command::cargo_bin("bakapara").expect("the bakapara binary is built")
-}
-
-/// A digits-only token unique to this test process and call: it goes into `sleep` arguments
-/// (`sleep 100<marker>`), so that the job's processes can be found in /proc.
-fn marker() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(1);
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    format!("{}{:03}", std::process::id(), n)
-}
-
-/// Pids of processes (other than this test) whose command line, NULs read as spaces,
-/// contains `needle`.
-fn pids_with(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let text: Vec<u8> = cmdline
-                .iter()
-                .map(|&b| if b == 0 { b' ' } else { b })
-                .collect();
-            if String::from_utf8_lossy(&text).contains(needle) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
+use common::bin::*;
 
 /// `sleep` processes whose argument contains `marker` (not bakapara itself, whose command
 /// line may hold the template).
@@ -74,41 +26,6 @@ fn sleepers(marker: &str) -> usize {
                 .unwrap_or(false)
         })
         .count()
-}
-
-/// Kills (by pid) the processes whose command line holds a test's marker when the test ends,
-/// so that a failing test leaves no `sleep` behind.
-struct Reaper(String);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in pids_with(&self.0) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-    }
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn parse_lines(stdout: &[u8]) -> Vec<Value> {
-    stdout
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            serde_json::from_slice(l).unwrap_or_else(|e| {
-                panic!(
-                    "not a JSON line: {:?}: {e}",
-                    String::from_utf8_lossy(&l[..l.len().min(300)])
-                )
-            })
-        })
-        .collect()
 }
 
 /// The result lines keyed by `result.seq`; fails on a seq seen twice.
@@ -127,154 +44,6 @@ fn status(l: &Value) -> &str {
 
 fn error(l: &Value) -> &str {
     l["result"]["error"].as_str().unwrap_or("")
-}
-
-/// A bakapara run whose output can be watched while it goes on. Dropping it kills bakapara
-/// if it still runs, so a failed test leaves nothing behind.
-struct Live {
-    child: Child,
-    /// Raw stdout lines (newline included) as they come.
-    rx: mpsc::Receiver<Vec<u8>>,
-    got: Vec<Vec<u8>>,
-    stdout: Option<JoinHandle<()>>,
-    stderr: Option<JoinHandle<String>>,
-    writer: Option<JoinHandle<()>>,
-}
-
-/// How a finished run ended.
-struct Finished {
-    code: Option<i32>,
-    signal: Option<i32>,
-    /// Raw stdout lines, newline included.
-    raw: Vec<Vec<u8>>,
-    lines: Vec<Value>,
-    stderr: String,
-}
-
-impl Live {
-    fn spawn(args: &[&str], stdin: Vec<u8>, dir: &Path) -> Live {
-        Live::spawn_with(bakapara().args(args).current_dir(dir), stdin)
-    }
-
-    fn spawn_with(cmd: &mut Command, stdin: Vec<u8>) -> Live {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("bakapara starts");
-        let mut input = child.stdin.take().expect("stdin");
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&stdin);
-        });
-        let (tx, rx) = mpsc::channel();
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let stdout = std::thread::spawn(move || loop {
-            let mut line = Vec::new();
-            match out.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let mut err = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = err.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
-        Live {
-            child,
-            rx,
-            got: Vec::new(),
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-            writer: Some(writer),
-        }
-    }
-
-    fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(self.child.id() as i32)
-    }
-
-    fn signal(&self, sig: Signal) {
-        nix::sys::signal::kill(self.pid(), sig).expect("signal bakapara");
-    }
-
-    /// The lines so far, parsed.
-    fn lines(&self) -> Vec<Value> {
-        parse_lines(&self.got.concat())
-    }
-
-    /// Reads result lines until `cond` holds for the lines so far.
-    fn wait_for_lines(&mut self, what: &str, cond: impl Fn(&[Value]) -> bool) {
-        let start = Instant::now();
-        loop {
-            if cond(&self.lines()) {
-                return;
-            }
-            let left = WAIT.saturating_sub(start.elapsed());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => self.got.push(line),
-                Err(_) => panic!(
-                    "timed out waiting for result lines: {what}; got {:?}",
-                    String::from_utf8_lossy(&self.got.concat())
-                ),
-            }
-        }
-    }
-
-    /// Waits for bakapara to end (killing it and failing after RUN_TIMEOUT).
-    fn finish(self) -> Finished {
-        self.finish_within(RUN_TIMEOUT)
-    }
-
-    /// Waits for bakapara to end (killing it and failing after `limit`).
-    fn finish_within(mut self, limit: Duration) -> Finished {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if start.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!("bakapara did not end within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        if let Some(t) = self.stdout.take() {
-            t.join().expect("stdout reader");
-        }
-        while let Ok(line) = self.rx.try_recv() {
-            self.got.push(line);
-        }
-        if let Some(t) = self.writer.take() {
-            t.join().expect("stdin writer");
-        }
-        let stderr = self
-            .stderr
-            .take()
-            .map(|t| t.join().expect("stderr reader"))
-            .unwrap_or_default();
-        let raw = std::mem::take(&mut self.got);
-        Finished {
-            code: status.code(),
-            signal: status.signal(),
-            lines: parse_lines(&raw.concat()),
-            raw,
-            stderr,
-        }
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn run(args: &[&str], stdin: &[u8], dir: &Path) -> Finished {
