@@ -30,3 +30,4 @@ pub mod scheduler;
 pub mod signals;
 pub mod template;
 pub mod timefmt;
+pub mod watchdog;

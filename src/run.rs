@@ -16,6 +16,7 @@ use crate::output::Output;
 use crate::progress::Logger;
 use crate::scheduler::{Host, Resume, Scheduler, Summary};
 use crate::signals::{AbortReceiver, Controls, Signals};
+use crate::watchdog::Watchdog;
 
 /// Jobs read ahead of the free slots; bounds memory whatever the input length.
 const CHANNEL_CAPACITY: usize = 256;
@@ -48,7 +49,7 @@ async fn run_async<W: Write>(
     abort: Option<AbortReceiver>,
 ) -> anyhow::Result<Summary> {
     // Signals are taken over before anything starts, so no Ctrl-C is lost.
-    let signals = if handle_signals {
+    let mut signals = if handle_signals {
         Some(Signals::new()?)
     } else {
         None
@@ -68,6 +69,15 @@ async fn run_async<W: Write>(
     let joblog = open_joblog(&config)?;
     // A live progress display when stderr is a terminal, log lines otherwise.
     let logger = Logger::for_stderr(config.verbosity);
+    let watchdog = Arc::new(Watchdog::start().unwrap_or_else(|e| {
+        logger.warn(&format!(
+            "bakapara: cannot start the watchdog ({e}): jobs would outlive a killed bakapara"
+        ));
+        Watchdog::without_process()
+    }));
+    if let Some(signals) = &mut signals {
+        signals.suspend_jobs_with(Arc::clone(&watchdog));
+    }
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
         remove_stale_control_dirs();
@@ -84,6 +94,7 @@ async fn run_async<W: Write>(
         control_dir.as_ref().map(|d| d.path()),
         down_tx,
         &logger,
+        &watchdog,
     )
     .await;
     if !hosts.iter().any(|h| h.executor.is_some()) {
@@ -114,6 +125,7 @@ async fn run_async<W: Write>(
     let summary = scheduler
         .run(known_total, Controls::new(signals, abort))
         .await;
+    watchdog.finish().await;
     drop(control_dir);
     Ok(summary)
 }
@@ -150,12 +162,14 @@ async fn connect_hosts(
     control_dir: Option<&std::path::Path>,
     down_tx: mpsc::UnboundedSender<HostDown>,
     logger: &Logger,
+    watchdog: &Arc<Watchdog>,
 ) -> Vec<Host> {
     let local = |spec: HostSpec| {
         let slots = spec.slots.unwrap_or(config.jobs);
         let executor = LocalExecutor::new(config.base_dir.clone())
             .with_spool(config.text)
-            .with_running(logger.running(&spec.name));
+            .with_running(logger.running(&spec.name))
+            .with_watchdog(Arc::clone(watchdog));
         Host {
             spec,
             executor: Some(Executor::Local(executor)),

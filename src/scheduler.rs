@@ -448,6 +448,7 @@ impl<W: Write> Scheduler<W> {
             engine_id: slot,
         };
         let msg_id = self.msg_id(&job);
+        let note = outcome.note.take();
         let mut result = JobResult::from_outcome(&job, &place, outcome, msg_id);
         if stopped_by_us {
             result.error = Some(format!("stopped before it ended: {}", self.halt_reason()));
@@ -460,6 +461,12 @@ impl<W: Write> Scheduler<W> {
             if let Some(limit) = limit {
                 result.error = Some(format!("timed out after {} s", limit.as_secs_f64()));
             }
+        }
+        if let Some(note) = note {
+            result.error = Some(match result.error.take() {
+                Some(error) => format!("{error}; {note}"),
+                None => note,
+            });
         }
         if result.failed()
             && !stopped_by_us

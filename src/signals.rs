@@ -1,14 +1,24 @@
-//! Signals: Ctrl-C / SIGTERM / SIGHUP turned into what the run should do next.
+//! Signals: Ctrl-C / SIGTERM / SIGHUP / SIGQUIT turned into what the run should do next, and
+//! Ctrl-Z / SIGCONT passed on to the jobs.
+//!
+//! SIGUSR1 and SIGALRM would kill bakapara by default: they stop the run as SIGTERM does
+//! (every job gets its line), and bakapara then dies of that same signal. SIGQUIT (Ctrl-\)
+//! kills the jobs at once, as a second Ctrl-C, and bakapara dies of it without a core dump.
+
+use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::watchdog::Watchdog;
+
 /// What a signal asks of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// First SIGINT or SIGTERM: start nothing new, stop running jobs (TERM, then KILL).
+    /// First SIGINT, SIGTERM, SIGUSR1 or SIGALRM: start nothing new, stop running jobs (TERM,
+    /// then KILL).
     Interrupt(Signal),
-    /// A second SIGINT or SIGTERM: kill running jobs at once.
+    /// A second such signal, or SIGQUIT: kill running jobs at once.
     KillNow(Signal),
     /// SIGHUP: start nothing new, let running jobs finish.
     Hangup,
@@ -20,6 +30,13 @@ pub struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    alrm: tokio::signal::unix::Signal,
+    tstp: tokio::signal::unix::Signal,
+    cont: tokio::signal::unix::Signal,
+    /// The jobs Ctrl-Z stops and SIGCONT continues.
+    jobs: Option<Arc<Watchdog>>,
     interrupted: bool,
 }
 
@@ -30,16 +47,42 @@ impl Signals {
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
             hup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+            usr1: signal(SignalKind::user_defined1())?,
+            alrm: signal(SignalKind::alarm())?,
+            tstp: signal(SignalKind::from_raw(nix::libc::SIGTSTP))?,
+            cont: signal(SignalKind::from_raw(nix::libc::SIGCONT))?,
+            jobs: None,
             interrupted: false,
         })
     }
 
-    /// Waits for the next signal.
+    /// Ctrl-Z (SIGTSTP) stops the jobs recorded in `jobs` along with bakapara, and SIGCONT
+    /// continues them. Without it, SIGTSTP stops nothing.
+    pub fn suspend_jobs_with(&mut self, jobs: Arc<Watchdog>) {
+        self.jobs = Some(jobs);
+    }
+
+    /// Waits for the next signal that asks something of the run.
     pub async fn next(&mut self) -> Event {
-        let sig = tokio::select! {
-            _ = self.int.recv() => Signal::SIGINT,
-            _ = self.term.recv() => Signal::SIGTERM,
-            _ = self.hup.recv() => return Event::Hangup,
+        let sig = loop {
+            tokio::select! {
+                _ = self.int.recv() => break Signal::SIGINT,
+                _ = self.term.recv() => break Signal::SIGTERM,
+                _ = self.usr1.recv() => break Signal::SIGUSR1,
+                _ = self.alrm.recv() => break Signal::SIGALRM,
+                _ = self.hup.recv() => return Event::Hangup,
+                _ = self.quit.recv() => {
+                    self.interrupted = true;
+                    return Event::KillNow(Signal::SIGQUIT);
+                }
+                _ = self.tstp.recv() => self.suspend(),
+                _ = self.cont.recv() => {
+                    if let Some(jobs) = &self.jobs {
+                        jobs.continue_jobs();
+                    }
+                }
+            }
         };
         if self.interrupted {
             Event::KillNow(sig)
@@ -47,6 +90,39 @@ impl Signals {
             self.interrupted = true;
             Event::Interrupt(sig)
         }
+    }
+
+    /// Ctrl-Z, as a shell's job control does it: stop the jobs, stop bakapara, and continue
+    /// the jobs when bakapara is continued (`fg`, `bg`, SIGCONT). The time stopped is recorded,
+    /// so that it does not count against the jobs' timeouts.
+    fn suspend(&self) {
+        let Some(jobs) = &self.jobs else { return };
+        jobs.stop_jobs();
+        let stopped = std::time::Instant::now();
+        stop_self();
+        jobs.add_paused(stopped.elapsed());
+        jobs.continue_jobs();
+    }
+}
+
+/// Stops this process with SIGTSTP's default action (so the shell reports it as stopped by
+/// Ctrl-Z) and returns once it is continued, with the run's SIGTSTP handler back in place.
+/// In an orphaned process group the kernel does not stop it: it returns at once.
+fn stop_self() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_DFL runs no handler code of ours; the action put back afterwards
+    // is exactly the one that was installed (Tokio's), so its own safety holds as before.
+    let Ok(previous) = (unsafe { sigaction(Signal::SIGTSTP, &default) }) else {
+        return;
+    };
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTSTP);
+    let _ = set.thread_unblock();
+    let _ = nix::sys::signal::raise(Signal::SIGTSTP);
+    // SAFETY: as above: this restores the handler that was installed before.
+    unsafe {
+        let _ = sigaction(Signal::SIGTSTP, &previous);
     }
 }
 
@@ -133,6 +209,12 @@ pub fn die_of(sig: Signal) -> ! {
         let _ = sigaction(sig, &default);
     }
     // The signal may be blocked in this thread (Tokio does not block it, but be sure).
+    if sig == Signal::SIGQUIT {
+        // SIGQUIT's default action dumps core: bakapara handled the signal, there is nothing
+        // to debug, and the caller should still see "killed by SIGQUIT" (131).
+        use nix::sys::resource::{setrlimit, Resource};
+        let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    }
     let mut set = SigSet::empty();
     set.add(sig);
     let _ = set.thread_unblock();

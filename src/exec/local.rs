@@ -1,21 +1,26 @@
-//! The local executor: each job is `/bin/bash -o pipefail -c CMD` in its own process group.
+//! The local executor: each job is `/bin/bash -o pipefail -c CMD` in its own session (so its
+//! own process group, and no controlling terminal).
 
 use std::fs::File;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Local;
 use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::signal::unix::{signal as unix_signal, SignalKind};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use super::{Captured, Command, Ending, Limits, Outcome, Stop};
 use crate::progress::RunningJobs;
+use crate::watchdog::Watchdog;
 
 /// Runs jobs on this machine.
 #[derive(Debug, Clone)]
@@ -26,6 +31,8 @@ pub struct LocalExecutor {
     spool: bool,
     /// Counts this host's running jobs (for the progress display).
     running: Option<RunningJobs>,
+    /// The run's record of job process groups (Ctrl-Z, and cleanup if bakapara dies).
+    watchdog: Option<Arc<Watchdog>>,
 }
 
 impl LocalExecutor {
@@ -34,7 +41,14 @@ impl LocalExecutor {
             base,
             spool: false,
             running: None,
+            watchdog: None,
         }
+    }
+
+    /// Records each job's process group in `watchdog` while the job runs.
+    pub fn with_watchdog(mut self, watchdog: Arc<Watchdog>) -> LocalExecutor {
+        self.watchdog = Some(watchdog);
+        self
     }
 
     /// `--text`: spool each job's uncaptured streams to temp files instead of capturing them.
@@ -72,9 +86,9 @@ impl LocalExecutor {
             .arg("pipefail")
             .arg("-c")
             .arg(job.cmd)
-            .process_group(0)
             .stdin(Stdio::null())
             .envs(job.env.iter().map(|(k, v)| (k, v)));
+        own_session(&mut command);
         if let Some(dir) = &dir {
             command.current_dir(dir);
         }
@@ -116,22 +130,55 @@ impl LocalExecutor {
         };
         // The child holds its own copies of the spool files now.
         drop(command);
+        // The child leads its own session and process group, so its pid is the group id.
+        let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+        let _watched = match (&self.watchdog, group) {
+            (Some(watchdog), Some(pgid)) => Some(watchdog.watch_group(pgid)),
+            _ => None,
+        };
         let _running = self.running.as_ref().map(RunningJobs::enter);
         let started = Local::now();
-        // The child leads its own process group, so its pid is the group id.
-        let group = child.id().map(|pid| Pid::from_raw(pid as i32));
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let limit = limits.capture_limit;
-        let outputs =
-            async { tokio::join!(read_optional(stdout, limit), read_optional(stderr, limit)) };
-        let (ending, (stdout, stderr)) = supervise(&mut child, group, limits, stop, outputs).await;
+        // What was read stays here even when the reading is given up (see [`supervise`]).
+        let mut out = stdout.as_ref().map(|_| Captured::default());
+        let mut err = stderr.as_ref().map(|_| Captured::default());
+        let outputs = async {
+            tokio::join!(
+                read_optional(stdout, limit, out.as_mut()),
+                read_optional(stderr, limit, err.as_mut())
+            );
+        };
+        let watchdog = self.watchdog.as_deref();
+        let (ending, held) = supervise(&mut child, group, limits, watchdog, stop, outputs).await;
         Outcome {
             ran: Some((started, Local::now())),
             ending,
-            stdout: stdout.or(spooled_out.map(Captured::spooled)),
-            stderr: stderr.or(spooled_err.map(Captured::spooled)),
+            stdout: out.or(spooled_out.map(Captured::spooled)),
+            stderr: err.or(spooled_err.map(Captured::spooled)),
+            note: held.then(|| {
+                "a process outside the job's process group held its output open; \
+                 bakapara stopped waiting for it"
+                    .to_string()
+            }),
         }
+    }
+}
+
+/// Makes the command's process lead a new session: its own process group, and no controlling
+/// terminal, so a job can neither read the terminal nor be stopped by it, and the terminal's
+/// Ctrl-C and Ctrl-Z reach bakapara alone (which passes them on).
+pub(crate) fn own_session(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: setsid(2) is one (POSIX lists it), and the
+    // closure allocates nothing and takes no lock (an Errno converts to an io::Error in place).
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
     }
 }
 
@@ -149,31 +196,50 @@ fn spool_file() -> Result<(File, File), String> {
 enum Cause {
     Timeout,
     Abort,
+    /// The job's shell stopped itself (SIGSTOP) again after it was continued once.
+    Stopped(Signal),
 }
+
+/// How often the group of a stopped job whose output stays open is looked at.
+const HELD_CHECK: Duration = Duration::from_millis(20);
 
 /// Waits until the job's process has ended and its output is closed, sending TERM and then
 /// KILL to its process group on timeout or when the run stops. That goes on after the job's
 /// shell has exited while a process it left behind still holds the output open. After a
 /// stopped job's shell has exited, members of its group that outlive it are killed too, so
-/// nothing is left behind.
-async fn supervise<O>(
+/// nothing is left behind. A process that left the group (setsid) cannot be killed that way:
+/// once the group is empty, the output is given up on (returns true then).
+///
+/// A job's shell that stops itself is continued once (a job has no terminal to be continued
+/// from); stopped again, it is killed and reported. Time bakapara spent stopped by Ctrl-Z
+/// (see `watchdog`) does not count against the timeout.
+async fn supervise(
     child: &mut tokio::process::Child,
     group: Option<Pid>,
     limits: &Limits,
+    watchdog: Option<&Watchdog>,
     mut stop: watch::Receiver<Stop>,
-    outputs: impl Future<Output = O>,
-) -> (Ending, O) {
+    outputs: impl Future<Output = ()>,
+) -> (Ending, bool) {
     tokio::pin!(outputs);
-    let deadline = limits.timeout.map(|t| Instant::now() + t);
+    let paused = || watchdog.map_or(Duration::ZERO, Watchdog::paused);
+    let mut counted_pause = paused();
+    let mut deadline = limits.timeout.map(|t| Instant::now() + t);
     let mut cause: Option<Cause> = None;
     let mut kill_at: Option<Instant> = None;
     let mut stop_open = true;
     let mut status = None;
-    let mut output = None;
-    let (status, output) = loop {
-        match (status.take(), output.take()) {
-            (Some(exited), Some(closed)) => break (exited, closed),
-            (exited, closed) => (status, output) = (exited, closed),
+    let mut closed = false;
+    let mut held = false;
+    let mut empty_checks = 0;
+    let mut self_stops = 0;
+    // A child that stops sends SIGCHLD; the exit is seen through `wait`.
+    let mut sigchld = unix_signal(SignalKind::child()).ok();
+    let status = loop {
+        if closed {
+            if let Some(exited) = status.take() {
+                break exited;
+            }
         }
         // A stop that was ordered before this job started is seen at once.
         if stop_open {
@@ -194,22 +260,50 @@ async fn supervise<O>(
                 }
             }
         }
+        // Killed, the shell gone, and still the output is open: who holds it?
+        let check_held = cause.is_some() && kill_at.is_none() && status.is_some();
         tokio::select! {
             exited = child.wait(), if status.is_none() => status = Some(exited),
-            closed = &mut outputs, if output.is_none() => output = Some(closed),
+            () = &mut outputs, if !closed => closed = true,
             changed = stop.changed(), if stop_open => {
                 if changed.is_err() {
                     stop_open = false;
                 }
             }
             _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && cause.is_none() => {
-                cause = Some(Cause::Timeout);
-                signal_group(group, Signal::SIGTERM);
-                kill_at = Some(Instant::now() + limits.grace);
+                let now_paused = paused();
+                if now_paused > counted_pause {
+                    deadline = deadline.map(|d| d + (now_paused - counted_pause));
+                    counted_pause = now_paused;
+                } else {
+                    cause = Some(Cause::Timeout);
+                    signal_group(group, Signal::SIGTERM);
+                    kill_at = Some(Instant::now() + limits.grace);
+                }
             }
             _ = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
                 signal_group(group, Signal::SIGKILL);
                 kill_at = None;
+            }
+            Some(()) = next_signal(&mut sigchld), if status.is_none() && cause.is_none() => {
+                if let Some(sig) = group.and_then(stopped_by) {
+                    self_stops += 1;
+                    if self_stops == 1 {
+                        signal_group(group, Signal::SIGCONT);
+                    } else {
+                        cause = Some(Cause::Stopped(sig));
+                        signal_group(group, Signal::SIGTERM);
+                        kill_at = Some(Instant::now() + limits.grace);
+                    }
+                }
+            }
+            _ = tokio::time::sleep(HELD_CHECK), if check_held && !closed => {
+                // Twice in a row, so that output still buffered in the pipe is read first.
+                empty_checks = if group.is_some_and(group_alive) { 0 } else { empty_checks + 1 };
+                if empty_checks >= 2 {
+                    held = true;
+                    closed = true;
+                }
             }
         }
     };
@@ -220,7 +314,7 @@ async fn supervise<O>(
         Ok(status) => status,
         Err(e) => {
             let why = format!("lost track of the job's process: {e}");
-            return (Ending::CouldNotRun(why), output);
+            return (Ending::CouldNotRun(why), held);
         }
     };
     let (code, signal) = (status.code(), status.signal());
@@ -232,8 +326,31 @@ async fn supervise<O>(
         },
         Some(Cause::Timeout) => Ending::TimedOut { code, signal },
         Some(Cause::Abort) => Ending::Aborted { code, signal },
+        Some(Cause::Stopped(sig)) => Ending::CouldNotRun(format!(
+            "the job stopped itself ({}) again after bakapara had continued it (a job has \
+             no terminal to be continued from), so bakapara killed it",
+            sig.as_str()
+        )),
     };
-    (ending, output)
+    (ending, held)
+}
+
+/// The next delivery of a signal, or never when it could not be listened for.
+async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The signal that stopped the job's shell, when it stopped since it was last looked at.
+/// Only stops are asked for (no WEXITED), so the exit is left for `wait` to reap.
+fn stopped_by(pid: Pid) -> Option<Signal> {
+    let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG;
+    match waitid(Id::Pid(pid), flags) {
+        Ok(WaitStatus::Stopped(_, sig)) => Some(sig),
+        _ => None,
+    }
 }
 
 /// After a stopped job's shell is gone, waits for the rest of its process group to go, and
@@ -298,6 +415,10 @@ fn signal_group(group: Option<Pid>, signal: Signal) {
     if let Some(pgid) = group {
         // ESRCH means the group is already gone: nothing to do.
         let _ = killpg(pgid, signal);
+        if signal == Signal::SIGTERM {
+            // A stopped process acts on TERM only once continued, as a shell's `kill` does.
+            let _ = killpg(pgid, Signal::SIGCONT);
+        }
     }
 }
 
@@ -325,25 +446,28 @@ fn spawn_error(e: std::io::Error, cmd: &str) -> String {
 }
 
 /// [`read_capped`] for a stream that may not be there (it went to a file).
-async fn read_optional(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> Option<Captured> {
-    match stream {
-        Some(s) => Some(read_capped(s, limit).await),
-        None => None,
+async fn read_optional(
+    stream: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    into: Option<&mut Captured>,
+) {
+    if let (Some(stream), Some(into)) = (stream, into) {
+        read_capped(stream, limit, into).await;
     }
 }
 
-/// Reads a stream to its end, keeping the first `limit` bytes. The buffer grows with what
-/// comes (most jobs print little), and what is past the limit is read and dropped.
-async fn read_capped(mut stream: impl AsyncRead + Unpin, limit: usize) -> Captured {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut truncated = false;
+/// Reads a stream to its end into `into`, keeping the first `limit` bytes. The buffer grows
+/// with what comes (most jobs print little), and what is past the limit is read and dropped.
+/// What was read is in `into` even if the reading is given up before the end.
+async fn read_capped(mut stream: impl AsyncRead + Unpin, limit: usize, into: &mut Captured) {
+    let kept = &mut into.bytes;
     let mut scratch: Vec<u8> = Vec::new();
     loop {
         let read = if kept.len() < limit {
             if kept.len() == kept.capacity() {
                 kept.reserve((limit - kept.len()).min(kept.len().max(1024)));
             }
-            stream.read_buf(&mut kept).await
+            stream.read_buf(kept).await
         } else {
             if scratch.is_empty() {
                 scratch = vec![0; 16 * 1024];
@@ -353,17 +477,12 @@ async fn read_capped(mut stream: impl AsyncRead + Unpin, limit: usize) -> Captur
         match read {
             Ok(0) => break,
             Ok(_) if kept.len() >= limit => {
-                truncated |= kept.len() > limit || !scratch.is_empty();
+                into.truncated |= kept.len() > limit || !scratch.is_empty();
                 kept.truncate(limit);
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
-    }
-    Captured {
-        bytes: kept,
-        truncated,
-        spool: None,
     }
 }

@@ -127,6 +127,9 @@ pub struct Outcome {
     pub stdout: Option<Captured>,
     /// Captured stderr, when `err` was not given.
     pub stderr: Option<Captured>,
+    /// Something the result's `error` should also say (e.g. why bakapara stopped waiting
+    /// for the job's output).
+    pub note: Option<String>,
 }
 
 impl Outcome {
@@ -137,6 +140,7 @@ impl Outcome {
             ending,
             stdout: None,
             stderr: None,
+            note: None,
         }
     }
 }

@@ -392,6 +392,7 @@ impl SshHost {
             ending,
             stdout,
             stderr,
+            note: None,
         }
     }
 

@@ -3,3 +3,4 @@
 
 pub mod bin;
 pub mod sshd;
+pub mod tmux;

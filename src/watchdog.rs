@@ -1,0 +1,210 @@
+//! The run's record of its local job processes, and the watchdog process that kills them when
+//! bakapara dies without cleaning up (SIGKILL, a panic, any signal it does not handle).
+//!
+//! The watchdog is a small `/bin/bash` script started once per run, in a session of its own
+//! (no terminal: Ctrl-C, Ctrl-Z and a hang-up do not reach it), ignoring the signals a user or
+//! a terminal sends. Its stdin is one end of a socket pair; only bakapara holds the other end
+//! (close-on-exec, so jobs never inherit it). bakapara writes one short line as each job's
+//! process group starts (`+g123`) and ends (`-g123`). When the socket reaches end of file
+//! without a `bye` line (bakapara is gone, whatever killed it), the watchdog sends TERM (and
+//! CONT, for stopped jobs) to every group still recorded, KILL after a second, and exits.
+//!
+//! The same record lets Ctrl-Z stop every job with bakapara and `fg` continue them
+//! ([`Watchdog::stop_jobs`], [`Watchdog::continue_jobs`]), and tracks how long bakapara was
+//! stopped, so that job timeouts do not count that time ([`Watchdog::paused`]).
+//!
+//! The watchdog is part of every run, library runs included: a program that embeds bakapara
+//! can die of SIGKILL too. When it cannot be started, the run goes on without it.
+
+use std::collections::HashSet;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// The watchdog's script: it reads the record from stdin, and acts when stdin ends.
+const SCRIPT: &str = r#"# bakapara's watchdog (src/watchdog.rs in bakapara)
+trap '' INT TERM HUP QUIT TSTP TTIN TTOU USR1 USR2 ALRM PIPE
+declare -A watched=()
+while IFS= read -r line; do
+    case $line in
+        bye) exit 0 ;;
+        +[gp][0-9]*) watched[${line:1}]=1 ;;
+        -[gp][0-9]*) unset "watched[${line:1}]" ;;
+    esac
+done
+targets=()
+for key in "${!watched[@]}"; do
+    case $key in
+        g*) targets+=("-${key:1}") ;;
+        p*) targets+=("${key:1}") ;;
+    esac
+done
+(( ${#targets[@]} )) || exit 0
+kill -TERM -- "${targets[@]}" 2>/dev/null
+kill -CONT -- "${targets[@]}" 2>/dev/null
+for _ in {1..20}; do
+    alive=0
+    for t in "${targets[@]}"; do kill -0 -- "$t" 2>/dev/null && alive=1; done
+    (( alive )) || exit 0
+    sleep 0.05
+done
+kill -KILL -- "${targets[@]}" 2>/dev/null
+exit 0
+"#;
+
+/// The run's live job processes, and the watchdog that outlives bakapara to kill them.
+#[derive(Debug, Default)]
+pub struct Watchdog {
+    /// bakapara's end of the watchdog's stdin; `None` without a watchdog process.
+    link: Option<UnixStream>,
+    process: Mutex<Option<tokio::process::Child>>,
+    /// Process groups of the local jobs that run now.
+    groups: Mutex<HashSet<i32>>,
+    /// How long bakapara has been stopped (Ctrl-Z) during the run, in total.
+    paused: Mutex<Duration>,
+}
+
+/// What the watchdog is told to kill: a job's process group, or a single process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Group(Pid),
+    Process(Pid),
+}
+
+impl Target {
+    fn line(self, sign: char) -> String {
+        match self {
+            Target::Group(pgid) => format!("{sign}g{pgid}\n"),
+            Target::Process(pid) => format!("{sign}p{pid}\n"),
+        }
+    }
+}
+
+impl Watchdog {
+    /// Starts the watchdog process. Must be called inside a Tokio runtime.
+    pub fn start() -> std::io::Result<Watchdog> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut command = tokio::process::Command::new("/bin/bash");
+        command
+            .arg("-c")
+            .arg(SCRIPT)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        crate::exec::local::own_session(&mut command);
+        let process = command.spawn()?;
+        Ok(Watchdog {
+            link: Some(ours),
+            process: Mutex::new(Some(process)),
+            ..Watchdog::default()
+        })
+    }
+
+    /// A record with no watchdog process (Ctrl-Z still stops the jobs).
+    pub fn without_process() -> Watchdog {
+        Watchdog::default()
+    }
+
+    /// Records a local job's process group until the returned guard is dropped.
+    pub fn watch_group(self: &Arc<Self>, pgid: Pid) -> Watched {
+        lock(&self.groups).insert(pgid.as_raw());
+        self.watch(Target::Group(pgid))
+    }
+
+    /// Has the watchdog kill `target` (a process group or a process, e.g. an SSH master) if
+    /// bakapara dies before the returned guard is dropped. Ctrl-Z does not stop it.
+    pub fn watch(self: &Arc<Self>, target: Target) -> Watched {
+        self.tell(&target.line('+'));
+        Watched {
+            watchdog: Arc::clone(self),
+            target,
+        }
+    }
+
+    /// The run ended cleanly: the watchdog exits without killing anything.
+    pub async fn finish(&self) {
+        self.tell("bye\n");
+        if let Some(link) = &self.link {
+            let _ = link.shutdown(std::net::Shutdown::Write);
+        }
+        let process = lock(&self.process).take();
+        if let Some(mut process) = process {
+            // It exits as soon as it reads `bye`; one that does not is left to Tokio's reaper.
+            let _ = tokio::time::timeout(Duration::from_secs(1), process.wait()).await;
+        }
+    }
+
+    /// Ctrl-Z: stops every job's process group. SIGSTOP, since a job's group has no
+    /// terminal and is orphaned, so the kernel would discard a SIGTSTP.
+    pub fn stop_jobs(&self) {
+        self.signal_jobs(Signal::SIGSTOP);
+    }
+
+    /// `fg` / SIGCONT: continues every job's process group.
+    pub fn continue_jobs(&self) {
+        self.signal_jobs(Signal::SIGCONT);
+    }
+
+    /// How long bakapara has been stopped (by Ctrl-Z) during the run so far.
+    pub fn paused(&self) -> Duration {
+        *lock(&self.paused)
+    }
+
+    /// Adds a time bakapara spent stopped.
+    pub fn add_paused(&self, stopped: Duration) {
+        *lock(&self.paused) += stopped;
+    }
+
+    fn signal_jobs(&self, signal: Signal) {
+        let groups: Vec<i32> = lock(&self.groups).iter().copied().collect();
+        for pgid in groups {
+            // ESRCH: the group ended meanwhile.
+            let _ = killpg(Pid::from_raw(pgid), signal);
+        }
+    }
+
+    /// Sends one record line. Never blocks and never raises SIGPIPE: a watchdog that is gone
+    /// or stuck costs its protection, never the run.
+    fn tell(&self, line: &str) {
+        if let Some(link) = &self.link {
+            use nix::libc::{send, MSG_DONTWAIT, MSG_NOSIGNAL};
+            let flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+            // SAFETY: the descriptor is the open socket `link` owns, and the pointer and length
+            // describe `line`, which is borrowed for the whole call; send(2) only reads it.
+            let _ = unsafe { send(link.as_raw_fd(), line.as_ptr().cast(), line.len(), flags) };
+        }
+    }
+}
+
+/// A process group or process the watchdog kills if bakapara dies; forgotten when dropped.
+#[derive(Debug)]
+pub struct Watched {
+    watchdog: Arc<Watchdog>,
+    target: Target,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Target::Group(pgid) = self.target {
+            lock(&self.watchdog.groups).remove(&pgid.as_raw());
+        }
+        self.watchdog.tell(&self.target.line('-'));
+    }
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked (plain sets and numbers).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,293 @@
+//! Local job processes and what happens to them (SPEC §5): nothing outlives a killed
+//! bakapara, SIGQUIT / SIGUSR1 / SIGALRM, Ctrl-Z and `fg`, jobs without a terminal, a job that
+//! stops itself, and a process that leaves its job's group holding the output. Real bakapara,
+//! real `/bin/bash` jobs; the terminal cases run an interactive bash in tmux.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use common::bin::*;
+use common::tmux::{quote, Tmux};
+
+/// `sleep` processes whose argument holds `marker`.
+fn sleepers(marker: &str) -> Vec<u32> {
+    pids_with(marker)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.starts_with(b"sleep\0"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The processes of jobs holding `marker`: their shells and their `sleep`s (not bakapara,
+/// whose command line holds the template too).
+fn job_processes(marker: &str) -> Vec<u32> {
+    pids_with(marker)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.starts_with(b"sleep\0") || c.starts_with(b"/bin/bash\0-o\0pipefail"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A process's state letter from /proc (`S`, `R`, `T`...), `None` once it is gone.
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.chars().next()
+}
+
+fn status(l: &Value) -> &str {
+    l["result"]["status"].as_str().expect("result.status")
+}
+
+fn error(l: &Value) -> &str {
+    l["result"]["error"].as_str().unwrap_or("")
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temp dir")
+}
+
+#[test]
+fn no_job_outlives_a_bakapara_killed_by_sigkill() {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    // Each job leaves a background sleep, and its second sleep ignores TERM: the watchdog
+    // must TERM the whole group, then KILL what is left.
+    let template = format!("sleep 100{m} & trap '' TERM; sleep 100{m}; wait; : <>");
+    let live = Live::spawn(
+        &["-j", "2", &template, ":::", "1", "2", "3"],
+        Vec::new(),
+        dir.path(),
+    );
+    wait_until("both jobs and their children run", || {
+        sleepers(&m).len() == 4
+    });
+    live.signal(Signal::SIGKILL);
+    let out = live.finish_within(Duration::from_secs(30));
+    assert_eq!(out.signal, Some(nix::libc::SIGKILL));
+    wait_until("every job process is gone", || sleepers(&m).is_empty());
+}
+
+#[test]
+fn sigquit_kills_the_jobs_at_once_writes_their_lines_and_dies_of_it() {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    // The grace period is long and the jobs ignore TERM: only a KILL at once ends them.
+    let template = format!("trap '' TERM; sleep 100{m}; : <>");
+    let live = Live::spawn(
+        &["-j", "2", "--grace", "1h", &template, ":::", "1", "2", "3"],
+        Vec::new(),
+        dir.path(),
+    );
+    wait_until("both jobs run", || sleepers(&m).len() == 2);
+    live.signal(Signal::SIGQUIT);
+    let out = live.finish_within(Duration::from_secs(60));
+    assert_eq!(out.signal, Some(nix::libc::SIGQUIT), "{}", out.stderr);
+    assert_eq!(out.lines.len(), 3, "every job gets its line: {:?}", out.raw);
+    for l in &out.lines {
+        assert_eq!(status(l), "aborted", "{l}");
+        assert!(error(l).contains("SIGQUIT"), "{l}");
+    }
+    let killed = out
+        .lines
+        .iter()
+        .filter(|l| l["result"]["signal"] == "SIGKILL")
+        .count();
+    assert_eq!(killed, 2, "the running jobs were killed at once");
+    wait_until("every job process is gone", || sleepers(&m).is_empty());
+}
+
+#[test]
+fn sigusr1_and_sigalrm_stop_the_run_as_sigterm_does() {
+    for sig in [Signal::SIGUSR1, Signal::SIGALRM] {
+        let dir = tempdir();
+        let m = marker();
+        let _reaper = Reaper(m.clone());
+        let template = format!("sleep 100{m}; : <>");
+        let live = Live::spawn(
+            &["-j", "2", &template, ":::", "1", "2"],
+            Vec::new(),
+            dir.path(),
+        );
+        wait_until("both jobs run", || sleepers(&m).len() == 2);
+        live.signal(sig);
+        let out = live.finish_within(Duration::from_secs(60));
+        assert_eq!(out.signal, Some(sig as i32), "{sig}: {}", out.stderr);
+        assert_eq!(out.lines.len(), 2, "{sig}: {:?}", out.raw);
+        for l in &out.lines {
+            assert_eq!(status(l), "aborted", "{l}");
+            assert_eq!(l["result"]["signal"], "SIGTERM", "{l}");
+        }
+        wait_until("every job process is gone", || sleepers(&m).is_empty());
+    }
+}
+
+#[test]
+fn a_timed_out_job_whose_setsid_child_holds_its_output_is_reported() {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let template = format!("setsid sleep 100{m} & echo started; : <>");
+    let live = Live::spawn(
+        &[
+            "--timeout",
+            "500ms",
+            "--grace",
+            "300ms",
+            &template,
+            ":::",
+            "x",
+        ],
+        Vec::new(),
+        dir.path(),
+    );
+    let out = live.finish_within(Duration::from_secs(60));
+    assert_eq!(out.lines.len(), 1);
+    let l = &out.lines[0];
+    assert_eq!(status(l), "error", "{l}");
+    assert!(error(l).contains("timed out"), "{l}");
+    assert!(
+        error(l).contains("a process outside the job's process group held its output"),
+        "{l}"
+    );
+    assert_eq!(
+        l["result"]["stdout"], "started\n",
+        "what was read is kept: {l}"
+    );
+}
+
+#[test]
+fn sigterm_stops_a_job_whose_setsid_child_holds_its_output() {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let template = format!("setsid sleep 100{m} & echo started; wait; : <>");
+    let live = Live::spawn(
+        &["--grace", "300ms", &template, ":::", "x"],
+        Vec::new(),
+        dir.path(),
+    );
+    wait_until("the setsid child runs", || sleepers(&m).len() == 1);
+    live.signal(Signal::SIGTERM);
+    let out = live.finish_within(Duration::from_secs(60));
+    assert_eq!(out.signal, Some(nix::libc::SIGTERM));
+    assert_eq!(out.lines.len(), 1);
+    let l = &out.lines[0];
+    assert_eq!(status(l), "aborted", "{l}");
+    assert!(error(l).contains("outside the job's process group"), "{l}");
+}
+
+#[test]
+fn a_background_child_in_the_jobs_group_still_keeps_the_job_open() {
+    let dir = tempdir();
+    let out = Live::spawn(
+        &["(sleep 0.5; echo late) & echo early; : <>", ":::", "x"],
+        Vec::new(),
+        dir.path(),
+    )
+    .finish();
+    assert_eq!(out.lines.len(), 1);
+    let l = &out.lines[0];
+    assert_eq!(status(l), "ok", "{l}");
+    assert_eq!(l["result"]["stdout"], "early\nlate\n", "{l}");
+}
+
+#[test]
+fn a_job_that_stops_itself_is_continued_once_then_killed_and_reported() {
+    let dir = tempdir();
+    let jobs = "echo a; kill -STOP $$; echo b\n\
+                echo a; kill -STOP $$; echo b; kill -STOP $$; echo c\n";
+    let out = Live::spawn(&["-k"], jobs.as_bytes().to_vec(), dir.path())
+        .finish_within(Duration::from_secs(60));
+    assert_eq!(out.lines.len(), 2, "{:?}", out.raw);
+    let once = &out.lines[0];
+    assert_eq!(status(once), "ok", "{once}");
+    assert_eq!(once["result"]["stdout"], "a\nb\n", "{once}");
+    let twice = &out.lines[1];
+    assert_eq!(status(twice), "error", "{twice}");
+    assert!(error(twice).contains("stopped itself (SIGSTOP)"), "{twice}");
+    assert_eq!(twice["result"]["stdout"], "a\nb\n", "{twice}");
+}
+
+/// Types `bakapara ARGS > out.jsonl; echo $? > rc` into an interactive bash in tmux. In a
+/// subshell: bash goes on with the rest of a list when its command is stopped by Ctrl-Z.
+fn run_in_terminal(tmux: &Tmux, dir: &Path, args: &str) {
+    tmux.type_line(&format!(
+        "(cd {} && {} {args} > out.jsonl; echo $? > rc.tmp; mv rc.tmp rc)",
+        quote(dir),
+        quote(Path::new(env!("CARGO_BIN_EXE_bakapara"))),
+    ));
+}
+
+fn result_lines(dir: &Path) -> Vec<Value> {
+    parse_lines(&std::fs::read(dir.join("out.jsonl")).expect("read the results"))
+}
+
+#[test]
+fn jobs_have_no_controlling_terminal() {
+    let dir = tempdir();
+    let tmux = Tmux::bash("notty");
+    // With the terminal as its controlling terminal, `cat` would be stopped (SIGTTIN) and the
+    // run would hang; without one, opening /dev/tty fails.
+    run_in_terminal(&tmux, dir.path(), "'cat /dev/tty; echo rc=$?; : <>' ::: x");
+    tmux.wait_for_file(&dir.path().join("rc"));
+    let lines = result_lines(dir.path());
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["result"]["stdout"], "rc=1\n", "{}", lines[0]);
+}
+
+#[test]
+fn ctrl_z_stops_the_jobs_with_bakapara_and_fg_continues_them() {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let tmux = Tmux::bash("ctrlz");
+    // About 2 s of work per job, against a 3 s timeout; bakapara stays stopped for 4 s, which
+    // must not count: the second sleep then still has its second to run after `fg`.
+    run_in_terminal(
+        &tmux,
+        dir.path(),
+        &format!("-j 2 --timeout 3s 'sleep 1.0{m}; sleep 1.0{m}; echo ok <>' ::: 1 2"),
+    );
+    wait_until("both jobs run", || sleepers(&m).len() == 2);
+    tmux.keys("C-z");
+    tmux.wait_for_screen("bash to report bakapara stopped", |s| s.contains("Stopped"));
+    wait_until("every job process is stopped", || {
+        let procs = job_processes(&m);
+        procs.len() >= 4 && procs.iter().all(|&p| state(p) == Some('T'))
+    });
+    // Time passing while stopped is what is tested here.
+    std::thread::sleep(Duration::from_secs(4));
+    let procs = job_processes(&m);
+    assert!(
+        procs.iter().all(|&p| state(p) == Some('T')),
+        "the jobs stay stopped while bakapara is"
+    );
+    tmux.type_line("fg");
+    tmux.wait_for_file(&dir.path().join("rc"));
+    let rc = std::fs::read_to_string(dir.path().join("rc")).expect("rc");
+    let lines = result_lines(dir.path());
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert_eq!(status(l), "ok", "not timed out: {l}");
+        assert!(l["result"]["stdout"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ok"));
+    }
+    assert_eq!(rc.trim(), "0", "{}", tmux.screen());
+    assert!(job_processes(&m).is_empty());
+}
