@@ -58,7 +58,7 @@ impl Signals {
     }
 
     /// Ctrl-Z (SIGTSTP) stops the jobs recorded in `jobs` along with bakapara, and SIGCONT
-    /// continues them. Without it, SIGTSTP stops nothing.
+    /// continues them. Without it, Ctrl-Z stops bakapara alone.
     pub fn suspend_jobs_with(&mut self, jobs: Arc<Watchdog>) {
         self.jobs = Some(jobs);
     }
@@ -96,12 +96,15 @@ impl Signals {
     /// the jobs when bakapara is continued (`fg`, `bg`, SIGCONT). The time stopped is recorded,
     /// so that it does not count against the jobs' timeouts.
     fn suspend(&self) {
-        let Some(jobs) = &self.jobs else { return };
-        jobs.stop_jobs();
+        if let Some(jobs) = &self.jobs {
+            jobs.stop_jobs();
+        }
         let stopped = std::time::Instant::now();
         stop_self();
-        jobs.add_paused(stopped.elapsed());
-        jobs.continue_jobs();
+        if let Some(jobs) = &self.jobs {
+            jobs.add_paused(stopped.elapsed());
+            jobs.continue_jobs();
+        }
     }
 }
 

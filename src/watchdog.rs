@@ -6,8 +6,10 @@
 //! a terminal sends. Its stdin is one end of a socket pair; only bakapara holds the other end
 //! (close-on-exec, so jobs never inherit it). bakapara writes one short line as each job's
 //! process group starts (`+g123`) and ends (`-g123`). When the socket reaches end of file
-//! without a `bye` line (bakapara is gone, whatever killed it), the watchdog sends TERM (and
-//! CONT, for stopped jobs) to every group still recorded, KILL after a second, and exits.
+//! (bakapara is gone, whatever killed it, or the run ended), the watchdog sends TERM (and
+//! CONT, for stopped jobs) to every group still recorded, KILL after a second, and exits. At
+//! the end of a clean run nothing is recorded any more, and it exits at once; a job whose
+//! supervision was lost to a panic stays recorded, so it is killed then too.
 //!
 //! The same record lets Ctrl-Z stop every job with bakapara and `fg` continue them
 //! ([`Watchdog::stop_jobs`], [`Watchdog::continue_jobs`]), and tracks how long bakapara was
@@ -32,7 +34,6 @@ trap '' INT TERM HUP QUIT TSTP TTIN TTOU USR1 USR2 ALRM PIPE
 declare -A watched=()
 while IFS= read -r line; do
     case $line in
-        bye) exit 0 ;;
         +[gp][0-9]*) watched[${line:1}]=1 ;;
         -[gp][0-9]*) unset "watched[${line:1}]" ;;
     esac
@@ -131,16 +132,17 @@ impl Watchdog {
         }
     }
 
-    /// The run ended cleanly: the watchdog exits without killing anything.
+    /// The run ended: the watchdog kills what is still recorded (nothing, unless a job's
+    /// supervision was lost) and exits.
     pub async fn finish(&self) {
-        self.tell("bye\n");
         if let Some(link) = &self.link {
             let _ = link.shutdown(std::net::Shutdown::Write);
         }
         let process = lock(&self.process).take();
         if let Some(mut process) = process {
-            // It exits as soon as it reads `bye`; one that does not is left to Tokio's reaper.
-            let _ = tokio::time::timeout(Duration::from_secs(1), process.wait()).await;
+            // With nothing recorded it exits at once; one that does not is left to Tokio's
+            // reaper.
+            let _ = tokio::time::timeout(Duration::from_secs(2), process.wait()).await;
         }
     }
 
@@ -186,7 +188,9 @@ impl Watchdog {
     }
 }
 
-/// A process group or process the watchdog kills if bakapara dies; forgotten when dropped.
+/// A process group or process the watchdog kills if bakapara dies; forgotten when dropped,
+/// unless dropped by a panic (then whoever supervised it is gone, and the watchdog kills it
+/// at the end of the run).
 #[derive(Debug)]
 pub struct Watched {
     watchdog: Arc<Watchdog>,
@@ -195,6 +199,9 @@ pub struct Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
         if let Target::Group(pgid) = self.target {
             lock(&self.watchdog.groups).remove(&pgid.as_raw());
         }
@@ -207,4 +214,57 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    /// A `sleep` in a session of its own, as a job is.
+    fn sleeper() -> (tokio::process::Child, Pid) {
+        let mut command = tokio::process::Command::new("sleep");
+        command.arg("1000");
+        crate::exec::local::own_session(&mut command);
+        let child = command.spawn().expect("sleep starts");
+        let pid = Pid::from_raw(child.id().expect("a pid") as i32);
+        (child, pid)
+    }
+
+    #[test]
+    fn a_group_still_recorded_when_bakapara_is_gone_is_killed() {
+        runtime().block_on(async {
+            let watchdog = Arc::new(Watchdog::start().expect("the watchdog starts"));
+            let (mut child, pgid) = sleeper();
+            // As a panic or SIGKILL leaves it: recorded, never forgotten.
+            std::mem::forget(watchdog.watch_group(pgid));
+            // bakapara's end closes as when bakapara dies.
+            let link = watchdog.link.as_ref().expect("a link");
+            link.shutdown(std::net::Shutdown::Both).expect("shutdown");
+            let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+                .await
+                .expect("the job is killed")
+                .expect("wait");
+            assert_eq!(status.signal(), Some(nix::libc::SIGTERM));
+        });
+    }
+
+    #[test]
+    fn a_group_that_ended_is_forgotten() {
+        runtime().block_on(async {
+            let watchdog = Arc::new(Watchdog::start().expect("the watchdog starts"));
+            let (mut child, pgid) = sleeper();
+            drop(watchdog.watch_group(pgid));
+            watchdog.finish().await;
+            assert!(child.try_wait().expect("try_wait").is_none(), "still runs");
+            child.kill().await.expect("kill");
+        });
+    }
 }
