@@ -102,7 +102,7 @@ impl Watchdog {
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        crate::exec::local::own_session(&mut command);
+        own_session(&mut command);
         let process = command.spawn()?;
         Ok(Watchdog {
             link: Some(ours),
@@ -188,6 +188,22 @@ impl Watchdog {
     }
 }
 
+/// Makes the command's process lead a new session: no terminal signal (Ctrl-C, Ctrl-Z, a
+/// hang-up) reaches it. (Jobs get theirs from posix_spawn, see `exec::spawn`; this runs once
+/// per run, where fork's cost does not matter.)
+fn own_session(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: setsid(2) is one (POSIX lists it), and the
+    // closure allocates nothing and takes no lock (an Errno converts to an io::Error in place).
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// A process group or process the watchdog kills if bakapara dies; forgotten when dropped,
 /// unless dropped by a panic (then whoever supervised it is gone, and the watchdog kills it
 /// at the end of the run).
@@ -232,7 +248,7 @@ mod tests {
     fn sleeper() -> (tokio::process::Child, Pid) {
         let mut command = tokio::process::Command::new("sleep");
         command.arg("1000");
-        crate::exec::local::own_session(&mut command);
+        own_session(&mut command);
         let child = command.spawn().expect("sleep starts");
         let pid = Pid::from_raw(child.id().expect("a pid") as i32);
         (child, pid)

@@ -3,21 +3,19 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Local;
 use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::signal::unix::{signal as unix_signal, SignalKind};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
+use super::spawn::{look, spawn, Sink, State};
 use super::{Captured, Command, Ending, Limits, Outcome, Stop};
 use crate::progress::RunningJobs;
 use crate::watchdog::Watchdog;
@@ -80,78 +78,66 @@ impl LocalExecutor {
             }
         }
         let job_dir = dir.as_deref().unwrap_or(&self.base);
-        let mut command = tokio::process::Command::new("/bin/bash");
-        command
-            .arg("-o")
-            .arg("pipefail")
-            .arg("-c")
-            .arg(job.cmd)
-            .stdin(Stdio::null())
-            .envs(job.env.iter().map(|(k, v)| (k, v)));
-        own_session(&mut command);
-        if let Some(dir) = &dir {
-            command.current_dir(dir);
-        }
         // With --text, an uncaptured stream goes straight into an unlinked temp file: the job
         // writes it at full speed and bakapara holds none of it in memory.
         let mut spooled_out = None;
         let mut spooled_err = None;
-        match job.out {
+        let stdout = match job.out {
             Some(path) => match open_output(job_dir, path) {
-                Ok(f) => command.stdout(f),
+                Ok(f) => Sink::File(f),
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
             None if self.spool => match spool_file() {
                 Ok((ours, theirs)) => {
                     spooled_out = Some(ours);
-                    command.stdout(theirs)
+                    Sink::File(theirs)
                 }
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
-            None => command.stdout(Stdio::piped()),
+            None => Sink::Pipe,
         };
-        match job.err {
+        let stderr = match job.err {
             Some(path) => match open_output(job_dir, path) {
-                Ok(f) => command.stderr(f),
+                Ok(f) => Sink::File(f),
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
             None if self.spool => match spool_file() {
                 Ok((ours, theirs)) => {
                     spooled_err = Some(ours);
-                    command.stderr(theirs)
+                    Sink::File(theirs)
                 }
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
-            None => command.stderr(Stdio::piped()),
+            None => Sink::Pipe,
         };
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+        // Listening before the process starts, so that no SIGCHLD of its is missed.
+        let sigchld = unix_signal(SignalKind::child()).ok();
+        let args = ["-o", "pipefail", "-c", job.cmd];
+        let spawned = match spawn("/bin/bash", &args, job.env, dir.as_deref(), stdout, stderr) {
+            Ok(spawned) => spawned,
             Err(e) => return Outcome::not_run(Ending::CouldNotRun(spawn_error(e, job.cmd))),
         };
-        // The child holds its own copies of the spool files now.
-        drop(command);
-        // The child leads its own session and process group, so its pid is the group id.
-        let group = child.id().map(|pid| Pid::from_raw(pid as i32));
-        let _watched = match (&self.watchdog, group) {
-            (Some(watchdog), Some(pgid)) => Some(watchdog.watch_group(pgid)),
-            _ => None,
-        };
+        // The job leads its own session and process group: its pid is the group id.
+        let pid = spawned.pid;
+        let _watched = self.watchdog.as_ref().map(|w| w.watch_group(pid));
         let _running = self.running.as_ref().map(RunningJobs::enter);
         let started = Local::now();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
         let limit = limits.capture_limit;
         // What was read stays here even when the reading is given up (see [`supervise`]).
-        let mut out = stdout.as_ref().map(|_| Captured::default());
-        let mut err = stderr.as_ref().map(|_| Captured::default());
+        let mut out = spawned.stdout.as_ref().map(|_| Captured::default());
+        let mut err = spawned.stderr.as_ref().map(|_| Captured::default());
         let outputs = async {
             tokio::join!(
-                read_optional(stdout, limit, out.as_mut()),
-                read_optional(stderr, limit, err.as_mut())
+                read_optional(spawned.stdout, limit, out.as_mut()),
+                read_optional(spawned.stderr, limit, err.as_mut())
             );
         };
-        let watchdog = self.watchdog.as_deref();
-        let (ending, held) = supervise(&mut child, group, limits, watchdog, stop, outputs).await;
+        let started_job = Started {
+            pid,
+            sigchld,
+            watchdog: self.watchdog.as_deref(),
+        };
+        let (ending, held) = supervise(started_job, limits, stop, outputs).await;
         Outcome {
             ran: Some((started, Local::now())),
             ending,
@@ -166,22 +152,6 @@ impl LocalExecutor {
     }
 }
 
-/// Makes the command's process lead a new session: its own process group, and no controlling
-/// terminal, so a job can neither read the terminal nor be stopped by it, and the terminal's
-/// Ctrl-C and Ctrl-Z reach bakapara alone (which passes them on).
-pub(crate) fn own_session(command: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe functions may be called: setsid(2) is one (POSIX lists it), and the
-    // closure allocates nothing and takes no lock (an Errno converts to an io::Error in place).
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
-}
-
 /// An unlinked temp file for a spooled stream: bakapara's handle and the job's.
 fn spool_file() -> Result<(File, File), String> {
     let spool_error =
@@ -189,6 +159,15 @@ fn spool_file() -> Result<(File, File), String> {
     let ours = tempfile::tempfile().map_err(spool_error)?;
     let theirs = ours.try_clone().map_err(spool_error)?;
     Ok((ours, theirs))
+}
+
+/// A started job, as [`supervise`] watches it.
+struct Started<'a> {
+    /// The job's shell: it leads the job's process group.
+    pid: Pid,
+    /// SIGCHLD, listened for since before the job started: the shell's exit or stop.
+    sigchld: Option<tokio::signal::unix::Signal>,
+    watchdog: Option<&'a Watchdog>,
 }
 
 /// Why bakapara is stopping a job, once it is.
@@ -214,14 +193,18 @@ const HELD_CHECK: Duration = Duration::from_millis(20);
 /// from); stopped again, it is killed and reported. Time bakapara spent stopped by Ctrl-Z
 /// (see `watchdog`) does not count against the timeout.
 async fn supervise(
-    child: &mut tokio::process::Child,
-    group: Option<Pid>,
+    job: Started<'_>,
     limits: &Limits,
-    watchdog: Option<&Watchdog>,
     mut stop: watch::Receiver<Stop>,
     outputs: impl Future<Output = ()>,
 ) -> (Ending, bool) {
     tokio::pin!(outputs);
+    let Started {
+        pid,
+        mut sigchld,
+        watchdog,
+    } = job;
+    let group = Some(pid);
     let paused = || watchdog.map_or(Duration::ZERO, Watchdog::paused);
     let mut counted_pause = paused();
     let mut deadline = limits.timeout.map(|t| Instant::now() + t);
@@ -233,8 +216,6 @@ async fn supervise(
     let mut held = false;
     let mut empty_checks = 0;
     let mut self_stops = 0;
-    // A child that stops sends SIGCHLD; the exit is seen through `wait`.
-    let mut sigchld = unix_signal(SignalKind::child()).ok();
     let status = loop {
         if closed {
             if let Some(exited) = status.take() {
@@ -263,7 +244,6 @@ async fn supervise(
         // Killed, the shell gone, and still the output is open: who holds it?
         let check_held = cause.is_some() && kill_at.is_none() && status.is_some();
         tokio::select! {
-            exited = child.wait(), if status.is_none() => status = Some(exited),
             () = &mut outputs, if !closed => closed = true,
             changed = stop.changed(), if stop_open => {
                 if changed.is_err() {
@@ -285,8 +265,12 @@ async fn supervise(
                 signal_group(group, Signal::SIGKILL);
                 kill_at = None;
             }
-            Some(()) = next_signal(&mut sigchld), if status.is_none() && cause.is_none() => {
-                if let Some(sig) = group.and_then(stopped_by) {
+            Some(()) = next_signal(&mut sigchld), if status.is_none() => match look(pid) {
+                State::Running => {}
+                State::Ended { code, signal } => status = Some(Ok((code, signal))),
+                State::Lost(e) => status = Some(Err(e)),
+                State::Stopped(_) if cause.is_some() => {}
+                State::Stopped(sig) => {
                     self_stops += 1;
                     if self_stops == 1 {
                         signal_group(group, Signal::SIGCONT);
@@ -296,7 +280,7 @@ async fn supervise(
                         kill_at = Some(Instant::now() + limits.grace);
                     }
                 }
-            }
+            },
             _ = tokio::time::sleep(HELD_CHECK), if check_held && !closed => {
                 // Twice in a row, so that output still buffered in the pipe is read first.
                 empty_checks = if group.is_some_and(group_alive) { 0 } else { empty_checks + 1 };
@@ -310,14 +294,13 @@ async fn supervise(
     if cause.is_some() {
         reap_group(group, kill_at, &mut stop).await;
     }
-    let status = match status {
-        Ok(status) => status,
+    let (code, signal) = match status {
+        Ok(ended) => ended,
         Err(e) => {
             let why = format!("lost track of the job's process: {e}");
             return (Ending::CouldNotRun(why), held);
         }
     };
-    let (code, signal) = (status.code(), status.signal());
     let ending = match cause {
         None => match (code, signal) {
             (Some(code), _) => Ending::Exited(code),
@@ -335,21 +318,15 @@ async fn supervise(
     (ending, held)
 }
 
-/// The next delivery of a signal, or never when it could not be listened for.
+/// The next SIGCHLD, or a short pause when it could not be listened for (then the process is
+/// looked at on every pause).
 async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
     match signal {
         Some(signal) => signal.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The signal that stopped the job's shell, when it stopped since it was last looked at.
-/// Only stops are asked for (no WEXITED), so the exit is left for `wait` to reap.
-fn stopped_by(pid: Pid) -> Option<Signal> {
-    let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG;
-    match waitid(Id::Pid(pid), flags) {
-        Ok(WaitStatus::Stopped(_, sig)) => Some(sig),
-        _ => None,
+        None => {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some(())
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Executors: how one job's command is run on one host (local process groups, or SSH).
 
 pub mod local;
+mod spawn;
 pub mod ssh;
 
 use std::time::Duration;
