@@ -28,23 +28,32 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-/// The watchdog's script: it reads the record from stdin, and acts when stdin ends.
+/// The watchdog's script: it reads the record from stdin, and acts when stdin ends. awk reads
+/// it (in large reads, keeping only the live entries), where bash's `read` would make a
+/// system call per byte; bash's loop is the fallback where there is no awk.
 const SCRIPT: &str = r#"# bakapara's watchdog (src/watchdog.rs in bakapara)
 trap '' INT TERM HUP QUIT TSTP TTIN TTOU USR1 USR2 ALRM PIPE
-declare -A watched=()
-while IFS= read -r line; do
-    case $line in
-        +[gp][0-9]*) watched[${line:1}]=1 ;;
-        -[gp][0-9]*) unset "watched[${line:1}]" ;;
-    esac
-done
-targets=()
-for key in "${!watched[@]}"; do
-    case $key in
-        g*) targets+=("-${key:1}") ;;
-        p*) targets+=("${key:1}") ;;
-    esac
-done
+if command -v awk >/dev/null; then
+    mapfile -t targets < <(awk '
+        /^[+][gp][0-9]+$/ { live[substr($0, 2)] = 1; next }
+        /^-[gp][0-9]+$/ { delete live[substr($0, 2)]; next }
+        END { for (k in live) print (substr(k, 1, 1) == "g" ? "-" : "") substr(k, 2) }')
+else
+    declare -A watched=()
+    while IFS= read -r line; do
+        case $line in
+            +[gp][0-9]*) watched[${line:1}]=1 ;;
+            -[gp][0-9]*) unset "watched[${line:1}]" ;;
+        esac
+    done
+    targets=()
+    for key in "${!watched[@]}"; do
+        case $key in
+            g*) targets+=("-${key:1}") ;;
+            p*) targets+=("${key:1}") ;;
+        esac
+    done
+fi
 (( ${#targets[@]} )) || exit 0
 kill -TERM -- "${targets[@]}" 2>/dev/null
 kill -CONT -- "${targets[@]}" 2>/dev/null
