@@ -59,25 +59,29 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 #[test]
-fn no_job_outlives_a_bakapara_killed_by_sigkill() {
-    let dir = tempdir();
-    let m = marker();
-    let _reaper = Reaper(m.clone());
-    // Each job leaves a background sleep, and its second sleep ignores TERM: the watchdog
-    // must TERM the whole group, then KILL what is left.
-    let template = format!("sleep 100{m} & trap '' TERM; sleep 100{m}; wait; : <>");
-    let live = Live::spawn(
-        &["-j", "2", &template, ":::", "1", "2", "3"],
-        Vec::new(),
-        dir.path(),
-    );
-    wait_until("both jobs and their children run", || {
-        sleepers(&m).len() == 4
-    });
-    live.signal(Signal::SIGKILL);
-    let out = live.finish_within(Duration::from_secs(30));
-    assert_eq!(out.signal, Some(nix::libc::SIGKILL));
-    wait_until("every job process is gone", || sleepers(&m).is_empty());
+fn no_job_outlives_a_bakapara_killed_by_sigkill_or_sigabrt() {
+    // SIGABRT is how an abort() or a panic with panic=abort ends a process.
+    for sig in [Signal::SIGKILL, Signal::SIGABRT] {
+        // A core dump, if the machine writes one, lands in this directory.
+        let dir = tempdir();
+        let m = marker();
+        let _reaper = Reaper(m.clone());
+        // Each job leaves a background sleep, and its second sleep ignores TERM: the watchdog
+        // must TERM the whole group, then KILL what is left.
+        let template = format!("sleep 100{m} & trap '' TERM; sleep 100{m}; wait; : <>");
+        let live = Live::spawn(
+            &["-j", "2", &template, ":::", "1", "2", "3"],
+            Vec::new(),
+            dir.path(),
+        );
+        wait_until("both jobs and their children run", || {
+            sleepers(&m).len() == 4
+        });
+        live.signal(sig);
+        let out = live.finish_within(Duration::from_secs(60));
+        assert_eq!(out.signal, Some(sig as i32), "{sig}");
+        wait_until("every job process is gone", || sleepers(&m).is_empty());
+    }
 }
 
 #[test]
