@@ -36,6 +36,9 @@ fn main() -> ExitCode {
         eprintln!("bakapara: error: {fatal}");
         return ExitCode::from(255);
     }
+    if let Some(status) = summary.halt_status {
+        return ExitCode::from(status);
+    }
     ExitCode::from(match summary.failed {
         0 => 0,
         n @ 1..=100 => n as u8,

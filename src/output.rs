@@ -122,8 +122,18 @@ impl<W: Write> Output<W> {
     /// Writes (or, with `-k`, queues) the result line of a finished job; with `--text`, what
     /// the job printed.
     pub fn emit(&mut self, job: &Job, result: &JobResult) {
+        self.emit_counting(job, result, result.failed());
+    }
+
+    /// As [`Output::emit`], for a job a `--halt` stopped (or never started): not counted as
+    /// failed, since the job that triggered the halt decides the exit status.
+    pub fn emit_halted(&mut self, job: &Job, result: &JobResult) {
+        self.emit_counting(job, result, false);
+    }
+
+    fn emit_counting(&mut self, job: &Job, result: &JobResult, failed: bool) {
         self.done += 1;
-        if result.failed() {
+        if failed {
             self.failed += 1;
         }
         let cmd = match job.object.get("cmd") {

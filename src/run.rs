@@ -331,6 +331,7 @@ async fn dry_run<W: Write>(
         failed: 0,
         interrupted_by: None,
         fatal: None,
+        halt_status: None,
     };
     let slots = config.jobs.max(1) as u64;
     let mut line = Vec::new();

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::exec::ssh::HostDown;
 use crate::exec::{Command, Ending, Executor, Limits, Outcome, Stop};
-use crate::halt::{HaltPolicy, When};
+use crate::halt::{HaltPolicy, What, When};
 use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
 use crate::job::{Body, Job, JobResult, Placement, Status};
@@ -78,6 +78,9 @@ pub struct Summary {
     pub interrupted_by: Option<Signal>,
     /// A fatal problem found during the run (input could not be read, stdout closed).
     pub fatal: Option<String>,
+    /// Set when a `--halt` condition stopped the run: the exit status it calls for (the
+    /// triggering job's exit code, 1 where it had none; 0 for `success=` and `done=`).
+    pub halt_status: Option<u8>,
 }
 
 /// How many jobs may wait in the scheduler for a host of their own, beyond the input channel.
@@ -110,6 +113,12 @@ pub struct Scheduler<W: Write> {
     reader_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
     input_open: bool,
     received: u64,
+    /// The number of jobs, once known (all `:::`/file input, or input ended).
+    total: Option<u64>,
+    /// The exit status the latest failed job calls for under `--halt ...fail=`.
+    last_failure_status: u8,
+    /// Set once a `--halt` policy was reached; see [`Summary::halt_status`].
+    halt_status: Option<u8>,
     stop_tx: watch::Sender<Stop>,
     halt: Option<Halt>,
     templates: Arc<Templates>,
@@ -169,6 +178,9 @@ impl<W: Write> Scheduler<W> {
             reader_thread,
             input_open: true,
             received: 0,
+            total: None,
+            last_failure_status: 1,
+            halt_status: None,
             stop_tx,
             halt: None,
             templates: Arc::new(templates),
@@ -187,11 +199,14 @@ impl<W: Write> Scheduler<W> {
     /// Runs every job to its result line.
     pub async fn run(mut self, known_total: Option<u64>, mut controls: Controls) -> Summary {
         self.output.logger().start(known_total, self.slots.len());
+        self.total = known_total;
         // Checks jobs waiting for lost hosts against --host-timeout; a steady tick, so that a
         // busy run (other events all the time) still gets to it.
         let mut host_check = tokio::time::interval(Duration::from_millis(500));
         host_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Before anything starts: a result settled since the last turn may reach it.
+            self.check_halt_policy();
             self.dispatch();
             if self.running.is_empty()
                 && self.queue.is_empty()
@@ -238,6 +253,7 @@ impl<W: Write> Scheduler<W> {
                 _ => None,
             },
             fatal: self.fatal,
+            halt_status: self.halt_status,
         }
     }
 
@@ -469,8 +485,7 @@ impl<W: Write> Scheduler<W> {
             self.queue.push_back(job);
             return;
         }
-        self.output.emit(&job, &result);
-        self.check_halt_policy();
+        self.emit(&job, &result, stopped_by_us);
     }
 
     /// Puts a failed job back in the queue when it has retries left (host losses do not
@@ -509,10 +524,14 @@ impl<W: Write> Scheduler<W> {
         }
         let failed = self.output.failed();
         let succeeded = self.output.done() - failed;
-        if !policy.reached(failed, succeeded, self.received) {
+        if !policy.reached(failed, succeeded, self.total) {
             return;
         }
         self.halt = Some(Halt::Policy(policy));
+        self.halt_status = Some(match policy.what {
+            What::Fail => self.last_failure_status,
+            What::Success | What::Done => 0,
+        });
         self.output.logger().warn(&format!(
             "bakapara: --halt {policy} reached: starting no new jobs"
         ));
@@ -621,11 +640,28 @@ impl<W: Write> Scheduler<W> {
         self.queue = kept;
     }
 
+    /// Writes a result line. A job that a `--halt` policy stopped (`halted`) is not counted
+    /// as failed; any other failure is remembered as the one a `fail=` halt would exit with.
+    fn emit(&mut self, job: &Job, result: &JobResult, halted: bool) {
+        if halted && matches!(self.halt, Some(Halt::Policy(_))) {
+            return self.output.emit_halted(job, result);
+        }
+        if result.failed() {
+            self.last_failure_status = match (result.status, result.code) {
+                (Status::Ok, Some(code)) => u8::try_from(code).ok().filter(|&c| c != 0),
+                _ => None,
+            }
+            .unwrap_or(1);
+        }
+        self.output.emit(job, result);
+    }
+
     /// Writes the result of a job that never ran.
     fn settle(&mut self, job: Job, status: Status, why: String) {
         let msg_id = self.msg_id(&job);
+        let halted = status == Status::Aborted;
         let result = JobResult::not_started(&job, status, why, msg_id);
-        self.output.emit(&job, &result);
+        self.emit(&job, &result, halted);
     }
 
     fn settle_halted(&mut self, job: Job) {
@@ -638,6 +674,7 @@ impl<W: Write> Scheduler<W> {
             return;
         }
         self.input_open = false;
+        self.total = Some(self.received);
         self.output.set_total(self.received);
         if let Some(thread) = self.reader_thread.take() {
             match thread.join() {
@@ -711,6 +748,7 @@ impl<W: Write> Scheduler<W> {
         // from now on is taken.
         self.input_open = false;
         self.reader_thread = None;
+        self.total = Some(self.received);
         self.output.set_total(self.received);
     }
 

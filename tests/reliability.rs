@@ -322,7 +322,11 @@ fn halt_now_kills_running_jobs_and_aborts_the_rest() {
             "job {seq} did not run"
         );
     }
-    assert_eq!(out.code, Some(6), "six failed jobs");
+    assert_eq!(
+        out.code,
+        Some(3),
+        "the exit code of job 2, which triggered the halt; the aborted jobs are not counted"
+    );
     assert_eq!(out.signal, None);
     wait_until("job 1's sleep is gone", || pids_with(&m).is_empty());
 }
@@ -357,7 +361,89 @@ fn halt_soon_lets_running_jobs_finish() {
         assert!(lines[&seq]["result"]["started"].is_null());
         assert!(!dir.path().join(format!("s{seq}")).exists());
     }
-    assert_eq!(out.code, Some(5), "job 2 and the four not started");
+    assert_eq!(
+        out.code,
+        Some(3),
+        "job 2's own exit code (GNU Parallel's rule)"
+    );
+}
+
+/// `--halt` runs with one slot, so that jobs end in input order: (exit code, result lines).
+fn halt_run(halt: &str, args: &[&str], stdin: &[u8]) -> (Option<i32>, Vec<String>) {
+    let dir = tempdir();
+    let mut all = vec!["-j", "1", "--halt", halt];
+    all.extend_from_slice(args);
+    let out = run(&all, stdin, dir.path());
+    let lines = by_seq(&out.lines);
+    assert_eq!(
+        lines.len() as u64,
+        *lines.keys().last().unwrap_or(&0),
+        "{}",
+        out.stderr
+    );
+    (
+        out.code,
+        lines.values().map(|l| status(l).to_string()).collect(),
+    )
+}
+
+#[test]
+fn halt_on_a_percentage_takes_it_of_the_known_total() {
+    // Ten jobs; 3 and 6 fail. 20 % of 10 is 2 failures: the halt comes after job 6, not 3.
+    let (code, statuses) = halt_run(
+        "soon,fail=20%",
+        &[
+            "exit $(( <> % 3 == 0 ? <> : 0 ))",
+            ":::",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "7",
+            "8",
+            "9",
+            "10",
+        ],
+        b"",
+    );
+    assert_eq!(&statuses[..6], ["ok"; 6], "jobs 1..6 ran");
+    assert_eq!(&statuses[6..], ["aborted"; 4], "7..10 were not started");
+    assert_eq!(code, Some(6), "job 6 triggered the halt");
+}
+
+#[test]
+fn halt_on_a_percentage_of_streamed_input_waits_for_ten_finished_jobs() {
+    // Read from a pipe, the total is unknown while jobs run: one failure in the first job is
+    // 100 % of the finished jobs, yet no reason to stop a fail=20% run.
+    let mut jobs = String::from("exit 4\n");
+    for i in 2..=12 {
+        jobs.push_str(&format!("echo {i}\n"));
+    }
+    let (code, statuses) = halt_run("soon,fail=20%", &[], jobs.as_bytes());
+    assert_eq!(statuses, ["ok"; 12], "every job ran");
+    assert_eq!(code, Some(1), "one failed job");
+}
+
+#[test]
+fn halt_on_success_exits_0_whatever_failed_before() {
+    let (code, statuses) = halt_run("now,success=1", &[], b"exit 4\ntrue\ntrue\ntrue\n");
+    assert_eq!(statuses, ["ok", "ok", "aborted", "aborted"]);
+    assert_eq!(code, Some(0));
+    let (code, _) = halt_run("now,done=2", &[], b"exit 4\nexit 5\ntrue\n");
+    assert_eq!(code, Some(0), "a done= halt exits 0 too");
+}
+
+#[test]
+fn halt_triggered_by_a_job_without_an_exit_code_exits_1() {
+    let (code, statuses) = halt_run("now,fail=1", &[], b"kill -9 $$\ntrue\n");
+    assert_eq!(
+        statuses,
+        ["aborted", "aborted"],
+        "killed by SIGKILL; not started"
+    );
+    assert_eq!(code, Some(1));
 }
 
 // ---------------------------------------------------------------------------------------
