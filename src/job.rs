@@ -241,6 +241,9 @@ pub struct Placement {
     pub engine_id: usize,
 }
 
+/// The start of the `error` of a job that bakapara itself stopped (Ctrl-C, `--halt`...).
+pub const STOPPED_BY_BAKAPARA: &str = "stopped before it ended";
+
 impl JobResult {
     /// The result of a job run that got to a slot.
     pub fn from_outcome(
@@ -267,7 +270,7 @@ impl JobResult {
                 Status::Aborted,
                 code,
                 signal.map(signal_name),
-                Some("stopped before it ended".to_string()),
+                Some(STOPPED_BY_BAKAPARA.to_string()),
             ),
             Ending::CouldNotRun(why) => (Status::Error, None, None, Some(why)),
             Ending::HostLost { why, .. } => (Status::Error, None, None, Some(why)),

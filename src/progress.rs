@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::job::{JobResult, Status};
+use crate::job::{JobResult, Status, STOPPED_BY_BAKAPARA};
 use crate::timefmt;
 
 /// How much goes to stderr.
@@ -64,6 +64,9 @@ pub struct Logger {
     live: bool,
     shared: Arc<Shared>,
     display: Mutex<Option<Display>>,
+    /// With `-q`: jobs bakapara itself stopped or never started (Ctrl-C, `--halt`); told in
+    /// one line at the end instead of one line each.
+    quiet_aborts: Mutex<QuietAborts>,
 }
 
 /// What the live display shows, updated by the run and read by the refresh thread.
@@ -71,6 +74,14 @@ pub struct Logger {
 struct Shared {
     hosts: Mutex<Vec<(String, RunningJobs)>>,
     counts: Mutex<Counts>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct QuietAborts {
+    stopped: u64,
+    not_started: u64,
+    /// Why the first was (the rest share it: one signal or one halt stops them all).
+    why: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -111,6 +122,7 @@ impl Logger {
                 counts: Mutex::new(Counts::default()),
             }),
             display: Mutex::new(None),
+            quiet_aborts: Mutex::default(),
         }
     }
 
@@ -154,7 +166,13 @@ impl Logger {
     }
 
     fn line(&self, text: std::fmt::Arguments<'_>) {
-        let line = format!("{} {}\n", timefmt::log_stamp(&Local::now()), text);
+        self.line_and(text, "");
+    }
+
+    /// A log line followed by `more` (whole lines, each ending with a newline), written at once
+    /// so that no other line comes between.
+    fn line_and(&self, text: std::fmt::Arguments<'_>, more: &str) {
+        let line = format!("{} {}\n{more}", timefmt::log_stamp(&Local::now()), text);
         // A closed or full stderr must not stop the run.
         self.suspend(|| {
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -244,10 +262,15 @@ impl Logger {
 
     /// One line per finished job: `[3/100] returned 0 in 0:00:00.012 sec on host: cmd`. With
     /// the live display, only failed jobs get their line, above it (all do with `-v`).
+    /// In log-line mode a failed job's line is followed by the tail of its captured stderr.
+    /// With `-q` only failed jobs get their line, and jobs bakapara stopped or never started
+    /// itself are counted into one line at the end ([`Logger::completed`]).
     pub fn finished(&self, done: u64, total: Option<u64>, result: &JobResult, cmd: &str) {
-        // Errors and aborts always get their line; with the live display, so do jobs that
-        // returned a code other than 0.
-        let failed = result.status != Status::Ok || (self.live && result.failed());
+        // Errors and aborts always get their line; with the live display or -q, so do jobs
+        // that returned a code other than 0.
+        let quiet = self.verbosity == Verbosity::Quiet;
+        let failed = result.status != Status::Ok || ((self.live || quiet) && result.failed());
+        let stopped_by_us = stopped_by_bakapara(result);
         self.update(|c| {
             c.done = done;
             c.failed += u64::from(result.failed());
@@ -258,11 +281,27 @@ impl Logger {
         if self.live {
             self.redraw();
         }
-        let quiet = match (self.live, self.verbosity) {
+        let hide = match (self.live, self.verbosity) {
             (_, Verbosity::Quiet) | (true, Verbosity::Normal) => true,
             (_, Verbosity::Verbose) | (false, Verbosity::Normal) => false,
         };
-        if quiet && !failed {
+        if hide && !failed {
+            return;
+        }
+        if stopped_by_us && self.verbosity == Verbosity::Quiet {
+            if let Ok(mut aborts) = self.quiet_aborts.lock() {
+                if result.started.is_some() {
+                    aborts.stopped += 1;
+                } else {
+                    aborts.not_started += 1;
+                }
+                if aborts.why.is_none() {
+                    // "not started: WHY" or "stopped before it ended: WHY".
+                    let error = result.error.as_deref().unwrap_or("");
+                    let why = error.split_once(": ").map_or(error, |(_, why)| why);
+                    aborts.why = Some(why.to_string());
+                }
+            }
             return;
         }
         if result.started.is_none() {
@@ -292,12 +331,19 @@ impl Logger {
                 format!("aborted ({})", result.error.as_deref().unwrap_or("stopped"))
             }
         };
-        self.line(format_args!(
-            "[{done}/{}] {what} in {} sec on {host}: {}",
-            count(total),
-            timefmt::elapsed_hms(elapsed),
-            one_line(cmd),
-        ));
+        let tail = match (self.live, result.failed() && !stopped_by_us) {
+            (false, true) => stderr_tail(result),
+            _ => String::new(),
+        };
+        self.line_and(
+            format_args!(
+                "[{done}/{}] {what} in {} sec on {host}: {}",
+                count(total),
+                timefmt::elapsed_hms(elapsed),
+                one_line(cmd),
+            ),
+            &tail,
+        );
     }
 
     /// A job skipped by `--resume` (its earlier result line is copied through).
@@ -342,6 +388,20 @@ impl Logger {
     /// state stays on the screen as one line: `completed: 100/100 done, 2 failed, in ...`.
     pub fn completed(&self, done: u64, failed: u64) {
         if self.verbosity == Verbosity::Quiet {
+            let aborts = self
+                .quiet_aborts
+                .lock()
+                .map(|a| a.clone())
+                .unwrap_or_default();
+            let aborted = aborts.stopped + aborts.not_started;
+            if aborted > 0 {
+                let why = aborts.why.as_deref().unwrap_or("bakapara stopped them");
+                let jobs = if aborted == 1 { "job" } else { "jobs" };
+                self.line(format_args!(
+                    "aborted {aborted} {jobs} ({} stopped, {} not started): {why}",
+                    aborts.stopped, aborts.not_started
+                ));
+            }
             return;
         }
         let taken = self.display.lock().ok().and_then(|mut d| d.take());
@@ -375,6 +435,70 @@ impl Drop for Logger {
             display.bar.abandon();
         }
     }
+}
+
+/// True for a job bakapara stopped or never started itself (Ctrl-C, SIGTERM, `--halt`), as
+/// opposed to one that failed on its own (killed by a signal bakapara did not send included).
+fn stopped_by_bakapara(result: &JobResult) -> bool {
+    result.status == Status::Aborted
+        && (result.started.is_none()
+            || result
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(STOPPED_BY_BAKAPARA)))
+}
+
+/// How many lines of a failed job's stderr follow its log line, and how long each may be.
+const TAIL_LINES: usize = 10;
+const TAIL_WIDTH: usize = 200;
+
+/// The last [`TAIL_LINES`] lines of a job's captured stderr, each indented by four spaces and
+/// cut at [`TAIL_WIDTH`] characters; empty when nothing was captured (`--text` prints it
+/// itself, an `err` file holds it). A line redrawn with `\r` (progress meters) shows as a
+/// terminal would show it: its last part.
+fn stderr_tail(result: &JobResult) -> String {
+    let Some(stream) = &result.stderr else {
+        return String::new();
+    };
+    let captured = &stream.captured;
+    if captured.spool.is_some() {
+        return String::new();
+    }
+    tail_text(&captured.bytes, captured.truncated)
+}
+
+/// See [`stderr_tail`]; `truncated`: the capture limit cut the stream.
+fn tail_text(bytes: &[u8], truncated: bool) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.trim_end_matches(['\n', '\r']).split('\n').collect();
+    if lines == [""] {
+        return String::new();
+    }
+    let mut tail = String::new();
+    let skipped = lines.len().saturating_sub(TAIL_LINES);
+    if skipped > 0 {
+        let s = if skipped == 1 { "" } else { "s" };
+        tail.push_str(&format!("    … ({skipped} line{s} before)\n"));
+    }
+    for line in &lines[skipped..] {
+        let shown = line
+            .rsplit('\r')
+            .find(|part| !part.is_empty())
+            .unwrap_or("");
+        tail.push_str("    ");
+        match shown.char_indices().nth(TAIL_WIDTH) {
+            Some((cut, _)) => {
+                tail.push_str(&shown[..cut]);
+                tail.push('…');
+            }
+            None => tail.push_str(shown),
+        }
+        tail.push('\n');
+    }
+    if truncated {
+        tail.push_str("    … (stderr was longer than --capture-limit: its end was not kept)\n");
+    }
+    tail
 }
 
 /// The live display's style: a bar once the total is known, a spinner before.
@@ -502,6 +626,32 @@ mod tests {
         assert!(text.starts_with("3/6 done · 1 failed · "), "{text}");
         assert!(text.ends_with("running 1: mez01 1, mez02 0"), "{text}");
         assert!(!text.contains("ETA ?"), "{text}");
+    }
+
+    #[test]
+    fn a_stderr_tail_is_the_last_lines_indented_and_cut() {
+        assert_eq!(tail_text(b"", false), "");
+        assert_eq!(tail_text(b"\n", false), "");
+        assert_eq!(tail_text(b"oops", false), "    oops\n");
+        let many: String = (1..=12).map(|i| format!("e{i}\n")).collect();
+        let tail = tail_text(many.as_bytes(), false);
+        assert!(
+            tail.starts_with("    … (2 lines before)\n    e3\n"),
+            "{tail}"
+        );
+        assert!(tail.ends_with("    e12\n"), "{tail}");
+        assert_eq!(tail.lines().count(), 11);
+        let long = "é".repeat(300);
+        let tail = tail_text(long.as_bytes(), true);
+        let first = tail.lines().next().unwrap_or_default();
+        assert_eq!(first.chars().count(), 4 + TAIL_WIDTH + 1, "{first}");
+        assert!(first.ends_with('…'));
+        assert!(tail.ends_with("its end was not kept)\n"), "{tail}");
+        assert_eq!(tail_text(b"10%\r55%\r100%\r\n", false), "    100%\n");
+        assert_eq!(
+            tail_text(b"\xff\xfebad\n", false),
+            "    \u{fffd}\u{fffd}bad\n"
+        );
     }
 
     #[test]

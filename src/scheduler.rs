@@ -19,7 +19,7 @@ use crate::exec::{Command, Ending, Executor, Limits, Outcome, Stop};
 use crate::halt::{HaltPolicy, What, When};
 use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
-use crate::job::{Body, Job, JobResult, Placement, Status};
+use crate::job::{Body, Job, JobResult, Placement, Status, STOPPED_BY_BAKAPARA};
 use crate::output::Output;
 use crate::signals::{Controls, Event};
 
@@ -466,7 +466,7 @@ impl<W: Write> Scheduler<W> {
         let msg_id = self.msg_id(&job);
         let mut result = JobResult::from_outcome(&job, &place, outcome, msg_id);
         if stopped_by_us {
-            result.error = Some(format!("stopped before it ended: {}", self.halt_reason()));
+            result.error = Some(format!("{STOPPED_BY_BAKAPARA}: {}", self.halt_reason()));
         }
         if timed_out {
             let limit = match &job.body {
