@@ -42,6 +42,9 @@ pub struct Config {
     pub joblog: Option<PathBuf>,
     /// The directory relative `cd` values start from.
     pub base_dir: PathBuf,
+    /// make's jobserver, shared with the other recipes of `make -jN`; the command line leaves
+    /// it `None` (`main` connects it: [`crate::jobserver::Jobserver::from_env`]).
+    pub jobserver: Option<crate::jobserver::Jobserver>,
 }
 
 /// Why the command line cannot run: clap's own message (help and version included), or ours.
@@ -274,6 +277,7 @@ impl Config {
                 (false, false) => Verbosity::Normal,
             },
             base_dir,
+            jobserver: None,
         })
     }
 }

@@ -3,10 +3,14 @@
 use std::process::ExitCode;
 
 use bakapara::config::{Config, ConfigError};
+use bakapara::jobserver::Jobserver;
+use bakapara::progress::Verbosity;
 use bakapara::signals::die_of;
 
 fn main() -> ExitCode {
-    let config = match Config::from_args(std::env::args_os()) {
+    // First, while the descriptors MAKEFLAGS names are still the ones make left open.
+    let jobserver = Jobserver::from_env();
+    let mut config = match Config::from_args(std::env::args_os()) {
         Ok(config) => config,
         Err(ConfigError::Clap(e)) => {
             let _ = e.print();
@@ -21,6 +25,11 @@ fn main() -> ExitCode {
             return ExitCode::from(255);
         }
     };
+    match jobserver {
+        Ok(jobserver) => config.jobserver = jobserver,
+        Err(why) if config.verbosity != Verbosity::Quiet => eprintln!("bakapara: note: {why}"),
+        Err(_) => {}
+    }
     let stdout = std::io::stdout().lock();
     let summary = match bakapara::run::run(config, stdout, true) {
         Ok(summary) => summary,

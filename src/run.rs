@@ -110,7 +110,8 @@ async fn run_async<W: Write>(
         down_rx,
         config.halt,
         resume,
-    );
+    )
+    .with_jobserver(config.jobserver.as_ref());
     let summary = scheduler
         .run(known_total, Controls::new(signals, abort))
         .await;

@@ -20,6 +20,7 @@ use crate::halt::{HaltPolicy, What, When};
 use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
 use crate::job::{Body, Job, JobResult, Placement, Status, STOPPED_BY_BAKAPARA};
+use crate::jobserver::{Jobserver, Tokens};
 use crate::output::Output;
 use crate::signals::{Controls, Event};
 
@@ -134,6 +135,8 @@ pub struct Scheduler<W: Write> {
     halt_policy: Option<HaltPolicy>,
     /// `--resume`: earlier ok result lines by (cmd, cd), each usable once.
     resume: Resume,
+    /// make's jobserver tokens, under `make -jN` (see [`Scheduler::with_jobserver`]).
+    tokens: Option<Tokens>,
 }
 
 /// Result lines of an earlier run (`--resume FILE`) whose jobs need not run again.
@@ -193,7 +196,22 @@ impl<W: Write> Scheduler<W> {
             up_rx,
             halt_policy,
             resume,
+            tokens: None,
         }
+    }
+
+    /// Shares make's `-jN` (its jobserver): each job beyond the first running one waits, as
+    /// queued, for a token of make's and holds it while it runs. The slots still cap the run.
+    pub fn with_jobserver(mut self, jobserver: Option<&Jobserver>) -> Scheduler<W> {
+        if let Some(jobserver) = jobserver {
+            match Tokens::new(jobserver) {
+                Ok(tokens) => self.tokens = Some(tokens),
+                Err(e) => self.output.logger().warn(&format!(
+                    "bakapara: cannot use make's jobserver ({e}): running on -j slots alone"
+                )),
+            }
+        }
+        self
     }
 
     /// Runs every job to its result line.
@@ -208,6 +226,7 @@ impl<W: Write> Scheduler<W> {
             // Before anything starts: a result settled since the last turn may reach it.
             self.check_halt_policy();
             self.dispatch();
+            self.balance_tokens();
             if self.running.is_empty()
                 && self.queue.is_empty()
                 && (!self.input_open || self.halt.is_some())
@@ -218,7 +237,9 @@ impl<W: Write> Scheduler<W> {
                 && self.halt.is_none()
                 && !self.free.is_empty()
                 && self.queue.len() < LOOKAHEAD;
+            let want_token = self.tokens.as_ref().is_some_and(Tokens::awaited);
             tokio::select! {
+                token = arrival(&mut self.tokens), if want_token => self.token_arrived(token),
                 Some(done) = self.running.join_next(), if !self.running.is_empty() => match done {
                     Ok(done) => self.finish(done),
                     Err(e) => self.output.logger().warn(&format!("bakapara: internal error: a job task failed: {e}")),
@@ -263,7 +284,7 @@ impl<W: Write> Scheduler<W> {
             return;
         }
         let mut i = 0;
-        while i < self.queue.len() && !self.free.is_empty() {
+        while i < self.queue.len() && !self.free.is_empty() && self.may_start() {
             let wanted = wanted_hosts(&self.queue[i]);
             let avoid = self.queue[i].last_host;
             match self.take_slot(wanted.as_deref(), avoid) {
@@ -326,6 +347,9 @@ impl<W: Write> Scheduler<W> {
         if !self.resume.is_empty() && self.copy_earlier_result(&job) {
             return;
         }
+        if !self.may_start() {
+            return self.queue.push_back(job);
+        }
         match self.take_slot(wanted_hosts(&job).as_deref(), None) {
             Some(slot) => self.start(job, slot),
             None => self.queue.push_back(job),
@@ -359,6 +383,37 @@ impl<W: Write> Scheduler<W> {
         }
         self.output.emit_copied(job.seq, line, &key.0);
         true
+    }
+
+    /// False while a job must wait for a token of make's jobserver.
+    fn may_start(&self) -> bool {
+        self.tokens
+            .as_ref()
+            .is_none_or(|t| t.may_start(self.running.len()))
+    }
+
+    /// Holds the jobserver tokens the running jobs and the queued ones that could start need.
+    fn balance_tokens(&mut self) {
+        let startable = if self.halt.is_some() {
+            0
+        } else {
+            self.free.len().min(self.queue.len())
+        };
+        let running = self.running.len();
+        if let Some(tokens) = &mut self.tokens {
+            tokens.balance(running, startable);
+        }
+    }
+
+    fn token_arrived(&mut self, token: Option<std::io::Result<jobserver::Acquired>>) {
+        let Some(tokens) = &mut self.tokens else {
+            return;
+        };
+        if let Some(why) = tokens.arrived(token) {
+            self.output.logger().warn(&format!(
+                "bakapara: make's jobserver failed ({why}): running on -j slots alone"
+            ));
+        }
     }
 
     /// The lowest free slot on an up host the job may run on (`wanted`: `None` for any);
@@ -754,6 +809,15 @@ impl<W: Write> Scheduler<W> {
 
     fn msg_id(&self, job: &Job) -> String {
         format!("{}-{}-{}", self.run_id, job.seq, job.attempts)
+    }
+}
+
+/// The next jobserver token (see [`Tokens::arrival`]); a free function, so that `select!`
+/// borrows only this field of the scheduler.
+async fn arrival(tokens: &mut Option<Tokens>) -> Option<std::io::Result<jobserver::Acquired>> {
+    match tokens {
+        Some(tokens) => tokens.arrival().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,19 @@ use nix::sys::signal::Signal;
 
 use common::bin::*;
 
+/// `sleep` processes whose argument holds `marker` (not bakapara, whose command line holds
+/// the template).
+fn sleepers(marker: &str) -> usize {
+    pids_with(marker)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.starts_with(b"sleep\0"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
 fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("a temp dir")
 }
@@ -159,9 +172,7 @@ fn quiet_ctrl_c_says_once_how_many_jobs_were_aborted() {
         input.into_bytes(),
         dir.path(),
     );
-    wait_until("two jobs running", || {
-        pids_with(&format!("sleep 100{m}")).len() >= 2
-    });
+    wait_until("two jobs running", || sleepers(&m) >= 2);
     live.signal(Signal::SIGINT);
     let out = live.finish();
     assert_eq!(out.signal, Some(Signal::SIGINT as i32), "{}", out.stderr);
@@ -175,4 +186,175 @@ fn quiet_ctrl_c_says_once_how_many_jobs_were_aborted() {
         "{}",
         out.stderr
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// make's jobserver
+// ---------------------------------------------------------------------------------------
+
+/// A job that records when it ran (`start end`, seconds) in `stamps/NAME`.
+const STAMP_SH: &str = r#"s=$(date +%s.%N); sleep 0.5; e=$(date +%s.%N); echo "$s $e" > "stamps/$1"
+"#;
+
+/// The most jobs that ran at once, from the stamps of `dir/stamps`; and how many jobs ran.
+/// A stamp is taken inside the job, so the measured overlap is never more than the real one.
+fn most_at_once(dir: &Path) -> (usize, usize) {
+    let mut events = Vec::new();
+    let mut jobs = 0;
+    for entry in std::fs::read_dir(dir.join("stamps")).expect("the stamps") {
+        let text = std::fs::read_to_string(entry.expect("a stamp").path()).expect("a stamp");
+        let times: Vec<f64> = text
+            .split_whitespace()
+            .map(|t| t.parse().expect("a time"))
+            .collect();
+        assert_eq!(times.len(), 2, "{text}");
+        // At equal times an end comes first: that job no longer holds its token.
+        events.push((times[0], 1i32));
+        events.push((times[1], -1i32));
+        jobs += 1;
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, change) in events {
+        now += change;
+        most = most.max(now);
+    }
+    (most as usize, jobs)
+}
+
+fn stamp_dir() -> tempfile::TempDir {
+    let dir = tempdir();
+    std::fs::write(dir.path().join("stamp.sh"), STAMP_SH).unwrap();
+    std::fs::create_dir(dir.path().join("stamps")).unwrap();
+    dir
+}
+
+#[test]
+fn make_j2_bounds_the_jobs_of_two_plus_recipes_together() {
+    let dir = stamp_dir();
+    std::fs::write(
+        dir.path().join("Makefile"),
+        "all: one two\n\
+         one:\n\t+bakapara -j 4 'bash stamp.sh one<>' ::: a b c d > one.jsonl\n\
+         two:\n\t+bakapara -j 4 'bash stamp.sh two<>' ::: a b c d > two.jsonl\n",
+    )
+    .unwrap();
+    let (code, text) = make(dir.path(), &["-j2"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (most, jobs) = most_at_once(dir.path());
+    assert_eq!(jobs, 8, "{text}");
+    assert!(
+        most <= 2,
+        "make -j2 allows 2 jobs at once; {most} ran: {text}"
+    );
+    for name in ["one", "two"] {
+        let results = std::fs::read(dir.path().join(format!("{name}.jsonl"))).unwrap();
+        let lines = parse_lines(&results);
+        assert_eq!(lines.len(), 4);
+        assert!(lines.iter().all(|l| l["result"]["code"] == 0), "{lines:?}");
+    }
+    assert!(
+        !text.contains("jobserver"),
+        "no complaint about the jobserver, by make or bakapara: {text}"
+    );
+}
+
+#[test]
+fn without_plus_a_recipe_runs_on_its_own_slots_and_says_why() {
+    let dir = tempdir();
+    // Each job waits until all four run at once: they pass only if nothing limits them to 2.
+    std::fs::write(
+        dir.path().join("Makefile"),
+        "all:\n\tbakapara -j 4 'touch s<>; for i in $$(seq 6000); do \
+         [ $$(ls s* | wc -l) -ge 4 ] && exit 0; sleep 0.01; done; exit 1' \
+         ::: a b c d > out.jsonl\n",
+    )
+    .unwrap();
+    let (code, text) = make(dir.path(), &["-j2"]);
+    assert_eq!(code, Some(0), "four jobs ran at once: {text}");
+    assert!(
+        text.contains("mark the recipe with `+`"),
+        "bakapara says why it does not share make's -j: {text}"
+    );
+}
+
+/// A make 4.4 style jobserver: a FIFO holding `tokens` tokens, opened by the test (as make
+/// holds it open), and the MAKEFLAGS that names it.
+fn fifo_jobserver(dir: &Path, tokens: usize) -> (std::fs::File, String) {
+    let path = dir.join("jobserver.fifo");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    // Read and write: opening a FIFO so never blocks (Linux), and keeps it alive.
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open the FIFO");
+    use std::io::Write;
+    fifo.write_all(&vec![b'+'; tokens]).expect("tokens in");
+    let flags = format!(" -j{} --jobserver-auth=fifo:{}", tokens + 1, path.display());
+    (fifo, flags)
+}
+
+/// How many tokens wait in the FIFO now.
+fn tokens_in(fifo: &std::fs::File) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which points to `n`.
+    let rc = unsafe { nix::libc::ioctl(fifo.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    assert_eq!(rc, 0, "FIONREAD on the FIFO");
+    n as usize
+}
+
+#[test]
+fn a_fifo_jobserver_bounds_the_jobs_and_gets_its_tokens_back() {
+    let dir = stamp_dir();
+    let (fifo, flags) = fifo_jobserver(dir.path(), 1);
+    let out = Live::spawn_with(
+        bakapara()
+            .args(["-j", "4", "bash stamp.sh <>", ":::", "a", "b", "c", "d"])
+            .current_dir(dir.path())
+            .env("MAKEFLAGS", flags),
+        Vec::new(),
+    )
+    .finish();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let (most, jobs) = most_at_once(dir.path());
+    assert_eq!(jobs, 4);
+    assert!(
+        most <= 2,
+        "one token and bakapara's own: {most} ran at once"
+    );
+    assert_eq!(tokens_in(&fifo), 1, "the token is back in the FIFO");
+}
+
+#[test]
+fn jobs_waiting_for_a_token_are_aborted_by_ctrl_c() {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let (fifo, flags) = fifo_jobserver(dir.path(), 0);
+    let template = format!(": <>; sleep 100{m}");
+    let live = Live::spawn_with(
+        bakapara()
+            .args(["-j", "4", &template, ":::", "1", "2", "3", "4"])
+            .current_dir(dir.path())
+            .env("MAKEFLAGS", flags),
+        Vec::new(),
+    );
+    wait_until("the first job runs", || sleepers(&m) >= 1);
+    live.signal(Signal::SIGINT);
+    let out = live.finish();
+    assert_eq!(out.signal, Some(Signal::SIGINT as i32), "{}", out.stderr);
+    assert_eq!(out.lines.len(), 4, "{}", out.stderr);
+    let not_started = out
+        .lines
+        .iter()
+        .filter(|l| l["result"]["status"] == "aborted" && l["result"]["started"].is_null())
+        .count();
+    assert_eq!(
+        not_started, 3,
+        "only one job ran without a token: {:?}",
+        out.lines
+    );
+    assert_eq!(tokens_in(&fifo), 0);
 }
