@@ -235,8 +235,16 @@ impl Config {
             None => None,
         };
         if let Some(file) = &cli.resume {
-            std::fs::File::open(file)
-                .map_err(|e| invalid(format!("--resume {}: cannot open: {e}", file.display())))?;
+            // A missing file is nothing to skip (the run says so); an unreadable one is wrong.
+            match std::fs::File::open(file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(invalid(format!(
+                        "--resume {}: cannot open: {e}",
+                        file.display()
+                    )));
+                }
+                _ => {}
+            }
         }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)
             .map_err(|e| invalid(format!("--host-timeout: {e}")))?;

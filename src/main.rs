@@ -30,6 +30,10 @@ fn main() -> ExitCode {
         Err(why) if config.verbosity != Verbosity::Quiet => eprintln!("bakapara: note: {why}"),
         Err(_) => {}
     }
+    if let Err(e) = bakapara::run::check_resume_is_not_stdout(&config) {
+        eprintln!("bakapara: error: {e:#}");
+        return ExitCode::from(255);
+    }
     let stdout = std::io::stdout().lock();
     let summary = match bakapara::run::run(config, stdout, true) {
         Ok(summary) => summary,

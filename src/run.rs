@@ -13,7 +13,7 @@ use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
 use crate::output::Output;
-use crate::progress::Logger;
+use crate::progress::{Logger, Verbosity};
 use crate::scheduler::{Host, Resume, Scheduler, Summary};
 use crate::signals::{AbortReceiver, Controls, Signals};
 
@@ -61,7 +61,7 @@ async fn run_async<W: Write>(
         return Ok(dry_run(config, rx, out, reader).await);
     }
     let resume = match &config.resume {
-        Some(file) => load_resume(file)?,
+        Some(file) => load_resume(file, config.verbosity)?,
         None => Resume::new(),
     };
     let (down_tx, down_rx) = mpsc::unbounded_channel();
@@ -236,14 +236,52 @@ async fn connect_hosts(
     hosts
 }
 
+/// Refuses a `--resume FILE` that is also this process's stdout (`--resume r.jsonl ... >
+/// r.jsonl`): the shell emptied it before bakapara could read it, and every job would run
+/// again while the old results are lost. Call before any job runs, when stdout is the output.
+pub fn check_resume_is_not_stdout(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(resume) = &config.resume else {
+        return Ok(());
+    };
+    let Ok(file) = std::fs::metadata(resume) else {
+        return Ok(()); // A missing file is nothing to skip (see load_resume).
+    };
+    if !file.is_file() {
+        return Ok(()); // `--resume /dev/null > /dev/null` loses nothing.
+    }
+    let same = |dev: u64, ino: u64| dev == file.dev() && ino == file.ino();
+    // fstat of fd 1, and what /proc says fd 1 is (the same file, unless /proc is missing).
+    let by_fstat = nix::sys::stat::fstat(1).is_ok_and(|st| same(st.st_dev, st.st_ino));
+    let by_proc = std::fs::metadata("/proc/self/fd/1").is_ok_and(|m| same(m.dev(), m.ino()));
+    if by_fstat || by_proc {
+        anyhow::bail!(
+            "stdout is the --resume file {}: the shell emptied it before bakapara could read \
+             it; write the new results to another file (then rename it)",
+            resume.display()
+        );
+    }
+    Ok(())
+}
+
 /// Reads `--resume FILE`: the result lines with status ok and code 0, by (cmd, cd). Lines that
-/// are not such results are passed over.
-fn load_resume(file: &std::path::Path) -> anyhow::Result<Resume> {
+/// are not such results are passed over. A missing FILE is nothing to skip (so a Makefile
+/// recipe can pass `--resume` from its first run on): a note says so, and every job runs.
+fn load_resume(file: &std::path::Path, verbosity: Verbosity) -> anyhow::Result<Resume> {
     use std::io::BufRead;
-    let reader = std::io::BufReader::new(
-        std::fs::File::open(file)
-            .map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?,
-    );
+    let opened = match std::fs::File::open(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if verbosity != Verbosity::Quiet {
+                eprintln!(
+                    "bakapara: note: --resume {} does not exist yet: nothing to skip, every job runs",
+                    file.display()
+                );
+            }
+            return Ok(Resume::new());
+        }
+        opened => opened.map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?,
+    };
+    let reader = std::io::BufReader::new(opened);
     let mut resume = Resume::new();
     for line in reader.split(b'\n') {
         let mut line = line.map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?;

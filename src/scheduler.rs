@@ -381,7 +381,8 @@ impl<W: Write> Scheduler<W> {
         if lines.is_empty() {
             self.resume.remove(&key);
         }
-        self.output.emit_copied(job.seq, line, &key.0);
+        self.output
+            .emit_copied(job.seq, with_seq(line, job.seq), &key.0);
         true
     }
 
@@ -818,6 +819,30 @@ async fn arrival(tokens: &mut Option<Tokens>) -> Option<std::io::Result<jobserve
     match tokens {
         Some(tokens) => tokens.arrival().await,
         None => std::future::pending().await,
+    }
+}
+
+/// An earlier result line (newline-terminated) with `result.seq` set to `seq`, this run's
+/// position of the job, so that the seqs of one output stay unique. A line whose seq is
+/// already right is kept byte for byte; any other is rewritten with only that value changed
+/// (keys keep their order, numbers their text).
+fn with_seq(line: Vec<u8>, seq: u64) -> Vec<u8> {
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&line) else {
+        return line;
+    };
+    let Some(Value::Object(result)) = object.get_mut("result") else {
+        return line;
+    };
+    if result.get("seq").and_then(Value::as_u64) == Some(seq) {
+        return line;
+    }
+    result.insert("seq".to_string(), Value::from(seq));
+    match serde_json::to_vec(&object) {
+        Ok(mut rewritten) => {
+            rewritten.push(b'\n');
+            rewritten
+        }
+        Err(_) => line,
     }
 }
 

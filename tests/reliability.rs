@@ -904,3 +904,86 @@ fn jsonl_objects_with_a_bad_field_give_errors_naming_the_key() {
 fn jsonl_objects_with_a_host_list_of_non_strings_give_errors_naming_the_key() {
     check_jsonl_errors("{\"x\":\"b\",\"host\":[1]}\n{\"x\":\"ok\"}\n", &["`host`"]);
 }
+
+#[test]
+fn resume_with_a_missing_file_runs_every_job() {
+    let dir = tempdir();
+    let out = run(
+        &["--resume", "not-yet.jsonl", "echo <>", ":::", "1", "2"],
+        b"",
+        dir.path(),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.lines.len(), 2);
+    assert!(
+        out.stderr.contains("not-yet.jsonl does not exist"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn resume_refuses_a_file_that_is_also_stdout() {
+    let dir = tempdir();
+    let first = run(&["touch ran<>; echo <>", ":::", "1", "2"], b"", dir.path());
+    let results = dir.path().join("r.jsonl");
+    let before = first.raw.concat();
+    for append in [false, true] {
+        std::fs::write(&results, &before).unwrap();
+        // What `> r.jsonl` (the shell empties the file) and `>> r.jsonl` hand bakapara.
+        let stdout = std::fs::OpenOptions::new()
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&results)
+            .unwrap();
+        std::fs::remove_file(dir.path().join("ran1")).unwrap_or_default();
+        let out = bakapara()
+            .args([
+                "--resume",
+                "r.jsonl",
+                "touch ran<>; echo <>",
+                ":::",
+                "1",
+                "3",
+            ])
+            .current_dir(dir.path())
+            .stdout(stdout)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(255), "append {append}: {stderr}");
+        assert!(stderr.contains("stdout is the --resume file"), "{stderr}");
+        assert!(!dir.path().join("ran3").exists(), "no job ran");
+        if append {
+            assert_eq!(std::fs::read(&results).unwrap(), before, "nothing written");
+        }
+    }
+}
+
+#[test]
+fn resume_gives_a_copied_line_the_seq_of_this_run() {
+    let dir = tempdir();
+    let template = "[ <> != y ] && echo <>";
+    let first = run(&["-j", "1", template], b"x\ny\n", dir.path());
+    assert_eq!(first.code, Some(1), "y failed: {}", first.stderr);
+    let results = dir.path().join("first.jsonl");
+    std::fs::write(&results, first.raw.concat()).unwrap();
+    // Asked the other way round: y runs again as job 1, x's line is copied as job 2.
+    let second = run(
+        &["-j", "1", "--resume", results.to_str().unwrap(), template],
+        b"y\nx\n",
+        dir.path(),
+    );
+    let lines = by_seq(&second.lines);
+    assert_eq!(
+        lines.keys().copied().collect::<Vec<_>>(),
+        [1, 2],
+        "unique seqs"
+    );
+    assert_eq!(lines[&1]["input"], "y");
+    let mut copied = lines[&2].clone();
+    assert_eq!(copied["input"], "x");
+    copied["result"]["seq"] = 1.into();
+    assert_eq!(copied, first.lines[0], "the old line, but for its seq");
+}
