@@ -4,6 +4,9 @@
 //! a thread of their own and arrive on a channel, so waiting for one never blocks the run.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -50,42 +53,58 @@ impl Jobserver {
 /// What the scheduler holds of make's tokens: each running job beyond the first holds one.
 #[derive(Debug)]
 pub(crate) struct Tokens {
-    /// One message per token wanted; the fetcher thread reads a token for each.
-    ask_tx: std::sync::mpsc::Sender<()>,
+    /// One message per token wanted; the reader thread reads a token for each. Dropped
+    /// first when the run ends, so that the reader stops waiting for requests.
+    ask_tx: Option<std::sync::mpsc::Sender<()>>,
     arrived_rx: mpsc::UnboundedReceiver<io::Result<jobserver::Acquired>>,
     held: Vec<jobserver::Acquired>,
     /// Tokens asked for and not arrived yet.
     asked: usize,
     /// Set when the jobserver failed (make went away): jobs then start on slots alone.
     failed: bool,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// Set by the reader when it cannot poll and blocks in a read instead: it cannot be
+    /// joined then.
+    blocking: Arc<AtomicBool>,
 }
 
+/// How often the reader looks for a token while one is wanted. Polling (rather than a
+/// blocking read) lets it stop at once when the run ends, so that no token is read by a
+/// process about to exit and lost to make.
+const POLL: Duration = Duration::from_millis(5);
+
 impl Tokens {
-    /// Starts the thread that reads tokens from make when asked.
-    ///
-    /// The thread may be blocked reading from make when the run ends: it then ends once a
-    /// token comes, which it gives back at once (nobody wants it any more).
+    /// Starts the thread that reads tokens from make when asked; it ends with the run.
     pub(crate) fn new(jobserver: &Jobserver) -> io::Result<Tokens> {
         let (ask_tx, ask_rx) = std::sync::mpsc::channel::<()>();
         let (arrived_tx, arrived_rx) = mpsc::unbounded_channel();
         let client = jobserver.client.clone();
-        std::thread::Builder::new()
-            .name("bakapara-jobserver".into())
-            .spawn(move || {
-                while ask_rx.recv().is_ok() {
-                    let token = client.acquire();
-                    let failed = token.is_err();
-                    if arrived_tx.send(token).is_err() || failed {
-                        return;
+        let blocking = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let blocking = Arc::clone(&blocking);
+            std::thread::Builder::new()
+                .name("bakapara-jobserver".into())
+                .spawn(move || {
+                    while ask_rx.recv().is_ok() {
+                        let Some(token) = read_token(&client, &arrived_tx, &blocking) else {
+                            return; // The run ended.
+                        };
+                        let failed = token.is_err();
+                        // A token nobody takes any more is given back as it drops here.
+                        if arrived_tx.send(token).is_err() || failed {
+                            return;
+                        }
                     }
-                }
-            })?;
+                })?
+        };
         Ok(Tokens {
-            ask_tx,
+            ask_tx: Some(ask_tx),
             arrived_rx,
             held: Vec::new(),
             asked: 0,
             failed: false,
+            reader: Some(reader),
+            blocking,
         })
     }
 
@@ -105,7 +124,7 @@ impl Tokens {
         let wanted = (running + startable).saturating_sub(1);
         self.held.truncate(wanted);
         while self.held.len() + self.asked < wanted {
-            if self.ask_tx.send(()).is_err() {
+            if self.ask_tx.as_ref().is_none_or(|ask| ask.send(()).is_err()) {
                 self.failed = true;
                 return;
             }
@@ -145,6 +164,43 @@ impl Tokens {
                 self.held.clear();
                 Some("its reader thread ended".to_string())
             }
+        }
+    }
+}
+
+impl Drop for Tokens {
+    fn drop(&mut self) {
+        self.ask_tx = None;
+        self.arrived_rx.close();
+        if let Some(reader) = self.reader.take() {
+            // A polling reader sees the closed channel within POLL; a blocking one is left to
+            // end when a token comes (which it then gives back).
+            if !self.blocking.load(Ordering::SeqCst) {
+                let _ = reader.join();
+            }
+        }
+    }
+}
+
+/// Reads one token: polls until one comes, or returns `None` once nobody waits for it (the
+/// run ended). Where the descriptor cannot be made non-blocking, blocks in a read instead.
+fn read_token(
+    client: &jobserver::Client,
+    arrived: &mpsc::UnboundedSender<io::Result<jobserver::Acquired>>,
+    blocking: &AtomicBool,
+) -> Option<io::Result<jobserver::Acquired>> {
+    loop {
+        if arrived.is_closed() {
+            return None;
+        }
+        match client.try_acquire() {
+            Ok(Some(token)) => return Some(Ok(token)),
+            Ok(None) => std::thread::sleep(POLL),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                blocking.store(true, Ordering::SeqCst);
+                return Some(client.acquire());
+            }
+            Err(e) => return Some(Err(e)),
         }
     }
 }
