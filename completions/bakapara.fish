@@ -2,8 +2,8 @@ complete -c bakapara -s j -l jobs -d 'Run N jobs at once on this machine [defaul
 complete -c bakapara -l grace -d 'Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped' -r
 complete -c bakapara -l timeout -d 'Stop a job that runs longer than DURATION (30, 1.5, 500ms, 10s, 5m, 1h30m): TERM to its process group, KILL after --grace. A job\'s own "timeout" key wins' -r
 complete -c bakapara -l retries -d 'Run a failed job (status not ok, or a code other than 0) up to N more times, preferring another host. A job\'s own "retries" key wins' -r
-complete -c bakapara -l halt -d 'Stop the run early, in GNU Parallel\'s syntax: now|soon,fail|success|done=N|N% (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new jobs once 10% failed)' -r
-complete -c bakapara -l resume -d 'Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous result stream, copying its line through unchanged' -r -F
+complete -c bakapara -l halt -d 'Stop the run early, in GNU Parallel\'s syntax: now|soon,fail|success|done=N|N% (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new jobs once 10% failed). A percentage is of all jobs once their number is known; while input streams, of the jobs finished, from 10 on. A fail= halt exits with the code of the job that triggered it' -r
+complete -c bakapara -l resume -d 'Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous result stream, copying its line through (with this run\'s seq). No FILE yet: nothing to skip. FILE may not be stdout' -r -F
 complete -c bakapara -s S -l sshlogin -d 'Hosts to run on: comma-separated [user@]host[:port][/N] (N slots; default: its CPU count); ":" or "localhost" is this machine. Repeatable' -r
 complete -c bakapara -l sshloginfile -d 'Read hosts from FILE, one entry a line ("#" starts a comment)' -r -F
 complete -c bakapara -l ssh-config -d 'Use this OpenSSH client config instead of ~/.ssh/config' -r -F
@@ -22,7 +22,7 @@ complete -c bakapara -s k -l keep-order -d 'Emit results in input order instead 
 complete -c bakapara -l text -d 'Print each job\'s stdout and stderr (whole per job, never interleaved) instead of JSON result lines; the result lines then go to --joblog when given'
 complete -c bakapara -l tag -d 'With --text: prefix each output line with the job\'s input and a TAB'
 complete -c bakapara -l dry-run -d 'Print the jobs that would run, as JSON lines, and run nothing'
-complete -c bakapara -s q -l quiet -d 'Print only errors on stderr'
+complete -c bakapara -s q -l quiet -d 'Print only errors on stderr: failed jobs (with the tail of their stderr), and one line for the jobs Ctrl-C or --halt aborted'
 complete -c bakapara -s v -l verbose -d 'Also log a line on stderr when each job starts'
 complete -c bakapara -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bakapara -s V -l version -d 'Print version'

@@ -85,13 +85,15 @@ EXAMPLES:
     ls *.fastq | bakapara -S node01/8,node02/8,:/2 'align <> > <.>.bam'
   Every combination of two sources:
     bakapara 'convert -resize <2> <1> <1/.>_<2>.png' ::: *.jpg ::: 50% 25%
-  A Makefile recipe (make stops when a job failed: the exit status counts them):
-    thumbs: ; ls *.jpg | bakapara -q --joblog t.jsonl 'convert <> t/</>'
+  A Makefile recipe (make stops when a job failed: the exit status counts them; with `+`,
+  `make -jN` bounds the jobs of all recipes together, through make's jobserver):
+    thumbs: ; +ls *.jpg | bakapara -q --joblog t.jsonl 'convert <> t/</>'
 
 EXIT STATUS:
   0    every job ran ok with code 0
   1-100  the number of failed jobs (status not ok, or code not 0)
   101  more than 100 jobs failed
+  --halt  a fail= halt: the exit code of the job that triggered it (1 if none); success=, done=: 0
   255  a usage or fatal error, before any job runs where it can be known
   130 / 143  stopped by SIGINT / SIGTERM: bakapara dies of that signal after its cleanup";
 
@@ -138,12 +140,15 @@ pub struct Cli {
 
     /// Stop the run early, in GNU Parallel's syntax: now|soon,fail|success|done=N|N%
     /// (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new
-    /// jobs once 10% failed).
+    /// jobs once 10% failed). A percentage is of all jobs once their number is known; while
+    /// input streams, of the jobs finished, from 10 on. A fail= halt exits with the code of
+    /// the job that triggered it.
     #[arg(long, value_name = "WHEN,WHAT=N", help_heading = "Running")]
     pub halt: Option<String>,
 
     /// Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous
-    /// result stream, copying its line through unchanged.
+    /// result stream, copying its line through (with this run's seq). No FILE yet: nothing to
+    /// skip. FILE may not be stdout.
     #[arg(long, value_name = "FILE", help_heading = "Running")]
     pub resume: Option<std::path::PathBuf>,
 
@@ -234,7 +239,8 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub dry_run: bool,
 
-    /// Print only errors on stderr.
+    /// Print only errors on stderr: failed jobs (with the tail of their stderr), and one line
+    /// for the jobs Ctrl-C or --halt aborted.
     #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "verbose", help_heading = "Output")]
     pub quiet: bool,
 
