@@ -71,7 +71,7 @@ pub struct RunSettings {
 }
 
 /// How the run ended, for the exit status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub done: u64,
     pub failed: u64,

@@ -313,7 +313,8 @@ fn a_fifo_jobserver_bounds_the_jobs_and_gets_its_tokens_back() {
         bakapara()
             .args(["-j", "4", "bash stamp.sh <>", ":::", "a", "b", "c", "d"])
             .current_dir(dir.path())
-            .env("MAKEFLAGS", flags),
+            .env("MAKEFLAGS", flags)
+            .env_remove("CARGO_MAKEFLAGS"),
         Vec::new(),
     )
     .finish();
@@ -338,7 +339,8 @@ fn jobs_waiting_for_a_token_are_aborted_by_ctrl_c() {
         bakapara()
             .args(["-j", "4", &template, ":::", "1", "2", "3", "4"])
             .current_dir(dir.path())
-            .env("MAKEFLAGS", flags),
+            .env("MAKEFLAGS", flags)
+            .env_remove("CARGO_MAKEFLAGS"),
         Vec::new(),
     );
     wait_until("the first job runs", || sleepers(&m) >= 1);
