@@ -4,7 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Local;
@@ -71,6 +71,19 @@ pub struct Logger {
 struct Shared {
     hosts: Mutex<Vec<(String, RunningJobs)>>,
     counts: Mutex<Counts>,
+    /// The number of jobs, announced by the input reader when it hit the end of its input
+    /// (before the scheduler has taken every job).
+    input_total: Arc<OnceLock<u64>>,
+}
+
+impl Shared {
+    fn counts(&self) -> Counts {
+        let mut counts = self.counts.lock().map(|c| *c).unwrap_or_default();
+        if counts.total.is_none() {
+            counts.total = self.input_total.get().copied();
+        }
+        counts
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,6 +122,7 @@ impl Logger {
             shared: Arc::new(Shared {
                 hosts: Mutex::new(Vec::new()),
                 counts: Mutex::new(Counts::default()),
+                input_total: Arc::default(),
             }),
             display: Mutex::new(None),
         }
@@ -121,6 +135,16 @@ impl Logger {
         let mut logger = Logger::new(verbosity);
         logger.live = verbosity != Verbosity::Quiet && !dumb && std::io::stderr().is_terminal();
         logger
+    }
+
+    /// Takes the total from `total` as soon as the input reader sets it (the reader's
+    /// [`crate::input::ReaderState::total`]), for the display and the `[k/N]` of log lines.
+    /// Call before the logger is shared.
+    pub fn with_input_total(mut self, total: Arc<OnceLock<u64>>) -> Logger {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.input_total = total;
+        }
+        self
     }
 
     /// True when stderr shows the live display (output to the terminal must go through
@@ -170,20 +194,17 @@ impl Logger {
     /// Redraws the live display now (after a change the refresh thread would show late).
     fn redraw(&self) {
         if let Some(bar) = self.bar() {
-            let counts = self.counts();
-            if let Some(total) = counts.total {
-                if bar.length() != Some(total) {
-                    bar.set_style(bar_style(true));
-                    bar.set_length(total);
-                }
-            }
-            bar.set_position(counts.done);
-            bar.set_message(render(&self.shared));
+            refresh(&bar, &self.shared);
         }
     }
 
     fn counts(&self) -> Counts {
-        self.shared.counts.lock().map(|c| *c).unwrap_or_default()
+        self.shared.counts()
+    }
+
+    /// The total given, or else the one the input reader announced.
+    fn total_or_input(&self, total: Option<u64>) -> Option<u64> {
+        total.or_else(|| self.shared.input_total.get().copied())
     }
 
     /// `total 100 jobs on 48 engines` (`?` while the total is not known yet); with the live
@@ -223,7 +244,7 @@ impl Logger {
                 .name("bakapara-progress".into())
                 .spawn(move || {
                     while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(REFRESH) {
-                        bar.set_message(render(&shared));
+                        refresh(&bar, &shared);
                         bar.tick();
                     }
                 })
@@ -245,6 +266,7 @@ impl Logger {
     /// One line per finished job: `[3/100] returned 0 in 0:00:00.012 sec on host: cmd`. With
     /// the live display, only failed jobs get their line, above it (all do with `-v`).
     pub fn finished(&self, done: u64, total: Option<u64>, result: &JobResult, cmd: &str) {
+        let total = self.total_or_input(total);
         // Errors and aborts always get their line; with the live display, so do jobs that
         // returned a code other than 0.
         let failed = result.status != Status::Ok || (self.live && result.failed());
@@ -302,6 +324,7 @@ impl Logger {
 
     /// A job skipped by `--resume` (its earlier result line is copied through).
     pub fn skipped(&self, done: u64, total: Option<u64>, cmd: &str) {
+        let total = self.total_or_input(total);
         self.update(|c| {
             c.done = done;
             if total.is_some() {
@@ -331,6 +354,15 @@ impl Logger {
             "job {seq} started on {host}: {}",
             one_line(cmd)
         ));
+    }
+
+    /// A plain line for the person at the terminal (no timestamp), above the live display.
+    pub fn note(&self, text: &str) {
+        let line = format!("{text}\n");
+        // A closed or full stderr must not stop the run.
+        self.suspend(|| {
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        });
     }
 
     /// A warning or error about the run itself (shown even with `-q`).
@@ -377,6 +409,19 @@ impl Drop for Logger {
     }
 }
 
+/// Brings the live display up to date: counts, text, and the bar once the total is known.
+fn refresh(bar: &ProgressBar, shared: &Shared) {
+    let counts = shared.counts();
+    if let Some(total) = counts.total {
+        if bar.length() != Some(total) {
+            bar.set_style(bar_style(true));
+            bar.set_length(total);
+        }
+    }
+    bar.set_position(counts.done);
+    bar.set_message(render(shared));
+}
+
 /// The live display's style: a bar once the total is known, a spinner before.
 fn bar_style(total_known: bool) -> ProgressStyle {
     let template = if total_known {
@@ -393,7 +438,7 @@ fn bar_style(total_known: bool) -> ProgressStyle {
 /// The live display's text: `7/12 done · 1 failed · 3.4/s · ETA 0:00:02 · running 2 on host`.
 /// What matters most comes first, as a narrow terminal cuts the end.
 fn render(shared: &Shared) -> String {
-    let counts = shared.counts.lock().map(|c| *c).unwrap_or_default();
+    let counts = shared.counts();
     let elapsed = counts.since.map(|t| t.elapsed()).unwrap_or_default();
     let eta = match counts.total {
         Some(total) if counts.done >= total => "0:00:00".to_string(),

@@ -1,6 +1,6 @@
 //! A whole run: start the input reader, run the scheduler, report how it ended.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -16,6 +16,12 @@ use crate::output::Output;
 use crate::progress::Logger;
 use crate::scheduler::{Host, Resume, Scheduler, Summary};
 use crate::signals::{AbortReceiver, Controls, Signals};
+
+/// Said on stderr when jobs are read from a terminal, where a person may not know that bakapara
+/// waits for them (GNU Parallel warns likewise). Shown even with `-q`: it is no progress, and
+/// without it the run looks hung.
+const TERMINAL_INPUT_HINT: &str = "bakapara: reading jobs from the terminal, one per line; \
+     press Ctrl-D on an empty line to end the input (or pipe jobs in, or give ::: arguments)";
 
 /// Jobs read ahead of the free slots; bounds memory whatever the input length.
 const CHANNEL_CAPACITY: usize = 256;
@@ -67,7 +73,10 @@ async fn run_async<W: Write>(
     let (down_tx, down_rx) = mpsc::unbounded_channel();
     let joblog = open_joblog(&config)?;
     // A live progress display when stderr is a terminal, log lines otherwise.
-    let logger = Logger::for_stderr(config.verbosity);
+    let logger = Logger::for_stderr(config.verbosity).with_input_total(Arc::clone(&state.total));
+    if config.input.reads_stdin() && std::io::stdin().is_terminal() {
+        logger.note(TERMINAL_INPUT_HINT);
+    }
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
         remove_stale_control_dirs();

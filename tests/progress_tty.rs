@@ -99,13 +99,19 @@ fn quote(path: &Path) -> String {
 /// Starts `bakapara ARGS > out.jsonl` in a 120x30 pane; its exit code goes to `rc`, then the
 /// pane stays (so the final screen can be read).
 fn start(name: &str, dir: &Path, args: &str) -> (Tmux, PathBuf, PathBuf) {
+    start_line(name, dir, &format!("\"$B\" {args} > out.jsonl"))
+}
+
+/// Runs the shell command `line` in a 120x30 pane, in `dir`, with `$B` the bakapara binary;
+/// its exit code goes to `rc`, then the pane stays. Returns the pane and the paths of
+/// `out.jsonl` (where `line` may send stdout) and `rc`.
+fn start_line(name: &str, dir: &Path, line: &str) -> (Tmux, PathBuf, PathBuf) {
     let out = dir.join("out.jsonl");
     let rc = dir.join("rc");
     let shell = format!(
-        "cd {} && {} {args} > {}; echo $? > {}.tmp; mv {}.tmp {}; exec sleep 600",
+        "cd {} && B={}; {line}; echo $? > {}.tmp; mv {}.tmp {}; exec sleep 600",
         quote(dir),
         quote(Path::new(env!("CARGO_BIN_EXE_bakapara"))),
-        quote(&out),
         quote(&rc),
         quote(&rc),
         quote(&rc),
@@ -234,4 +240,108 @@ fn quiet_shows_no_display() {
     let screen = tmux.screen();
     assert!(non_empty_lines(&screen).is_empty(), "{screen}");
     assert_eq!(result_lines(&out).len(), 3);
+}
+
+/// The `N` of the first `N/TOTAL done` on the screen.
+fn done_of(screen: &str, total: u64) -> Option<u64> {
+    let at = screen.find(&format!("/{total} done"))?;
+    let digits: String = screen[..at]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn piped_input_shows_its_total_a_bar_and_an_eta_once_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // 20 lines, read at once (the reader hits the end of input long before the scheduler has
+    // taken every job): the display knows the total from then on.
+    let (tmux, out, rc) = start_line(
+        "piped",
+        dir.path(),
+        "seq 20 | \"$B\" -j 4 'sleep 0.3; echo <>' > out.jsonl",
+    );
+    let screen = tmux.wait_for_screen("N/20 with an ETA early in the run", |s| {
+        done_of(s, 20).is_some_and(|n| (1..=12).contains(&n)) && s.contains("ETA 0:")
+    });
+    assert!(
+        screen.contains("[="),
+        "a bar once the total is known:\n{screen}"
+    );
+    assert!(!screen.contains("/? done"), "{screen}");
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    assert_eq!(result_lines(&out).len(), 20);
+}
+
+#[test]
+fn log_lines_count_against_the_total_once_the_input_has_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, "1\n2\n3\n4\n5\n").unwrap();
+    // stderr is a pipe here: log lines. One slot, so the scheduler takes the jobs one by one
+    // while the reader has long read all five.
+    let out = Command::new(env!("CARGO_BIN_EXE_bakapara"))
+        .args(["-j", "1", "sleep 0.2; echo"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .expect("bakapara runs");
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The first job may end before the reader got to the end of input; none after it.
+    for k in 2..=5 {
+        assert!(
+            stderr.contains(&format!("[{k}/5] returned 0 in ")),
+            "job {k} of 5:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn jobs_read_from_the_terminal_get_a_hint_on_how_to_end_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, out, rc) = start("tty-input", dir.path(), "'echo got <>'");
+    let screen = tmux.wait_for_screen("the hint", |s| s.contains("Ctrl-D"));
+    assert!(
+        screen.contains("reading jobs from the terminal"),
+        "{screen}"
+    );
+    let sent = tmux.command(&["send-keys", "hello", "Enter"]);
+    assert!(sent.status.success());
+    // The job runs before the input ends.
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(&out).unwrap_or_default().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no result; the screen:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent = tmux.command(&["send-keys", "C-d"]);
+    assert!(sent.status.success());
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    let results = result_lines(&out);
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["result"]["stdout"], "got hello\n");
+}
+
+#[test]
+fn piped_input_gets_no_terminal_hint() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bakapara"))
+        .args(["echo"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("bakapara runs");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("Ctrl-D"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
