@@ -8,8 +8,10 @@ const LONG_ABOUT: &str = "\
 Run embarrassingly parallel shell jobs on this machine and over SSH, one JSON result line per job.
 
 Jobs come in on standard input (or as ::: arguments); one result line per job goes out on \
-standard output the moment that job ends (-k: in input order). Progress and log lines go to \
-standard error: a live display when it is a terminal, log lines otherwise.
+standard output the moment that job ends (-k: in input order). When standard output is a \
+terminal (and no --json), a person is reading: each job's output is shown instead, grouped per \
+job as with --text. Progress and log lines go to standard error: a live display when it is a \
+terminal, log lines otherwise.
 
 With a TEMPLATE, each input item (a stdin line, or a ::: argument) becomes one job whose \
 command is the template expanded with that item; a template with no token gets \" <>\" \
@@ -208,12 +210,18 @@ pub struct Cli {
     pub keep_order: bool,
 
     /// Print each job's stdout and stderr (whole per job, never interleaved) instead of JSON
-    /// result lines; the result lines then go to --joblog when given.
+    /// result lines; the result lines then go to --joblog when given. The default when stdout
+    /// is a terminal.
     #[arg(long, help_heading = "Output")]
     pub text: bool,
 
-    /// With --text: prefix each output line with the job's input and a TAB.
-    #[arg(long, requires = "text", help_heading = "Output")]
+    /// Write JSON result lines even when stdout is a terminal (a pipe or a file gets them
+    /// anyway).
+    #[arg(long, conflicts_with = "text", help_heading = "Output")]
+    pub json: bool,
+
+    /// Prefix each output line with the job's input and a TAB (text output: implies --text).
+    #[arg(long, help_heading = "Output")]
     pub tag: bool,
 
     /// Also write every result line to FILE.

@@ -38,10 +38,22 @@ pub struct Config {
     pub text: bool,
     /// `--tag` (with `--text`).
     pub tag: bool,
+    /// `--json`: result lines on stdout even when it is a terminal.
+    pub json: bool,
     /// `--joblog FILE`: result lines also (with `--text`: only) go there.
     pub joblog: Option<PathBuf>,
     /// The directory relative `cd` values start from.
     pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// When stdout is a terminal and `--json` was not given, a person reads it: text output
+    /// (SPEC §1). The binary calls this; a library caller chooses its own output.
+    pub fn text_for_terminal(&mut self, stdout_is_terminal: bool) {
+        if stdout_is_terminal && !self.json && !self.dry_run {
+            self.text = true;
+        }
+    }
 }
 
 /// Why the command line cannot run: clap's own message (help and version included), or ours.
@@ -235,6 +247,14 @@ impl Config {
             std::fs::File::open(file)
                 .map_err(|e| invalid(format!("--resume {}: cannot open: {e}", file.display())))?;
         }
+        // Options of text output imply it; with --json they make no sense.
+        let text_options = [(cli.tag, "--tag")];
+        let text_option = text_options.iter().find(|(set, _)| *set).map(|(_, n)| *n);
+        if let (true, Some(name)) = (cli.json, text_option) {
+            return Err(invalid(format!(
+                "{name} is for text output; it cannot go with --json"
+            )));
+        }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)
             .map_err(|e| invalid(format!("--host-timeout: {e}")))?;
         let ssh = SshOptions {
@@ -264,8 +284,9 @@ impl Config {
             },
             halt,
             resume: cli.resume.clone(),
-            text: cli.text,
+            text: cli.text || text_option.is_some(),
             tag: cli.tag,
+            json: cli.json,
             joblog: cli.joblog.clone(),
             dry_run: cli.dry_run,
             verbosity: match (cli.quiet, cli.verbose) {

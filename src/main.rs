@@ -1,12 +1,13 @@
 //! The `bakapara` command: parse the command line, run, map the outcome to an exit status.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use bakapara::config::{Config, ConfigError};
 use bakapara::signals::die_of;
 
 fn main() -> ExitCode {
-    let config = match Config::from_args(std::env::args_os()) {
+    let mut config = match Config::from_args(std::env::args_os()) {
         Ok(config) => config,
         Err(ConfigError::Clap(e)) => {
             let _ = e.print();
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(255);
         }
     };
+    config.text_for_terminal(std::io::stdout().is_terminal());
     let stdout = std::io::stdout().lock();
     let summary = match bakapara::run::run(config, stdout, true) {
         Ok(summary) => summary,

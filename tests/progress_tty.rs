@@ -1,5 +1,6 @@
-//! The live progress display (SPEC §6): bakapara runs in a tmux pane, so its stderr is a
-//! terminal, and the test reads the screen.
+//! bakapara at a terminal (SPEC §1, §6): it runs in a tmux pane, so its stderr (and, where a
+//! test says so, its stdout and stdin) is a terminal, and the test reads the screen: the live
+//! progress display, human output instead of JSON, the hint for input typed at the terminal.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,9 +51,10 @@ impl Tmux {
             .expect("run tmux (is it installed?)")
     }
 
-    /// The visible screen of the pane, lines without trailing blanks.
+    /// The visible screen of the pane, lines without trailing blanks (a line the terminal
+    /// wrapped comes joined).
     fn screen(&self) -> String {
-        let out = self.command(&["capture-pane", "-p"]);
+        let out = self.command(&["capture-pane", "-p", "-J"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -344,4 +346,48 @@ fn piped_input_gets_no_terminal_hint() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_terminal_on_stdout_gets_each_jobs_output_and_failures_named_not_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, _, rc) = start_line(
+        "human",
+        dir.path(),
+        "\"$B\" -j 2 --joblog log.jsonl \
+         'echo out <>; echo line2 <>; echo oops <> >&2; exit $((<> == 2))' ::: 1 2 3",
+    );
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "1");
+    let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
+    assert!(!screen.contains("{\""), "no JSON on a terminal:\n{screen}");
+    for k in 1..=3 {
+        // Each job's stdout is one block.
+        assert!(
+            screen.contains(&format!("out {k}\nline2 {k}\n")),
+            "job {k}'s output:\n{screen}"
+        );
+        assert!(screen.contains(&format!("oops {k}")), "{screen}");
+    }
+    // The failed job is named, with its code.
+    let failed: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains("returned 1 in"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{screen}");
+    assert!(failed[0].contains("exit $((2 == 2))"), "{screen}");
+    assert!(screen.contains("completed: 3/3 done, 1 failed"), "{screen}");
+    // The joblog still gets the result lines.
+    let log = result_lines(&dir.path().join("log.jsonl"));
+    assert_eq!(log.len(), 3);
+}
+
+#[test]
+fn json_forces_result_lines_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, _, rc) = start_line("json", dir.path(), "\"$B\" --json 'echo hi <>' ::: 1");
+    wait_for_file(&rc, &tmux);
+    let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
+    assert!(screen.contains("\"stdout\":\"hi 1\\n\""), "{screen}");
+    assert!(screen.contains("\"result\":{\"status\":\"ok\""), "{screen}");
 }

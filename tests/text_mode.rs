@@ -121,6 +121,24 @@ fn log_lines_do_not_split_a_jobs_stderr() {
 }
 
 #[test]
+fn options_of_text_output_imply_it_and_refuse_json() {
+    let out = run(&["--tag", "-q", "echo hi", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a\thi a\n");
+    let out = run(&["--json", "--tag", "echo hi", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("--tag"), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let out = run(&["--json", "--text", "echo hi", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(255));
+    // A pipe gets JSON lines with or without --json.
+    let out = run(&["--json", "-q", "echo hi", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(0));
+    let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(line["result"]["stdout"], "hi a\n");
+}
+
+#[test]
 fn tag_prefixes_every_line_with_the_input_and_a_tab() {
     let out = run(&[
         "--text",
