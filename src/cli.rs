@@ -224,6 +224,11 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub tag: bool,
 
+    /// Prefix each output line with TEMPLATE expanded for the job, then a TAB (implies --tag).
+    /// Values go in as text, never quoted: --tagstring '<#> <1/>' prints "3 a.txt<TAB>...".
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Output")]
+    pub tagstring: Option<String>,
+
     /// Also write every result line to FILE.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub joblog: Option<std::path::PathBuf>,

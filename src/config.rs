@@ -38,6 +38,8 @@ pub struct Config {
     pub text: bool,
     /// `--tag` (with `--text`).
     pub tag: bool,
+    /// `--tagstring`: the `--tag` prefix as a template.
+    pub tagstring: Option<Template>,
     /// `--json`: result lines on stdout even when it is a terminal.
     pub json: bool,
     /// `--joblog FILE`: result lines also (with `--text`: only) go there.
@@ -248,7 +250,7 @@ impl Config {
                 .map_err(|e| invalid(format!("--resume {}: cannot open: {e}", file.display())))?;
         }
         // Options of text output imply it; with --json they make no sense.
-        let text_options = [(cli.tag, "--tag")];
+        let text_options = [(cli.tag, "--tag"), (cli.tagstring.is_some(), "--tagstring")];
         let text_option = text_options.iter().find(|(set, _)| *set).map(|(_, n)| *n);
         if let (true, Some(name)) = (cli.json, text_option) {
             return Err(invalid(format!(
@@ -285,7 +287,12 @@ impl Config {
             halt,
             resume: cli.resume.clone(),
             text: cli.text || text_option.is_some(),
-            tag: cli.tag,
+            tag: cli.tag || cli.tagstring.is_some(),
+            tagstring: cli
+                .tagstring
+                .as_deref()
+                .map(|t| parse("--tagstring", t))
+                .transpose()?,
             json: cli.json,
             joblog: cli.joblog.clone(),
             dry_run: cli.dry_run,

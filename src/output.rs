@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::exec::Spool;
 use crate::job::{encode_line, Job, JobResult, Stream};
 use crate::progress::Logger;
+use crate::template::{Context, Quoting, Template};
 
 /// With `-k --text`: how many spool files finished jobs may hold open while they wait for an
 /// earlier job; the output of later ones is copied into one shared file instead, so a slow
@@ -44,9 +45,11 @@ pub struct Output<W: Write> {
     held_spools: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct TextMode {
     tag: bool,
+    /// `--tagstring`: the tag as a template instead of the job's input.
+    tagstring: Option<Template>,
 }
 
 struct Joblog {
@@ -98,7 +101,20 @@ impl<W: Write> Output<W> {
     /// (spooled by the executors, see [`crate::exec::Captured::spooled`]); with `tag`, each
     /// line is prefixed with the job's input and a TAB. Result lines go to the joblog only.
     pub fn text(mut self, tag: bool) -> Output<W> {
-        self.text = Some(TextMode { tag });
+        self.text = Some(TextMode {
+            tag,
+            tagstring: None,
+        });
+        self
+    }
+
+    /// `--tagstring`: with `--text`, each line's tag is `template` expanded for the job (its
+    /// values inserted as text, never quoted), then a TAB.
+    pub fn tagstring(mut self, template: Template) -> Output<W> {
+        if let Some(mode) = &mut self.text {
+            mode.tag = true;
+            mode.tagstring = Some(template);
+        }
         self
     }
 
@@ -132,7 +148,7 @@ impl<W: Write> Output<W> {
         };
         self.logger.finished(self.done, self.total, result, cmd);
         let mut line = Vec::with_capacity(256);
-        let entry = match self.text {
+        let entry = match &self.text {
             None => {
                 encode_line(&job.object, result, &mut line);
                 Entry { line, text: None }
@@ -146,7 +162,9 @@ impl<W: Write> Output<W> {
                 };
                 encode_line(&job.object, &bare, &mut line);
                 let block = TextBlock {
-                    tag: mode.tag.then(|| tag_of(job, cmd)),
+                    tag: mode
+                        .tag
+                        .then(|| tag_of(job, result, cmd, mode.tagstring.as_ref())),
                     stdout: held(result.stdout.as_ref()),
                     stderr: held(result.stderr.as_ref()),
                 };
@@ -317,23 +335,37 @@ fn held(stream: Option<&Stream>) -> Option<Held> {
 }
 
 /// The `--tag` prefix: the job's input (several sources or columns joined by one space), or
-/// its command when it has no input (command lines and JSON jobs), then a TAB.
-fn tag_of(job: &Job, cmd: &str) -> Vec<u8> {
-    let mut tag = match job.object.get("input") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        Some(Value::Null) | None => cmd.to_string(),
-        Some(other) => other.to_string(),
-    };
+/// its command when it has no input (command lines and JSON jobs), then a TAB. With
+/// `--tagstring`, that template expanded with the same values (`<>` the input, `<1>`... its
+/// sources or columns, `<name>` a field, `<#>`, `<%>`); a value it cannot expand (a missing
+/// field) leaves the default tag.
+fn tag_of(job: &Job, result: &JobResult, cmd: &str, tagstring: Option<&Template>) -> Vec<u8> {
+    let args = job_args(job, cmd);
+    let expanded = tagstring.and_then(|template| {
+        let ctx = Context {
+            args: &args,
+            fields: Some(&job.object),
+            seq: job.seq,
+            slot: result.engine_id.map_or(0, |e| e + 1),
+        };
+        template.expand(&ctx, Quoting::Verbatim).ok()
+    });
+    let mut tag = expanded.unwrap_or_else(|| args.join(" "));
     tag.push('\t');
     tag.into_bytes()
+}
+
+/// A job's input item as its sources or columns; its command when it has none.
+pub(crate) fn job_args(job: &Job, cmd: &str) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match job.object.get("input") {
+        Some(Value::Array(items)) => items.iter().map(text).collect(),
+        Some(Value::Null) | None => vec![cmd.to_string()],
+        Some(other) => vec![text(other)],
+    }
 }
 
 /// Appends a spool's content to the spill file (created on first use); returns its range.

@@ -101,6 +101,9 @@ async fn run_async<W: Write>(
     let mut output = Output::new(out, config.keep_order, logger);
     if config.text {
         output = output.text(config.tag);
+        if let Some(template) = &config.tagstring {
+            output = output.tagstring(template.clone());
+        }
     }
     if let (Some(file), Some(path)) = (joblog, &config.joblog) {
         output = output.joblog(file, path.clone());

@@ -139,6 +139,39 @@ fn options_of_text_output_imply_it_and_refuse_json() {
 }
 
 #[test]
+fn tagstring_is_a_template_expanded_as_text() {
+    let out = run(&[
+        "--tagstring",
+        "<#>:<2> <1/.> $HOME 'x'",
+        "-k",
+        "-q",
+        "-j",
+        "1",
+        "echo <1>; echo e >&2",
+        ":::",
+        "dir/a b.txt",
+        "c.txt",
+        ":::",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Implies --tag (and so --text); values are text, not shell words: no quotes added.
+    assert_eq!(
+        text(&out.stdout),
+        "1:1 a b $HOME 'x'\tdir/a b.txt\n2:1 c $HOME 'x'\tc.txt\n"
+    );
+    assert!(text(&out.stderr).contains("1:1 a b $HOME 'x'\te\n"));
+    // A bad token is refused before any job runs.
+    let out = run(&["--tagstring", "<nope>", "echo", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("--tagstring"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn tag_prefixes_every_line_with_the_input_and_a_tab() {
     let out = run(&[
         "--text",
