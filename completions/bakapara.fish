@@ -15,6 +15,7 @@ complete -c bakapara -l out -d 'Write each job\'s stdout to this file (a templat
 complete -c bakapara -l err -d 'Write each job\'s stderr to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l cd -d 'Run each job in this directory (a template; a path, never quoted)' -r
 complete -c bakapara -l tagstring -d 'Prefix each output line with TEMPLATE expanded for the job, then a TAB (implies --tag). Values go in as text, never quoted: --tagstring \'<#> <1/>\' prints "3 a.txt<TAB>..."' -r
+complete -c bakapara -l results -d 'Also write each job\'s stdout, stderr and seq as files under DIR, in GNU Parallel\'s layout: DIR/1/<value of source 1>/2/<value of source 2>/stdout (a "/" in a value is written "\\_", a "\\" as "\\\\"); job lines without input use their command as the value' -r -F
 complete -c bakapara -l joblog -d 'Also write every result line to FILE' -r -F
 complete -c bakapara -l capture-limit -d 'Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped and marked' -r
 complete -c bakapara -l jsonl -d 'Each stdin line is a JSON object whose fields the template uses as <name>'

@@ -229,6 +229,12 @@ pub struct Cli {
     #[arg(long, value_name = "TEMPLATE", help_heading = "Output")]
     pub tagstring: Option<String>,
 
+    /// Also write each job's stdout, stderr and seq as files under DIR, in GNU Parallel's
+    /// layout: DIR/1/<value of source 1>/2/<value of source 2>/stdout (a "/" in a value is
+    /// written "\_", a "\" as "\\"); job lines without input use their command as the value.
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub results: Option<std::path::PathBuf>,
+
     /// Also write every result line to FILE.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub joblog: Option<std::path::PathBuf>,

@@ -12,6 +12,7 @@ use crate::halt::HaltPolicy;
 use crate::hosts::{self, HostSpec};
 use crate::input::{InputSpec, Mode, Source, Templates};
 use crate::progress::Verbosity;
+use crate::results::ResultsDir;
 use crate::scheduler::RunSettings;
 use crate::template::{Quoting, Template};
 use crate::timefmt;
@@ -40,6 +41,8 @@ pub struct Config {
     pub tag: bool,
     /// `--tagstring`: the `--tag` prefix as a template.
     pub tagstring: Option<Template>,
+    /// `--results DIR`: each job's stdout, stderr and seq under DIR.
+    pub results: Option<PathBuf>,
     /// `--json`: result lines on stdout even when it is a terminal.
     pub json: bool,
     /// `--joblog FILE`: result lines also (with `--text`: only) go there.
@@ -294,6 +297,13 @@ impl Config {
                 .map(|t| parse("--tagstring", t))
                 .transpose()?,
             json: cli.json,
+            results: match &cli.results {
+                Some(dir) => {
+                    ResultsDir::check(dir).map_err(invalid)?;
+                    Some(dir.clone())
+                }
+                None => None,
+            },
             joblog: cli.joblog.clone(),
             dry_run: cli.dry_run,
             verbosity: match (cli.quiet, cli.verbose) {

@@ -25,6 +25,7 @@ pub mod input;
 pub mod job;
 pub mod output;
 pub mod progress;
+pub mod results;
 pub mod run;
 pub mod scheduler;
 pub mod signals;

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::exec::Spool;
+use crate::exec::{Captured, Spool};
 use crate::job::{encode_line, Job, JobResult, Stream};
 use crate::progress::Logger;
+use crate::results::{capture_from_spool, ResultsDir};
 use crate::template::{Context, Quoting, Template};
 
 /// With `-k --text`: how many spool files finished jobs may hold open while they wait for an
@@ -27,6 +28,8 @@ pub struct Output<W: Write> {
     text: Option<TextMode>,
     /// `--joblog FILE`: every result line goes there too.
     joblog: Option<Joblog>,
+    /// `--results DIR`, and the capture limit for result lines of streams spooled for it.
+    results: Option<(ResultsDir, usize)>,
     /// With `-k`: finished jobs waiting for an earlier job, by seq.
     pending: BTreeMap<u64, Entry>,
     /// With `-k`: the seq of the next line to write.
@@ -84,6 +87,7 @@ impl<W: Write> Output<W> {
             keep_order,
             text: None,
             joblog: None,
+            results: None,
             pending: BTreeMap::new(),
             next_seq: 1,
             logger,
@@ -125,6 +129,14 @@ impl<W: Write> Output<W> {
         self
     }
 
+    /// `--results DIR`: each finished job's stdout, stderr and seq also go under `dir`. The
+    /// executors spool the streams whole for it; without `--text`, the result line then gets
+    /// the first `capture_limit` bytes of each, as without `--results`.
+    pub fn results(mut self, dir: ResultsDir, capture_limit: usize) -> Output<W> {
+        self.results = Some((dir, capture_limit));
+        self
+    }
+
     pub fn logger(&self) -> &Logger {
         &self.logger
     }
@@ -138,6 +150,23 @@ impl<W: Write> Output<W> {
     /// Writes (or, with `-k`, queues) the result line of a finished job; with `--text`, what
     /// the job printed.
     pub fn emit(&mut self, job: &Job, result: &JobResult) {
+        let captured;
+        let result = match (&self.results, &self.text) {
+            (Some((dir, limit)), text) => {
+                self.write_results(dir, job, result);
+                if text.is_some() {
+                    result
+                } else {
+                    captured = JobResult {
+                        stdout: result.stdout.clone().map(|s| capture(s, *limit)),
+                        stderr: result.stderr.clone().map(|s| capture(s, *limit)),
+                        ..result.clone()
+                    };
+                    &captured
+                }
+            }
+            (None, _) => result,
+        };
         self.done += 1;
         if result.failed() {
             self.failed += 1;
@@ -176,6 +205,30 @@ impl<W: Write> Output<W> {
             }
         };
         self.place(job.seq, entry);
+    }
+
+    /// `--results`: the files of a job that ran. A failure is a warning: the job's output is
+    /// still in its result line or was printed.
+    fn write_results(&self, dir: &ResultsDir, job: &Job, result: &JobResult) {
+        if result.started.is_none() {
+            return;
+        }
+        let cmd = match job.object.get("cmd") {
+            Some(Value::String(cmd)) => cmd.as_str(),
+            _ => "",
+        };
+        fn stream(s: &Option<Stream>) -> Option<&Captured> {
+            s.as_ref().map(|s| &s.captured)
+        }
+        let written = dir.write(
+            &job_args(job, cmd),
+            job.seq,
+            stream(&result.stdout),
+            stream(&result.stderr),
+        );
+        if let Err(why) = written {
+            self.logger.warn(&format!("bakapara: --results: {why}"));
+        }
     }
 
     /// Copies a result line from `--resume FILE` through unchanged for job `seq` (it counts as
@@ -322,6 +375,13 @@ fn suspend_if<R>(logger: &Logger, terminal: bool, f: impl FnOnce() -> R) -> R {
         logger.suspend(f)
     } else {
         f()
+    }
+}
+
+fn capture(stream: Stream, limit: usize) -> Stream {
+    Stream {
+        name: stream.name,
+        captured: capture_from_spool(stream.captured, limit),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
 use crate::output::Output;
 use crate::progress::Logger;
+use crate::results::ResultsDir;
 use crate::scheduler::{Host, Resume, Scheduler, Summary};
 use crate::signals::{AbortReceiver, Controls, Signals};
 
@@ -105,6 +106,9 @@ async fn run_async<W: Write>(
             output = output.tagstring(template.clone());
         }
     }
+    if let Some(dir) = &config.results {
+        output = output.results(ResultsDir::new(dir.clone()), config.settings.capture_limit);
+    }
     if let (Some(file), Some(path)) = (joblog, &config.joblog) {
         output = output.joblog(file, path.clone());
     }
@@ -166,7 +170,7 @@ async fn connect_hosts(
     let local = |spec: HostSpec| {
         let slots = spec.slots.unwrap_or(config.jobs);
         let executor = LocalExecutor::new(config.base_dir.clone())
-            .with_spool(config.text)
+            .with_spool(config.text || config.results.is_some())
             .with_running(logger.running(&spec.name));
         Host {
             spec,
@@ -215,7 +219,7 @@ async fn connect_hosts(
             Some(Ok(ssh)) => {
                 let slots = ssh.slots();
                 let ssh = ssh
-                    .with_spool(config.text)
+                    .with_spool(config.text || config.results.is_some())
                     .with_running(logger.running(&spec.name));
                 hosts.push(Host {
                     spec: spec.clone(),

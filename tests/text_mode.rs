@@ -457,3 +457,76 @@ fn text_mode_over_ssh_prints_whole_blocks_without_the_wrappers_report() {
     assert_eq!(assert_blocks(&stdout, "out", 200), inputs);
     assert_eq!(assert_blocks(&stderr, "err", 200), inputs);
 }
+
+#[test]
+fn results_writes_each_jobs_streams_and_seq_in_gnu_parallels_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    let r_arg = r.to_str().unwrap();
+    let job = "echo out <1> <2>; echo err <2> >&2; printf x";
+    let out = run(&[
+        "--results",
+        r_arg,
+        "--capture-limit",
+        "3",
+        "-k",
+        job,
+        ":::",
+        "a/b",
+        "c",
+        ":::",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let read = |p: &str| std::fs::read_to_string(r.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    // A "/" in a value is written "\_", as GNU Parallel does.
+    assert_eq!(read("1/a\\_b/2/1/stdout"), "out a/b 1\nx");
+    assert_eq!(read("1/a\\_b/2/1/stderr"), "err 1\n");
+    assert_eq!(read("1/a\\_b/2/1/seq"), "1");
+    assert_eq!(read("1/c/2/1/stdout"), "out c 1\nx");
+    assert_eq!(read("1/c/2/1/seq"), "2");
+    // The result lines are as without --results: captured up to the limit.
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["result"]["stdout"], "out");
+    assert_eq!(lines[0]["result"]["stdout_truncated"], true);
+    assert_eq!(lines[1]["result"]["stderr"], "err");
+
+    // With --text too: printed, and written.
+    let r2 = dir.path().join("r2");
+    let out = run(&[
+        "--text",
+        "-q",
+        "--results",
+        r2.to_str().unwrap(),
+        "echo hi <>",
+        ":::",
+        "",
+        "..",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("hi ..\n"));
+    // Values that cannot be a directory name of their own stay inside DIR.
+    let read2 =
+        |p: &str| std::fs::read_to_string(r2.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(read2("1/\\empty/stdout"), "hi \n");
+    assert_eq!(read2("1/\\.\\./stdout"), "hi ..\n");
+    assert!(!dir.path().join("stdout").exists());
+}
+
+#[test]
+fn results_refuses_gnus_file_formats() {
+    for name in ["r.csv", "r.tsv", "r.json", "r_<>/"] {
+        let out = run(&["--results", name, "echo", ":::", "a"]);
+        assert_eq!(out.status.code(), Some(255), "{name}");
+        assert!(
+            text(&out.stderr).contains("--results"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!Path::new(name).exists());
+    }
+}
