@@ -215,6 +215,23 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub text: bool,
 
+    /// Pass jobs' output on as it comes, line by line: lines of different jobs may interleave,
+    /// a line is never split (text output: implies --text). Local jobs; SSH jobs' output stays
+    /// grouped per job.
+    #[arg(
+        long,
+        visible_alias = "lb",
+        conflicts_with = "ungroup",
+        help_heading = "Output"
+    )]
+    pub line_buffer: bool,
+
+    /// Pass jobs' output on as it comes, in whatever pieces the jobs write: fastest, but
+    /// output of different jobs may mix within a line (text output: implies --text). Local
+    /// jobs; SSH jobs' output stays grouped per job.
+    #[arg(short = 'u', long, help_heading = "Output")]
+    pub ungroup: bool,
+
     /// Write JSON result lines even when stdout is a terminal (a pipe or a file gets them
     /// anyway).
     #[arg(long, conflicts_with = "text", help_heading = "Output")]

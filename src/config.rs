@@ -11,6 +11,7 @@ use crate::exec::ssh::SshOptions;
 use crate::halt::HaltPolicy;
 use crate::hosts::{self, HostSpec};
 use crate::input::{InputSpec, Mode, Source, Templates};
+use crate::live::LiveMode;
 use crate::progress::Verbosity;
 use crate::results::ResultsDir;
 use crate::scheduler::RunSettings;
@@ -43,6 +44,8 @@ pub struct Config {
     pub tagstring: Option<Template>,
     /// `--results DIR`: each job's stdout, stderr and seq under DIR.
     pub results: Option<PathBuf>,
+    /// `--line-buffer` / `--ungroup`: text output passed on as it comes.
+    pub live: Option<LiveMode>,
     /// `--json`: result lines on stdout even when it is a terminal.
     pub json: bool,
     /// `--joblog FILE`: result lines also (with `--text`: only) go there.
@@ -253,12 +256,35 @@ impl Config {
                 .map_err(|e| invalid(format!("--resume {}: cannot open: {e}", file.display())))?;
         }
         // Options of text output imply it; with --json they make no sense.
-        let text_options = [(cli.tag, "--tag"), (cli.tagstring.is_some(), "--tagstring")];
+        let text_options = [
+            (cli.tag, "--tag"),
+            (cli.tagstring.is_some(), "--tagstring"),
+            (cli.line_buffer, "--line-buffer"),
+            (cli.ungroup, "--ungroup"),
+        ];
         let text_option = text_options.iter().find(|(set, _)| *set).map(|(_, n)| *n);
         if let (true, Some(name)) = (cli.json, text_option) {
             return Err(invalid(format!(
                 "{name} is for text output; it cannot go with --json"
             )));
+        }
+        let live = match (cli.line_buffer, cli.ungroup) {
+            (true, _) => Some((LiveMode::Lines, "--line-buffer")),
+            (false, true) => Some((LiveMode::Chunks, "--ungroup")),
+            (false, false) => None,
+        };
+        if let Some((_, name)) = live {
+            // Output passed on as it comes has no job to hold it for, nor a block to tag.
+            if cli.keep_order {
+                return Err(invalid(format!(
+                    "{name} prints output as it comes; it cannot keep the input order (-k)"
+                )));
+            }
+            if cli.tag || cli.tagstring.is_some() {
+                return Err(invalid(format!(
+                    "{name} cannot tag lines yet: leave out --tag/--tagstring, or use --text"
+                )));
+            }
         }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)
             .map_err(|e| invalid(format!("--host-timeout: {e}")))?;
@@ -297,6 +323,7 @@ impl Config {
                 .map(|t| parse("--tagstring", t))
                 .transpose()?,
             json: cli.json,
+            live: live.map(|(mode, _)| mode),
             results: match &cli.results {
                 Some(dir) => {
                     ResultsDir::check(dir).map_err(invalid)?;

@@ -23,6 +23,7 @@ pub mod halt;
 pub mod hosts;
 pub mod input;
 pub mod job;
+pub mod live;
 pub mod output;
 pub mod progress;
 pub mod results;

@@ -53,6 +53,9 @@ struct TextMode {
     tag: bool,
     /// `--tagstring`: the tag as a template instead of the job's input.
     tagstring: Option<Template>,
+    /// `--line-buffer` / `--ungroup`: jobs on these hosts had their output passed on as it
+    /// came; what they spooled (for `--results`) is not printed again.
+    printed_live: Vec<String>,
 }
 
 struct Joblog {
@@ -108,6 +111,7 @@ impl<W: Write> Output<W> {
         self.text = Some(TextMode {
             tag,
             tagstring: None,
+            printed_live: Vec::new(),
         });
         self
     }
@@ -118,6 +122,15 @@ impl<W: Write> Output<W> {
         if let Some(mode) = &mut self.text {
             mode.tag = true;
             mode.tagstring = Some(template);
+        }
+        self
+    }
+
+    /// `--line-buffer` / `--ungroup`: the output of jobs that ran on `hosts` (by name) was
+    /// passed on while they ran.
+    pub fn printed_live(mut self, hosts: Vec<String>) -> Output<W> {
+        if let Some(mode) = &mut self.text {
+            mode.printed_live = hosts;
         }
         self
     }
@@ -197,7 +210,11 @@ impl<W: Write> Output<W> {
                     stdout: held(result.stdout.as_ref()),
                     stderr: held(result.stderr.as_ref()),
                 };
-                let has_text = block.stdout.is_some() || block.stderr.is_some();
+                let live = result
+                    .host
+                    .as_ref()
+                    .is_some_and(|h| mode.printed_live.contains(h));
+                let has_text = !live && (block.stdout.is_some() || block.stderr.is_some());
                 Entry {
                     line,
                     text: has_text.then_some(block),

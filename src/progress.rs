@@ -74,6 +74,8 @@ struct Shared {
     /// The number of jobs, announced by the input reader when it hit the end of its input
     /// (before the scheduler has taken every job).
     input_total: Arc<OnceLock<u64>>,
+    /// The live display's bar while it is shown, for [`Suspender`]s on other threads.
+    bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Shared {
@@ -93,6 +95,22 @@ struct Counts {
     total: Option<u64>,
     /// When the display started (rate and ETA count from there).
     since: Option<Instant>,
+}
+
+/// Takes the live display off the screen around a write from another thread (the live output
+/// of `--line-buffer` / `--ungroup`).
+#[derive(Debug, Clone)]
+pub struct Suspender(Arc<Shared>);
+
+impl Suspender {
+    /// Runs `f` with the live display, if it is shown, off the screen.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        let bar = self.0.bar.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
 }
 
 /// The live display while it is shown: the bar and the thread that refreshes it.
@@ -123,6 +141,7 @@ impl Logger {
                 hosts: Mutex::new(Vec::new()),
                 counts: Mutex::new(Counts::default()),
                 input_total: Arc::default(),
+                bar: Mutex::new(None),
             }),
             display: Mutex::new(None),
         }
@@ -170,6 +189,11 @@ impl Logger {
             Some(bar) => bar.suspend(f),
             None => f(),
         }
+    }
+
+    /// A handle for another thread that writes to the terminal (see [`Suspender::suspend`]).
+    pub fn suspender(&self) -> Suspender {
+        Suspender(Arc::clone(&self.shared))
     }
 
     fn bar(&self) -> Option<ProgressBar> {
@@ -250,6 +274,9 @@ impl Logger {
                 })
                 .ok()
         };
+        if let Ok(mut shared) = self.shared.bar.lock() {
+            *shared = Some(bar.clone());
+        }
         *display = Some(Display {
             bar,
             stop: Some(stop_tx),
@@ -377,6 +404,9 @@ impl Logger {
             return;
         }
         let taken = self.display.lock().ok().and_then(|mut d| d.take());
+        if let Ok(mut shared) = self.shared.bar.lock() {
+            *shared = None;
+        }
         if let Some(mut display) = taken {
             display.stop_refresher();
             let total = self.counts().total.unwrap_or(done).max(done);
@@ -401,6 +431,9 @@ impl Logger {
 
 impl Drop for Logger {
     fn drop(&mut self) {
+        if let Ok(mut shared) = self.shared.bar.lock() {
+            *shared = None;
+        }
         // A run that ended without `completed` leaves the display as it was, without its thread.
         if let Some(mut display) = self.display.get_mut().ok().and_then(Option::take) {
             display.stop_refresher();

@@ -12,6 +12,7 @@ use crate::exec::Executor;
 use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
+use crate::live::LiveSink;
 use crate::output::Output;
 use crate::progress::Logger;
 use crate::results::ResultsDir;
@@ -89,11 +90,16 @@ async fn run_async<W: Write>(
     } else {
         None
     };
+    let live = match config.live {
+        Some(mode) => Some(LiveSink::start(mode, logger.suspender())?),
+        None => None,
+    };
     let hosts = connect_hosts(
         &config,
         control_dir.as_ref().map(|d| d.path()),
         down_tx,
         &logger,
+        live.as_ref(),
     )
     .await;
     if !hosts.iter().any(|h| h.executor.is_some()) {
@@ -104,6 +110,10 @@ async fn run_async<W: Write>(
         output = output.text(config.tag);
         if let Some(template) = &config.tagstring {
             output = output.tagstring(template.clone());
+        }
+        if live.is_some() {
+            let local = hosts.iter().filter(|h| h.spec.local);
+            output = output.printed_live(local.map(|h| h.spec.name.clone()).collect());
         }
     }
     if let Some(dir) = &config.results {
@@ -127,9 +137,17 @@ async fn run_async<W: Write>(
         config.halt,
         resume,
     );
-    let summary = scheduler
+    let mut summary = scheduler
         .run(known_total, Controls::new(signals, abort))
         .await;
+    if let Some(live) = &live {
+        live.flush().await;
+        if let Some(e) = live.take_error() {
+            summary
+                .fatal
+                .get_or_insert_with(|| format!("cannot write job output to stdout: {e}"));
+        }
+    }
     drop(control_dir);
     Ok(summary)
 }
@@ -166,12 +184,14 @@ async fn connect_hosts(
     control_dir: Option<&std::path::Path>,
     down_tx: mpsc::UnboundedSender<HostDown>,
     logger: &Logger,
+    live: Option<&LiveSink>,
 ) -> Vec<Host> {
     let local = |spec: HostSpec| {
         let slots = spec.slots.unwrap_or(config.jobs);
         let executor = LocalExecutor::new(config.base_dir.clone())
             .with_spool(config.text || config.results.is_some())
-            .with_running(logger.running(&spec.name));
+            .with_running(logger.running(&spec.name))
+            .with_live(live.cloned());
         Host {
             spec,
             executor: Some(Executor::Local(executor)),

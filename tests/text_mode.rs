@@ -530,3 +530,136 @@ fn results_refuses_gnus_file_formats() {
         assert!(!Path::new(name).exists());
     }
 }
+
+/// Spawns bakapara in `dir` with stdout piped; a thread sends what it reads, chunk by chunk.
+fn spawn_streaming(
+    args: &[&str],
+    dir: &Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let mut child = bakapara()
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bakapara starts");
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut chunk = vec![0u8; 4096];
+        while let Ok(n @ 1..) = out.read(&mut chunk) {
+            if tx.send(chunk[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Reads from `rx` into `got` until it holds `want`; panics after a minute.
+fn read_until_seen(rx: &std::sync::mpsc::Receiver<Vec<u8>>, got: &mut Vec<u8>, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(got).contains(want) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => got.extend_from_slice(&chunk),
+            Err(_) => panic!("never saw {want:?}; got {:?}", String::from_utf8_lossy(got)),
+        }
+    }
+}
+
+/// A job step that waits (up to a minute) for file `name` to exist, else fails the job.
+fn wait_for(name: &str) -> String {
+    format!(
+        "for i in $(seq 600); do [ -e {name} ] && break; sleep 0.1; done; [ -e {name} ] || exit 9"
+    )
+}
+
+#[test]
+fn line_buffer_passes_whole_lines_as_they_come() {
+    let dir = tempfile::tempdir().unwrap();
+    // Job 1 prints a line and half of another, then waits for the test; job 2 prints its line
+    // in the middle of job 1's unfinished one.
+    let job1 = format!(
+        "echo first; printf part-; touch p1; {}; echo end",
+        wait_for("go")
+    );
+    let job2 = format!("{}; echo other; touch o2", wait_for("p1"));
+    let (mut child, rx) = spawn_streaming(
+        &["--line-buffer", "-q", "-j", "2", ":::", &job1, &job2],
+        dir.path(),
+    );
+    let mut got = Vec::new();
+    // Both lines come while job 1 still runs (grouped output would wait for its end).
+    read_until_seen(&rx, &mut got, "first\n");
+    read_until_seen(&rx, &mut got, "other\n");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("part-"),
+        "half a line is held: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(60)) {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(text(&got), "first\nother\npart-end\n");
+}
+
+#[test]
+fn ungroup_passes_output_through_even_within_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = format!("printf half-; {}; echo done", wait_for("go"));
+    let (mut child, rx) = spawn_streaming(&["-u", "-q", ":::", &job], dir.path());
+    let mut got = Vec::new();
+    read_until_seen(&rx, &mut got, "half-");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(60)) {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(text(&got), "half-done\n");
+}
+
+#[test]
+fn line_buffer_goes_with_results_and_refuses_keep_order_and_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    let out = run(&[
+        "--line-buffer",
+        "-q",
+        "--results",
+        r.to_str().unwrap(),
+        "echo out <>; echo err <> >&2",
+        ":::",
+        "a",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Printed once, as it came, and written to the results.
+    assert_eq!(text(&out.stdout), "out a\n");
+    assert_eq!(text(&out.stderr), "err a\n");
+    assert_eq!(
+        std::fs::read_to_string(r.join("1/a/stdout")).unwrap(),
+        "out a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("1/a/stderr")).unwrap(),
+        "err a\n"
+    );
+    for bad in [
+        &["--line-buffer", "-k"][..],
+        &["-u", "--tag"],
+        &["--lb", "--tagstring", "<>"],
+        &["--lb", "-u"],
+        &["--lb", "--json"],
+    ] {
+        let mut args = bad.to_vec();
+        args.extend(["echo", ":::", "a"]);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(255), "{bad:?}");
+        assert!(out.stdout.is_empty());
+    }
+}
