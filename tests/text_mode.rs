@@ -663,3 +663,48 @@ fn line_buffer_goes_with_results_and_refuses_keep_order_and_tags() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn results_and_line_buffer_over_ssh() {
+    let cluster = SshCluster::start(&["r1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    let out = bakapara()
+        .arg("--ssh-config")
+        .arg(cluster.ssh_config_path())
+        .args([
+            "--results",
+            r.to_str().unwrap(),
+            "-S",
+            &cluster.sshlogins(2),
+        ])
+        .args(["echo out <>; echo err <> >&2", ":::", "a", "b"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for v in ["a", "b"] {
+        let read = |f: &str| std::fs::read_to_string(r.join("1").join(v).join(f)).unwrap();
+        assert_eq!(read("stdout"), format!("out {v}\n"));
+        // The wrapper's report is not part of the job's stderr.
+        assert_eq!(read("stderr"), format!("err {v}\n"));
+    }
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    // --line-buffer with SSH jobs: their output comes grouped per job, once.
+    let out = bakapara()
+        .arg("--ssh-config")
+        .arg(cluster.ssh_config_path())
+        .args(["--line-buffer", "-q", "-S", &cluster.sshlogins(2)])
+        .args(["echo out <>", ":::", "a", "b"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut got: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    got.sort_unstable();
+    assert_eq!(got, ["out a", "out b"]);
+}
