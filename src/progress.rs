@@ -383,15 +383,6 @@ impl Logger {
         ));
     }
 
-    /// A plain line for the person at the terminal (no timestamp), above the live display.
-    pub fn note(&self, text: &str) {
-        let line = format!("{text}\n");
-        // A closed or full stderr must not stop the run.
-        self.suspend(|| {
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
-        });
-    }
-
     /// A warning or error about the run itself (shown even with `-q`).
     pub fn warn(&self, text: &str) {
         self.line(format_args!("{text}"));

@@ -65,6 +65,10 @@ async fn run_async<W: Write>(
     let state = Arc::new(ReaderState::default());
     let known_total = config.input.known_total();
     let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
+    if config.input.reads_stdin() && std::io::stdin().is_terminal() {
+        // Before any display starts; a closed or full stderr must not stop the run.
+        let _ = writeln!(std::io::stderr(), "{TERMINAL_INPUT_HINT}");
+    }
     if config.dry_run {
         return Ok(dry_run(config, rx, out, reader).await);
     }
@@ -76,9 +80,6 @@ async fn run_async<W: Write>(
     let joblog = open_joblog(&config)?;
     // A live progress display when stderr is a terminal, log lines otherwise.
     let logger = Logger::for_stderr(config.verbosity).with_input_total(Arc::clone(&state.total));
-    if config.input.reads_stdin() && std::io::stdin().is_terminal() {
-        logger.note(TERMINAL_INPUT_HINT);
-    }
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
         remove_stale_control_dirs();
