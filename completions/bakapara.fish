@@ -23,7 +23,7 @@ complete -c bakapara -l no-quote -d 'Insert template values verbatim instead of 
 complete -c bakapara -s k -l keep-order -d 'Emit results in input order instead of completion order'
 complete -c bakapara -l text -d 'Print each job\'s stdout and stderr (whole per job, never interleaved) instead of JSON result lines; the result lines then go to --joblog when given. The default when stdout is a terminal'
 complete -c bakapara -l line-buffer -l lb -d 'Pass jobs\' output on as it comes, line by line: lines of different jobs may interleave, a line is never split (text output: implies --text). Local jobs; SSH jobs\' output stays grouped per job'
-complete -c bakapara -s u -l ungroup -d 'Pass jobs\' output on as it comes, in whatever pieces the jobs write: fastest, but output of different jobs may mix within a line (text output: implies --text). Local jobs; SSH jobs\' output stays grouped per job'
+complete -c bakapara -s u -l ungroup -d 'Pass jobs\' output on as it comes, in whatever pieces the jobs write: fastest, but output of different jobs may mix within a line (text output: implies --text; no --tag). Local jobs; SSH jobs\' output stays grouped per job'
 complete -c bakapara -l json -d 'Write JSON result lines even when stdout is a terminal (a pipe or a file gets them anyway)'
 complete -c bakapara -l tag -d 'Prefix each output line with the job\'s input and a TAB (text output: implies --text)'
 complete -c bakapara -l dry-run -d 'Print the jobs that would run, as JSON lines, and run nothing'

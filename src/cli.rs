@@ -227,8 +227,8 @@ pub struct Cli {
     pub line_buffer: bool,
 
     /// Pass jobs' output on as it comes, in whatever pieces the jobs write: fastest, but
-    /// output of different jobs may mix within a line (text output: implies --text). Local
-    /// jobs; SSH jobs' output stays grouped per job.
+    /// output of different jobs may mix within a line (text output: implies --text; no
+    /// --tag). Local jobs; SSH jobs' output stays grouped per job.
     #[arg(short = 'u', long, help_heading = "Output")]
     pub ungroup: bool,
 

@@ -280,10 +280,12 @@ impl Config {
                     "{name} prints output as it comes; it cannot keep the input order (-k)"
                 )));
             }
-            if cli.tag || cli.tagstring.is_some() {
-                return Err(invalid(format!(
-                    "{name} cannot tag lines yet: leave out --tag/--tagstring, or use --text"
-                )));
+            if cli.ungroup && (cli.tag || cli.tagstring.is_some()) {
+                return Err(invalid(
+                    "--ungroup passes output in pieces that are not lines: it cannot tag them \
+                     (use --line-buffer --tag)"
+                        .into(),
+                ));
             }
         }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)

@@ -81,13 +81,19 @@ impl LiveSink {
     }
 
     /// Reads `stream` to its end, passing it to `fd` as the mode says; with `spool`, also
-    /// writes it there (for `--results`).
+    /// writes it there (for `--results`). With `tag` (`--line-buffer` only), each line passed
+    /// on starts with it.
     pub async fn forward(
         &self,
         mut stream: impl AsyncRead + Unpin,
         fd: Fd,
         mut spool: Option<&File>,
+        tag: Option<&[u8]>,
     ) {
+        let mut tagger = Tagger {
+            tag,
+            at_line_start: true,
+        };
         let mut pending: Vec<u8> = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
@@ -103,23 +109,25 @@ impl LiveSink {
                 let _ = file.write_all(read);
             }
             if self.mode == LiveMode::Chunks {
-                self.send(fd, read.to_vec()).await;
+                self.send(fd, tagger.apply(read.to_vec())).await;
                 continue;
             }
             pending.extend_from_slice(read);
             match pending.iter().rposition(|&b| b == b'\n') {
                 Some(end) => {
                     let rest = pending.split_off(end + 1);
-                    self.send(fd, std::mem::replace(&mut pending, rest)).await;
+                    let lines = std::mem::replace(&mut pending, rest);
+                    self.send(fd, tagger.apply(lines)).await;
                 }
                 None if pending.len() >= MAX_LINE => {
-                    self.send(fd, std::mem::take(&mut pending)).await;
+                    let piece = std::mem::take(&mut pending);
+                    self.send(fd, tagger.apply(piece)).await;
                 }
                 None => {}
             }
         }
         if !pending.is_empty() {
-            self.send(fd, pending).await;
+            self.send(fd, tagger.apply(pending)).await;
         }
     }
 
@@ -139,6 +147,31 @@ impl LiveSink {
     /// The first error writing job output, if any.
     pub fn take_error(&self) -> Option<std::io::Error> {
         self.error.lock().ok().and_then(|mut e| e.take())
+    }
+}
+
+/// Puts a tag before each line of the pieces of one stream, in order.
+struct Tagger<'a> {
+    tag: Option<&'a [u8]>,
+    /// The next piece starts a line.
+    at_line_start: bool,
+}
+
+impl Tagger<'_> {
+    fn apply(&mut self, piece: Vec<u8>) -> Vec<u8> {
+        let Some(tag) = self.tag else {
+            return piece;
+        };
+        let lines = piece.split_inclusive(|&b| b == b'\n');
+        let mut out = Vec::with_capacity(piece.len() + tag.len() * 2);
+        for line in lines {
+            if self.at_line_start {
+                out.extend_from_slice(tag);
+            }
+            out.extend_from_slice(line);
+            self.at_line_start = line.last() == Some(&b'\n');
+        }
+        out
     }
 }
 

@@ -135,6 +135,20 @@ impl<W: Write> Output<W> {
         self
     }
 
+    /// With `--line-buffer --tag`: the prefix of the lines of `job`, starting in slot `slot`
+    /// (from 0), which its executor passes on as they come.
+    pub fn live_tag(&self, job: &Job, slot: usize) -> Option<Vec<u8>> {
+        let mode = self.text.as_ref()?;
+        if !mode.tag || mode.printed_live.is_empty() {
+            return None;
+        }
+        let cmd = match job.object.get("cmd") {
+            Some(Value::String(cmd)) => cmd.as_str(),
+            _ => "",
+        };
+        Some(tag_of(job, slot + 1, cmd, mode.tagstring.as_ref()))
+    }
+
     /// `--joblog FILE`: every result line is also written to `file` (opened by the caller),
     /// flushed per line.
     pub fn joblog(mut self, file: File, path: PathBuf) -> Output<W> {
@@ -204,9 +218,10 @@ impl<W: Write> Output<W> {
                 };
                 encode_line(&job.object, &bare, &mut line);
                 let block = TextBlock {
-                    tag: mode
-                        .tag
-                        .then(|| tag_of(job, result, cmd, mode.tagstring.as_ref())),
+                    tag: mode.tag.then(|| {
+                        let slot = result.engine_id.map_or(0, |e| e + 1);
+                        tag_of(job, slot, cmd, mode.tagstring.as_ref())
+                    }),
                     stdout: held(result.stdout.as_ref()),
                     stderr: held(result.stderr.as_ref()),
                 };
@@ -416,14 +431,14 @@ fn held(stream: Option<&Stream>) -> Option<Held> {
 /// `--tagstring`, that template expanded with the same values (`<>` the input, `<1>`... its
 /// sources or columns, `<name>` a field, `<#>`, `<%>`); a value it cannot expand (a missing
 /// field) leaves the default tag.
-fn tag_of(job: &Job, result: &JobResult, cmd: &str, tagstring: Option<&Template>) -> Vec<u8> {
+fn tag_of(job: &Job, slot: usize, cmd: &str, tagstring: Option<&Template>) -> Vec<u8> {
     let args = job_args(job, cmd);
     let expanded = tagstring.and_then(|template| {
         let ctx = Context {
             args: &args,
             fields: Some(&job.object),
             seq: job.seq,
-            slot: result.engine_id.map_or(0, |e| e + 1),
+            slot,
         };
         template.expand(&ctx, Quoting::Verbatim).ok()
     });

@@ -581,11 +581,8 @@ fn line_buffer_passes_whole_lines_as_they_come() {
     let dir = tempfile::tempdir().unwrap();
     // Job 1 prints a line and half of another, then waits for the test; job 2 prints its line
     // in the middle of job 1's unfinished one.
-    let job1 = format!(
-        "echo first; printf part-; touch p1; {}; echo end",
-        wait_for("go")
-    );
-    let job2 = format!("{}; echo other; touch o2", wait_for("p1"));
+    let job1 = format!("echo first; printf part-; {}; echo end", wait_for("go"));
+    let job2 = format!("{}; echo other", wait_for("b"));
     let (mut child, rx) = spawn_streaming(
         &["--line-buffer", "-q", "-j", "2", ":::", &job1, &job2],
         dir.path(),
@@ -593,6 +590,7 @@ fn line_buffer_passes_whole_lines_as_they_come() {
     let mut got = Vec::new();
     // Both lines come while job 1 still runs (grouped output would wait for its end).
     read_until_seen(&rx, &mut got, "first\n");
+    std::fs::write(dir.path().join("b"), "").unwrap();
     read_until_seen(&rx, &mut got, "other\n");
     assert!(
         !String::from_utf8_lossy(&got).contains("part-"),
@@ -606,6 +604,38 @@ fn line_buffer_passes_whole_lines_as_they_come() {
     }
     assert_eq!(status.code(), Some(0));
     assert_eq!(text(&got), "first\nother\npart-end\n");
+}
+
+#[test]
+fn line_buffer_tags_each_line_as_it_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let job1 = format!("printf 'a1\\na'; {}; echo 2", wait_for("go"));
+    let job2 = format!("{}; echo b1", wait_for("b"));
+    let (mut child, rx) = spawn_streaming(
+        &[
+            "--line-buffer",
+            "--tagstring",
+            "<#>:",
+            "-q",
+            "-j",
+            "2",
+            ":::",
+            &job1,
+            &job2,
+        ],
+        dir.path(),
+    );
+    let mut got = Vec::new();
+    read_until_seen(&rx, &mut got, "1:\ta1\n");
+    std::fs::write(dir.path().join("b"), "").unwrap();
+    read_until_seen(&rx, &mut got, "2:\tb1\n");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(60)) {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(text(&got), "1:\ta1\n2:\tb1\n1:\ta2\n");
 }
 
 #[test]
@@ -625,7 +655,7 @@ fn ungroup_passes_output_through_even_within_a_line() {
 }
 
 #[test]
-fn line_buffer_goes_with_results_and_refuses_keep_order_and_tags() {
+fn line_buffer_goes_with_results_and_refuses_keep_order() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path().join("r");
     let out = run(&[
@@ -652,7 +682,6 @@ fn line_buffer_goes_with_results_and_refuses_keep_order_and_tags() {
     for bad in [
         &["--line-buffer", "-k"][..],
         &["-u", "--tag"],
-        &["--lb", "--tagstring", "<>"],
         &["--lb", "-u"],
         &["--lb", "--json"],
     ] {

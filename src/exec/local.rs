@@ -158,8 +158,18 @@ impl LocalExecutor {
         let (out_spool, err_spool) = (spooled_out.as_ref(), spooled_err.as_ref());
         let outputs = async {
             tokio::join!(
-                take_output(stdout, limit, live.map(|l| (l, Fd::Out, out_spool))),
-                take_output(stderr, limit, live.map(|l| (l, Fd::Err, err_spool))),
+                take_output(
+                    stdout,
+                    limit,
+                    live.map(|l| (l, Fd::Out, out_spool)),
+                    job.live_tag
+                ),
+                take_output(
+                    stderr,
+                    limit,
+                    live.map(|l| (l, Fd::Err, err_spool)),
+                    job.live_tag
+                ),
             )
         };
         let (ending, (stdout, stderr)) = supervise(&mut child, group, limits, stop, outputs).await;
@@ -367,10 +377,11 @@ async fn take_output(
     stream: Option<impl AsyncRead + Unpin>,
     limit: usize,
     live: Option<(&LiveSink, Fd, Option<&File>)>,
+    tag: Option<&[u8]>,
 ) -> Option<Captured> {
     match (stream, live) {
         (Some(stream), Some((sink, fd, spool))) => {
-            sink.forward(stream, fd, spool).await;
+            sink.forward(stream, fd, spool, tag).await;
             None
         }
         (stream, _) => read_optional(stream, limit).await,
