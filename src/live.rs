@@ -208,3 +208,24 @@ fn write_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tag_goes_before_every_line_across_pieces() {
+        let mut tagger = Tagger {
+            tag: Some(b"t\t"),
+            at_line_start: true,
+        };
+        assert_eq!(tagger.apply(b"a\nb".to_vec()), b"t\ta\nt\tb");
+        assert_eq!(tagger.apply(b"c\n\n".to_vec()), b"c\nt\t\n");
+        assert_eq!(tagger.apply(b"d".to_vec()), b"t\td");
+        let mut untagged = Tagger {
+            tag: None,
+            at_line_start: true,
+        };
+        assert_eq!(untagged.apply(b"x\ny".to_vec()), b"x\ny");
+    }
+}
