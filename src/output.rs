@@ -448,7 +448,7 @@ fn tag_of(job: &Job, slot: usize, cmd: &str, tagstring: Option<&Template>) -> Ve
 }
 
 /// A job's input item as its sources or columns; its command when it has none.
-pub(crate) fn job_args(job: &Job, cmd: &str) -> Vec<String> {
+fn job_args(job: &Job, cmd: &str) -> Vec<String> {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
