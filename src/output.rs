@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::exec::{Captured, Spool};
 use crate::job::{encode_line, Job, JobResult, Stream};
+use crate::live::LiveSink;
 use crate::progress::Logger;
 use crate::results::{capture_from_spool, ResultsDir};
 use crate::template::{Context, Quoting, Template};
@@ -30,6 +31,9 @@ pub struct Output<W: Write> {
     joblog: Option<Joblog>,
     /// `--results DIR`, and the capture limit for result lines of streams spooled for it.
     results: Option<(ResultsDir, usize)>,
+    /// `--line-buffer` / `--ungroup`: the writer of jobs' output as it comes, whose write
+    /// errors count as this writer's own.
+    live: Option<LiveSink>,
     /// With `-k`: finished jobs waiting for an earlier job, by seq.
     pending: BTreeMap<u64, Entry>,
     /// With `-k`: the seq of the next line to write.
@@ -91,6 +95,7 @@ impl<W: Write> Output<W> {
             text: None,
             joblog: None,
             results: None,
+            live: None,
             pending: BTreeMap::new(),
             next_seq: 1,
             logger,
@@ -128,10 +133,11 @@ impl<W: Write> Output<W> {
 
     /// `--line-buffer` / `--ungroup`: the output of jobs that ran on `hosts` (by name) was
     /// passed on while they ran.
-    pub fn printed_live(mut self, hosts: Vec<String>) -> Output<W> {
+    pub fn printed_live(mut self, hosts: Vec<String>, live: LiveSink) -> Output<W> {
         if let Some(mode) = &mut self.text {
             mode.printed_live = hosts;
         }
+        self.live = Some(live);
         self
     }
 
@@ -177,6 +183,10 @@ impl<W: Write> Output<W> {
     /// Writes (or, with `-k`, queues) the result line of a finished job; with `--text`, what
     /// the job printed.
     pub fn emit(&mut self, job: &Job, result: &JobResult) {
+        if let (None, Some(live)) = (&self.broken, &self.live) {
+            // Job output that could not be written stops the run as a result line would.
+            self.broken = live.take_error();
+        }
         let captured;
         let result = match (&self.results, &self.text) {
             (Some((dir, limit)), text) => {

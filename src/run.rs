@@ -112,9 +112,10 @@ async fn run_async<W: Write>(
         if let Some(template) = &config.tagstring {
             output = output.tagstring(template.clone());
         }
-        if live.is_some() {
+        if let Some(live) = &live {
             let local = hosts.iter().filter(|h| h.spec.local);
-            output = output.printed_live(local.map(|h| h.spec.name.clone()).collect());
+            let names = local.map(|h| h.spec.name.clone()).collect();
+            output = output.printed_live(names, live.clone());
         }
     }
     if let Some(dir) = &config.results {

@@ -391,3 +391,29 @@ fn json_forces_result_lines_on_a_terminal() {
     assert!(screen.contains("\"stdout\":\"hi 1\\n\""), "{screen}");
     assert!(screen.contains("\"result\":{\"status\":\"ok\""), "{screen}");
 }
+
+#[test]
+fn line_buffer_on_a_terminal_prints_lines_above_the_display() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, _, rc) = start_line(
+        "lb",
+        dir.path(),
+        "\"$B\" --line-buffer -j 2 'echo <> one; echo <> two' ::: a b c",
+    );
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
+    let mut lines = non_empty_lines(&screen);
+    assert_eq!(
+        lines.pop().map(|l| l.starts_with("completed: 3/3 done")),
+        Some(true),
+        "{screen}"
+    );
+    // Only the jobs' lines are left, whole, above the final line: no piece of the display.
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        ["a one", "a two", "b one", "b two", "c one", "c two"],
+        "{screen}"
+    );
+}
