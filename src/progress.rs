@@ -574,6 +574,19 @@ mod tests {
     }
 
     #[test]
+    fn the_total_the_input_reader_announces_is_shown() {
+        let total = Arc::new(OnceLock::new());
+        let logger = Logger::new(Verbosity::Normal).with_input_total(Arc::clone(&total));
+        assert!(render(&logger.shared).starts_with("0/? done"));
+        assert_eq!(logger.total_or_input(None), None);
+        total.set(20).unwrap();
+        assert!(render(&logger.shared).starts_with("0/20 done"));
+        assert_eq!(logger.total_or_input(None), Some(20));
+        // A total the run gives itself wins.
+        assert_eq!(logger.total_or_input(Some(19)), Some(19));
+    }
+
+    #[test]
     fn hms_rounds_to_whole_seconds() {
         assert_eq!(hms(0.4), "0:00:00");
         assert_eq!(hms(3725.6), "1:02:06");
