@@ -80,9 +80,9 @@ impl LiveSink {
         Ok(LiveSink { mode, tx, error })
     }
 
-    /// Reads `stream` to its end, passing it to `fd` as the mode says; with `spool`, also
-    /// writes it there (for `--results`). With `tag` (`--line-buffer` only), each line passed
-    /// on starts with it.
+    /// Reads `stream` to its end, passing it to `fd` as the mode says, and returns once all of
+    /// it is written; with `spool`, also writes it there (for `--results`). With `tag`
+    /// (`--line-buffer` only), each line passed on starts with it.
     pub async fn forward(
         &self,
         mut stream: impl AsyncRead + Unpin,
@@ -129,6 +129,8 @@ impl LiveSink {
         if !pending.is_empty() {
             self.send(fd, tagger.apply(pending)).await;
         }
+        // The job's result (and the run's last line) comes after its output, never before.
+        self.flush().await;
     }
 
     async fn send(&self, fd: Fd, bytes: Vec<u8>) {
