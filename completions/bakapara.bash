@@ -23,7 +23,7 @@ _bakapara() {
 
     case "${cmd}" in
         bakapara)
-            opts="-j -S -k -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --jsonl --no-quote --out --err --cd --keep-order --text --tag --joblog --capture-limit --dry-run --quiet --verbose --help --version"
+            opts="-j -S -k -u -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --jsonl --no-quote --out --err --cd --keep-order --text --lb --line-buffer --ungroup --json --tag --tagstring --results --joblog --capture-limit --dry-run --quiet --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -98,6 +98,14 @@ _bakapara() {
                     return 0
                     ;;
                 --cd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tagstring)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --results)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

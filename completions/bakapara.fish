@@ -14,13 +14,18 @@ complete -c bakapara -l colsep -d 'Split each input line into columns <1>, <2>..
 complete -c bakapara -l out -d 'Write each job\'s stdout to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l err -d 'Write each job\'s stderr to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l cd -d 'Run each job in this directory (a template; a path, never quoted)' -r
+complete -c bakapara -l tagstring -d 'Prefix each output line with TEMPLATE expanded for the job, then a TAB (implies --tag). Values go in as text, never quoted: --tagstring \'<#> <1/>\' prints "3 a.txt<TAB>..."' -r
+complete -c bakapara -l results -d 'Also write each job\'s stdout, stderr and seq as files under DIR, in GNU Parallel\'s layout: DIR/1/<value of source 1>/2/<value of source 2>/stdout (a "/" in a value is written "\\_", a "\\" as "\\\\"); job lines without input use their command as the value' -r -F
 complete -c bakapara -l joblog -d 'Also write every result line to FILE' -r -F
 complete -c bakapara -l capture-limit -d 'Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped and marked' -r
 complete -c bakapara -l jsonl -d 'Each stdin line is a JSON object whose fields the template uses as <name>'
 complete -c bakapara -l no-quote -d 'Insert template values verbatim instead of as one quoted shell word'
 complete -c bakapara -s k -l keep-order -d 'Emit results in input order instead of completion order'
-complete -c bakapara -l text -d 'Print each job\'s stdout and stderr (whole per job, never interleaved) instead of JSON result lines; the result lines then go to --joblog when given'
-complete -c bakapara -l tag -d 'With --text: prefix each output line with the job\'s input and a TAB'
+complete -c bakapara -l text -d 'Print each job\'s stdout and stderr (whole per job, never interleaved) instead of JSON result lines; the result lines then go to --joblog when given. The default when stdout is a terminal'
+complete -c bakapara -l line-buffer -l lb -d 'Pass jobs\' output on as it comes, line by line: lines of different jobs may interleave, a line is never split (text output: implies --text). Local jobs; SSH jobs\' output stays grouped per job'
+complete -c bakapara -s u -l ungroup -d 'Pass jobs\' output on as it comes, in whatever pieces the jobs write: fastest, but output of different jobs may mix within a line (text output: implies --text; no --tag). Local jobs; SSH jobs\' output stays grouped per job'
+complete -c bakapara -l json -d 'Write JSON result lines even when stdout is a terminal (a pipe or a file gets them anyway)'
+complete -c bakapara -l tag -d 'Prefix each output line with the job\'s input and a TAB (text output: implies --text)'
 complete -c bakapara -l dry-run -d 'Print the jobs that would run, as JSON lines, and run nothing'
 complete -c bakapara -s q -l quiet -d 'Print only errors on stderr: failed jobs (with the tail of their stderr), and one line for the jobs Ctrl-C or --halt aborted'
 complete -c bakapara -s v -l verbose -d 'Also log a line on stderr when each job starts'

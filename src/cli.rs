@@ -8,8 +8,10 @@ const LONG_ABOUT: &str = "\
 Run embarrassingly parallel shell jobs on this machine and over SSH, one JSON result line per job.
 
 Jobs come in on standard input (or as ::: arguments); one result line per job goes out on \
-standard output the moment that job ends (-k: in input order). Progress and log lines go to \
-standard error: a live display when it is a terminal, log lines otherwise.
+standard output the moment that job ends (-k: in input order). When standard output is a \
+terminal (and no --json), a person is reading: each job's output is shown instead, grouped per \
+job as with --text. Progress and log lines go to standard error: a live display when it is a \
+terminal, log lines otherwise.
 
 With a TEMPLATE, each input item (a stdin line, or a ::: argument) becomes one job whose \
 command is the template expanded with that item; a template with no token gets \" <>\" \
@@ -213,13 +215,47 @@ pub struct Cli {
     pub keep_order: bool,
 
     /// Print each job's stdout and stderr (whole per job, never interleaved) instead of JSON
-    /// result lines; the result lines then go to --joblog when given.
+    /// result lines; the result lines then go to --joblog when given. The default when stdout
+    /// is a terminal.
     #[arg(long, help_heading = "Output")]
     pub text: bool,
 
-    /// With --text: prefix each output line with the job's input and a TAB.
-    #[arg(long, requires = "text", help_heading = "Output")]
+    /// Pass jobs' output on as it comes, line by line: lines of different jobs may interleave,
+    /// a line is never split (text output: implies --text). Local jobs; SSH jobs' output stays
+    /// grouped per job.
+    #[arg(
+        long,
+        visible_alias = "lb",
+        conflicts_with = "ungroup",
+        help_heading = "Output"
+    )]
+    pub line_buffer: bool,
+
+    /// Pass jobs' output on as it comes, in whatever pieces the jobs write: fastest, but
+    /// output of different jobs may mix within a line (text output: implies --text; no
+    /// --tag). Local jobs; SSH jobs' output stays grouped per job.
+    #[arg(short = 'u', long, help_heading = "Output")]
+    pub ungroup: bool,
+
+    /// Write JSON result lines even when stdout is a terminal (a pipe or a file gets them
+    /// anyway).
+    #[arg(long, conflicts_with = "text", help_heading = "Output")]
+    pub json: bool,
+
+    /// Prefix each output line with the job's input and a TAB (text output: implies --text).
+    #[arg(long, help_heading = "Output")]
     pub tag: bool,
+
+    /// Prefix each output line with TEMPLATE expanded for the job, then a TAB (implies --tag).
+    /// Values go in as text, never quoted: --tagstring '<#> <1/>' prints "3 a.txt<TAB>...".
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Output")]
+    pub tagstring: Option<String>,
+
+    /// Also write each job's stdout, stderr and seq as files under DIR, in GNU Parallel's
+    /// layout: DIR/1/<value of source 1>/2/<value of source 2>/stdout (a "/" in a value is
+    /// written "\_", a "\" as "\\"); job lines without input use their command as the value.
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub results: Option<std::path::PathBuf>,
 
     /// Also write every result line to FILE.
     #[arg(long, value_name = "FILE", help_heading = "Output")]

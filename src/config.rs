@@ -11,7 +11,9 @@ use crate::exec::ssh::SshOptions;
 use crate::halt::HaltPolicy;
 use crate::hosts::{self, HostSpec};
 use crate::input::{InputSpec, Mode, Source, Templates};
+use crate::live::LiveMode;
 use crate::progress::Verbosity;
+use crate::results::ResultsDir;
 use crate::scheduler::RunSettings;
 use crate::template::{Quoting, Template};
 use crate::timefmt;
@@ -38,6 +40,14 @@ pub struct Config {
     pub text: bool,
     /// `--tag` (with `--text`).
     pub tag: bool,
+    /// `--tagstring`: the `--tag` prefix as a template.
+    pub tagstring: Option<Template>,
+    /// `--results DIR`: each job's stdout, stderr and seq under DIR.
+    pub results: Option<PathBuf>,
+    /// `--line-buffer` / `--ungroup`: text output passed on as it comes.
+    pub live: Option<LiveMode>,
+    /// `--json`: result lines on stdout even when it is a terminal.
+    pub json: bool,
     /// `--joblog FILE`: result lines also (with `--text`: only) go there.
     pub joblog: Option<PathBuf>,
     /// The directory relative `cd` values start from.
@@ -45,6 +55,16 @@ pub struct Config {
     /// make's jobserver, shared with the other recipes of `make -jN`; the command line leaves
     /// it `None` (`main` connects it: [`crate::jobserver::Jobserver::from_env`]).
     pub jobserver: Option<crate::jobserver::Jobserver>,
+}
+
+impl Config {
+    /// When stdout is a terminal and `--json` was not given, a person reads it: text output
+    /// (SPEC §1). The binary calls this; a library caller chooses its own output.
+    pub fn text_for_terminal(&mut self, stdout_is_terminal: bool) {
+        if stdout_is_terminal && !self.json && !self.dry_run {
+            self.text = true;
+        }
+    }
 }
 
 /// Why the command line cannot run: clap's own message (help and version included), or ours.
@@ -246,6 +266,39 @@ impl Config {
                 _ => {}
             }
         }
+        // Options of text output imply it; with --json they make no sense.
+        let text_options = [
+            (cli.tag, "--tag"),
+            (cli.tagstring.is_some(), "--tagstring"),
+            (cli.line_buffer, "--line-buffer"),
+            (cli.ungroup, "--ungroup"),
+        ];
+        let text_option = text_options.iter().find(|(set, _)| *set).map(|(_, n)| *n);
+        if let (true, Some(name)) = (cli.json, text_option) {
+            return Err(invalid(format!(
+                "{name} is for text output; it cannot go with --json"
+            )));
+        }
+        let live = match (cli.line_buffer, cli.ungroup) {
+            (true, _) => Some((LiveMode::Lines, "--line-buffer")),
+            (false, true) => Some((LiveMode::Chunks, "--ungroup")),
+            (false, false) => None,
+        };
+        if let Some((_, name)) = live {
+            // Output passed on as it comes has no job to hold it for, nor a block to tag.
+            if cli.keep_order {
+                return Err(invalid(format!(
+                    "{name} prints output as it comes; it cannot keep the input order (-k)"
+                )));
+            }
+            if cli.ungroup && (cli.tag || cli.tagstring.is_some()) {
+                return Err(invalid(
+                    "--ungroup passes output in pieces that are not lines: it cannot tag them \
+                     (use --line-buffer --tag)"
+                        .into(),
+                ));
+            }
+        }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)
             .map_err(|e| invalid(format!("--host-timeout: {e}")))?;
         let ssh = SshOptions {
@@ -275,8 +328,22 @@ impl Config {
             },
             halt,
             resume: cli.resume.clone(),
-            text: cli.text,
-            tag: cli.tag,
+            text: cli.text || text_option.is_some(),
+            tag: cli.tag || cli.tagstring.is_some(),
+            tagstring: cli
+                .tagstring
+                .as_deref()
+                .map(|t| parse("--tagstring", t))
+                .transpose()?,
+            json: cli.json,
+            live: live.map(|(mode, _)| mode),
+            results: match &cli.results {
+                Some(dir) => {
+                    ResultsDir::check(dir).map_err(invalid)?;
+                    Some(dir.clone())
+                }
+                None => None,
+            },
             joblog: cli.joblog.clone(),
             dry_run: cli.dry_run,
             verbosity: match (cli.quiet, cli.verbose) {

@@ -1,5 +1,6 @@
 //! The `bakapara` command: parse the command line, run, map the outcome to an exit status.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use bakapara::config::{Config, ConfigError};
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         eprintln!("bakapara: error: {e:#}");
         return ExitCode::from(255);
     }
+    config.text_for_terminal(std::io::stdout().is_terminal());
     let stdout = std::io::stdout().lock();
     let summary = match bakapara::run::run(config, stdout, true) {
         Ok(summary) => summary,

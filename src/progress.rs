@@ -4,7 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Local;
@@ -74,6 +74,21 @@ pub struct Logger {
 struct Shared {
     hosts: Mutex<Vec<(String, RunningJobs)>>,
     counts: Mutex<Counts>,
+    /// The number of jobs, announced by the input reader when it hit the end of its input
+    /// (before the scheduler has taken every job).
+    input_total: Arc<OnceLock<u64>>,
+    /// The live display's bar while it is shown, for [`Suspender`]s on other threads.
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Shared {
+    fn counts(&self) -> Counts {
+        let mut counts = self.counts.lock().map(|c| *c).unwrap_or_default();
+        if counts.total.is_none() {
+            counts.total = self.input_total.get().copied();
+        }
+        counts
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,6 +106,22 @@ struct Counts {
     total: Option<u64>,
     /// When the display started (rate and ETA count from there).
     since: Option<Instant>,
+}
+
+/// Takes the live display off the screen around a write from another thread (the live output
+/// of `--line-buffer` / `--ungroup`).
+#[derive(Debug, Clone)]
+pub struct Suspender(Arc<Shared>);
+
+impl Suspender {
+    /// Runs `f` with the live display, if it is shown, off the screen.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        let bar = self.0.bar.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
 }
 
 /// The live display while it is shown: the bar and the thread that refreshes it.
@@ -120,6 +151,8 @@ impl Logger {
             shared: Arc::new(Shared {
                 hosts: Mutex::new(Vec::new()),
                 counts: Mutex::new(Counts::default()),
+                input_total: Arc::default(),
+                bar: Mutex::new(None),
             }),
             display: Mutex::new(None),
             quiet_aborts: Mutex::default(),
@@ -133,6 +166,16 @@ impl Logger {
         let mut logger = Logger::new(verbosity);
         logger.live = verbosity != Verbosity::Quiet && !dumb && std::io::stderr().is_terminal();
         logger
+    }
+
+    /// Takes the total from `total` as soon as the input reader sets it (the reader's
+    /// [`crate::input::ReaderState::total`]), for the display and the `[k/N]` of log lines.
+    /// Call before the logger is shared.
+    pub fn with_input_total(mut self, total: Arc<OnceLock<u64>>) -> Logger {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.input_total = total;
+        }
+        self
     }
 
     /// True when stderr shows the live display (output to the terminal must go through
@@ -158,6 +201,11 @@ impl Logger {
             Some(bar) => bar.suspend(f),
             None => f(),
         }
+    }
+
+    /// A handle for another thread that writes to the terminal (see [`Suspender::suspend`]).
+    pub fn suspender(&self) -> Suspender {
+        Suspender(Arc::clone(&self.shared))
     }
 
     fn bar(&self) -> Option<ProgressBar> {
@@ -188,20 +236,17 @@ impl Logger {
     /// Redraws the live display now (after a change the refresh thread would show late).
     fn redraw(&self) {
         if let Some(bar) = self.bar() {
-            let counts = self.counts();
-            if let Some(total) = counts.total {
-                if bar.length() != Some(total) {
-                    bar.set_style(bar_style(true));
-                    bar.set_length(total);
-                }
-            }
-            bar.set_position(counts.done);
-            bar.set_message(render(&self.shared));
+            refresh(&bar, &self.shared);
         }
     }
 
     fn counts(&self) -> Counts {
-        self.shared.counts.lock().map(|c| *c).unwrap_or_default()
+        self.shared.counts()
+    }
+
+    /// The total given, or else the one the input reader announced.
+    fn total_or_input(&self, total: Option<u64>) -> Option<u64> {
+        total.or_else(|| self.shared.input_total.get().copied())
     }
 
     /// `total 100 jobs on 48 engines` (`?` while the total is not known yet); with the live
@@ -241,12 +286,15 @@ impl Logger {
                 .name("bakapara-progress".into())
                 .spawn(move || {
                     while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(REFRESH) {
-                        bar.set_message(render(&shared));
+                        refresh(&bar, &shared);
                         bar.tick();
                     }
                 })
                 .ok()
         };
+        if let Ok(mut shared) = self.shared.bar.lock() {
+            *shared = Some(bar.clone());
+        }
         *display = Some(Display {
             bar,
             stop: Some(stop_tx),
@@ -266,6 +314,7 @@ impl Logger {
     /// With `-q` only failed jobs get their line, and jobs bakapara stopped or never started
     /// itself are counted into one line at the end ([`Logger::completed`]).
     pub fn finished(&self, done: u64, total: Option<u64>, result: &JobResult, cmd: &str) {
+        let total = self.total_or_input(total);
         // Errors and aborts always get their line; with the live display or -q, so do jobs
         // that returned a code other than 0.
         let quiet = self.verbosity == Verbosity::Quiet;
@@ -348,6 +397,7 @@ impl Logger {
 
     /// A job skipped by `--resume` (its earlier result line is copied through).
     pub fn skipped(&self, done: u64, total: Option<u64>, cmd: &str) {
+        let total = self.total_or_input(total);
         self.update(|c| {
             c.done = done;
             if total.is_some() {
@@ -405,6 +455,9 @@ impl Logger {
             return;
         }
         let taken = self.display.lock().ok().and_then(|mut d| d.take());
+        if let Ok(mut shared) = self.shared.bar.lock() {
+            *shared = None;
+        }
         if let Some(mut display) = taken {
             display.stop_refresher();
             let total = self.counts().total.unwrap_or(done).max(done);
@@ -429,6 +482,9 @@ impl Logger {
 
 impl Drop for Logger {
     fn drop(&mut self) {
+        if let Ok(mut shared) = self.shared.bar.lock() {
+            *shared = None;
+        }
         // A run that ended without `completed` leaves the display as it was, without its thread.
         if let Some(mut display) = self.display.get_mut().ok().and_then(Option::take) {
             display.stop_refresher();
@@ -501,6 +557,19 @@ fn tail_text(bytes: &[u8], truncated: bool) -> String {
     tail
 }
 
+/// Brings the live display up to date: counts, text, and the bar once the total is known.
+fn refresh(bar: &ProgressBar, shared: &Shared) {
+    let counts = shared.counts();
+    if let Some(total) = counts.total {
+        if bar.length() != Some(total) {
+            bar.set_style(bar_style(true));
+            bar.set_length(total);
+        }
+    }
+    bar.set_position(counts.done);
+    bar.set_message(render(shared));
+}
+
 /// The live display's style: a bar once the total is known, a spinner before.
 fn bar_style(total_known: bool) -> ProgressStyle {
     let template = if total_known {
@@ -517,7 +586,7 @@ fn bar_style(total_known: bool) -> ProgressStyle {
 /// The live display's text: `7/12 done · 1 failed · 3.4/s · ETA 0:00:02 · running 2 on host`.
 /// What matters most comes first, as a narrow terminal cuts the end.
 fn render(shared: &Shared) -> String {
-    let counts = shared.counts.lock().map(|c| *c).unwrap_or_default();
+    let counts = shared.counts();
     let elapsed = counts.since.map(|t| t.elapsed()).unwrap_or_default();
     let eta = match counts.total {
         Some(total) if counts.done >= total => "0:00:00".to_string(),
@@ -652,6 +721,19 @@ mod tests {
             tail_text(b"\xff\xfebad\n", false),
             "    \u{fffd}\u{fffd}bad\n"
         );
+    }
+
+    #[test]
+    fn the_total_the_input_reader_announces_is_shown() {
+        let total = Arc::new(OnceLock::new());
+        let logger = Logger::new(Verbosity::Normal).with_input_total(Arc::clone(&total));
+        assert!(render(&logger.shared).starts_with("0/? done"));
+        assert_eq!(logger.total_or_input(None), None);
+        total.set(20).unwrap();
+        assert!(render(&logger.shared).starts_with("0/20 done"));
+        assert_eq!(logger.total_or_input(None), Some(20));
+        // A total the run gives itself wins.
+        assert_eq!(logger.total_or_input(Some(19)), Some(19));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A whole run: start the input reader, run the scheduler, report how it ended.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -12,10 +12,18 @@ use crate::exec::Executor;
 use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
+use crate::live::LiveSink;
 use crate::output::Output;
 use crate::progress::{Logger, Verbosity};
+use crate::results::ResultsDir;
 use crate::scheduler::{Host, Resume, Scheduler, Summary};
 use crate::signals::{AbortReceiver, Controls, Signals};
+
+/// Said on stderr when jobs are read from a terminal, where a person may not know that bakapara
+/// waits for them (GNU Parallel warns likewise). Shown even with `-q`: it is no progress, and
+/// without it the run looks hung.
+const TERMINAL_INPUT_HINT: &str = "bakapara: reading jobs from the terminal, one per line; \
+     press Ctrl-D on an empty line to end the input (or pipe jobs in, or give ::: arguments)";
 
 /// Jobs read ahead of the free slots; bounds memory whatever the input length.
 const CHANNEL_CAPACITY: usize = 256;
@@ -57,6 +65,10 @@ async fn run_async<W: Write>(
     let state = Arc::new(ReaderState::default());
     let known_total = config.input.known_total();
     let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
+    if config.input.reads_stdin() && std::io::stdin().is_terminal() {
+        // Before any display starts; a closed or full stderr must not stop the run.
+        let _ = writeln!(std::io::stderr(), "{TERMINAL_INPUT_HINT}");
+    }
     if config.dry_run {
         return Ok(dry_run(config, rx, out, reader).await);
     }
@@ -67,7 +79,7 @@ async fn run_async<W: Write>(
     let (down_tx, down_rx) = mpsc::unbounded_channel();
     let joblog = open_joblog(&config)?;
     // A live progress display when stderr is a terminal, log lines otherwise.
-    let logger = Logger::for_stderr(config.verbosity);
+    let logger = Logger::for_stderr(config.verbosity).with_input_total(Arc::clone(&state.total));
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
         remove_stale_control_dirs();
@@ -79,11 +91,16 @@ async fn run_async<W: Write>(
     } else {
         None
     };
+    let live = match config.live {
+        Some(mode) => Some(LiveSink::start(mode, logger.suspender())?),
+        None => None,
+    };
     let hosts = connect_hosts(
         &config,
         control_dir.as_ref().map(|d| d.path()),
         down_tx,
         &logger,
+        live.as_ref(),
     )
     .await;
     if !hosts.iter().any(|h| h.executor.is_some()) {
@@ -92,6 +109,17 @@ async fn run_async<W: Write>(
     let mut output = Output::new(out, config.keep_order, logger);
     if config.text {
         output = output.text(config.tag);
+        if let Some(template) = &config.tagstring {
+            output = output.tagstring(template.clone());
+        }
+        if let Some(live) = &live {
+            let local = hosts.iter().filter(|h| h.spec.local);
+            let names = local.map(|h| h.spec.name.clone()).collect();
+            output = output.printed_live(names, live.clone());
+        }
+    }
+    if let Some(dir) = &config.results {
+        output = output.results(ResultsDir::new(dir.clone()), config.settings.capture_limit);
     }
     if let (Some(file), Some(path)) = (joblog, &config.joblog) {
         output = output.joblog(file, path.clone());
@@ -112,9 +140,17 @@ async fn run_async<W: Write>(
         resume,
     )
     .with_jobserver(config.jobserver.as_ref());
-    let summary = scheduler
+    let mut summary = scheduler
         .run(known_total, Controls::new(signals, abort))
         .await;
+    if let Some(live) = &live {
+        live.flush().await;
+        if let Some(e) = live.take_error() {
+            summary
+                .fatal
+                .get_or_insert_with(|| format!("cannot write job output to stdout: {e}"));
+        }
+    }
     drop(control_dir);
     Ok(summary)
 }
@@ -151,12 +187,14 @@ async fn connect_hosts(
     control_dir: Option<&std::path::Path>,
     down_tx: mpsc::UnboundedSender<HostDown>,
     logger: &Logger,
+    live: Option<&LiveSink>,
 ) -> Vec<Host> {
     let local = |spec: HostSpec| {
         let slots = spec.slots.unwrap_or(config.jobs);
         let executor = LocalExecutor::new(config.base_dir.clone())
-            .with_spool(config.text)
-            .with_running(logger.running(&spec.name));
+            .with_spool(config.text || config.results.is_some())
+            .with_running(logger.running(&spec.name))
+            .with_live(live.cloned());
         Host {
             spec,
             executor: Some(Executor::Local(executor)),
@@ -204,7 +242,7 @@ async fn connect_hosts(
             Some(Ok(ssh)) => {
                 let slots = ssh.slots();
                 let ssh = ssh
-                    .with_spool(config.text)
+                    .with_spool(config.text || config.results.is_some())
                     .with_running(logger.running(&spec.name));
                 hosts.push(Host {
                     spec: spec.clone(),

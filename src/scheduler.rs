@@ -467,6 +467,7 @@ impl<W: Write> Scheduler<W> {
         self.output
             .logger()
             .started(job.seq, &host.spec.name, &spec.cmd);
+        let live_tag = self.output.live_tag(&job, slot);
         let stop = self.stop_tx.subscribe();
         let limits = Limits {
             capture_limit: self.settings.capture_limit,
@@ -480,6 +481,7 @@ impl<W: Write> Scheduler<W> {
                 out: spec.out.as_deref(),
                 err: spec.err.as_deref(),
                 env: &spec.env,
+                live_tag: live_tag.as_deref(),
             };
             let outcome = match &host.executor {
                 Some(executor) => executor.run(lane, &command, &limits, stop).await,

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use super::{Captured, Command, Ending, Limits, Outcome, Stop};
+use crate::live::{Fd, LiveSink};
 use crate::progress::RunningJobs;
 
 /// Runs jobs on this machine.
@@ -26,6 +27,8 @@ pub struct LocalExecutor {
     spool: bool,
     /// Counts this host's running jobs (for the progress display).
     running: Option<RunningJobs>,
+    /// `--line-buffer` / `--ungroup`: uncaptured streams go to bakapara's own as they come.
+    live: Option<LiveSink>,
 }
 
 impl LocalExecutor {
@@ -34,7 +37,15 @@ impl LocalExecutor {
             base,
             spool: false,
             running: None,
+            live: None,
         }
+    }
+
+    /// `--line-buffer` / `--ungroup`: a job's uncaptured streams are passed to `live` while
+    /// it runs (and, with the spool on, also spooled, for `--results`).
+    pub fn with_live(mut self, live: Option<LiveSink>) -> LocalExecutor {
+        self.live = live;
+        self
     }
 
     /// `--text`: spool each job's uncaptured streams to temp files instead of capturing them.
@@ -82,9 +93,22 @@ impl LocalExecutor {
         // writes it at full speed and bakapara holds none of it in memory.
         let mut spooled_out = None;
         let mut spooled_err = None;
+        let live_spool = || match self.spool {
+            true => tempfile::tempfile()
+                .map(Some)
+                .map_err(|e| format!("cannot create a temp file for the job's output: {e}")),
+            false => Ok(None),
+        };
         match job.out {
             Some(path) => match open_output(job_dir, path) {
                 Ok(f) => command.stdout(f),
+                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
+            },
+            None if self.live.is_some() => match live_spool() {
+                Ok(spool) => {
+                    spooled_out = spool;
+                    command.stdout(Stdio::piped())
+                }
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
             None if self.spool => match spool_file() {
@@ -99,6 +123,13 @@ impl LocalExecutor {
         match job.err {
             Some(path) => match open_output(job_dir, path) {
                 Ok(f) => command.stderr(f),
+                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
+            },
+            None if self.live.is_some() => match live_spool() {
+                Ok(spool) => {
+                    spooled_err = spool;
+                    command.stderr(Stdio::piped())
+                }
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
             None if self.spool => match spool_file() {
@@ -123,8 +154,24 @@ impl LocalExecutor {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let limit = limits.capture_limit;
-        let outputs =
-            async { tokio::join!(read_optional(stdout, limit), read_optional(stderr, limit)) };
+        let live = self.live.as_ref();
+        let (out_spool, err_spool) = (spooled_out.as_ref(), spooled_err.as_ref());
+        let outputs = async {
+            tokio::join!(
+                take_output(
+                    stdout,
+                    limit,
+                    live.map(|l| (l, Fd::Out, out_spool)),
+                    job.live_tag
+                ),
+                take_output(
+                    stderr,
+                    limit,
+                    live.map(|l| (l, Fd::Err, err_spool)),
+                    job.live_tag
+                ),
+            )
+        };
         let (ending, (stdout, stderr)) = supervise(&mut child, group, limits, stop, outputs).await;
         Outcome {
             ran: Some((started, Local::now())),
@@ -321,6 +368,23 @@ fn spawn_error(e: std::io::Error, cmd: &str) -> String {
         )
     } else {
         format!("cannot start /bin/bash: {e}")
+    }
+}
+
+/// A job's stream to its end: passed to the live output (then nothing is captured), or
+/// [`read_optional`].
+async fn take_output(
+    stream: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    live: Option<(&LiveSink, Fd, Option<&File>)>,
+    tag: Option<&[u8]>,
+) -> Option<Captured> {
+    match (stream, live) {
+        (Some(stream), Some((sink, fd, spool))) => {
+            sink.forward(stream, fd, spool, tag).await;
+            None
+        }
+        (stream, _) => read_optional(stream, limit).await,
     }
 }
 

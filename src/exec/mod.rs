@@ -20,6 +20,8 @@ pub struct Command<'a> {
     pub err: Option<&'a str>,
     /// Extra environment variables for the job.
     pub env: &'a [(String, String)],
+    /// `--line-buffer --tag`: the prefix of each line of output passed on as it comes.
+    pub live_tag: Option<&'a [u8]>,
 }
 
 /// Per-run limits that every job of the run shares, plus the job's own timeout.
