@@ -16,6 +16,10 @@ complete -c bakapara -l err -d 'Write each job\'s stderr to this file (a templat
 complete -c bakapara -l cd -d 'Run each job in this directory (a template; a path, never quoted)' -r
 complete -c bakapara -l joblog -d 'Also write every result line to FILE' -r -F
 complete -c bakapara -l capture-limit -d 'Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped and marked' -r
+complete -c bakapara -l generate -d 'Print the man page or a shell\'s completion script and exit, e.g. `bakapara --generate man > ~/.local/share/man/man1/bakapara.1`' -r -f -a "man\t'The man page (roff), for `man`'
+bash\t'The bash completion script'
+zsh\t'The zsh completion function (`_bakapara`)'
+fish\t'The fish completion script'"
 complete -c bakapara -l jsonl -d 'Each stdin line is a JSON object whose fields the template uses as <name>'
 complete -c bakapara -l no-quote -d 'Insert template values verbatim instead of as one quoted shell word'
 complete -c bakapara -s k -l keep-order -d 'Emit results in input order instead of completion order'

@@ -1,6 +1,6 @@
 //! The command line, as a clap definition (it also feeds the man page and completions).
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, ValueEnum};
 
 const ABOUT: &str = "Run embarrassingly parallel shell jobs, one JSON result line per job";
 
@@ -241,4 +241,22 @@ pub struct Cli {
     /// Also log a line on stderr when each job starts.
     #[arg(short, long, action = ArgAction::SetTrue, help_heading = "Output")]
     pub verbose: bool,
+
+    /// Print the man page or a shell's completion script and exit, e.g.
+    /// `bakapara --generate man > ~/.local/share/man/man1/bakapara.1`.
+    #[arg(long, value_name = "KIND", value_enum, help_heading = "Output")]
+    pub generate: Option<Generate>,
+}
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    /// The man page (roff), for `man`.
+    Man,
+    /// The bash completion script.
+    Bash,
+    /// The zsh completion function (`_bakapara`).
+    Zsh,
+    /// The fish completion script.
+    Fish,
 }

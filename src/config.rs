@@ -51,6 +51,9 @@ pub enum ConfigError {
     Clap(#[from] clap::Error),
     #[error("{0}")]
     Invalid(String),
+    /// Not a run: text the command line asked for (`--generate`), for stdout.
+    #[error("{0}")]
+    Print(String),
 }
 
 impl Config {
@@ -63,6 +66,9 @@ impl Config {
 
     pub fn from_cli(cli: Cli, sources: Vec<Source>) -> Result<Config, ConfigError> {
         let invalid = |m: String| ConfigError::Invalid(m);
+        if let Some(kind) = cli.generate {
+            return Err(ConfigError::Print(crate::generate::generate(kind)));
+        }
         let template_text = cli.template.join(" ");
         let mode = match (cli.template.is_empty(), cli.jsonl) {
             (true, true) => return Err(invalid("--jsonl needs a TEMPLATE".into())),

@@ -1,5 +1,6 @@
 //! The `bakapara` command: parse the command line, run, map the outcome to an exit status.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use bakapara::config::{Config, ConfigError};
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
             eprintln!("bakapara: error: {message}");
             return ExitCode::from(255);
         }
+        Err(ConfigError::Print(text)) => return print(&text),
     };
     let stdout = std::io::stdout().lock();
     let summary = match bakapara::run::run(config, stdout, true) {
@@ -41,4 +43,21 @@ fn main() -> ExitCode {
         n @ 1..=100 => n as u8,
         _ => 101,
     })
+}
+
+/// Writes what the command line asked for (`--generate`) to stdout: a reader that went away is
+/// the quiet 141 of a filter killed by SIGPIPE, any other write error a fatal 255.
+fn print(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
+        Err(e) => {
+            eprintln!("bakapara: error: cannot write to stdout: {e}");
+            ExitCode::from(255)
+        }
+    }
 }
