@@ -1,4 +1,4 @@
-complete -c bakapara -s j -l jobs -d 'Run N jobs at once on this machine [default: the number of CPUs]' -r
+complete -c bakapara -s j -l jobs -d 'Run N jobs at once on this machine [default: the number of CPUs]. As in GNU Parallel, +N and -N are the CPU count plus or minus N, N% a share of it (rounded up; at least 1 job), and 0 as many as possible: as many as the open-file limit leaves room for (about one job per 3 files of ulimit -n). At most 4096' -r
 complete -c bakapara -l grace -d 'Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped' -r
 complete -c bakapara -l timeout -d 'Stop a job that runs longer than DURATION (30, 1.5, 500ms, 10s, 5m, 1h30m): TERM to its process group, KILL after --grace. A job\'s own "timeout" key wins' -r
 complete -c bakapara -l retries -d 'Run a failed job (status not ok, or a code other than 0) up to N more times, preferring another host. A job\'s own "retries" key wins' -r
@@ -16,7 +16,7 @@ complete -c bakapara -l err -d 'Write each job\'s stderr to this file (a templat
 complete -c bakapara -l cd -d 'Run each job in this directory (a template; a path, never quoted)' -r
 complete -c bakapara -l joblog -d 'Also write every result line to FILE' -r -F
 complete -c bakapara -l capture-limit -d 'Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped and marked' -r
-complete -c bakapara -l generate -d 'Print the man page or a shell\'s completion script and exit, e.g. `bakapara --generate man > ~/.local/share/man/man1/bakapara.1`' -r -f -a "man\t'The man page (roff), for `man`'
+complete -c bakapara -l generate -d 'Print the man page or a shell\'s completion script and exit, e.g. bakapara --generate man > ~/.local/share/man/man1/bakapara.1' -r -f -a "man\t'The man page (roff), for `man`'
 bash\t'The bash completion script'
 zsh\t'The zsh completion function (`_bakapara`)'
 fish\t'The fish completion script'"

@@ -113,9 +113,19 @@ pub struct Cli {
     #[arg(value_name = "TEMPLATE", trailing_var_arg = true)]
     pub template: Vec<String>,
 
-    /// Run N jobs at once on this machine [default: the number of CPUs].
-    #[arg(short = 'j', long = "jobs", value_name = "N", help_heading = "Running")]
-    pub jobs: Option<usize>,
+    /// Run N jobs at once on this machine [default: the number of CPUs]. As in GNU Parallel,
+    /// +N and -N are the CPU count plus or minus N, N% a share of it (rounded up; at least 1
+    /// job), and 0 as many as possible: as many as the open-file limit leaves room for (about
+    /// one job per 3 files of ulimit -n). At most 4096.
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = crate::config::parse_jobs,
+        help_heading = "Running"
+    )]
+    pub jobs: Option<crate::config::Jobs>,
 
     /// Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped.
     #[arg(
@@ -243,7 +253,7 @@ pub struct Cli {
     pub verbose: bool,
 
     /// Print the man page or a shell's completion script and exit, e.g.
-    /// `bakapara --generate man > ~/.local/share/man/man1/bakapara.1`.
+    /// bakapara --generate man > ~/.local/share/man/man1/bakapara.1
     #[arg(long, value_name = "KIND", value_enum, help_heading = "Output")]
     pub generate: Option<Generate>,
 }

@@ -150,10 +150,12 @@ impl Config {
         if stdin_sources > 1 {
             return Err(invalid(":::: - (stdin) can be given only once".into()));
         }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let jobs = match cli.jobs {
-            Some(0) => return Err(invalid("-j/--jobs must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(jobs) => jobs
+                .slots(cpus, open_file_limit())
+                .map_err(|e| invalid(format!("-j/--jobs: {e}")))?,
+            None => cpus,
         };
         let capture_limit = timefmt::parse_size(&cli.capture_limit)
             .map_err(|e| invalid(format!("--capture-limit: {e}")))?;
@@ -284,6 +286,121 @@ impl Config {
     }
 }
 
+/// The most jobs bakapara runs at once on this machine. More is a usage error rather than a
+/// clamp: a number that large is a typo or a unit mix-up, and the run would only fail later, job
+/// by job, at the open-file or process limit.
+pub const MAX_JOBS: usize = 4096;
+
+/// Open files bakapara holds for one running local job: its stdout and stderr pipes, and one to
+/// spare (a spool file with `--text`, the child's pidfd).
+const FILES_PER_JOB: u64 = 3;
+
+/// Open files kept back for bakapara itself under `-j 0`: stdio, the joblog, `::::` files, SSH
+/// control sockets, the async runtime.
+const RESERVED_FILES: u64 = 64;
+
+/// `-j`, in GNU Parallel's forms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Jobs {
+    /// `N`: exactly N (1 to [`MAX_JOBS`]).
+    Exactly(usize),
+    /// `0`: as many as possible: as many as the open-file limit leaves room for, at most
+    /// [`MAX_JOBS`].
+    AsManyAsPossible,
+    /// `+N`: the CPU count plus N.
+    CpusPlus(usize),
+    /// `-N`: the CPU count minus N, at least 1.
+    CpusMinus(usize),
+    /// `N%` (`12.5%` too): that share of the CPU count, rounded up, at least 1.
+    CpusPercent(f64),
+}
+
+/// Parses a `-j` value (clap's `value_parser`).
+pub fn parse_jobs(text: &str) -> Result<Jobs, String> {
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let count = |digits: &str| {
+        digits.parse::<usize>().map_err(|_| {
+            format!("{digits} is far more than the {MAX_JOBS} jobs bakapara runs at once")
+        })
+    };
+    if all_digits(text) {
+        return match count(text)? {
+            0 => Ok(Jobs::AsManyAsPossible),
+            n if n > MAX_JOBS => Err(format!(
+                "{n} is more than the {MAX_JOBS} jobs bakapara runs at once"
+            )),
+            n => Ok(Jobs::Exactly(n)),
+        };
+    }
+    if let Some(digits) = text.strip_prefix('+').filter(|d| all_digits(d)) {
+        return Ok(Jobs::CpusPlus(count(digits)?));
+    }
+    if let Some(digits) = text.strip_prefix('-').filter(|d| all_digits(d)) {
+        return Ok(Jobs::CpusMinus(count(digits)?));
+    }
+    if let Some(number) = text.strip_suffix('%') {
+        let decimal = match number.split_once('.') {
+            Some((whole, fraction)) => all_digits(whole) && all_digits(fraction),
+            None => all_digits(number),
+        };
+        if let (true, Ok(percent)) = (decimal, number.parse::<f64>()) {
+            return Ok(Jobs::CpusPercent(percent));
+        }
+    }
+    Err(format!(
+        "expected N (a whole number; 0: as many as possible), +N or -N (the CPU count plus or \
+         minus N) or N% (of the CPU count), not {text:?}"
+    ))
+}
+
+impl Jobs {
+    /// The number of slots, given the CPU count and the soft open-file limit (`None`: unlimited).
+    pub fn slots(self, cpus: usize, open_files: Option<u64>) -> Result<usize, String> {
+        let wanted: f64 = match self {
+            Jobs::Exactly(n) => n as f64,
+            Jobs::AsManyAsPossible => {
+                let room = open_files.map_or(u64::MAX, |limit| {
+                    limit.saturating_sub(RESERVED_FILES) / FILES_PER_JOB
+                });
+                return Ok(usize::try_from(room).unwrap_or(MAX_JOBS).clamp(1, MAX_JOBS));
+            }
+            Jobs::CpusPlus(n) => cpus as f64 + n as f64,
+            Jobs::CpusMinus(n) => cpus.saturating_sub(n).max(1) as f64,
+            // As GNU Parallel: rounded up, so that any share gets at least one job.
+            Jobs::CpusPercent(p) => (cpus as f64 * p / 100.0).ceil().max(1.0),
+        };
+        if wanted > MAX_JOBS as f64 {
+            return Err(format!(
+                "{self} means {wanted} jobs at once here ({cpus} CPUs), more than the {MAX_JOBS} \
+                 bakapara runs at once"
+            ));
+        }
+        // In range: a whole number from 1 to MAX_JOBS.
+        Ok(wanted as usize)
+    }
+}
+
+impl std::fmt::Display for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Jobs::Exactly(n) => write!(f, "{n}"),
+            Jobs::AsManyAsPossible => write!(f, "0"),
+            Jobs::CpusPlus(n) => write!(f, "+{n}"),
+            Jobs::CpusMinus(n) => write!(f, "-{n}"),
+            Jobs::CpusPercent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// The soft limit on open files (`None`: unlimited or unknown).
+fn open_file_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => Some(soft),
+        _ => None,
+    }
+}
+
 /// Splits `:::` / `::::` input sources off the command line: what comes before the first of
 /// them goes to clap; each separator starts a source that runs to the next one.
 pub fn split_sources(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<Source>), ConfigError> {
@@ -321,4 +438,50 @@ pub fn split_sources(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<Source>)
         ));
     }
     Ok((rest, sources))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(text: &str, cpus: usize, files: Option<u64>) -> Result<usize, String> {
+        parse_jobs(text)?.slots(cpus, files)
+    }
+
+    #[test]
+    fn jobs_in_gnu_forms() {
+        assert_eq!(slots("3", 8, None), Ok(3));
+        assert_eq!(slots("+2", 8, None), Ok(10));
+        assert_eq!(slots("+0", 8, None), Ok(8));
+        assert_eq!(slots("-3", 8, None), Ok(5));
+        assert_eq!(slots("-8", 8, None), Ok(1));
+        assert_eq!(slots("-100", 8, None), Ok(1));
+        assert_eq!(slots("50%", 8, None), Ok(4));
+        assert_eq!(slots("12.5%", 8, None), Ok(1));
+        assert_eq!(slots("37.5%", 8, None), Ok(3));
+        assert_eq!(
+            slots("30%", 8, None),
+            Ok(3),
+            "2.4 is rounded up, as GNU does"
+        );
+        assert_eq!(slots("0%", 8, None), Ok(1));
+        assert_eq!(slots("200%", 8, None), Ok(16));
+        assert_eq!(slots("0", 8, Some(1024)), Ok(320));
+        assert_eq!(slots("0", 8, Some(10)), Ok(1));
+        assert_eq!(slots("0", 8, None), Ok(MAX_JOBS));
+        assert_eq!(slots("4096", 8, None), Ok(4096));
+        assert_eq!(slots("+4088", 8, None), Ok(4096));
+        for bad in [
+            "4097",
+            "+4089",
+            "51300%",
+            "18446744073709551616",
+            "1e9",
+            "-",
+            "x%",
+            "1.%",
+        ] {
+            assert!(slots(bad, 8, None).is_err(), "{bad}");
+        }
+    }
 }
