@@ -1,10 +1,10 @@
-complete -c bakapara -s j -l jobs -d 'Run N jobs at once on this machine [default: the number of CPUs]. As in GNU Parallel, +N and -N are the CPU count plus or minus N, N% a share of it (rounded up; at least 1 job), and 0 as many as possible: as many as the open-file limit leaves room for (about one job per 3 files of ulimit -n). At most 4096' -r
+complete -c bakapara -s j -l jobs -d 'Jobs at once on this machine (+N, -N, N%: of the CPU count) [default: the CPU count]' -r
 complete -c bakapara -l grace -d 'Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped' -r
 complete -c bakapara -l timeout -d 'Stop a job that runs longer than DURATION (30, 1.5, 500ms, 10s, 5m, 1h30m): TERM to its process group, KILL after --grace. A job\'s own "timeout" key wins' -r
 complete -c bakapara -l retries -d 'Run a failed job (status not ok, or a code other than 0) up to N more times, preferring another host. A job\'s own "retries" key wins' -r
 complete -c bakapara -l halt -d 'Stop the run early, in GNU Parallel\'s syntax: now|soon,fail|success|done=N|N% (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new jobs once 10% failed)' -r
 complete -c bakapara -l resume -d 'Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous result stream, copying its line through unchanged' -r -F
-complete -c bakapara -s S -l sshlogin -d 'Hosts to run on: comma-separated [user@]host[:port][/N] (N slots; default: its CPU count); ":" or "localhost" is this machine. Repeatable' -r
+complete -c bakapara -s S -l sshlogin -d 'Hosts to run on, e.g. node01/8,node02/8,: (/N slots; ":" is this machine)' -r
 complete -c bakapara -l sshloginfile -d 'Read hosts from FILE, one entry a line ("#" starts a comment)' -r -F
 complete -c bakapara -l ssh-config -d 'Use this OpenSSH client config instead of ~/.ssh/config' -r -F
 complete -c bakapara -l workdir -d 'Directory remote jobs start in (~ is the login directory) [default: bakapara\'s working directory, the same path on every host]' -r
@@ -23,7 +23,7 @@ fish\t'The fish completion script'"
 complete -c bakapara -l jsonl -d 'Each stdin line is a JSON object whose fields the template uses as <name>'
 complete -c bakapara -l no-quote -d 'Insert template values verbatim instead of as one quoted shell word'
 complete -c bakapara -s k -l keep-order -d 'Emit results in input order instead of completion order'
-complete -c bakapara -l text -d 'Print each job\'s stdout and stderr (whole per job, never interleaved) instead of JSON result lines; the result lines then go to --joblog when given'
+complete -c bakapara -l text -d 'Print each job\'s output, grouped per job, instead of JSON result lines'
 complete -c bakapara -l tag -d 'With --text: prefix each output line with the job\'s input and a TAB'
 complete -c bakapara -l dry-run -d 'Print the jobs that would run, as JSON lines, and run nothing'
 complete -c bakapara -s q -l quiet -d 'Print only errors on stderr'

@@ -25,6 +25,21 @@ A job runs as /bin/bash -o pipefail -c CMD in its own process group, with stdin 
 /dev/null. Its stdout and stderr are captured into the result (up to --capture-limit), or \
 written to the files its out and err keys name.";
 
+/// The end of `-h`: the tokens and three examples (`--help` has all of it).
+const AFTER_HELP: &str = "\
+Tokens (each value goes into the command as one quoted shell word):
+  <>  the input item          <N>  its N-th source or column   <name>  a --jsonl field
+  <.>  without extension      </>  basename                    <//>  dirname
+  </.>  basename, no extension  </RE/REP>  regex RE replaced by REP (<//RE/REP>: every match)
+  <#>  the job's number       <%>  its slot number
+
+Examples:
+  ls a*.txt | bakapara -j 2 'tr a-z A-Z < <> > </a/b>'   # a01.txt -> b01.txt, 2 at a time
+  bakapara 'gzip -9 <>' ::: *.log                        # a job per file, one per CPU
+  bakapara < jobs.jsonl > results.jsonl                  # JSON jobs in, JSON results out
+
+'bakapara --help' (or 'man bakapara') has every option, the job and result keys, the exit status.";
+
 const AFTER_LONG_HELP: &str = "\
 TEMPLATES:
   <>      the whole input item (several sources or columns: joined by one space)
@@ -103,18 +118,22 @@ EXIT STATUS:
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP,
     override_usage = "bakapara [OPTIONS] [TEMPLATE]... [::: ARG... | :::: FILE...]...",
     max_term_width = 100
 )]
 pub struct Cli {
-    /// Command template; several words are joined by spaces. Without it, each stdin line is a
-    /// job (a JSON object or a command line).
+    /// Command template (tokens below); without it, each stdin line is a job.
+    ///
+    /// Several words are joined by spaces. Without a template, a stdin line is a JSON object
+    /// or a command line.
     #[arg(value_name = "TEMPLATE", trailing_var_arg = true)]
     pub template: Vec<String>,
 
-    /// Run N jobs at once on this machine [default: the number of CPUs]. As in GNU Parallel,
-    /// +N and -N are the CPU count plus or minus N, N% a share of it (rounded up; at least 1
+    /// Jobs at once on this machine (+N, -N, N%: of the CPU count) [default: the CPU count].
+    ///
+    /// As in GNU Parallel, +N and -N are the CPU count plus or minus N, N% a share of it (rounded up; at least 1
     /// job), and 0 as many as possible: as many as the open-file limit leaves room for (about
     /// one job per 3 files of ulimit -n). At most 4096.
     #[arg(
@@ -129,6 +148,7 @@ pub struct Cli {
 
     /// Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped.
     #[arg(
+        hide_short_help = true,
         long,
         value_name = "DURATION",
         default_value = "2s",
@@ -138,50 +158,89 @@ pub struct Cli {
 
     /// Stop a job that runs longer than DURATION (30, 1.5, 500ms, 10s, 5m, 1h30m): TERM to
     /// its process group, KILL after --grace. A job's own "timeout" key wins.
-    #[arg(long, value_name = "DURATION", help_heading = "Running")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "DURATION",
+        help_heading = "Running"
+    )]
     pub timeout: Option<String>,
 
     /// Run a failed job (status not ok, or a code other than 0) up to N more times,
     /// preferring another host. A job's own "retries" key wins.
-    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Running")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "Running"
+    )]
     pub retries: u32,
 
     /// Stop the run early, in GNU Parallel's syntax: now|soon,fail|success|done=N|N%
     /// (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new
     /// jobs once 10% failed).
-    #[arg(long, value_name = "WHEN,WHAT=N", help_heading = "Running")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "WHEN,WHAT=N",
+        help_heading = "Running"
+    )]
     pub halt: Option<String>,
 
     /// Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous
     /// result stream, copying its line through unchanged.
-    #[arg(long, value_name = "FILE", help_heading = "Running")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "FILE",
+        help_heading = "Running"
+    )]
     pub resume: Option<std::path::PathBuf>,
 
-    /// Hosts to run on: comma-separated [user@]host[:port][/N] (N slots; default: its CPU
-    /// count); ":" or "localhost" is this machine. Repeatable.
+    /// Hosts to run on, e.g. node01/8,node02/8,: (/N slots; ":" is this machine).
+    ///
+    /// Comma-separated [user@]host[:port][/N] (N slots; default: its CPU count); ":" or
+    /// "localhost" is this machine. Repeatable.
     #[arg(short = 'S', long = "sshlogin", value_name = "LIST", action = ArgAction::Append, help_heading = "Hosts")]
     pub sshlogin: Vec<String>,
 
     /// Read hosts from FILE, one entry a line ("#" starts a comment).
-    #[arg(long, value_name = "FILE", help_heading = "Hosts")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "FILE",
+        help_heading = "Hosts"
+    )]
     pub sshloginfile: Option<std::path::PathBuf>,
 
     /// Use this OpenSSH client config instead of ~/.ssh/config.
-    #[arg(long, value_name = "FILE", help_heading = "Hosts")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "FILE",
+        help_heading = "Hosts"
+    )]
     pub ssh_config: Option<std::path::PathBuf>,
 
     /// Directory remote jobs start in (~ is the login directory) [default: bakapara's
     /// working directory, the same path on every host].
-    #[arg(long, value_name = "DIR", help_heading = "Hosts")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "DIR",
+        help_heading = "Hosts"
+    )]
     pub workdir: Option<String>,
 
     /// Pass the local environment variable NAME to every job, remote ones included.
     /// Repeatable.
-    #[arg(long = "env", value_name = "NAME", action = ArgAction::Append, help_heading = "Hosts")]
+    #[arg(hide_short_help = true, long = "env", value_name = "NAME", action = ArgAction::Append, help_heading = "Hosts")]
     pub env: Vec<String>,
 
     /// Fail a job when every host it may run on stays down this long.
     #[arg(
+        hide_short_help = true,
         long,
         value_name = "DURATION",
         default_value = "60s",
@@ -190,49 +249,82 @@ pub struct Cli {
     pub host_timeout: String,
 
     /// Split each input line into columns <1>, <2>... at matches of REGEX.
-    #[arg(long, value_name = "REGEX", help_heading = "Input")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "REGEX",
+        help_heading = "Input"
+    )]
     pub colsep: Option<String>,
 
     /// Each stdin line is a JSON object whose fields the template uses as <name>.
-    #[arg(long, help_heading = "Input")]
+    #[arg(hide_short_help = true, long, help_heading = "Input")]
     pub jsonl: bool,
 
     /// Insert template values verbatim instead of as one quoted shell word.
-    #[arg(long, help_heading = "Input")]
+    #[arg(hide_short_help = true, long, help_heading = "Input")]
     pub no_quote: bool,
 
     /// Write each job's stdout to this file (a template; a path, never quoted).
-    #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "TEMPLATE",
+        help_heading = "Input"
+    )]
     pub out: Option<String>,
 
     /// Write each job's stderr to this file (a template; a path, never quoted).
-    #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "TEMPLATE",
+        help_heading = "Input"
+    )]
     pub err: Option<String>,
 
     /// Run each job in this directory (a template; a path, never quoted).
-    #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "TEMPLATE",
+        help_heading = "Input"
+    )]
     pub cd: Option<String>,
 
     /// Emit results in input order instead of completion order.
     #[arg(short = 'k', long, help_heading = "Output")]
     pub keep_order: bool,
 
-    /// Print each job's stdout and stderr (whole per job, never interleaved) instead of JSON
-    /// result lines; the result lines then go to --joblog when given.
+    /// Print each job's output, grouped per job, instead of JSON result lines.
+    ///
+    /// Its stdout to stdout and its stderr to stderr, whole per job, never interleaved; the
+    /// result lines then go to --joblog when given.
     #[arg(long, help_heading = "Output")]
     pub text: bool,
 
     /// With --text: prefix each output line with the job's input and a TAB.
-    #[arg(long, requires = "text", help_heading = "Output")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        requires = "text",
+        help_heading = "Output"
+    )]
     pub tag: bool,
 
     /// Also write every result line to FILE.
-    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "FILE",
+        help_heading = "Output"
+    )]
     pub joblog: Option<std::path::PathBuf>,
 
     /// Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped
     /// and marked.
     #[arg(
+        hide_short_help = true,
         long,
         value_name = "SIZE",
         default_value = "1M",
@@ -245,16 +337,22 @@ pub struct Cli {
     pub dry_run: bool,
 
     /// Print only errors on stderr.
-    #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "verbose", help_heading = "Output")]
+    #[arg(hide_short_help = true, short, long, action = ArgAction::SetTrue, conflicts_with = "verbose", help_heading = "Output")]
     pub quiet: bool,
 
     /// Also log a line on stderr when each job starts.
-    #[arg(short, long, action = ArgAction::SetTrue, help_heading = "Output")]
+    #[arg(hide_short_help = true, short, long, action = ArgAction::SetTrue, help_heading = "Output")]
     pub verbose: bool,
 
     /// Print the man page or a shell's completion script and exit, e.g.
     /// bakapara --generate man > ~/.local/share/man/man1/bakapara.1
-    #[arg(long, value_name = "KIND", value_enum, help_heading = "Output")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        value_name = "KIND",
+        value_enum,
+        help_heading = "Output"
+    )]
     pub generate: Option<Generate>,
 }
 

@@ -39,7 +39,16 @@ pub fn completion(shell: Shell) -> String {
 /// The whole page: every section clap_mangen renders, except that `after_long_help` (which
 /// clap_mangen would pour, unformatted, into one EXTRA section) becomes real sections.
 pub fn man_page() -> String {
-    let cmd = command();
+    // clap_mangen describes an option by its long help, else by its short help unless that is
+    // hidden; the options `-h` leaves out (hide_short_help) with a one-paragraph doc have no
+    // long help, so give them their help as long help.
+    let cmd = command().mut_args(|arg| match (arg.get_long_help(), arg.get_help()) {
+        (None, Some(help)) if arg.is_hide_short_help_set() => {
+            let help = help.clone();
+            arg.long_help(help)
+        }
+        _ => arg,
+    });
     let version = cmd.get_version().unwrap_or_default().to_owned();
     let man = clap_mangen::Man::new(cmd.clone())
         .title(cmd.get_name().to_uppercase())

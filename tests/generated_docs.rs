@@ -158,6 +158,30 @@ fn generated_files_are_fresh() {
     );
 }
 
+/// Every option in the man page's OPTIONS has its description (the roff line after the
+/// option's own line under `.TP`).
+#[test]
+fn man_page_describes_every_option() {
+    let page = man_page();
+    let lines: Vec<&str> = page.lines().collect();
+    let mut bare = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if *line == ".TP" {
+            let option = lines.get(i + 1).copied().unwrap_or_default();
+            let description = lines.get(i + 2).copied().unwrap_or_default();
+            if option.contains("\\-\\-")
+                && (description.trim().is_empty() || description.starts_with('.'))
+            {
+                bare.push(option);
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "options without a description in the man page: {bare:?}"
+    );
+}
+
 /// After `cargo install` there is no `man/` nor `completions/`: the binary prints the same files.
 #[test]
 fn generate_prints_the_committed_files() {

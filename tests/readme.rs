@@ -1,12 +1,15 @@
-//! The README's two commands, as a newcomer pastes them into a fresh clone: the first one
-//! (install and the a→b example) is taken from README.md and run with the built binary on PATH
-//! in place of `cargo install`; the test command is `bash .ci/run`, which installs the test tools
-//! and runs `cargo test --locked`. A README that drifts from what works fails here.
+//! What a newcomer meets first. The README's two commands, as pasted into a fresh clone: the
+//! first one (install and the a→b example) is taken from README.md and run with the built binary
+//! on PATH in place of `cargo install`; the test command is `bash .ci/run`, which installs the
+//! test tools and runs `cargo test --locked`. A README that drifts from what works fails here.
+//! Then `-h`, a short screen, and `--help`, the whole text.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use bakapara::cli::Cli;
+use clap::CommandFactory;
 use serde_json::Value;
 
 /// How the README's first command starts; the test runs the rest of the line.
@@ -155,4 +158,125 @@ fn readme_test_command_is_ci_run_and_ci_run_runs_cargo_test() {
             ".ci/run does not install {package}: {listed:?}"
         );
     }
+}
+
+fn help(flag: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_bakapara"))
+        .arg(flag)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running bakapara");
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "bakapara {flag}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("help is UTF-8")
+}
+
+/// The long options a help screen lists in its option tables, as `--name`.
+fn listed_options(text: &str) -> Vec<String> {
+    let option = regex::Regex::new(r"^\s+(?:-[A-Za-z], )?(--[a-z][a-z-]*)").expect("a valid regex");
+    text.lines()
+        .filter_map(|l| option.captures(l))
+        .map(|c| c[1].to_string())
+        .collect()
+}
+
+#[test]
+fn short_help_is_one_screen_with_the_main_options_tokens_and_examples() {
+    let short = help("-h");
+    let lines: Vec<&str> = short.lines().collect();
+    assert!(
+        lines.len() <= 40,
+        "-h should fit a screen, it has {} lines:\n{short}",
+        lines.len()
+    );
+    assert!(
+        short.lines().all(|l| l.chars().count() <= 100),
+        "-h has lines over 100 columns:\n{short}"
+    );
+    assert!(
+        short.starts_with("Run ") && short.contains("Usage: bakapara"),
+        "{short}"
+    );
+    let mut options = listed_options(&short);
+    options.sort();
+    assert_eq!(
+        options,
+        [
+            "--dry-run",
+            "--help",
+            "--jobs",
+            "--keep-order",
+            "--sshlogin",
+            "--text",
+            "--version"
+        ],
+        "-h should list the five most used options (and --help, --version), no more:\n{short}"
+    );
+    for token in [
+        "<>",
+        "<N>",
+        "<name>",
+        "<.>",
+        "</>",
+        "<//>",
+        "</.>",
+        "</RE/REP>",
+        "<#>",
+        "<%>",
+    ] {
+        assert!(
+            short.contains(token),
+            "-h does not show the token {token}:\n{short}"
+        );
+    }
+    let examples: Vec<&str> = short
+        .split_once("Examples:")
+        .map(|(_, rest)| {
+            rest.lines()
+                .skip(1)
+                .take_while(|l| !l.trim().is_empty())
+                .filter(|l| l.contains("bakapara "))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        examples.len(),
+        3,
+        "-h should end with three examples:\n{short}"
+    );
+    assert!(short.contains("--help"), "-h should say where the rest is");
+}
+
+#[test]
+fn long_help_has_every_option_and_the_reference_sections() {
+    let long = help("--help");
+    let short = help("-h");
+    assert!(
+        long.lines().count() > 3 * short.lines().count(),
+        "--help is not the whole text"
+    );
+    let listed = listed_options(&long);
+    let mut missing: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| a.get_long())
+        .map(|l| format!("--{l}"))
+        .filter(|l| !listed.contains(l))
+        .collect();
+    for section in [
+        "TEMPLATES:",
+        "JOB KEYS:",
+        "RESULT KEYS:",
+        "EXAMPLES:",
+        "EXIT STATUS:",
+    ] {
+        if !long.contains(section) {
+            missing.push(section.to_string());
+        }
+    }
+    assert!(missing.is_empty(), "--help lacks {missing:?}:\n{long}");
 }
