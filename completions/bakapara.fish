@@ -21,6 +21,7 @@ bash\t'The bash completion script'
 zsh\t'The zsh completion function (`_bakapara`)'
 fish\t'The fish completion script'"
 complete -c bakapara -l jsonl -d 'Each stdin line is a JSON object whose fields the template uses as <name>'
+complete -c bakapara -l braces -d 'Write templates with GNU Parallel\'s tokens: {} {.} {/} {//} {/.} {N} {-N} {#} {%} {/RE/REP} {//RE/REP}, and {name} with --jsonl'
 complete -c bakapara -l no-quote -d 'Insert template values verbatim instead of as one quoted shell word'
 complete -c bakapara -s k -l keep-order -d 'Emit results in input order instead of completion order'
 complete -c bakapara -l text -d 'Print each job\'s output, grouped per job, instead of JSON result lines'

@@ -27,7 +27,7 @@ written to the files its out and err keys name.";
 
 /// The end of `-h`: the tokens and three examples (`--help` has all of it).
 const AFTER_HELP: &str = "\
-Tokens (each value goes into the command as one quoted shell word):
+Tokens (each value goes in as one quoted shell word; --braces for GNU Parallel's {} {.} {1}...):
   <>  the input item          <N>  its N-th source or column   <name>  a --jsonl field
   <.>  without extension      </>  basename                    <//>  dirname
   </.>  basename, no extension  </RE/REP>  regex RE replaced by REP (<//RE/REP>: every match)
@@ -43,7 +43,7 @@ Examples:
 const AFTER_LONG_HELP: &str = "\
 TEMPLATES:
   <>      the whole input item (several sources or columns: joined by one space)
-  <N>     the N-th source or column, from 1
+  <N>     the N-th source or column, from 1 (<-N>: from the end)
   <name>  field name of a --jsonl object
   <#>     the job's sequence number
   <%>     the slot number the job runs in
@@ -55,6 +55,11 @@ TEMPLATES:
   <//a/b>  every match replaced
   Operators combine with a base: <2/.>, <name//x/y>. Values are inserted quoted as one shell word
   (--no-quote inserts them verbatim); in --out, --err and --cd they are paths, never quoted.
+  An unknown token is an error before any job runs. A template with no token but GNU Parallel's
+  {} gets a warning: it runs with <> appended, {} staying as text.
+  With --braces the tokens are written as in GNU Parallel: {} {.} {/} {//} {/.} {N} {-N} {#} {%}
+  {/a/b} {//a/b}, and {name} with --jsonl. Then <...> is plain text, and so is a brace group that
+  is not a token (awk '{print $1}', {a,b}, ${HOME}); a template with no token gets {} appended.
 
 JOB KEYS:
   cmd      the command (required)
@@ -260,6 +265,15 @@ pub struct Cli {
     /// Each stdin line is a JSON object whose fields the template uses as <name>.
     #[arg(hide_short_help = true, long, help_heading = "Input")]
     pub jsonl: bool,
+
+    /// Write templates with GNU Parallel's tokens: {} {.} {/} {//} {/.} {N} {-N} {#} {%}
+    /// {/RE/REP} {//RE/REP}, and {name} with --jsonl.
+    ///
+    /// Then <...> is plain text (grep '<html>' works), and so is a brace group that is not a
+    /// token, as GNU Parallel leaves it: awk '{print $1}', {a,b}, ${HOME}. A template with no
+    /// token gets " {}" appended.
+    #[arg(long, hide_short_help = true, help_heading = "Input")]
+    pub braces: bool,
 
     /// Insert template values verbatim instead of as one quoted shell word.
     #[arg(hide_short_help = true, long, help_heading = "Input")]

@@ -13,7 +13,7 @@ use crate::hosts::{self, HostSpec};
 use crate::input::{InputSpec, Mode, Source, Templates};
 use crate::progress::Verbosity;
 use crate::scheduler::RunSettings;
-use crate::template::{Quoting, Template};
+use crate::template::{Quoting, Syntax, Template};
 use crate::timefmt;
 
 /// Everything a run needs, checked.
@@ -42,6 +42,8 @@ pub struct Config {
     pub joblog: Option<PathBuf>,
     /// The directory relative `cd` values start from.
     pub base_dir: PathBuf,
+    /// Warnings about the command line, for stderr before the run (the run goes on).
+    pub warnings: Vec<String>,
 }
 
 /// Why the command line cannot run: clap's own message (help and version included), or ours.
@@ -81,16 +83,33 @@ impl Config {
                 "--jsonl reads JSON objects from stdin; it cannot take ::: or :::: sources".into(),
             ));
         }
-        let parse = |what: &str, text: &str| {
-            let t = Template::parse(text)
-                .map_err(|e| invalid(format!("bad {what} template {text:?}: {e}")))?;
+        let syntax = if cli.braces {
+            Syntax::Braces {
+                fields: mode == Mode::Jsonl,
+            }
+        } else {
+            Syntax::Angle
+        };
+        let mut warnings = Vec::new();
+        let mut parse = |what: &str, text: &str| {
+            let t = Template::parse_in(text, syntax).map_err(|e| {
+                let hint = match syntax {
+                    Syntax::Angle => format!(" ({BRACES_HINT})"),
+                    Syntax::Braces { .. } => String::new(),
+                };
+                invalid(format!("bad {what} template {text:?}: {e}{hint}"))
+            })?;
+            // Only the `<...>` syntax has field tokens without --jsonl.
             if mode != Mode::Jsonl {
                 if let Some((token, column)) = t.field_tokens().first() {
                     return Err(invalid(format!(
                         "bad {what} template {text:?}: unknown token `{token}` at column {column} \
-                         (a `<name>` token reads a field of a JSON object: use --jsonl)"
+                         (a `<name>` token reads a field of a JSON object: use --jsonl; {BRACES_HINT})"
                     )));
                 }
+            }
+            if let Some(warning) = gnu_habit(what, text, &t, syntax) {
+                warnings.push(warning);
             }
             Ok(t)
         };
@@ -102,23 +121,30 @@ impl Config {
                     Some(t)
                 } else {
                     // As GNU Parallel does: `ls *.gz | bakapara gunzip` means `gunzip <>`.
-                    Some(parse("command", &format!("{template_text} <>"))?)
+                    let whole = match syntax {
+                        Syntax::Angle => "<>",
+                        Syntax::Braces { .. } => "{}",
+                    };
+                    Some(parse("command", &format!("{template_text} {whole}"))?)
                 }
             }
             Mode::Jsonl => Some(parse("command", &template_text)?),
         };
-        let path_template =
+        let mut path_template =
             |what: &str, t: &Option<String>| t.as_deref().map(|t| parse(what, t)).transpose();
         if mode == Mode::Commands && (cli.out.is_some() || cli.err.is_some() || cli.cd.is_some()) {
             return Err(invalid(
                 "--out, --err and --cd need a TEMPLATE (JSON job lines carry their own `out`, `err` and `cd` keys)".into(),
             ));
         }
+        let cd = path_template("--cd", &cli.cd)?;
+        let out = path_template("--out", &cli.out)?;
+        let err = path_template("--err", &cli.err)?;
         let templates = Templates {
             cmd,
-            cd: path_template("--cd", &cli.cd)?,
-            out: path_template("--out", &cli.out)?,
-            err: path_template("--err", &cli.err)?,
+            cd,
+            out,
+            err,
             quoting: if cli.no_quote {
                 Quoting::Verbatim
             } else {
@@ -282,8 +308,32 @@ impl Config {
                 (false, false) => Verbosity::Normal,
             },
             base_dir,
+            warnings,
         })
     }
+}
+
+/// Where the `<...>` syntax refuses a token, the way to write `<...>` as text.
+const BRACES_HINT: &str =
+    "with --braces, <...> is plain text and the tokens are GNU Parallel's {} {.} {1}...";
+
+/// A warning when a `<...>` template holds GNU Parallel's brace tokens but no `<...>` token:
+/// `bakapara 'echo {}'` runs `echo {} <>`, which is rarely what a GNU Parallel user meant.
+fn gnu_habit(what: &str, text: &str, template: &Template, syntax: Syntax) -> Option<String> {
+    if syntax != Syntax::Angle || template.has_tokens() {
+        return None;
+    }
+    let braces = Template::parse_in(text, Syntax::Braces { fields: false }).ok()?;
+    let token = braces.first_token()?;
+    let what_happens = if what == "command" {
+        "so \" <>\" is appended and"
+    } else {
+        "so"
+    };
+    Some(format!(
+        "the {what} template {text:?} has no <...> token, {what_happens} `{token}` stays as text; \
+         bakapara's tokens are <> <.> <1>... (use --braces for GNU Parallel's {{}} tokens)"
+    ))
 }
 
 /// The most jobs bakapara runs at once on this machine. More is a usage error rather than a

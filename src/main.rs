@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         }
         Err(ConfigError::Print(text)) => return print(&text),
     };
+    for warning in &config.warnings {
+        eprintln!("bakapara: warning: {warning}");
+    }
     let stdout = std::io::stdout().lock();
     let summary = match bakapara::run::run(config, stdout, true) {
         Ok(summary) => summary,

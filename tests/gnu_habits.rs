@@ -165,3 +165,200 @@ fn j_beyond_the_bound_or_malformed_is_a_usage_error_before_any_job() {
     let lines = parse_lines(&output.stdout);
     assert_eq!(lines[0]["result"]["stdout"], Value::from("1\n"));
 }
+
+// ---- `{}` in a `<>` template, and --braces ------------------------------------------------
+
+/// The `stdout` of each result line, in input order (run with `-k`).
+fn stdouts(output: &Output) -> Vec<String> {
+    parse_lines(&output.stdout)
+        .iter()
+        .map(|r| {
+            r["result"]["stdout"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn gnu_braces_in_an_angle_template_run_as_text_with_a_warning() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let output = run_in(dir.path(), &["-k", "echo {}", ":::", "a.txt"]);
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert_eq!(
+        stdouts(&output),
+        ["{} a.txt\n"],
+        "run as today, with <> appended"
+    );
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "one warning: {err}");
+    assert!(
+        warnings[0].contains("`{}`") && warnings[0].contains("--braces"),
+        "the warning names {{}} and --braces: {err}"
+    );
+    // Other GNU tokens, and in --out.
+    let output = run_in(
+        dir.path(),
+        &["--out", "{.}.out", "cat {/.} -", ":::", "a.txt"],
+    );
+    let err = stderr_of(&output);
+    assert!(
+        err.contains("`{/.}`") && err.contains("--out") && err.contains("`{.}`"),
+        "{err}"
+    );
+    // Brace groups that are not GNU tokens, or a template with a token: no warning.
+    for template in [
+        "awk '{print $1}'",
+        "echo {a,b} ${HOME}",
+        "find <> -exec echo {} ;",
+    ] {
+        let output = run_in(dir.path(), &[template, ":::", "."]);
+        let err = stderr_of(&output);
+        assert!(!err.contains("warning"), "{template}: {err}");
+    }
+}
+
+#[test]
+fn braces_make_angle_brackets_and_awk_groups_plain_text() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    std::fs::write(dir.path().join("page.html"), "<html> one\n<b>two</b>\n").expect("writing");
+    let output = run_in(
+        dir.path(),
+        &[
+            "--braces",
+            "-k",
+            "grep -c '<html>' {}; awk '{print $1}' {} | tr '\\n' ' '; echo '<b>{/.}</b>'",
+            ":::",
+            "page.html",
+        ],
+    );
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert_eq!(stdouts(&output), ["1\n<html> <b>two</b> <b>page</b>\n"]);
+    assert!(!err.contains("warning"), "{err}");
+    // No token: " {}" is appended, as GNU Parallel does.
+    let output = run_in(dir.path(), &["--braces", "-k", "echo '<x>'", ":::", "a"]);
+    assert_eq!(stdouts(&output), ["<x> a\n"], "{}", stderr_of(&output));
+    // {name} with --jsonl.
+    let output = bakapara()
+        .args(["--braces", "--jsonl", "echo {name.} {name/.} {n}"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(b"{\"name\":\"d/x.txt\",\"n\":3}\n")?;
+            child.wait_with_output()
+        })
+        .expect("running bakapara");
+    assert_eq!(stdouts(&output), ["d/x x 3\n"], "{}", stderr_of(&output));
+}
+
+#[test]
+fn an_unknown_angle_token_is_refused_naming_braces() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    for template in ["grep '<html>' <>", "echo <x-y>", "echo <b>bold</b>"] {
+        let output = run_in(dir.path(), &[template, ":::", "a"]);
+        let err = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(255), "{template}: {err}");
+        assert!(err.contains("--braces"), "{template}: {err}");
+        assert!(output.stdout.is_empty(), "{template}");
+    }
+    // With --braces, a token with a bad regex is still refused before any job.
+    let output = run_in(
+        dir.path(),
+        &["--braces", "touch ran; echo {/(/x}", ":::", "a"],
+    );
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(255), "{err}");
+    assert!(err.contains("{/(/x}") && err.contains("bad regex"), "{err}");
+    assert!(!dir.path().join("ran").exists());
+}
+
+/// Runs GNU Parallel (`parallel`, from .ci/run's install list) with `args`.
+fn gnu_parallel(args: &[&str]) -> String {
+    let output = match Command::new("parallel")
+        .arg("--will-cite")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("GNU Parallel is not installed: apt-get install parallel (.ci/run does this)")
+        }
+        Err(e) => panic!("running parallel: {e}"),
+    };
+    assert!(
+        output.status.success(),
+        "parallel {args:?}: {}",
+        stderr_of(&output)
+    );
+    String::from_utf8(output.stdout).expect("parallel prints UTF-8 here")
+}
+
+/// `--braces` gives what GNU Parallel gives for the same tokens on the same input: the path
+/// operators, the regex replacements (GNU's `--plus`), columns from both ends and `{#}`.
+#[test]
+fn braces_match_gnu_parallel() {
+    let items = [
+        "dir/a01.txt",
+        "a.b.c",
+        ".bashrc",
+        "/",
+        "a/",
+        "dir/sub/",
+        "x",
+        "..x",
+        "a b/c d.e",
+        "it's $(x) \"q\".txt",
+        "",
+        "/abs/p.tar.gz",
+        "dir.x/file",
+        "ééa/ü.ö",
+    ];
+    let cases: &[(&[&str], &[&[&str]])] = &[
+        (&["{}", "{.}", "{/}", "{//}", "{/.}"], &[&items]),
+        (&["{/a/b}", "{//a/b}", "{/\\./_}", "{//[.]/_}"], &[&items]),
+        (
+            &[
+                "{1}", "{2}", "{-1}", "{-2}", "{1.}", "{2//}", "{1/.}", "{#}",
+            ],
+            &[&["a.x/y.z", "p/q", ""], &["b/c.d", "e"]],
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("temporary folder");
+    for (tokens, sources) in cases {
+        let format = vec!["%s"; tokens.len()].join("|") + "\\n";
+        let mut gnu: Vec<&str> = vec!["-k", "--plus", "-q", "printf", &format];
+        gnu.extend_from_slice(tokens);
+        let mut ours_args: Vec<String> = vec![
+            "--braces".into(),
+            "-k".into(),
+            format!("printf '{format}' {}", tokens.join(" ")),
+        ];
+        for source in *sources {
+            gnu.push(":::");
+            gnu.extend_from_slice(source);
+            ours_args.push(":::".into());
+            ours_args.extend(source.iter().map(|s| s.to_string()));
+        }
+        let want = gnu_parallel(&gnu);
+        let ours: Vec<&str> = ours_args.iter().map(String::as_str).collect();
+        let output = run_in(dir.path(), &ours);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+        assert_eq!(
+            stdouts(&output).concat(),
+            want,
+            "--braces {tokens:?} vs GNU Parallel"
+        );
+    }
+}
