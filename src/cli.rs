@@ -70,7 +70,8 @@ JOB KEYS:
   env      object of environment variables
   timeout  seconds (or 10s, 5m) before the job is stopped
   retries  how many more times a failed job runs
-  Any other key is carried through to the result line unchanged.
+  Any other key is carried through to the result line unchanged; one that looks like a misspelt
+  known key (timout, Cd, hosts, command...) gets a warning on stderr, once per key name.
 
 RESULT KEYS:
   status     ok: it ran and exited; error: it could not run, timed out, or lost its host;

@@ -125,6 +125,8 @@ pub struct Scheduler<W: Write> {
     halt_policy: Option<HaltPolicy>,
     /// `--resume`: earlier ok result lines by (cmd, cd), each usable once.
     resume: Resume,
+    /// Job keys that look like misspelt known keys, reported once each.
+    near_misses: crate::job::NearMisses,
 }
 
 /// Result lines of an earlier run (`--resume FILE`) whose jobs need not run again.
@@ -181,6 +183,7 @@ impl<W: Write> Scheduler<W> {
             up_rx,
             halt_policy,
             resume,
+            near_misses: Default::default(),
         }
     }
 
@@ -271,6 +274,9 @@ impl<W: Write> Scheduler<W> {
     /// A job from the input: settled at once when it cannot run, else started or queued.
     fn receive(&mut self, job: Job) {
         self.received += 1;
+        for warning in self.near_misses.check(&job.object) {
+            self.output.logger().warn(&warning);
+        }
         if let Body::Invalid(why) = &job.body {
             let why = why.clone();
             return self.settle(job, Status::Error, why);

@@ -362,3 +362,76 @@ fn braces_match_gnu_parallel() {
         );
     }
 }
+
+// ---- job keys that are near-misses of known ones -----------------------------------------
+
+/// Runs bakapara with `stdin` as its input.
+fn run_with_input(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = bakapara()
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running bakapara");
+    let mut input = child.stdin.take().expect("piped stdin");
+    input.write_all(stdin.as_bytes()).expect("writing stdin");
+    drop(input);
+    child.wait_with_output().expect("waiting for bakapara")
+}
+
+#[test]
+fn near_miss_job_keys_warn_once_each_and_are_carried_through() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let jobs = concat!(
+        r#"{"cmd":"echo 1","timout":5,"Cd":"/","sample":"s1"}"#,
+        "\n",
+        r#"{"cmd":"echo 2","timout":6,"hosts":["h"],"cost":3}"#,
+        "\n",
+        r#"{"cmd":"echo 3","timout":7,"entries":2,"retry":1}"#,
+        "\n",
+    );
+    let output = run_with_input(dir.path(), &["-k", "-q"], jobs);
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    let warned = |key: &str| {
+        err.lines()
+            .filter(|l| l.contains(&format!("\"{key}\"")))
+            .count()
+    };
+    for (key, known) in [
+        ("timout", "timeout"),
+        ("Cd", "cd"),
+        ("hosts", "host"),
+        ("retry", "retries"),
+    ] {
+        assert_eq!(warned(key), 1, "one warning for {key}, even with -q: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("\"{key}\"")) && l.contains(&format!("\"{known}\""))),
+            "the warning for {key} names {known}: {err}"
+        );
+    }
+    for key in ["sample", "cost", "entries"] {
+        assert_eq!(warned(key), 0, "{key} is a key of the user's own: {err}");
+    }
+    // Carried through unchanged, and not acted upon: `Cd` did not move the job to /.
+    let lines = parse_lines(&output.stdout);
+    assert_eq!(lines[0]["timout"], 5);
+    assert_eq!(lines[0]["Cd"], "/");
+    assert_eq!(lines[1]["hosts"], serde_json::json!(["h"]));
+    assert_eq!(lines[2]["retry"], 1);
+    // --jsonl objects too.
+    let output = run_with_input(
+        dir.path(),
+        &["--jsonl", "echo <f>"],
+        "{\"f\":1,\"Timeout\":2}\n",
+    );
+    let err = stderr_of(&output);
+    assert!(
+        err.contains("\"Timeout\"") && err.contains("\"timeout\""),
+        "{err}"
+    );
+}
