@@ -139,9 +139,10 @@ pub struct Cli {
 
     /// Jobs at once on this machine (+N, -N, N%: of the CPU count) [default: the CPU count].
     ///
-    /// As in GNU Parallel, +N and -N are the CPU count plus or minus N, N% a share of it (rounded up; at least 1
-    /// job), and 0 as many as possible: as many as the open-file limit leaves room for (about
-    /// one job per 3 files of ulimit -n). At most 4096.
+    /// As in GNU Parallel, +N and -N are the CPU count plus or minus N, N% a share of it
+    /// (rounded up; at least 1 job), and 0 as many as possible: as many as the open-file limit
+    /// leaves room for (about one job per 3 files of ulimit -n). At most 4096. More than the
+    /// open-file limit leaves room for is reduced to that, with a warning, as GNU Parallel does.
     #[arg(
         short = 'j',
         long = "jobs",

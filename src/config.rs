@@ -177,12 +177,24 @@ impl Config {
             return Err(invalid(":::: - (stdin) can be given only once".into()));
         }
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let jobs = match cli.jobs {
+        let open_files = open_file_limit();
+        let mut jobs = match cli.jobs {
             Some(jobs) => jobs
-                .slots(cpus, open_file_limit())
+                .slots(cpus, open_files)
                 .map_err(|e| invalid(format!("-j/--jobs: {e}")))?,
             None => cpus,
         };
+        // As GNU Parallel does: more jobs than there are files for would fail to start, one by
+        // one, so run as many as fit and say so.
+        let room = room_for_jobs(open_files);
+        if jobs > room {
+            let limit = open_files.map_or(String::new(), |n| format!(" {n}"));
+            warnings.push(format!(
+                "only enough open files (ulimit -n{limit}) for {room} jobs at once: running {room}, \
+                 not {jobs} (raise ulimit -n for more)"
+            ));
+            jobs = room;
+        }
         let capture_limit = timefmt::parse_size(&cli.capture_limit)
             .map_err(|e| invalid(format!("--capture-limit: {e}")))?;
         let grace =
@@ -408,12 +420,7 @@ impl Jobs {
     pub fn slots(self, cpus: usize, open_files: Option<u64>) -> Result<usize, String> {
         let wanted: f64 = match self {
             Jobs::Exactly(n) => n as f64,
-            Jobs::AsManyAsPossible => {
-                let room = open_files.map_or(u64::MAX, |limit| {
-                    limit.saturating_sub(RESERVED_FILES) / FILES_PER_JOB
-                });
-                return Ok(usize::try_from(room).unwrap_or(MAX_JOBS).clamp(1, MAX_JOBS));
-            }
+            Jobs::AsManyAsPossible => return Ok(room_for_jobs(open_files)),
             Jobs::CpusPlus(n) => cpus as f64 + n as f64,
             Jobs::CpusMinus(n) => cpus.saturating_sub(n).max(1) as f64,
             // As GNU Parallel: rounded up, so that any share gets at least one job.
@@ -440,6 +447,14 @@ impl std::fmt::Display for Jobs {
             Jobs::CpusPercent(p) => write!(f, "{p}%"),
         }
     }
+}
+
+/// How many local jobs the open-file limit leaves room for (at least 1, at most [`MAX_JOBS`]).
+pub fn room_for_jobs(open_files: Option<u64>) -> usize {
+    let room = open_files.map_or(u64::MAX, |limit| {
+        limit.saturating_sub(RESERVED_FILES) / FILES_PER_JOB
+    });
+    usize::try_from(room).unwrap_or(MAX_JOBS).clamp(1, MAX_JOBS)
 }
 
 /// The soft limit on open files (`None`: unlimited or unknown).

@@ -129,6 +129,32 @@ fn j_zero_is_as_many_as_the_open_file_limit_allows() {
     assert_eq!(slots_used(&["-j", "0"], 12, Some(100)), one_to(12));
 }
 
+/// More jobs than the open files allow would fail to start one by one ("Too many open
+/// files"): as GNU Parallel does, bakapara runs as many as fit and says so.
+#[test]
+fn j_beyond_the_open_file_limit_runs_as_many_as_fit_with_a_warning() {
+    assert_eq!(slots_used(&["-j", "50"], 12, Some(100)), one_to(12));
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let items: Vec<String> = (1..=60).map(|i| i.to_string()).collect();
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -n 100 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_bakapara"))
+        .args(["-q", "-j", "60", "true <>", ":::"])
+        .args(&items)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running bakapara");
+    let err = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(0), "every job runs: {err}");
+    assert_eq!(parse_lines(&output.stdout).len(), 60);
+    assert!(
+        err.contains("warning") && err.contains("ulimit -n 100") && err.contains("12 jobs"),
+        "{err}"
+    );
+}
+
 #[test]
 fn j_beyond_the_bound_or_malformed_is_a_usage_error_before_any_job() {
     let dir = tempfile::tempdir().expect("temporary folder");
