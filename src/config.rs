@@ -349,16 +349,16 @@ fn gnu_habit(what: &str, text: &str, template: &Template, syntax: Syntax) -> Opt
 }
 
 /// The most jobs bakapara runs at once on this machine. More is a usage error rather than a
-/// clamp: a number that large is a typo or a unit mix-up, and the run would only fail later, job
-/// by job, at the open-file or process limit.
+/// clamp: a number that large is a typo or a unit mix-up. (Below it, the open-file limit may
+/// still lower the count, with a warning: see [`room_for_jobs`].)
 pub const MAX_JOBS: usize = 4096;
 
 /// Open files bakapara holds for one running local job: its stdout and stderr pipes, and one to
 /// spare (a spool file with `--text`, the child's pidfd).
 const FILES_PER_JOB: u64 = 3;
 
-/// Open files kept back for bakapara itself under `-j 0`: stdio, the joblog, `::::` files, SSH
-/// control sockets, the async runtime.
+/// Open files kept back for bakapara itself, out of the open-file limit: stdio, the joblog,
+/// `::::` files, SSH control sockets, the async runtime.
 const RESERVED_FILES: u64 = 64;
 
 /// `-j`, in GNU Parallel's forms.

@@ -1449,10 +1449,20 @@ mod tests {
 
         #[test]
         fn parse_and_expand_never_panic(
-            template in prop_oneof![".{0,40}", "[<>/\\\\.#%$a-z0-9(){}*+?|^ \\[\\]_-]{0,30}"],
+            template in prop_oneof![
+                ".{0,40}",
+                "[<>/\\\\.#%$a-z0-9(){}*+?|^ \\[\\]_-]{0,30}",
+                "[{}/\\\\.#%$a-z0-9()*+?|^ _-]{0,30}",
+            ],
             value in prop_oneof![".{0,20}", "[/.a\n]{0,12}"],
         ) {
-            if let Ok(t) = Template::parse(&template) {
+            let syntaxes = [
+                Syntax::Angle,
+                Syntax::Braces { fields: false },
+                Syntax::Braces { fields: true },
+            ];
+            for syntax in syntaxes {
+                let Ok(t) = Template::parse_in(&template, syntax) else { continue };
                 let a = args(&[&value, "b.c"]);
                 let m = obj(r#"{"a":"x","b":null}"#);
                 for q in [Quoting::Shell, Quoting::Verbatim] {
