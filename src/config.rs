@@ -108,7 +108,7 @@ impl Config {
                     )));
                 }
             }
-            if let Some(warning) = gnu_habit(what, text, &t, syntax) {
+            if let Some(warning) = gnu_habit(what, text, &t, syntax, mode) {
                 warnings.push(warning);
             }
             Ok(t)
@@ -331,13 +331,20 @@ const BRACES_HINT: &str =
 
 /// A warning when a `<...>` template holds GNU Parallel's brace tokens but no `<...>` token:
 /// `bakapara 'echo {}'` runs `echo {} <>`, which is rarely what a GNU Parallel user meant.
-fn gnu_habit(what: &str, text: &str, template: &Template, syntax: Syntax) -> Option<String> {
+fn gnu_habit(
+    what: &str,
+    text: &str,
+    template: &Template,
+    syntax: Syntax,
+    mode: Mode,
+) -> Option<String> {
     if syntax != Syntax::Angle || template.has_tokens() {
         return None;
     }
-    let braces = Template::parse_in(text, Syntax::Braces { fields: false }).ok()?;
+    let fields = mode == Mode::Jsonl;
+    let braces = Template::parse_in(text, Syntax::Braces { fields }).ok()?;
     let token = braces.first_token()?;
-    let what_happens = if what == "command" {
+    let what_happens = if what == "command" && mode == Mode::Template {
         "so \" <>\" is appended and"
     } else {
         "so"

@@ -234,6 +234,13 @@ fn gnu_braces_in_an_angle_template_run_as_text_with_a_warning() {
         err.contains("`{/.}`") && err.contains("--out") && err.contains("`{.}`"),
         "{err}"
     );
+    // With --jsonl, {name} is the GNU habit for <name>.
+    let output = run_with_input(dir.path(), &["--jsonl", "echo {f}"], "{\"f\":1}\n");
+    let err = stderr_of(&output);
+    assert!(
+        err.contains("`{f}`") && err.contains("--braces") && !err.contains("appended"),
+        "{err}"
+    );
     // Brace groups that are not GNU tokens, or a template with a token: no warning.
     for template in [
         "awk '{print $1}'",
