@@ -116,6 +116,25 @@ EXIT STATUS:
   255  a usage or fatal error, before any job runs where it can be known
   130 / 143  stopped by SIGINT / SIGTERM: bakapara dies of that signal after its cleanup";
 
+/// The options `-h` shows (besides --help and --version), the five a newcomer needs first;
+/// `--help` shows every option. Kept as one list, so that a new option stays out of `-h`
+/// unless it is put here.
+const SHORT_HELP_OPTIONS: [&str; 5] = ["jobs", "sshlogin", "keep_order", "text", "dry_run"];
+
+impl Cli {
+    /// The clap command of [`Cli`] as bakapara parses and documents it: every option but
+    /// [`SHORT_HELP_OPTIONS`] is left out of `-h`.
+    pub fn clap_command() -> clap::Command {
+        <Cli as clap::CommandFactory>::command().mut_args(|arg| {
+            if arg.is_positional() || SHORT_HELP_OPTIONS.contains(&arg.get_id().as_str()) {
+                arg
+            } else {
+                arg.hide_short_help(true)
+            }
+        })
+    }
+}
+
 /// The command line of bakapara. Input sources (`:::` / `::::`) are split off before clap sees
 /// the arguments; see [`crate::config::split_sources`].
 #[derive(Debug, Clone, Parser)]
@@ -155,7 +174,6 @@ pub struct Cli {
 
     /// Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped.
     #[arg(
-        hide_short_help = true,
         long,
         value_name = "DURATION",
         default_value = "2s",
@@ -165,44 +183,23 @@ pub struct Cli {
 
     /// Stop a job that runs longer than DURATION (30, 1.5, 500ms, 10s, 5m, 1h30m): TERM to
     /// its process group, KILL after --grace. A job's own "timeout" key wins.
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "DURATION",
-        help_heading = "Running"
-    )]
+    #[arg(long, value_name = "DURATION", help_heading = "Running")]
     pub timeout: Option<String>,
 
     /// Run a failed job (status not ok, or a code other than 0) up to N more times,
     /// preferring another host. A job's own "retries" key wins.
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "N",
-        default_value_t = 0,
-        help_heading = "Running"
-    )]
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Running")]
     pub retries: u32,
 
     /// Stop the run early, in GNU Parallel's syntax: now|soon,fail|success|done=N|N%
     /// (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new
     /// jobs once 10% failed).
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "WHEN,WHAT=N",
-        help_heading = "Running"
-    )]
+    #[arg(long, value_name = "WHEN,WHAT=N", help_heading = "Running")]
     pub halt: Option<String>,
 
     /// Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous
     /// result stream, copying its line through unchanged.
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "FILE",
-        help_heading = "Running"
-    )]
+    #[arg(long, value_name = "FILE", help_heading = "Running")]
     pub resume: Option<std::path::PathBuf>,
 
     /// Hosts to run on, e.g. node01/8,node02/8,: (/N slots; ":" is this machine).
@@ -213,41 +210,25 @@ pub struct Cli {
     pub sshlogin: Vec<String>,
 
     /// Read hosts from FILE, one entry a line ("#" starts a comment).
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "FILE",
-        help_heading = "Hosts"
-    )]
+    #[arg(long, value_name = "FILE", help_heading = "Hosts")]
     pub sshloginfile: Option<std::path::PathBuf>,
 
     /// Use this OpenSSH client config instead of ~/.ssh/config.
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "FILE",
-        help_heading = "Hosts"
-    )]
+    #[arg(long, value_name = "FILE", help_heading = "Hosts")]
     pub ssh_config: Option<std::path::PathBuf>,
 
     /// Directory remote jobs start in (~ is the login directory) [default: bakapara's
     /// working directory, the same path on every host].
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "DIR",
-        help_heading = "Hosts"
-    )]
+    #[arg(long, value_name = "DIR", help_heading = "Hosts")]
     pub workdir: Option<String>,
 
     /// Pass the local environment variable NAME to every job, remote ones included.
     /// Repeatable.
-    #[arg(hide_short_help = true, long = "env", value_name = "NAME", action = ArgAction::Append, help_heading = "Hosts")]
+    #[arg(long = "env", value_name = "NAME", action = ArgAction::Append, help_heading = "Hosts")]
     pub env: Vec<String>,
 
     /// Fail a job when every host it may run on stays down this long.
     #[arg(
-        hide_short_help = true,
         long,
         value_name = "DURATION",
         default_value = "60s",
@@ -256,16 +237,11 @@ pub struct Cli {
     pub host_timeout: String,
 
     /// Split each input line into columns <1>, <2>... at matches of REGEX.
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "REGEX",
-        help_heading = "Input"
-    )]
+    #[arg(long, value_name = "REGEX", help_heading = "Input")]
     pub colsep: Option<String>,
 
     /// Each stdin line is a JSON object whose fields the template uses as <name>.
-    #[arg(hide_short_help = true, long, help_heading = "Input")]
+    #[arg(long, help_heading = "Input")]
     pub jsonl: bool,
 
     /// Write templates with GNU Parallel's tokens: {} {.} {/} {//} {/.} {N} {-N} {#} {%}
@@ -274,38 +250,23 @@ pub struct Cli {
     /// Then <...> is plain text (grep '<html>' works), and so is a brace group that is not a
     /// token, as GNU Parallel leaves it: awk '{print $1}', {a,b}, ${HOME}. A template with no
     /// token gets " {}" appended.
-    #[arg(long, hide_short_help = true, help_heading = "Input")]
+    #[arg(long, help_heading = "Input")]
     pub braces: bool,
 
     /// Insert template values verbatim instead of as one quoted shell word.
-    #[arg(hide_short_help = true, long, help_heading = "Input")]
+    #[arg(long, help_heading = "Input")]
     pub no_quote: bool,
 
     /// Write each job's stdout to this file (a template; a path, never quoted).
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "TEMPLATE",
-        help_heading = "Input"
-    )]
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
     pub out: Option<String>,
 
     /// Write each job's stderr to this file (a template; a path, never quoted).
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "TEMPLATE",
-        help_heading = "Input"
-    )]
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
     pub err: Option<String>,
 
     /// Run each job in this directory (a template; a path, never quoted).
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "TEMPLATE",
-        help_heading = "Input"
-    )]
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
     pub cd: Option<String>,
 
     /// Emit results in input order instead of completion order.
@@ -320,27 +281,16 @@ pub struct Cli {
     pub text: bool,
 
     /// With --text: prefix each output line with the job's input and a TAB.
-    #[arg(
-        hide_short_help = true,
-        long,
-        requires = "text",
-        help_heading = "Output"
-    )]
+    #[arg(long, requires = "text", help_heading = "Output")]
     pub tag: bool,
 
     /// Also write every result line to FILE.
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "FILE",
-        help_heading = "Output"
-    )]
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
     pub joblog: Option<std::path::PathBuf>,
 
     /// Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped
     /// and marked.
     #[arg(
-        hide_short_help = true,
         long,
         value_name = "SIZE",
         default_value = "1M",
@@ -353,22 +303,16 @@ pub struct Cli {
     pub dry_run: bool,
 
     /// Print only errors on stderr.
-    #[arg(hide_short_help = true, short, long, action = ArgAction::SetTrue, conflicts_with = "verbose", help_heading = "Output")]
+    #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "verbose", help_heading = "Output")]
     pub quiet: bool,
 
     /// Also log a line on stderr when each job starts.
-    #[arg(hide_short_help = true, short, long, action = ArgAction::SetTrue, help_heading = "Output")]
+    #[arg(short, long, action = ArgAction::SetTrue, help_heading = "Output")]
     pub verbose: bool,
 
     /// Print the man page or a shell's completion script and exit, e.g.
     /// bakapara --generate man > ~/.local/share/man/man1/bakapara.1
-    #[arg(
-        hide_short_help = true,
-        long,
-        value_name = "KIND",
-        value_enum,
-        help_heading = "Output"
-    )]
+    #[arg(long, value_name = "KIND", value_enum, help_heading = "Output")]
     pub generate: Option<Generate>,
 }
 

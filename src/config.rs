@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use regex::Regex;
 
 use crate::cli::Cli;
@@ -62,7 +62,8 @@ impl Config {
     /// Parses and checks a whole command line (the program name first).
     pub fn from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Config, ConfigError> {
         let (clap_args, sources) = split_sources(args.into_iter().collect())?;
-        let cli = Cli::try_parse_from(clap_args)?;
+        let matches = Cli::clap_command().try_get_matches_from(clap_args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
         Config::from_cli(cli, sources)
     }
 

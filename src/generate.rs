@@ -5,7 +5,6 @@
 
 use std::io::Write;
 
-use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, italic, roman, Roff};
 
@@ -22,7 +21,7 @@ pub fn generate(kind: Generate) -> String {
 }
 
 fn command() -> clap::Command {
-    let mut cmd = Cli::command();
+    let mut cmd = Cli::clap_command();
     cmd.build();
     cmd
 }
