@@ -23,7 +23,7 @@ _bakapara() {
 
     case "${cmd}" in
         bakapara)
-            opts="-j -S -k -u -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --jsonl --no-quote --out --err --cd --keep-order --text --lb --line-buffer --ungroup --json --tag --tagstring --results --joblog --capture-limit --dry-run --quiet --verbose --help --version"
+            opts="-j -S -k -u -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --jsonl --braces --no-quote --out --err --cd --keep-order --text --lb --line-buffer --ungroup --json --tag --tagstring --results --joblog --capture-limit --dry-run --quiet --verbose --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -115,6 +115,10 @@ _bakapara() {
                     ;;
                 --capture-limit)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --generate)
+                    COMPREPLY=($(compgen -W "man bash zsh fish" -- "${cur}"))
                     return 0
                     ;;
                 *)

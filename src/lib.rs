@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod generate;
 pub mod halt;
 pub mod hosts;
 pub mod input;

@@ -1,6 +1,7 @@
 //! The `bakapara` command: parse the command line, run, map the outcome to an exit status.
 
 use std::io::IsTerminal;
+use std::io::Write;
 use std::process::ExitCode;
 
 use bakapara::config::{Config, ConfigError};
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
             eprintln!("bakapara: error: {message}");
             return ExitCode::from(255);
         }
+        Err(ConfigError::Print(text)) => return print(&text),
     };
     match jobserver {
         Ok(jobserver) => config.jobserver = jobserver,
@@ -36,6 +38,9 @@ fn main() -> ExitCode {
         return ExitCode::from(255);
     }
     config.text_for_terminal(std::io::stdout().is_terminal());
+    for warning in &config.warnings {
+        eprintln!("bakapara: warning: {warning}");
+    }
     let stdout = std::io::stdout().lock();
     let summary = match bakapara::run::run(config, stdout, true) {
         Ok(summary) => summary,
@@ -59,4 +64,21 @@ fn main() -> ExitCode {
         n @ 1..=100 => n as u8,
         _ => 101,
     })
+}
+
+/// Writes what the command line asked for (`--generate`) to stdout: a reader that went away is
+/// the quiet 141 of a filter killed by SIGPIPE, any other write error a fatal 255.
+fn print(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(141),
+        Err(e) => {
+            eprintln!("bakapara: error: cannot write to stdout: {e}");
+            ExitCode::from(255)
+        }
+    }
 }

@@ -137,6 +137,8 @@ pub struct Scheduler<W: Write> {
     resume: Resume,
     /// make's jobserver tokens, under `make -jN` (see [`Scheduler::with_jobserver`]).
     tokens: Option<Tokens>,
+    /// Job keys that look like misspelt known keys, reported once each.
+    near_misses: crate::job::NearMisses,
 }
 
 /// Result lines of an earlier run (`--resume FILE`) whose jobs need not run again.
@@ -197,6 +199,7 @@ impl<W: Write> Scheduler<W> {
             halt_policy,
             resume,
             tokens: None,
+            near_misses: Default::default(),
         }
     }
 
@@ -308,6 +311,9 @@ impl<W: Write> Scheduler<W> {
     /// A job from the input: settled at once when it cannot run, else started or queued.
     fn receive(&mut self, job: Job) {
         self.received += 1;
+        for warning in self.near_misses.check(&job.object) {
+            self.output.logger().warn(&warning);
+        }
         if let Body::Invalid(why) = &job.body {
             let why = why.clone();
             return self.settle(job, Status::Error, why);
