@@ -6,8 +6,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::exec::control_dir::ControlDir;
 use crate::exec::local::LocalExecutor;
-use crate::exec::ssh::{HostDown, SshHost};
+use crate::exec::ssh::{self, HostDown, SshHost};
 use crate::exec::Executor;
 use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
@@ -70,22 +71,15 @@ async fn run_async<W: Write>(
     let logger = Logger::for_stderr(config.verbosity);
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
-        remove_stale_control_dirs();
-        Some(
-            tempfile::Builder::new()
-                .prefix(&format!("{CONTROL_DIR_PREFIX}{}-", std::process::id()))
-                .tempdir()?,
-        )
+        let files = vec![(
+            ssh::CONFIG_NAME.to_string(),
+            ssh::generated_config(&config.ssh),
+        )];
+        Some(Arc::new(ControlDir::create(files)?))
     } else {
         None
     };
-    let hosts = connect_hosts(
-        &config,
-        control_dir.as_ref().map(|d| d.path()),
-        down_tx,
-        &logger,
-    )
-    .await;
+    let hosts = connect_hosts(&config, control_dir.clone(), down_tx, &logger).await;
     if !hosts.iter().any(|h| h.executor.is_some()) {
         anyhow::bail!("no host could be reached");
     }
@@ -147,7 +141,7 @@ fn open_joblog(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
 /// executor, so jobs that ask for it by name get a clear error).
 async fn connect_hosts(
     config: &Config,
-    control_dir: Option<&std::path::Path>,
+    control_dir: Option<Arc<ControlDir>>,
     down_tx: mpsc::UnboundedSender<HostDown>,
     logger: &Logger,
 ) -> Vec<Host> {
@@ -167,7 +161,7 @@ async fn connect_hosts(
     }
     let nonce = nonce();
     let mut options = config.ssh.clone();
-    options.control_dir = control_dir.map(|d| d.to_path_buf());
+    options.control_dir = control_dir;
     let mut connecting = tokio::task::JoinSet::new();
     for (index, spec) in config.hosts.iter().enumerate() {
         if spec.local {
@@ -268,37 +262,6 @@ fn load_resume(file: &std::path::Path) -> anyhow::Result<Resume> {
         }
     }
     Ok(resume)
-}
-
-/// Control directories are named `bakapara-ssh-PID-XXXXXX`.
-const CONTROL_DIR_PREFIX: &str = "bakapara-ssh-";
-
-/// Removes the control directories of runs that were killed (`kill -9`) before they could
-/// clean up: those whose process no longer exists. (Their master connections have gone by
-/// themselves: they exit when idle.)
-fn remove_stale_control_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(CONTROL_DIR_PREFIX))
-        else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if gone {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// A random token for this run (marks the remote wrapper's reports).

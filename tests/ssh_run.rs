@@ -5,7 +5,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -781,4 +781,253 @@ fn a_job_whose_only_host_stays_down_fails_after_the_host_timeout() {
     );
     assert_eq!(result(by_seq[&2])["status"], "ok");
     assert!(stderr.contains("host h2 is down"), "{stderr}");
+}
+
+/// The cluster's client config with `edit` applied to its text, written into `dir`.
+fn edited_config(cluster: &SshCluster, dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = edit(read(cluster.ssh_config_path()));
+    let path = dir.join("ssh_config");
+    std::fs::write(&path, text).expect("write the edited ssh_config");
+    path
+}
+
+#[test]
+fn the_users_strict_host_key_checking_refuses_an_unknown_host() {
+    let cluster = SshCluster::start(&["h1"]);
+    let dir = tempdir();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let strict = edited_config(&cluster, dir.path(), |text| {
+        text.replace("StrictHostKeyChecking no", "StrictHostKeyChecking yes")
+            .replace(
+                "UserKnownHostsFile /dev/null",
+                &format!("UserKnownHostsFile {}", known.display()),
+            )
+    });
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&strict);
+    cmd.args(["-S", "h1/1", "--host-timeout", "1s", "echo <>"]);
+    let (_, lines, stderr) = run(cmd, "a\n");
+    assert!(
+        lines.iter().all(|l| result(l)["status"] != "ok"),
+        "nothing ran on a host ssh itself refuses: {lines:#?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("h1") && stderr.contains("Host key verification failed"),
+        "stderr says why h1 was left out:\n{stderr}"
+    );
+    assert_eq!(
+        read(&known),
+        "",
+        "the unknown host key was not trusted and written down"
+    );
+
+    // Where the config says nothing, bakapara's default (accept-new) applies.
+    let lax = edited_config(&cluster, dir.path(), |text| {
+        text.replace("StrictHostKeyChecking no\n", "").replace(
+            "UserKnownHostsFile /dev/null",
+            &format!("UserKnownHostsFile {}", known.display()),
+        )
+    });
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&lax);
+    cmd.args(["-S", "h1/1", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert!(
+        !read(&known).is_empty(),
+        "accept-new wrote the new key down"
+    );
+}
+
+/// Runs against a temp dir of their own for `$TMPDIR`, and no `$XDG_RUNTIME_DIR`, so that the
+/// run's control directory is the only thing in it.
+fn with_tmpdir(cmd: &mut Command, dir: &Path) {
+    cmd.env("TMPDIR", dir).env_remove("XDG_RUNTIME_DIR");
+}
+
+/// The directories in `dir`.
+fn dirs_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_long_tmpdir_does_not_break_the_control_sockets() {
+    let cluster = SshCluster::start(&["h1"]);
+    let base = tempdir();
+    let long = base
+        .path()
+        .join("a-temp-dir-name-long-enough-to-overflow-a-socket-path");
+    std::fs::create_dir(&long).unwrap();
+    let mut cmd = bakapara(&cluster);
+    with_tmpdir(&mut cmd, &long);
+    cmd.args(["-S", "h1/2", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\nb\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 2);
+}
+
+#[test]
+fn a_control_directory_removed_mid_run_is_recreated() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let tmp = tempdir();
+    let flags = tempdir();
+    let (started, go) = (flags.path().join("started"), flags.path().join("go"));
+    let mut cmd = bakapara(&cluster);
+    with_tmpdir(&mut cmd, tmp.path());
+    cmd.args(["-S", "h1/1", "--host-timeout", "30s"]);
+    let first = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo first",
+        started.display(),
+        go.display()
+    );
+    let input = [
+        job_line(json!({ "cmd": first })),
+        job_line(json!({"cmd": "echo second"})),
+        job_line(json!({"cmd": "echo third"})),
+    ]
+    .concat();
+    let mut live = Live::spawn(cmd, &input);
+    wait_until(WAIT, "the first job to start", || started.exists());
+    let removed = dirs_in(tmp.path());
+    assert!(
+        !removed.is_empty(),
+        "the run has a control directory in $TMPDIR"
+    );
+    for dir in removed {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    std::fs::write(&go, "").unwrap();
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 3);
+    assert!(
+        dirs_in(tmp.path()).is_empty(),
+        "removed at the end of the run"
+    );
+}
+
+#[test]
+fn a_run_in_another_pid_namespace_leaves_a_live_runs_control_directory_alone() {
+    let unshared = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !unshared {
+        eprintln!("skipped: `unshare --pid` does not work here (it needs root)");
+        return;
+    }
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let tmp = tempdir();
+    let flags = tempdir();
+    let (started, go) = (flags.path().join("started"), flags.path().join("go"));
+    let mut cmd = bakapara(&cluster);
+    with_tmpdir(&mut cmd, tmp.path());
+    cmd.args(["-S", "h1/1"]);
+    let first = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+        started.display(),
+        go.display()
+    );
+    let input = [
+        job_line(json!({ "cmd": first })),
+        job_line(json!({"cmd": "echo later"})),
+    ]
+    .concat();
+    let mut live = Live::spawn(cmd, &input);
+    wait_until(WAIT, "the first job to start", || started.exists());
+    let ours = dirs_in(tmp.path());
+    assert_eq!(ours.len(), 1, "{ours:?}");
+
+    // The other run sees no process with our pid: it must still see that the run is live.
+    let bin = assert_cmd::cargo::cargo_bin("bakapara");
+    let mut other = Command::new("unshare");
+    other.args(["--pid", "--fork"]).arg(bin);
+    other.arg("--ssh-config").arg(cluster.ssh_config_path());
+    with_tmpdir(&mut other, tmp.path());
+    other.args(["-S", "h1/1", "echo <>"]);
+    let (code, lines, stderr) = run(other, "x\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert!(
+        ours[0].exists(),
+        "the live run's control directory is still there"
+    );
+
+    std::fs::write(&go, "").unwrap();
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 2);
+}
+
+#[test]
+fn masters_and_their_sessions_end_with_the_run() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let tmp = tempdir();
+    let mut cmd = bakapara(&cluster);
+    with_tmpdir(&mut cmd, tmp.path());
+    // Two masters (one per 6 slots).
+    cmd.args(["-S", "h1/8", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\nb\nc\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    // Without a close they would stay for ControlPersist; closed, they go at once (the wait is
+    // only for the processes to be reaped on a busy machine).
+    let h1 = cluster.host("h1");
+    let marker = tmp.path().display().to_string();
+    wait_until(
+        Duration::from_secs(5),
+        "no master, connection or session of the run left",
+        || {
+            h1.connection_pids().is_empty()
+                && h1.session_pids().is_empty()
+                && pids_with_cmdline_containing(&marker).is_empty()
+        },
+    );
+}
+
+#[test]
+fn ipv6_literals_work_in_sshlogin() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 on the loopback interface");
+        return;
+    }
+    let host = SshdHost::builder("h6").ipv6().start();
+    let dir = tempdir();
+    let config = dir.path().join("ssh_config");
+    let user = common::sshd::current_user();
+    let block = format!(
+        "    User {user}\n    IdentityFile \"{key}\"\n    IdentitiesOnly yes\n\
+         \x20   StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n\
+         \x20   BatchMode yes\n    LogLevel ERROR\n",
+        key = host.identity_file().display()
+    );
+    // `::1` alone takes its port from the config.
+    std::fs::write(
+        &config,
+        format!("Host ::1\n    Port {}\n{block}", host.port()),
+    )
+    .unwrap();
+    for sshlogin in [format!("[::1]:{}/2", host.port()), "::1/2".to_string()] {
+        let mut cmd = Command::cargo_bin("bakapara").unwrap();
+        cmd.arg("--ssh-config").arg(&config);
+        cmd.args(["-S", &sshlogin, "echo $BAKAPARA_TEST_HOST <>"]);
+        let (code, lines, stderr) = run(cmd, "a\nb\n");
+        assert_eq!(code, Some(0), "-S {sshlogin}: {stderr}\n{lines:#?}");
+        let name = sshlogin.trim_end_matches("/2");
+        for l in &lines {
+            assert_eq!(result(l)["host"], name, "{l}");
+            assert!(stdout_of(l).starts_with("h6 "), "{l}");
+        }
+        assert_eq!(lines.len(), 2);
+    }
 }
