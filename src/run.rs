@@ -15,7 +15,7 @@ use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
 use crate::output::Output;
 use crate::progress::Logger;
-use crate::scheduler::{Host, Resume, Scheduler, Summary};
+use crate::scheduler::{Host, Joining, Resume, Scheduler, Summary};
 use crate::signals::{AbortReceiver, Controls, Signals};
 
 /// Jobs read ahead of the free slots; bounds memory whatever the input length.
@@ -79,10 +79,8 @@ async fn run_async<W: Write>(
     } else {
         None
     };
-    let hosts = connect_hosts(&config, control_dir.clone(), down_tx, &logger).await;
-    if !hosts.iter().any(|h| h.executor.is_some()) {
-        anyhow::bail!("no host could be reached");
-    }
+    let (join_tx, join_rx) = mpsc::unbounded_channel();
+    let hosts = connect_hosts(&config, control_dir.clone(), down_tx, join_tx, &logger).await;
     let mut output = Output::new(out, config.keep_order, logger);
     if config.text {
         output = output.text(config.tag);
@@ -102,12 +100,16 @@ async fn run_async<W: Write>(
         Some(reader),
         output,
         down_rx,
+        join_rx,
         config.halt,
         resume,
     );
     let summary = scheduler
         .run(known_total, Controls::new(signals, abort))
         .await;
+    if let Some(dir) = &control_dir {
+        ssh::stop_connecting(dir.path());
+    }
     drop(control_dir);
     Ok(summary)
 }
@@ -136,13 +138,15 @@ fn open_joblog(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
     Ok(Some(file))
 }
 
-/// The run's hosts, in `-S` order: this machine, and SSH hosts connected in parallel. A host
-/// that cannot be reached is reported on stderr and left out (kept in the list without an
-/// executor, so jobs that ask for it by name get a clear error).
+/// The run's hosts, in `-S` order: this machine, and SSH hosts, which connect in the
+/// background and join the run through `join_tx` as each is ready (see [`join`]). Returns once
+/// one host is ready or every SSH host has had its first try, so that jobs start on the first
+/// host that is ready and the run's first line counts the engines there are.
 async fn connect_hosts(
     config: &Config,
     control_dir: Option<Arc<ControlDir>>,
     down_tx: mpsc::UnboundedSender<HostDown>,
+    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
     logger: &Logger,
 ) -> Vec<Host> {
     let local = |spec: HostSpec| {
@@ -154,6 +158,7 @@ async fn connect_hosts(
             spec,
             executor: Some(Executor::Local(executor)),
             slots,
+            joining: false,
         }
     };
     if config.hosts.is_empty() {
@@ -162,71 +167,108 @@ async fn connect_hosts(
     let nonce = nonce();
     let mut options = config.ssh.clone();
     options.control_dir = control_dir;
-    let mut connecting = tokio::task::JoinSet::new();
-    for (index, spec) in config.hosts.iter().enumerate() {
-        if spec.local {
-            continue;
-        }
-        let (spec, options, nonce, down_tx) = (
-            spec.clone(),
-            options.clone(),
-            nonce.clone(),
-            down_tx.clone(),
-        );
-        connecting.spawn(async move {
-            (
-                index,
-                SshHost::connect(index, spec, options, nonce, down_tx).await,
-            )
-        });
-    }
-    let mut connected: Vec<Option<Result<SshHost, String>>> =
-        (0..config.hosts.len()).map(|_| None).collect();
-    while let Some(joined) = connecting.join_next().await {
-        if let Ok((index, result)) = joined {
-            connected[index] = Some(result);
-        }
-    }
+    // (first tries done, some host up)
+    let (tried_tx, mut tried_rx) = tokio::sync::watch::channel((0usize, false));
     let mut hosts = Vec::with_capacity(config.hosts.len());
-    for (spec, result) in config.hosts.iter().zip(connected) {
+    for (index, spec) in config.hosts.iter().enumerate() {
         if spec.local {
             hosts.push(local(spec.clone()));
             continue;
         }
-        match result {
-            Some(Ok(ssh)) => {
-                let slots = ssh.slots();
-                let ssh = ssh
-                    .with_spool(config.text)
-                    .with_running(logger.running(&spec.name));
-                hosts.push(Host {
-                    spec: spec.clone(),
-                    executor: Some(Executor::Ssh(Arc::new(ssh))),
-                    slots,
-                });
-            }
-            Some(Err(why)) => {
-                logger.warn(&format!("bakapara: leaving out host {}: {why}", spec.name));
-                hosts.push(Host {
-                    spec: spec.clone(),
-                    executor: None,
-                    slots: 0,
-                });
-            }
-            None => {
-                logger.warn(&format!(
-                    "bakapara: leaving out host {}: its connection task failed",
-                    spec.name
-                ));
-                hosts.push(Host {
-                    spec: spec.clone(),
-                    executor: None,
-                    slots: 0,
-                });
-            }
-        }
+        let connection = Connection {
+            index,
+            spec: spec.clone(),
+            options: options.clone(),
+            nonce: nonce.clone(),
+            down_tx: down_tx.clone(),
+            spool: config.text,
+            running: logger.running(&spec.name),
+        };
+        tokio::spawn(join(connection, join_tx.clone(), tried_tx.clone()));
+        hosts.push(Host {
+            spec: spec.clone(),
+            executor: None,
+            slots: 0,
+            joining: true,
+        });
+    }
+    let remote = hosts.iter().filter(|h| h.joining).count();
+    if remote == hosts.len() {
+        let _ = tried_rx
+            .wait_for(|&(tried, up)| up || tried == remote)
+            .await;
     }
     hosts
+}
+
+/// What [`join`] needs to connect one SSH host.
+struct Connection {
+    index: usize,
+    spec: HostSpec,
+    options: ssh::SshOptions,
+    nonce: String,
+    down_tx: mpsc::UnboundedSender<HostDown>,
+    spool: bool,
+    running: crate::progress::RunningJobs,
+}
+
+/// Connects one SSH host, trying again with back-off while it cannot be reached, until it is
+/// up (it joins the run), its failure is one that lasts (it is left out), or the run is over.
+async fn join(
+    c: Connection,
+    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
+    tried_tx: tokio::sync::watch::Sender<(usize, bool)>,
+) {
+    let mut pause = std::time::Duration::from_millis(250);
+    let mut first = true;
+    let mut reported = false;
+    loop {
+        let connected = SshHost::connect(
+            c.index,
+            c.spec.clone(),
+            c.options.clone(),
+            c.nonce.clone(),
+            c.down_tx.clone(),
+        )
+        .await;
+        if first {
+            first = false;
+            let up = connected.is_ok();
+            tried_tx.send_modify(|(tried, any_up)| {
+                *tried += 1;
+                *any_up |= up;
+            });
+        }
+        let news = match connected {
+            Ok(ssh) => {
+                let ssh = Arc::new(ssh.with_spool(c.spool).with_running(c.running.clone()));
+                let slots = ssh.slots();
+                let executor = Executor::Ssh(Arc::clone(&ssh));
+                if join_tx
+                    .send((c.index, Joining::Up { executor, slots }))
+                    .is_err()
+                {
+                    // The run ended meanwhile.
+                    ssh.close().await;
+                }
+                return;
+            }
+            Err(why) if ssh::lasting_failure(&why) => {
+                let _ = join_tx.send((c.index, Joining::LeftOut(why)));
+                return;
+            }
+            Err(why) => Joining::Unreachable(why),
+        };
+        if !reported && join_tx.send((c.index, news)).is_err() {
+            return;
+        }
+        reported = true;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = join_tx.closed() => return,
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+    }
 }
 
 /// Reads `--resume FILE`: the result lines with status ok and code 0, by (cmd, cd). Lines that

@@ -568,7 +568,7 @@ fn an_unreachable_host_is_left_out_and_the_run_goes_on() {
     let (code, lines, stderr) = run(cmd, "a\nb\nc\nd\ne\nf\n");
     assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
     assert!(
-        stderr.contains("leaving out host h9"),
+        stderr.contains("host h9 cannot be reached"),
         "stderr warns about h9:\n{stderr}"
     );
     assert_eq!(lines.len(), 6);
@@ -578,8 +578,9 @@ fn an_unreachable_host_is_left_out_and_the_run_goes_on() {
         assert!(stdout_of(l).starts_with("h1 "), "{l}");
     }
 
+    // A job only h9 may run waits for it (it may come up) as long as --host-timeout.
     let mut cmd = bakapara(&cluster);
-    cmd.args(["-S", "h1/2,h9/2"]);
+    cmd.args(["-S", "h1/2,h9/2", "--host-timeout", "1s"]);
     let input = [
         job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h9"})),
         job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST"})),
@@ -1030,4 +1031,185 @@ fn ipv6_literals_work_in_sshlogin() {
         }
         assert_eq!(lines.len(), 2);
     }
+}
+
+/// A TCP port that accepts connections and never says a word (a host whose sshd hangs): ssh
+/// waits there until its ConnectTimeout.
+fn silent_port() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[test]
+fn jobs_start_on_the_first_ready_host_without_waiting_for_a_hanging_one() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let (_listener, port) = silent_port();
+    let dir = tempdir();
+    let config = edited_config(&cluster, dir.path(), |mut text| {
+        text.push_str(&format!(
+            "\nHost hang\n    HostName 127.0.0.1\n    Port {port}\n    ConnectTimeout 300\n\
+             \x20   BatchMode yes\n"
+        ));
+        text
+    });
+    let started = dir.path().join("started");
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&config);
+    cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "5s"]);
+    let input = [
+        job_line(json!({"cmd": format!("touch {}", started.display())})),
+        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "hang"})),
+    ]
+    .concat();
+    let tmp = tempdir();
+    with_tmpdir(&mut cmd, tmp.path());
+    let mut live = Live::spawn(cmd, &input);
+    // The hanging host would hold everything for its 300 s ConnectTimeout.
+    wait_until(Duration::from_secs(60), "a job to run on h1", || {
+        started.exists()
+    });
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    let marker = tmp.path().display().to_string();
+    wait_until(WAIT, "the ssh still connecting to be stopped", || {
+        pids_with_cmdline_containing(&marker).is_empty()
+    });
+    assert_eq!(status.code(), Some(1), "{stderr}\n{lines:#?}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    assert_eq!(result(by_seq[&1])["host"], "h1");
+    let pinned = result(by_seq[&2]);
+    assert_eq!(pinned["status"], "error", "{pinned}");
+    assert!(
+        pinned["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hang"),
+        "{pinned}"
+    );
+}
+
+#[test]
+fn a_host_down_at_start_joins_when_it_comes_up() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    cluster.host("h2").stop();
+    let dir = tempdir();
+    let (started, go) = (dir.path().join("started"), dir.path().join("go"));
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/1,h2/1", "--host-timeout", "120s"]);
+    let wait = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+        started.display(),
+        go.display()
+    );
+    let input = [
+        job_line(json!({"cmd": wait, "host": "h1"})),
+        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h2"})),
+    ]
+    .concat();
+    let mut live = Live::spawn(cmd, &input);
+    wait_until(WAIT, "the h1 job to start", || started.exists());
+    cluster.host("h2").restart();
+    wait_until(WAIT, "the h2 job to end", || !live.lines().is_empty());
+    std::fs::write(&go, "").unwrap();
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    let r = result(by_seq[&2]);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["host"], "h2", "{r}");
+    assert_eq!(stdout_of(by_seq[&2]), "h2\n");
+    assert!(stderr.contains("host h2 joined"), "{stderr}");
+}
+
+#[test]
+fn every_job_gets_an_error_line_when_no_host_can_be_reached() {
+    let cluster = SshCluster::start(&["h1", "h2"]);
+    cluster.host("h1").stop();
+    cluster.host("h2").stop();
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/1,h2/1", "--host-timeout", "1s", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\nb\nc\n");
+    assert_eq!(code, Some(3), "three failed jobs: {stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for l in &lines {
+        let r = result(l);
+        assert_eq!(r["status"], "error", "{l}");
+        let why = r["error"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("h1") && why.contains("h2") && why.contains("could not be reached"),
+            "{l}"
+        );
+    }
+
+    // A host ssh refuses for good (its key) fails the jobs at once, with no wait.
+    let dir = tempdir();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let strict = edited_config(&cluster, dir.path(), |text| {
+        text.replace("StrictHostKeyChecking no", "StrictHostKeyChecking yes")
+            .replace(
+                "UserKnownHostsFile /dev/null",
+                &format!("UserKnownHostsFile {}", known.display()),
+            )
+    });
+    cluster.host("h1").restart();
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&strict);
+    cmd.args(["-S", "h1/1", "--host-timeout", "1h", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\nb\n");
+    assert_eq!(code, Some(2), "{stderr}\n{lines:#?}");
+    for l in &lines {
+        let why = result(l)["error"].as_str().unwrap_or_default();
+        assert!(why.contains("Host key verification failed"), "{l}");
+    }
+}
+
+#[test]
+fn the_last_jobs_spread_over_hosts_with_free_slots() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let dir = tempdir();
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/4,h2/4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = || -> Value {
+        let line = output.next().expect("a result line").unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    // First both hosts are up (each ran a job), so the next two jobs have all 8 slots to
+    // choose from.
+    for host in ["h1", "h2"] {
+        writeln!(input, "{}", json!({"cmd": "true", "host": host})).unwrap();
+    }
+    for _ in 0..2 {
+        assert_eq!(result(&next_line())["status"], "ok");
+    }
+    // The first job runs until the second has started.
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let first = format!(
+        "touch {}; for i in $(seq 1200); do [ -e {} ] && break; sleep 0.05; done; \
+         echo $BAKAPARA_TEST_HOST",
+        one.display(),
+        two.display()
+    );
+    let second = format!("touch {}; echo $BAKAPARA_TEST_HOST", two.display());
+    writeln!(input, "{}", json!({ "cmd": first })).unwrap();
+    writeln!(input, "{}", json!({ "cmd": second })).unwrap();
+    drop(input);
+    let hosts: BTreeSet<String> = (0..2)
+        .map(|_| stdout_of(&next_line()).to_string())
+        .collect();
+    assert_eq!(
+        hosts.len(),
+        2,
+        "the two jobs ran on different hosts, not both on h1: {hosts:?}"
+    );
+    assert!(child.wait().unwrap().success());
 }

@@ -79,6 +79,23 @@ pub fn generated_config(options: &SshOptions) -> String {
     text
 }
 
+/// Whether a failure to connect will not go away by trying again: ssh refused the host's key
+/// or the login, the name does not resolve, or the configuration is broken. Anything else (a
+/// refused or timed-out connection, a host that is rebooting) is worth retrying.
+pub fn lasting_failure(why: &str) -> bool {
+    [
+        "Host key verification failed",
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "Permission denied (",
+        "Could not resolve hostname",
+        "Bad owner or permissions",
+        "ssh cannot read its configuration",
+        "cannot count its CPUs",
+    ]
+    .iter()
+    .any(|sign| why.contains(sign))
+}
+
 /// How long a master with no session left stays (ssh's `ControlPersist`), where the user's
 /// config sets nothing: a run always holds a keepalive session, so this counts only once
 /// bakapara is gone without closing its masters (`kill -9`).
@@ -646,6 +663,45 @@ async fn open_master(
         .connect_mux(&spec.hostname)
         .await
         .map_err(|e| format!("cannot connect to {}: {}", spec.name, error_chain(&e)))
+}
+
+/// Stops the ssh processes of this run that are still connecting (a host that hangs keeps
+/// ssh waiting until its `ConnectTimeout`): children of this process whose command line names
+/// the run's control directory. A master that is up has left this process (`ssh -f`) and is
+/// closed by [`SshHost::close`].
+pub fn stop_connecting(control_dir: &std::path::Path) {
+    let me = std::process::id().to_string();
+    let needle = control_dir.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // The parent pid is the second field after the command name, which ends at the last ')'.
+        let parent = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat.rsplit_once(')')?.1;
+                rest.split_whitespace().nth(1).map(str::to_string)
+            });
+        if parent.as_deref() != Some(me.as_str()) {
+            continue;
+        }
+        let named = std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle));
+        if named {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
 }
 
 /// Makes masters exit now (`ssh -O exit`): their sessions end with them. The crate's own close
