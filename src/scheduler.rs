@@ -144,6 +144,8 @@ pub struct Scheduler<W: Write> {
     up_rx: mpsc::UnboundedReceiver<usize>,
     /// Hosts connecting in the background: they join, or are left out.
     join_rx: mpsc::UnboundedReceiver<(usize, Joining)>,
+    /// The last start (time, slot) of each job waiting to run again after its host was lost.
+    lost_runs: std::collections::HashMap<u64, (chrono::DateTime<chrono::Local>, usize)>,
     halt_policy: Option<HaltPolicy>,
     /// `--resume`: earlier ok result lines by (cmd, cd), each usable once.
     resume: Resume,
@@ -206,6 +208,7 @@ impl<W: Write> Scheduler<W> {
             up_tx,
             up_rx,
             join_rx,
+            lost_runs: std::collections::HashMap::new(),
             halt_policy,
             resume,
         }
@@ -507,6 +510,9 @@ impl<W: Write> Scheduler<W> {
         if let Ending::HostLost { why, generation } = &outcome.ending {
             self.host_down(host, *generation, why.clone());
             job.host_losses += 1;
+            if let Some((started, _)) = outcome.ran {
+                self.lost_runs.insert(job.seq, (started, slot));
+            }
             if self.halt.is_none() {
                 self.queue.push_front(job);
                 return;
@@ -515,6 +521,9 @@ impl<W: Write> Scheduler<W> {
                 code: None,
                 signal: None,
             };
+        }
+        if outcome.ran.is_some() {
+            self.lost_runs.remove(&job.seq);
         }
         let stopped_by_us = matches!(outcome.ending, Ending::Aborted { .. });
         let timed_out = matches!(outcome.ending, Ending::TimedOut { .. });
@@ -766,7 +775,13 @@ impl<W: Write> Scheduler<W> {
     /// Writes the result of a job that never ran.
     fn settle(&mut self, job: Job, status: Status, why: String) {
         let msg_id = self.msg_id(&job);
-        let result = JobResult::not_started(&job, status, why, msg_id);
+        let mut result = JobResult::not_started(&job, status, why, msg_id);
+        // A job that lost its host and waited in vain to run again did start: say when, where.
+        if let Some((started, slot)) = self.lost_runs.remove(&job.seq) {
+            result.started = Some(crate::timefmt::rfc3339(&started));
+            result.host = Some(self.hosts[self.slots[slot].host].host.spec.name.clone());
+            result.engine_id = Some(slot);
+        }
         self.output.emit(&job, &result);
     }
 

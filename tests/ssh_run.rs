@@ -780,6 +780,10 @@ fn a_job_whose_only_host_stays_down_fails_after_the_host_timeout() {
         why.contains("stayed down for more than 2 s") && why.contains("h2"),
         "{r}"
     );
+    // It did start, on h2, before h2 was lost.
+    assert!(r["started"].is_string(), "{r}");
+    assert_eq!(r["host"], "h2", "{r}");
+    assert!(r["completed"].is_null() && r["elapsed"].is_null(), "{r}");
     assert_eq!(result(by_seq[&2])["status"], "ok");
     assert!(stderr.contains("host h2 is down"), "{stderr}");
 }
