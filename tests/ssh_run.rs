@@ -1217,3 +1217,97 @@ fn the_last_jobs_spread_over_hosts_with_free_slots() {
     );
     assert!(child.wait().unwrap().success());
 }
+
+/// A TCP relay to `127.0.0.1:target` whose client-to-server direction can be cut: bytes from
+/// the client are then read and dropped, as a firewall dropping a host's inbound packets would.
+/// Its threads live until the test process ends.
+struct Relay {
+    port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&cut);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let flag = Arc::clone(&flag);
+                std::thread::spawn(move || Relay::pump(client, server, Some(flag)));
+                std::thread::spawn(move || Relay::pump(s2, c2, None));
+            }
+        });
+        Relay { port, cut }
+    }
+
+    fn pump(
+        mut from: std::net::TcpStream,
+        mut to: std::net::TcpStream,
+        cut: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if cut
+                .as_ref()
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                continue;
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+#[test]
+fn a_result_that_arrived_keeps_its_own_elapsed_when_the_hosts_inbound_traffic_is_dropped() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let h1 = cluster.host("h1").port();
+    let relay = Relay::start(h1);
+    let dir = tempdir();
+    // Through the relay; the master notices the dead link after 3 unanswered keepalives.
+    let config = edited_config(&cluster, dir.path(), |text| {
+        text.replace(
+            &format!("Port {h1}\n"),
+            &format!("Port {}\n    ServerAliveInterval 4\n", relay.port),
+        )
+    });
+    let (started, cut) = (dir.path().join("started"), dir.path().join("cut"));
+    let job = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done; sleep 1; echo done",
+        started.display(),
+        cut.display()
+    );
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&config);
+    cmd.args(["-S", "h1/1", "--host-timeout", "1s"]);
+    let mut live = Live::spawn(cmd, &job_line(json!({ "cmd": job })));
+    wait_until(WAIT, "the job to start", || started.exists());
+    relay.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    std::fs::write(&cut, "").unwrap();
+    let (_, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(lines.len(), 1, "{stderr}\n{lines:#?}");
+    let r = result(&lines[0]);
+    assert_eq!(
+        r["status"], "ok",
+        "the job's report had arrived: {r}\n{stderr}"
+    );
+    assert_eq!(stdout_of(&lines[0]), "done\n");
+    // The channel stays open ~12 s more (the acknowledgement never reaches the host): no part
+    // of the job's run.
+    let elapsed = r["elapsed"].as_f64().unwrap();
+    assert!(elapsed < 8.0, "elapsed {elapsed}: {r}");
+}

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Local;
+use chrono::{DateTime, Local};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -457,7 +457,10 @@ impl SshHost {
         // multiplexing master may drop stderr that arrives together with the channel's close,
         // so bakapara acknowledges the report (the end of stderr) before the channel closes.
         let marker = report_marker(&self.nonce);
-        let (report_tx, report_rx) = tokio::sync::oneshot::channel::<()>();
+        let (report_tx, report_rx) = tokio::sync::oneshot::channel::<DateTime<Local>>();
+        // When the report came: the job's end. The channel may close much later (the
+        // acknowledgement has to reach the host first), and that wait is no part of the job.
+        let mut reported_at = None;
         let supervise = async {
             let wait = child.wait();
             tokio::pin!(wait);
@@ -484,7 +487,8 @@ impl SshHost {
                     status = &mut wait => break status,
                     seen = &mut report_rx, if !acknowledged => {
                         acknowledged = true;
-                        if seen.is_ok() {
+                        if let Ok(at) = seen {
+                            reported_at = Some(at);
                             send_line(&mut stdin, b"A\n").await;
                         }
                     }
@@ -518,7 +522,7 @@ impl SshHost {
             },
         );
         drop(stdin);
-        let completed = Local::now();
+        let completed = reported_at.unwrap_or_else(Local::now);
         let (stderr, report) = match stderr {
             Some((captured, tail, total)) => {
                 let (captured, report) = split_report(captured, &tail, total, &self.nonce);
@@ -795,7 +799,7 @@ async fn read_capped(
     mut stream: impl AsyncRead + Unpin,
     limit: usize,
     spool: Option<std::fs::File>,
-    mut report_seen: Option<(&[u8], tokio::sync::oneshot::Sender<()>)>,
+    mut report_seen: Option<(&[u8], tokio::sync::oneshot::Sender<DateTime<Local>>)>,
 ) -> (Captured, Vec<u8>, usize) {
     let limit = if spool.is_some() { 0 } else { limit };
     let mut sink = match &spool {
@@ -833,7 +837,7 @@ async fn read_capped(
                 });
                 if complete {
                     if let Some((_, seen)) = report_seen.take() {
-                        let _ = seen.send(());
+                        let _ = seen.send(Local::now());
                     }
                 }
             }
