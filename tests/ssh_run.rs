@@ -1311,3 +1311,28 @@ fn a_result_that_arrived_keeps_its_own_elapsed_when_the_hosts_inbound_traffic_is
     let elapsed = r["elapsed"].as_f64().unwrap();
     assert!(elapsed < 8.0, "elapsed {elapsed}: {r}");
 }
+
+#[test]
+fn after_kill_9_the_masters_and_remote_jobs_go_within_seconds() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let arg = format!("1234.{}", unique(""));
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/2"]);
+    let mut live = Live::spawn(cmd, &job_line(json!({"cmd": format!("sleep {arg}")})));
+    wait_until(WAIT, "the remote job to run", || !sleeps(&arg).is_empty());
+    nix::sys::signal::kill(live.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = live.wait(RUN_TIMEOUT);
+    // The job is stopped when its channel closes; the idle master then goes after its
+    // ControlPersist (2 s unless the user's config says otherwise).
+    let h1 = cluster.host("h1");
+    wait_until(
+        Duration::from_secs(6),
+        "nothing of the killed run left on h1",
+        || {
+            sleeps(&arg).is_empty()
+                && h1.session_pids().is_empty()
+                && h1.connection_pids().is_empty()
+        },
+    );
+}
