@@ -339,8 +339,8 @@ impl<W: Write> Scheduler<W> {
             .iter()
             .filter(|h| !h.usable() && fits(h))
             .map(|h| match &h.down {
-                Some((_, why)) => format!("{}: {why}", h.host.spec.name),
-                None => h.host.spec.name.clone(),
+                Some((_, why)) => format!("{} was left out: {why}", h.host.spec.name),
+                None => format!("{} was left out", h.host.spec.name),
             })
             .collect();
         let Some(wanted) = wanted else {
@@ -361,7 +361,7 @@ impl<W: Write> Scheduler<W> {
             names.join(", ")
         );
         if !left_out.is_empty() {
-            why.push_str(&format!(" ({} could not be reached)", left_out.join("; ")));
+            why.push_str(&format!(" ({})", left_out.join("; ")));
         }
         Some(why)
     }
@@ -669,10 +669,8 @@ impl<W: Write> Scheduler<W> {
                 if !state.joining {
                     return;
                 }
-                let reported = state
-                    .down
-                    .take()
-                    .is_some_and(|(_, why)| why != "still connecting");
+                let reported = state.reported;
+                state.down = None;
                 state.joining = false;
                 state.host = Arc::new(Host {
                     spec: state.host.spec.clone(),
@@ -691,6 +689,7 @@ impl<W: Write> Scheduler<W> {
                 }
             }
             Joining::Unreachable(why) => {
+                state.reported = true;
                 self.output.logger().warn(&format!(
                     "bakapara: host {name} cannot be reached: {why}; trying again in the background"
                 ));

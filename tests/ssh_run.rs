@@ -1336,3 +1336,17 @@ fn after_kill_9_the_masters_and_remote_jobs_go_within_seconds() {
         },
     );
 }
+
+#[test]
+fn a_retry_runs_again_on_its_host_when_the_other_one_cannot_be_reached() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    cluster.host("h2").stop();
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/1,h2/1", "--retries", "1"]);
+    let (code, lines, stderr) = run(cmd, &job_line(json!({"cmd": "exit 3"})));
+    assert_eq!(code, Some(1), "{stderr}\n{lines:#?}");
+    let r = result(&lines[0]);
+    assert_eq!(r["attempts"], 2, "{r}");
+    assert_eq!(r["host"], "h1", "{r}");
+}
