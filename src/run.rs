@@ -192,6 +192,8 @@ async fn connect_hosts(
             joining: true,
         });
     }
+    // Only the tasks hold senders now: should they all end early, the wait ends too.
+    drop(tried_tx);
     let remote = hosts.iter().filter(|h| h.joining).count();
     if remote == hosts.len() {
         let _ = tried_rx

@@ -1112,8 +1112,14 @@ fn a_host_down_at_start_joins_when_it_comes_up() {
         job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h2"})),
     ]
     .concat();
+    let tmp = tempdir();
+    with_tmpdir(&mut cmd, tmp.path());
     let mut live = Live::spawn(cmd, &input);
     wait_until(WAIT, "the h1 job to start", || started.exists());
+    // Even with its control directory (and the ssh config there) removed meanwhile.
+    for dir in dirs_in(tmp.path()) {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
     cluster.host("h2").restart();
     wait_until(WAIT, "the h2 job to end", || !live.lines().is_empty());
     std::fs::write(&go, "").unwrap();

@@ -112,6 +112,11 @@ struct Settings {
 impl Settings {
     /// Asks `ssh -G` what the config says for this host.
     async fn of(spec: &HostSpec, options: &SshOptions) -> Result<Settings, String> {
+        if let Some(dir) = &options.control_dir {
+            // The generated config lives there.
+            dir.ensure()
+                .map_err(|e| format!("cannot recreate {}: {e}", dir.path().display()))?;
+        }
         let mut cmd = tokio::process::Command::new("ssh");
         cmd.arg("-G");
         if let Some(file) = config_path(options) {
