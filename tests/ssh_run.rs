@@ -1356,3 +1356,30 @@ fn a_retry_runs_again_on_its_host_when_the_other_one_cannot_be_reached() {
     assert_eq!(r["attempts"], 2, "{r}");
     assert_eq!(r["host"], "h1", "{r}");
 }
+
+#[test]
+fn the_users_connect_timeout_wins_over_bakaparas_default() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let (_listener, port) = silent_port();
+    let dir = tempdir();
+    // bakapara's own default is 10 s; the user asks for 1 s on this host.
+    let config = edited_config(&cluster, dir.path(), |mut text| {
+        text.push_str(&format!(
+            "\nHost hang\n    HostName 127.0.0.1\n    Port {port}\n    ConnectTimeout 1\n\
+             \x20   BatchMode yes\n"
+        ));
+        text
+    });
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&config);
+    cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "6s"]);
+    let input = job_line(json!({"cmd": "true", "host": "hang"}));
+    let (code, lines, stderr) = run(cmd, &input);
+    assert_eq!(code, Some(1), "{stderr}\n{lines:#?}");
+    // With a 10 s timeout the run would have ended (host timeout, 6 s) before ssh gave up.
+    assert!(
+        stderr.contains("host hang cannot be reached"),
+        "ssh gave up after the user's 1 s:\n{stderr}"
+    );
+}
