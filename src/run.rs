@@ -6,8 +6,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::exec::control_dir::ControlDir;
 use crate::exec::local::LocalExecutor;
-use crate::exec::ssh::{HostDown, SshHost};
+use crate::exec::ssh::{self, HostDown, SshHost};
 use crate::exec::Executor;
 use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
@@ -16,7 +17,7 @@ use crate::live::LiveSink;
 use crate::output::Output;
 use crate::progress::{Logger, Verbosity};
 use crate::results::ResultsDir;
-use crate::scheduler::{Host, Resume, Scheduler, Summary};
+use crate::scheduler::{Host, Joining, Resume, Scheduler, Summary};
 use crate::signals::{AbortReceiver, Controls, Signals};
 
 /// Said on stderr when jobs are read from a terminal, where a person may not know that bakapara
@@ -82,12 +83,11 @@ async fn run_async<W: Write>(
     let logger = Logger::for_stderr(config.verbosity).with_input_total(Arc::clone(&state.total));
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
-        remove_stale_control_dirs();
-        Some(
-            tempfile::Builder::new()
-                .prefix(&format!("{CONTROL_DIR_PREFIX}{}-", std::process::id()))
-                .tempdir()?,
-        )
+        let files = vec![(
+            ssh::CONFIG_NAME.to_string(),
+            ssh::generated_config(&config.ssh),
+        )];
+        Some(Arc::new(ControlDir::create(files)?))
     } else {
         None
     };
@@ -95,17 +95,16 @@ async fn run_async<W: Write>(
         Some(mode) => Some(LiveSink::start(mode, logger.suspender())?),
         None => None,
     };
+    let (join_tx, join_rx) = mpsc::unbounded_channel();
     let hosts = connect_hosts(
         &config,
-        control_dir.as_ref().map(|d| d.path()),
+        control_dir.clone(),
         down_tx,
+        join_tx,
         &logger,
         live.as_ref(),
     )
     .await;
-    if !hosts.iter().any(|h| h.executor.is_some()) {
-        anyhow::bail!("no host could be reached");
-    }
     let mut output = Output::new(out, config.keep_order, logger);
     if config.text {
         output = output.text(config.tag);
@@ -136,6 +135,7 @@ async fn run_async<W: Write>(
         Some(reader),
         output,
         down_rx,
+        join_rx,
         config.halt,
         resume,
     )
@@ -150,6 +150,9 @@ async fn run_async<W: Write>(
                 .fatal
                 .get_or_insert_with(|| format!("cannot write job output to stdout: {e}"));
         }
+    }
+    if let Some(dir) = &control_dir {
+        ssh::stop_connecting(dir.path());
     }
     drop(control_dir);
     Ok(summary)
@@ -179,13 +182,15 @@ fn open_joblog(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
     Ok(Some(file))
 }
 
-/// The run's hosts, in `-S` order: this machine, and SSH hosts connected in parallel. A host
-/// that cannot be reached is reported on stderr and left out (kept in the list without an
-/// executor, so jobs that ask for it by name get a clear error).
+/// The run's hosts, in `-S` order: this machine, and SSH hosts, which connect in the
+/// background and join the run through `join_tx` as each is ready (see [`join`]). Returns once
+/// one host is ready or every SSH host has had its first try, so that jobs start on the first
+/// host that is ready and the run's first line counts the engines there are.
 async fn connect_hosts(
     config: &Config,
-    control_dir: Option<&std::path::Path>,
+    control_dir: Option<Arc<ControlDir>>,
     down_tx: mpsc::UnboundedSender<HostDown>,
+    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
     logger: &Logger,
     live: Option<&LiveSink>,
 ) -> Vec<Host> {
@@ -199,6 +204,7 @@ async fn connect_hosts(
             spec,
             executor: Some(Executor::Local(executor)),
             slots,
+            joining: false,
         }
     };
     if config.hosts.is_empty() {
@@ -206,70 +212,39 @@ async fn connect_hosts(
     }
     let nonce = nonce();
     let mut options = config.ssh.clone();
-    options.control_dir = control_dir.map(|d| d.to_path_buf());
-    let mut connecting = tokio::task::JoinSet::new();
-    for (index, spec) in config.hosts.iter().enumerate() {
-        if spec.local {
-            continue;
-        }
-        let (spec, options, nonce, down_tx) = (
-            spec.clone(),
-            options.clone(),
-            nonce.clone(),
-            down_tx.clone(),
-        );
-        connecting.spawn(async move {
-            (
-                index,
-                SshHost::connect(index, spec, options, nonce, down_tx).await,
-            )
-        });
-    }
-    let mut connected: Vec<Option<Result<SshHost, String>>> =
-        (0..config.hosts.len()).map(|_| None).collect();
-    while let Some(joined) = connecting.join_next().await {
-        if let Ok((index, result)) = joined {
-            connected[index] = Some(result);
-        }
-    }
+    options.control_dir = control_dir;
+    // (first tries done, some host up)
+    let (tried_tx, mut tried_rx) = tokio::sync::watch::channel((0usize, false));
     let mut hosts = Vec::with_capacity(config.hosts.len());
-    for (spec, result) in config.hosts.iter().zip(connected) {
+    for (index, spec) in config.hosts.iter().enumerate() {
         if spec.local {
             hosts.push(local(spec.clone()));
             continue;
         }
-        match result {
-            Some(Ok(ssh)) => {
-                let slots = ssh.slots();
-                let ssh = ssh
-                    .with_spool(config.text || config.results.is_some())
-                    .with_running(logger.running(&spec.name));
-                hosts.push(Host {
-                    spec: spec.clone(),
-                    executor: Some(Executor::Ssh(Arc::new(ssh))),
-                    slots,
-                });
-            }
-            Some(Err(why)) => {
-                logger.warn(&format!("bakapara: leaving out host {}: {why}", spec.name));
-                hosts.push(Host {
-                    spec: spec.clone(),
-                    executor: None,
-                    slots: 0,
-                });
-            }
-            None => {
-                logger.warn(&format!(
-                    "bakapara: leaving out host {}: its connection task failed",
-                    spec.name
-                ));
-                hosts.push(Host {
-                    spec: spec.clone(),
-                    executor: None,
-                    slots: 0,
-                });
-            }
-        }
+        let connection = Connection {
+            index,
+            spec: spec.clone(),
+            options: options.clone(),
+            nonce: nonce.clone(),
+            down_tx: down_tx.clone(),
+            spool: config.text || config.results.is_some(),
+            running: logger.running(&spec.name),
+        };
+        tokio::spawn(join(connection, join_tx.clone(), tried_tx.clone()));
+        hosts.push(Host {
+            spec: spec.clone(),
+            executor: None,
+            slots: 0,
+            joining: true,
+        });
+    }
+    // Only the tasks hold senders now: should they all end early, the wait ends too.
+    drop(tried_tx);
+    let remote = hosts.iter().filter(|h| h.joining).count();
+    if remote == hosts.len() {
+        let _ = tried_rx
+            .wait_for(|&(tried, up)| up || tried == remote)
+            .await;
     }
     hosts
 }
@@ -300,6 +275,76 @@ pub fn check_resume_is_not_stdout(config: &Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What [`join`] needs to connect one SSH host.
+struct Connection {
+    index: usize,
+    spec: HostSpec,
+    options: ssh::SshOptions,
+    nonce: String,
+    down_tx: mpsc::UnboundedSender<HostDown>,
+    spool: bool,
+    running: crate::progress::RunningJobs,
+}
+
+/// Connects one SSH host, trying again with back-off while it cannot be reached, until it is
+/// up (it joins the run), its failure is one that lasts (it is left out), or the run is over.
+async fn join(
+    c: Connection,
+    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
+    tried_tx: tokio::sync::watch::Sender<(usize, bool)>,
+) {
+    let mut pause = std::time::Duration::from_millis(250);
+    let mut first = true;
+    let mut reported = false;
+    loop {
+        let connected = SshHost::connect(
+            c.index,
+            c.spec.clone(),
+            c.options.clone(),
+            c.nonce.clone(),
+            c.down_tx.clone(),
+        )
+        .await;
+        if first {
+            first = false;
+            let up = connected.is_ok();
+            tried_tx.send_modify(|(tried, any_up)| {
+                *tried += 1;
+                *any_up |= up;
+            });
+        }
+        let news = match connected {
+            Ok(ssh) => {
+                let ssh = Arc::new(ssh.with_spool(c.spool).with_running(c.running.clone()));
+                let slots = ssh.slots();
+                let executor = Executor::Ssh(Arc::clone(&ssh));
+                if join_tx
+                    .send((c.index, Joining::Up { executor, slots }))
+                    .is_err()
+                {
+                    // The run ended meanwhile.
+                    ssh.close().await;
+                }
+                return;
+            }
+            Err(why) if ssh::lasting_failure(&why) => {
+                let _ = join_tx.send((c.index, Joining::LeftOut(why)));
+                return;
+            }
+            Err(why) => Joining::Unreachable(why),
+        };
+        if !reported && join_tx.send((c.index, news)).is_err() {
+            return;
+        }
+        reported = true;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = join_tx.closed() => return,
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+    }
 }
 
 /// Reads `--resume FILE`: the result lines with status ok and code 0, by (cmd, cd). Lines that
@@ -345,37 +390,6 @@ fn load_resume(file: &std::path::Path, verbosity: Verbosity) -> anyhow::Result<R
         }
     }
     Ok(resume)
-}
-
-/// Control directories are named `bakapara-ssh-PID-XXXXXX`.
-const CONTROL_DIR_PREFIX: &str = "bakapara-ssh-";
-
-/// Removes the control directories of runs that were killed (`kill -9`) before they could
-/// clean up: those whose process no longer exists. (Their master connections have gone by
-/// themselves: they exit when idle.)
-fn remove_stale_control_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(CONTROL_DIR_PREFIX))
-        else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if gone {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// A random token for this run (marks the remote wrapper's reports).
