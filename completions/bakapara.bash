@@ -23,7 +23,7 @@ _bakapara() {
 
     case "${cmd}" in
         bakapara)
-            opts="-j -S -k -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --jsonl --no-quote --out --err --cd --keep-order --text --tag --joblog --capture-limit --dry-run --quiet --verbose --help --version"
+            opts="-j -S -k -u -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --jsonl --braces --no-quote --out --err --cd --keep-order --text --lb --line-buffer --ungroup --json --tag --tagstring --results --joblog --capture-limit --dry-run --quiet --verbose --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,12 +101,24 @@ _bakapara() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tagstring)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --results)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --joblog)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --capture-limit)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --generate)
+                    COMPREPLY=($(compgen -W "man bash zsh fish" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -1,10 +1,10 @@
-complete -c bakapara -s j -l jobs -d 'Run N jobs at once on this machine [default: the number of CPUs]' -r
+complete -c bakapara -s j -l jobs -d 'Jobs at once on this machine (+N, -N, N%: of the CPU count) [default: the CPU count]' -r
 complete -c bakapara -l grace -d 'Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped' -r
 complete -c bakapara -l timeout -d 'Stop a job that runs longer than DURATION (30, 1.5, 500ms, 10s, 5m, 1h30m): TERM to its process group, KILL after --grace. A job\'s own "timeout" key wins' -r
 complete -c bakapara -l retries -d 'Run a failed job (status not ok, or a code other than 0) up to N more times, preferring another host. A job\'s own "retries" key wins' -r
-complete -c bakapara -l halt -d 'Stop the run early, in GNU Parallel\'s syntax: now|soon,fail|success|done=N|N% (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new jobs once 10% failed)' -r
-complete -c bakapara -l resume -d 'Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous result stream, copying its line through unchanged' -r -F
-complete -c bakapara -s S -l sshlogin -d 'Hosts to run on: comma-separated [user@]host[:port][/N] (N slots; default: its CPU count); ":" or "localhost" is this machine. Repeatable' -r
+complete -c bakapara -l halt -d 'Stop the run early, in GNU Parallel\'s syntax: now|soon,fail|success|done=N|N% (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new jobs once 10% failed). A percentage is of all jobs once their number is known; while input streams, of the jobs finished, from 10 on. A fail= halt exits with the code of the job that triggered it' -r
+complete -c bakapara -l resume -d 'Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous result stream, copying its line through (with this run\'s seq). No FILE yet: nothing to skip. FILE may not be stdout' -r -F
+complete -c bakapara -s S -l sshlogin -d 'Hosts to run on, e.g. node01/8,node02/8,: (/N slots; ":" is this machine)' -r
 complete -c bakapara -l sshloginfile -d 'Read hosts from FILE, one entry a line ("#" starts a comment)' -r -F
 complete -c bakapara -l ssh-config -d 'Use this OpenSSH client config instead of ~/.ssh/config' -r -F
 complete -c bakapara -l workdir -d 'Directory remote jobs start in (~ is the login directory) [default: bakapara\'s working directory, the same path on every host]' -r
@@ -14,15 +14,25 @@ complete -c bakapara -l colsep -d 'Split each input line into columns <1>, <2>..
 complete -c bakapara -l out -d 'Write each job\'s stdout to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l err -d 'Write each job\'s stderr to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l cd -d 'Run each job in this directory (a template; a path, never quoted)' -r
+complete -c bakapara -l tagstring -d 'Prefix each output line with TEMPLATE expanded for the job, then a TAB (implies --tag). Values go in as text, never quoted: --tagstring \'<#> <1/>\' prints "3 a.txt<TAB>..."' -r
+complete -c bakapara -l results -d 'Also write each job\'s stdout, stderr and seq as files under DIR, in GNU Parallel\'s layout: DIR/1/<value of source 1>/2/<value of source 2>/stdout (a "/" in a value is written "\\_", a "\\" as "\\\\"); job lines without input use their command as the value' -r -F
 complete -c bakapara -l joblog -d 'Also write every result line to FILE' -r -F
 complete -c bakapara -l capture-limit -d 'Keep at most SIZE bytes of each captured stream (512K, 1M, ...); the rest is dropped and marked' -r
+complete -c bakapara -l generate -d 'Print the man page or a shell\'s completion script and exit, e.g. bakapara --generate man > ~/.local/share/man/man1/bakapara.1' -r -f -a "man\t'The man page (roff), for `man`'
+bash\t'The bash completion script'
+zsh\t'The zsh completion function (`_bakapara`)'
+fish\t'The fish completion script'"
 complete -c bakapara -l jsonl -d 'Each stdin line is a JSON object whose fields the template uses as <name>'
+complete -c bakapara -l braces -d 'Write templates with GNU Parallel\'s tokens: {} {.} {/} {//} {/.} {N} {-N} {#} {%} {/RE/REP} {//RE/REP}, and {name} with --jsonl'
 complete -c bakapara -l no-quote -d 'Insert template values verbatim instead of as one quoted shell word'
 complete -c bakapara -s k -l keep-order -d 'Emit results in input order instead of completion order'
-complete -c bakapara -l text -d 'Print each job\'s stdout and stderr (whole per job, never interleaved) instead of JSON result lines; the result lines then go to --joblog when given'
-complete -c bakapara -l tag -d 'With --text: prefix each output line with the job\'s input and a TAB'
+complete -c bakapara -l text -d 'Print each job\'s output, grouped per job, instead of JSON result lines'
+complete -c bakapara -l line-buffer -l lb -d 'Pass jobs\' output on as it comes, line by line: lines of different jobs may interleave, a line is never split (text output: implies --text). Local jobs; SSH jobs\' output stays grouped per job'
+complete -c bakapara -s u -l ungroup -d 'Pass jobs\' output on as it comes, in whatever pieces the jobs write: fastest, but output of different jobs may mix within a line (text output: implies --text; no --tag). Local jobs; SSH jobs\' output stays grouped per job'
+complete -c bakapara -l json -d 'Write JSON result lines even when stdout is a terminal (a pipe or a file gets them anyway)'
+complete -c bakapara -l tag -d 'Prefix each output line with the job\'s input and a TAB (text output: implies --text)'
 complete -c bakapara -l dry-run -d 'Print the jobs that would run, as JSON lines, and run nothing'
-complete -c bakapara -s q -l quiet -d 'Print only errors on stderr'
+complete -c bakapara -s q -l quiet -d 'Print only errors on stderr: failed jobs (with the tail of their stderr), and one line for the jobs Ctrl-C or --halt aborted'
 complete -c bakapara -s v -l verbose -d 'Also log a line on stderr when each job starts'
 complete -c bakapara -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bakapara -s V -l version -d 'Print version'

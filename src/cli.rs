@@ -1,6 +1,6 @@
 //! The command line, as a clap definition (it also feeds the man page and completions).
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, ValueEnum};
 
 const ABOUT: &str = "Run embarrassingly parallel shell jobs, one JSON result line per job";
 
@@ -8,8 +8,10 @@ const LONG_ABOUT: &str = "\
 Run embarrassingly parallel shell jobs on this machine and over SSH, one JSON result line per job.
 
 Jobs come in on standard input (or as ::: arguments); one result line per job goes out on \
-standard output the moment that job ends (-k: in input order). Progress and log lines go to \
-standard error: a live display when it is a terminal, log lines otherwise.
+standard output the moment that job ends (-k: in input order). When standard output is a \
+terminal (and no --json), a person is reading: each job's output is shown instead, grouped per \
+job as with --text. Progress and log lines go to standard error: a live display when it is a \
+terminal, log lines otherwise.
 
 With a TEMPLATE, each input item (a stdin line, or a ::: argument) becomes one job whose \
 command is the template expanded with that item; a template with no token gets \" <>\" \
@@ -25,10 +27,25 @@ A job runs as /bin/bash -o pipefail -c CMD in its own process group, with stdin 
 /dev/null. Its stdout and stderr are captured into the result (up to --capture-limit), or \
 written to the files its out and err keys name.";
 
+/// The end of `-h`: the tokens and three examples (`--help` has all of it).
+const AFTER_HELP: &str = "\
+Tokens (each value goes in as one quoted shell word; --braces for GNU Parallel's {} {.} {1}...):
+  <>  the input item          <N>  its N-th source or column   <name>  a --jsonl field
+  <.>  without extension      </>  basename                    <//>  dirname
+  </.>  basename, no extension  </RE/REP>  regex RE replaced by REP (<//RE/REP>: every match)
+  <#>  the job's number       <%>  its slot number
+
+Examples:
+  ls a*.txt | bakapara -j 2 'tr a-z A-Z < <> > </a/b>'   # a01.txt -> b01.txt, 2 at a time
+  bakapara 'gzip -9 <>' ::: *.log                        # a job per file, one per CPU
+  bakapara < jobs.jsonl > results.jsonl                  # JSON jobs in, JSON results out
+
+'bakapara --help' (or 'man bakapara') has every option, the job and result keys, the exit status.";
+
 const AFTER_LONG_HELP: &str = "\
 TEMPLATES:
   <>      the whole input item (several sources or columns: joined by one space)
-  <N>     the N-th source or column, from 1
+  <N>     the N-th source or column, from 1 (<-N>: from the end)
   <name>  field name of a --jsonl object
   <#>     the job's sequence number
   <%>     the slot number the job runs in
@@ -40,6 +57,11 @@ TEMPLATES:
   <//a/b>  every match replaced
   Operators combine with a base: <2/.>, <name//x/y>. Values are inserted quoted as one shell word
   (--no-quote inserts them verbatim); in --out, --err and --cd they are paths, never quoted.
+  An unknown token is an error before any job runs. A template with no token but GNU Parallel's
+  {} gets a warning: it runs with <> appended, {} staying as text.
+  With --braces the tokens are written as in GNU Parallel: {} {.} {/} {//} {/.} {N} {-N} {#} {%}
+  {/a/b} {//a/b}, and {name} with --jsonl. Then <...> is plain text, and so is a brace group that
+  is not a token (awk '{print $1}', {a,b}, ${HOME}); a template with no token gets {} appended.
 
 JOB KEYS:
   cmd      the command (required)
@@ -50,7 +72,8 @@ JOB KEYS:
   env      object of environment variables
   timeout  seconds (or 10s, 5m) before the job is stopped
   retries  how many more times a failed job runs
-  Any other key is carried through to the result line unchanged.
+  Any other key is carried through to the result line unchanged; one that looks like a misspelt
+  known key (timout, Cd, hosts, command...) gets a warning on stderr, once per key name.
 
 RESULT KEYS:
   status     ok: it ran and exited; error: it could not run, timed out, or lost its host;
@@ -85,15 +108,36 @@ EXAMPLES:
     ls *.fastq | bakapara -S node01/8,node02/8,:/2 'align <> > <.>.bam'
   Every combination of two sources:
     bakapara 'convert -resize <2> <1> <1/.>_<2>.png' ::: *.jpg ::: 50% 25%
-  A Makefile recipe (make stops when a job failed: the exit status counts them):
-    thumbs: ; ls *.jpg | bakapara -q --joblog t.jsonl 'convert <> t/</>'
+  A Makefile recipe (make stops when a job failed: the exit status counts them; with `+`,
+  `make -jN` bounds the jobs of all recipes together, through make's jobserver):
+    thumbs: ; +ls *.jpg | bakapara -q --joblog t.jsonl 'convert <> t/</>'
 
 EXIT STATUS:
   0    every job ran ok with code 0
   1-100  the number of failed jobs (status not ok, or code not 0)
   101  more than 100 jobs failed
+  --halt  a fail= halt: the exit code of the job that triggered it (1 if none); success=, done=: 0
   255  a usage or fatal error, before any job runs where it can be known
   130 / 143  stopped by SIGINT / SIGTERM: bakapara dies of that signal after its cleanup";
+
+/// The options `-h` shows (besides --help and --version), the five a newcomer needs first;
+/// `--help` shows every option. Kept as one list, so that a new option stays out of `-h`
+/// unless it is put here.
+const SHORT_HELP_OPTIONS: [&str; 5] = ["jobs", "sshlogin", "keep_order", "text", "dry_run"];
+
+impl Cli {
+    /// The clap command of [`Cli`] as bakapara parses and documents it: every option but
+    /// [`SHORT_HELP_OPTIONS`] is left out of `-h`.
+    pub fn clap_command() -> clap::Command {
+        <Cli as clap::CommandFactory>::command().mut_args(|arg| {
+            if arg.is_positional() || SHORT_HELP_OPTIONS.contains(&arg.get_id().as_str()) {
+                arg
+            } else {
+                arg.hide_short_help(true)
+            }
+        })
+    }
+}
 
 /// The command line of bakapara. Input sources (`:::` / `::::`) are split off before clap sees
 /// the arguments; see [`crate::config::split_sources`].
@@ -103,19 +147,34 @@ EXIT STATUS:
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
     after_long_help = AFTER_LONG_HELP,
     override_usage = "bakapara [OPTIONS] [TEMPLATE]... [::: ARG... | :::: FILE...]...",
     max_term_width = 100
 )]
 pub struct Cli {
-    /// Command template; several words are joined by spaces. Without it, each stdin line is a
-    /// job (a JSON object or a command line).
+    /// Command template (tokens below); without it, each stdin line is a job.
+    ///
+    /// Several words are joined by spaces. Without a template, a stdin line is a JSON object
+    /// or a command line.
     #[arg(value_name = "TEMPLATE", trailing_var_arg = true)]
     pub template: Vec<String>,
 
-    /// Run N jobs at once on this machine [default: the number of CPUs].
-    #[arg(short = 'j', long = "jobs", value_name = "N", help_heading = "Running")]
-    pub jobs: Option<usize>,
+    /// Jobs at once on this machine (+N, -N, N%: of the CPU count) [default: the CPU count].
+    ///
+    /// As in GNU Parallel, +N and -N are the CPU count plus or minus N, N% a share of it
+    /// (rounded up; at least 1 job), and 0 as many as possible: as many as the open-file limit
+    /// leaves room for (about one job per 3 files of ulimit -n). At most 4096. More than the
+    /// open-file limit leaves room for is reduced to that, with a warning, as GNU Parallel does.
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = crate::config::parse_jobs,
+        help_heading = "Running"
+    )]
+    pub jobs: Option<crate::config::Jobs>,
 
     /// Seconds (or 500ms, 2m...) between SIGTERM and SIGKILL when a job is stopped.
     #[arg(
@@ -138,17 +197,22 @@ pub struct Cli {
 
     /// Stop the run early, in GNU Parallel's syntax: now|soon,fail|success|done=N|N%
     /// (e.g. now,fail=1: kill running jobs at the first failure; soon,fail=10%: start no new
-    /// jobs once 10% failed).
+    /// jobs once 10% failed). A percentage is of all jobs once their number is known; while
+    /// input streams, of the jobs finished, from 10 on. A fail= halt exits with the code of
+    /// the job that triggered it.
     #[arg(long, value_name = "WHEN,WHAT=N", help_heading = "Running")]
     pub halt: Option<String>,
 
     /// Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous
-    /// result stream, copying its line through unchanged.
+    /// result stream, copying its line through (with this run's seq). No FILE yet: nothing to
+    /// skip. FILE may not be stdout.
     #[arg(long, value_name = "FILE", help_heading = "Running")]
     pub resume: Option<std::path::PathBuf>,
 
-    /// Hosts to run on: comma-separated [user@]host[:port][/N] (N slots; default: its CPU
-    /// count); ":" or "localhost" is this machine. Repeatable.
+    /// Hosts to run on, e.g. node01/8,node02/8,: (/N slots; ":" is this machine).
+    ///
+    /// Comma-separated [user@]host[:port][/N] (N slots; default: its CPU count); ":" or
+    /// "localhost" is this machine. Repeatable.
     #[arg(short = 'S', long = "sshlogin", value_name = "LIST", action = ArgAction::Append, help_heading = "Hosts")]
     pub sshlogin: Vec<String>,
 
@@ -187,6 +251,15 @@ pub struct Cli {
     #[arg(long, help_heading = "Input")]
     pub jsonl: bool,
 
+    /// Write templates with GNU Parallel's tokens: {} {.} {/} {//} {/.} {N} {-N} {#} {%}
+    /// {/RE/REP} {//RE/REP}, and {name} with --jsonl.
+    ///
+    /// Then <...> is plain text (grep '<html>' works), and so is a brace group that is not a
+    /// token, as GNU Parallel leaves it: awk '{print $1}', {a,b}, ${HOME}. A template with no
+    /// token gets " {}" appended.
+    #[arg(long, help_heading = "Input")]
+    pub braces: bool,
+
     /// Insert template values verbatim instead of as one quoted shell word.
     #[arg(long, help_heading = "Input")]
     pub no_quote: bool,
@@ -207,14 +280,49 @@ pub struct Cli {
     #[arg(short = 'k', long, help_heading = "Output")]
     pub keep_order: bool,
 
-    /// Print each job's stdout and stderr (whole per job, never interleaved) instead of JSON
-    /// result lines; the result lines then go to --joblog when given.
+    /// Print each job's output, grouped per job, instead of JSON result lines.
+    ///
+    /// Its stdout to stdout and its stderr to stderr, whole per job, never interleaved; the
+    /// result lines then go to --joblog when given. The default when stdout is a terminal.
     #[arg(long, help_heading = "Output")]
     pub text: bool,
 
-    /// With --text: prefix each output line with the job's input and a TAB.
-    #[arg(long, requires = "text", help_heading = "Output")]
+    /// Pass jobs' output on as it comes, line by line: lines of different jobs may interleave,
+    /// a line is never split (text output: implies --text). Local jobs; SSH jobs' output stays
+    /// grouped per job.
+    #[arg(
+        long,
+        visible_alias = "lb",
+        conflicts_with = "ungroup",
+        help_heading = "Output"
+    )]
+    pub line_buffer: bool,
+
+    /// Pass jobs' output on as it comes, in whatever pieces the jobs write: fastest, but
+    /// output of different jobs may mix within a line (text output: implies --text; no
+    /// --tag). Local jobs; SSH jobs' output stays grouped per job.
+    #[arg(short = 'u', long, help_heading = "Output")]
+    pub ungroup: bool,
+
+    /// Write JSON result lines even when stdout is a terminal (a pipe or a file gets them
+    /// anyway).
+    #[arg(long, conflicts_with = "text", help_heading = "Output")]
+    pub json: bool,
+
+    /// Prefix each output line with the job's input and a TAB (text output: implies --text).
+    #[arg(long, help_heading = "Output")]
     pub tag: bool,
+
+    /// Prefix each output line with TEMPLATE expanded for the job, then a TAB (implies --tag).
+    /// Values go in as text, never quoted: --tagstring '<#> <1/>' prints "3 a.txt<TAB>...".
+    #[arg(long, value_name = "TEMPLATE", help_heading = "Output")]
+    pub tagstring: Option<String>,
+
+    /// Also write each job's stdout, stderr and seq as files under DIR, in GNU Parallel's
+    /// layout: DIR/1/<value of source 1>/2/<value of source 2>/stdout (a "/" in a value is
+    /// written "\_", a "\" as "\\"); job lines without input use their command as the value.
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    pub results: Option<std::path::PathBuf>,
 
     /// Also write every result line to FILE.
     #[arg(long, value_name = "FILE", help_heading = "Output")]
@@ -234,11 +342,30 @@ pub struct Cli {
     #[arg(long, help_heading = "Output")]
     pub dry_run: bool,
 
-    /// Print only errors on stderr.
+    /// Print only errors on stderr: failed jobs (with the tail of their stderr), and one line
+    /// for the jobs Ctrl-C or --halt aborted.
     #[arg(short, long, action = ArgAction::SetTrue, conflicts_with = "verbose", help_heading = "Output")]
     pub quiet: bool,
 
     /// Also log a line on stderr when each job starts.
     #[arg(short, long, action = ArgAction::SetTrue, help_heading = "Output")]
     pub verbose: bool,
+
+    /// Print the man page or a shell's completion script and exit, e.g.
+    /// bakapara --generate man > ~/.local/share/man/man1/bakapara.1
+    #[arg(long, value_name = "KIND", value_enum, help_heading = "Output")]
+    pub generate: Option<Generate>,
+}
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    /// The man page (roff), for `man`.
+    Man,
+    /// The bash completion script.
+    Bash,
+    /// The zsh completion function (`_bakapara`).
+    Zsh,
+    /// The fish completion script.
+    Fish,
 }

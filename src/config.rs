@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use regex::Regex;
 
 use crate::cli::Cli;
@@ -11,9 +11,11 @@ use crate::exec::ssh::SshOptions;
 use crate::halt::HaltPolicy;
 use crate::hosts::{self, HostSpec};
 use crate::input::{InputSpec, Mode, Source, Templates};
+use crate::live::LiveMode;
 use crate::progress::Verbosity;
+use crate::results::ResultsDir;
 use crate::scheduler::RunSettings;
-use crate::template::{Quoting, Template};
+use crate::template::{Quoting, Syntax, Template};
 use crate::timefmt;
 
 /// Everything a run needs, checked.
@@ -38,10 +40,33 @@ pub struct Config {
     pub text: bool,
     /// `--tag` (with `--text`).
     pub tag: bool,
+    /// `--tagstring`: the `--tag` prefix as a template.
+    pub tagstring: Option<Template>,
+    /// `--results DIR`: each job's stdout, stderr and seq under DIR.
+    pub results: Option<PathBuf>,
+    /// `--line-buffer` / `--ungroup`: text output passed on as it comes.
+    pub live: Option<LiveMode>,
+    /// `--json`: result lines on stdout even when it is a terminal.
+    pub json: bool,
     /// `--joblog FILE`: result lines also (with `--text`: only) go there.
     pub joblog: Option<PathBuf>,
     /// The directory relative `cd` values start from.
     pub base_dir: PathBuf,
+    /// make's jobserver, shared with the other recipes of `make -jN`; the command line leaves
+    /// it `None` (`main` connects it: [`crate::jobserver::Jobserver::from_env`]).
+    pub jobserver: Option<crate::jobserver::Jobserver>,
+    /// Warnings about the command line, for stderr before the run (the run goes on).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// When stdout is a terminal and `--json` was not given, a person reads it: text output
+    /// (SPEC §1). The binary calls this; a library caller chooses its own output.
+    pub fn text_for_terminal(&mut self, stdout_is_terminal: bool) {
+        if stdout_is_terminal && !self.json && !self.dry_run {
+            self.text = true;
+        }
+    }
 }
 
 /// Why the command line cannot run: clap's own message (help and version included), or ours.
@@ -51,18 +76,25 @@ pub enum ConfigError {
     Clap(#[from] clap::Error),
     #[error("{0}")]
     Invalid(String),
+    /// Not a run: text the command line asked for (`--generate`), for stdout.
+    #[error("{0}")]
+    Print(String),
 }
 
 impl Config {
     /// Parses and checks a whole command line (the program name first).
     pub fn from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Config, ConfigError> {
         let (clap_args, sources) = split_sources(args.into_iter().collect())?;
-        let cli = Cli::try_parse_from(clap_args)?;
+        let matches = Cli::clap_command().try_get_matches_from(clap_args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
         Config::from_cli(cli, sources)
     }
 
     pub fn from_cli(cli: Cli, sources: Vec<Source>) -> Result<Config, ConfigError> {
         let invalid = |m: String| ConfigError::Invalid(m);
+        if let Some(kind) = cli.generate {
+            return Err(ConfigError::Print(crate::generate::generate(kind)));
+        }
         let template_text = cli.template.join(" ");
         let mode = match (cli.template.is_empty(), cli.jsonl) {
             (true, true) => return Err(invalid("--jsonl needs a TEMPLATE".into())),
@@ -75,16 +107,33 @@ impl Config {
                 "--jsonl reads JSON objects from stdin; it cannot take ::: or :::: sources".into(),
             ));
         }
-        let parse = |what: &str, text: &str| {
-            let t = Template::parse(text)
-                .map_err(|e| invalid(format!("bad {what} template {text:?}: {e}")))?;
+        let syntax = if cli.braces {
+            Syntax::Braces {
+                fields: mode == Mode::Jsonl,
+            }
+        } else {
+            Syntax::Angle
+        };
+        let mut warnings = Vec::new();
+        let mut parse = |what: &str, text: &str| {
+            let t = Template::parse_in(text, syntax).map_err(|e| {
+                let hint = match syntax {
+                    Syntax::Angle => format!(" ({BRACES_HINT})"),
+                    Syntax::Braces { .. } => String::new(),
+                };
+                invalid(format!("bad {what} template {text:?}: {e}{hint}"))
+            })?;
+            // Only the `<...>` syntax has field tokens without --jsonl.
             if mode != Mode::Jsonl {
                 if let Some((token, column)) = t.field_tokens().first() {
                     return Err(invalid(format!(
                         "bad {what} template {text:?}: unknown token `{token}` at column {column} \
-                         (a `<name>` token reads a field of a JSON object: use --jsonl)"
+                         (a `<name>` token reads a field of a JSON object: use --jsonl; {BRACES_HINT})"
                     )));
                 }
+            }
+            if let Some(warning) = gnu_habit(what, text, &t, syntax, mode) {
+                warnings.push(warning);
             }
             Ok(t)
         };
@@ -96,23 +145,30 @@ impl Config {
                     Some(t)
                 } else {
                     // As GNU Parallel does: `ls *.gz | bakapara gunzip` means `gunzip <>`.
-                    Some(parse("command", &format!("{template_text} <>"))?)
+                    let whole = match syntax {
+                        Syntax::Angle => "<>",
+                        Syntax::Braces { .. } => "{}",
+                    };
+                    Some(parse("command", &format!("{template_text} {whole}"))?)
                 }
             }
             Mode::Jsonl => Some(parse("command", &template_text)?),
         };
-        let path_template =
+        let mut path_template =
             |what: &str, t: &Option<String>| t.as_deref().map(|t| parse(what, t)).transpose();
         if mode == Mode::Commands && (cli.out.is_some() || cli.err.is_some() || cli.cd.is_some()) {
             return Err(invalid(
                 "--out, --err and --cd need a TEMPLATE (JSON job lines carry their own `out`, `err` and `cd` keys)".into(),
             ));
         }
+        let cd = path_template("--cd", &cli.cd)?;
+        let out = path_template("--out", &cli.out)?;
+        let err = path_template("--err", &cli.err)?;
         let templates = Templates {
             cmd,
-            cd: path_template("--cd", &cli.cd)?,
-            out: path_template("--out", &cli.out)?,
-            err: path_template("--err", &cli.err)?,
+            cd,
+            out,
+            err,
             quoting: if cli.no_quote {
                 Quoting::Verbatim
             } else {
@@ -144,11 +200,27 @@ impl Config {
         if stdin_sources > 1 {
             return Err(invalid(":::: - (stdin) can be given only once".into()));
         }
-        let jobs = match cli.jobs {
-            Some(0) => return Err(invalid("-j/--jobs must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let open_files = open_file_limit();
+        let mut jobs = match cli.jobs {
+            Some(jobs) => jobs
+                .slots(cpus, open_files)
+                .map_err(|e| invalid(format!("-j/--jobs: {e}")))?,
+            None => cpus,
         };
+        // As GNU Parallel does: more jobs than there are files for would fail to start, one by
+        // one, so run as many as fit and say so.
+        let room = room_for_jobs(open_files);
+        // Pushed once the template closure (which also adds warnings) is done.
+        let mut jobs_warning = None;
+        if jobs > room {
+            let limit = open_files.map_or(String::new(), |n| format!(" {n}"));
+            jobs_warning = Some(format!(
+                "only enough open files (ulimit -n{limit}) for {room} jobs at once: running {room}, \
+                 not {jobs} (raise ulimit -n for more)"
+            ));
+            jobs = room;
+        }
         let capture_limit = timefmt::parse_size(&cli.capture_limit)
             .map_err(|e| invalid(format!("--capture-limit: {e}")))?;
         let grace =
@@ -232,8 +304,49 @@ impl Config {
             None => None,
         };
         if let Some(file) = &cli.resume {
-            std::fs::File::open(file)
-                .map_err(|e| invalid(format!("--resume {}: cannot open: {e}", file.display())))?;
+            // A missing file is nothing to skip (the run says so); an unreadable one is wrong.
+            match std::fs::File::open(file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(invalid(format!(
+                        "--resume {}: cannot open: {e}",
+                        file.display()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        // Options of text output imply it; with --json they make no sense.
+        let text_options = [
+            (cli.tag, "--tag"),
+            (cli.tagstring.is_some(), "--tagstring"),
+            (cli.line_buffer, "--line-buffer"),
+            (cli.ungroup, "--ungroup"),
+        ];
+        let text_option = text_options.iter().find(|(set, _)| *set).map(|(_, n)| *n);
+        if let (true, Some(name)) = (cli.json, text_option) {
+            return Err(invalid(format!(
+                "{name} is for text output; it cannot go with --json"
+            )));
+        }
+        let live = match (cli.line_buffer, cli.ungroup) {
+            (true, _) => Some((LiveMode::Lines, "--line-buffer")),
+            (false, true) => Some((LiveMode::Chunks, "--ungroup")),
+            (false, false) => None,
+        };
+        if let Some((_, name)) = live {
+            // Output passed on as it comes has no job to hold it for, nor a block to tag.
+            if cli.keep_order {
+                return Err(invalid(format!(
+                    "{name} prints output as it comes; it cannot keep the input order (-k)"
+                )));
+            }
+            if cli.ungroup && (cli.tag || cli.tagstring.is_some()) {
+                return Err(invalid(
+                    "--ungroup passes output in pieces that are not lines: it cannot tag them \
+                     (use --line-buffer --tag)"
+                        .into(),
+                ));
+            }
         }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)
             .map_err(|e| invalid(format!("--host-timeout: {e}")))?;
@@ -244,6 +357,12 @@ impl Config {
             connect_timeout: std::time::Duration::from_secs(10),
             control_dir: None,
         };
+        let tagstring = cli
+            .tagstring
+            .as_deref()
+            .map(|t| parse("--tagstring", t))
+            .transpose()?;
+        warnings.extend(jobs_warning);
         Ok(Config {
             input: InputSpec {
                 mode,
@@ -264,8 +383,18 @@ impl Config {
             },
             halt,
             resume: cli.resume.clone(),
-            text: cli.text,
-            tag: cli.tag,
+            text: cli.text || text_option.is_some(),
+            tag: cli.tag || cli.tagstring.is_some(),
+            tagstring,
+            json: cli.json,
+            live: live.map(|(mode, _)| mode),
+            results: match &cli.results {
+                Some(dir) => {
+                    ResultsDir::check(dir).map_err(invalid)?;
+                    Some(dir.clone())
+                }
+                None => None,
+            },
             joblog: cli.joblog.clone(),
             dry_run: cli.dry_run,
             verbosity: match (cli.quiet, cli.verbose) {
@@ -274,7 +403,157 @@ impl Config {
                 (false, false) => Verbosity::Normal,
             },
             base_dir,
+            jobserver: None,
+            warnings,
         })
+    }
+}
+
+/// Where the `<...>` syntax refuses a token, the way to write `<...>` as text.
+const BRACES_HINT: &str =
+    "with --braces, <...> is plain text and the tokens are GNU Parallel's {} {.} {1}...";
+
+/// A warning when a `<...>` template holds GNU Parallel's brace tokens but no `<...>` token:
+/// `bakapara 'echo {}'` runs `echo {} <>`, which is rarely what a GNU Parallel user meant.
+fn gnu_habit(
+    what: &str,
+    text: &str,
+    template: &Template,
+    syntax: Syntax,
+    mode: Mode,
+) -> Option<String> {
+    if syntax != Syntax::Angle || template.has_tokens() {
+        return None;
+    }
+    let fields = mode == Mode::Jsonl;
+    let braces = Template::parse_in(text, Syntax::Braces { fields }).ok()?;
+    let token = braces.first_token()?;
+    let what_happens = if what == "command" && mode == Mode::Template {
+        "so \" <>\" is appended and"
+    } else {
+        "so"
+    };
+    Some(format!(
+        "the {what} template {text:?} has no <...> token, {what_happens} `{token}` stays as text; \
+         bakapara's tokens are <> <.> <1>... (use --braces for GNU Parallel's {{}} tokens)"
+    ))
+}
+
+/// The most jobs bakapara runs at once on this machine. More is a usage error rather than a
+/// clamp: a number that large is a typo or a unit mix-up. (Below it, the open-file limit may
+/// still lower the count, with a warning: see [`room_for_jobs`].)
+pub const MAX_JOBS: usize = 4096;
+
+/// Open files bakapara holds for one running local job: its stdout and stderr pipes, and one to
+/// spare (a spool file with `--text`, the child's pidfd).
+const FILES_PER_JOB: u64 = 3;
+
+/// Open files kept back for bakapara itself, out of the open-file limit: stdio, the joblog,
+/// `::::` files, SSH control sockets, the async runtime.
+const RESERVED_FILES: u64 = 64;
+
+/// `-j`, in GNU Parallel's forms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Jobs {
+    /// `N`: exactly N (1 to [`MAX_JOBS`]).
+    Exactly(usize),
+    /// `0`: as many as possible: as many as the open-file limit leaves room for, at most
+    /// [`MAX_JOBS`].
+    AsManyAsPossible,
+    /// `+N`: the CPU count plus N.
+    CpusPlus(usize),
+    /// `-N`: the CPU count minus N, at least 1.
+    CpusMinus(usize),
+    /// `N%` (`12.5%` too): that share of the CPU count, rounded up, at least 1.
+    CpusPercent(f64),
+}
+
+/// Parses a `-j` value (clap's `value_parser`).
+pub fn parse_jobs(text: &str) -> Result<Jobs, String> {
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let count = |digits: &str| {
+        digits.parse::<usize>().map_err(|_| {
+            format!("{digits} is far more than the {MAX_JOBS} jobs bakapara runs at once")
+        })
+    };
+    if all_digits(text) {
+        return match count(text)? {
+            0 => Ok(Jobs::AsManyAsPossible),
+            n if n > MAX_JOBS => Err(format!(
+                "{n} is more than the {MAX_JOBS} jobs bakapara runs at once"
+            )),
+            n => Ok(Jobs::Exactly(n)),
+        };
+    }
+    if let Some(digits) = text.strip_prefix('+').filter(|d| all_digits(d)) {
+        return Ok(Jobs::CpusPlus(count(digits)?));
+    }
+    if let Some(digits) = text.strip_prefix('-').filter(|d| all_digits(d)) {
+        return Ok(Jobs::CpusMinus(count(digits)?));
+    }
+    if let Some(number) = text.strip_suffix('%') {
+        let decimal = match number.split_once('.') {
+            Some((whole, fraction)) => all_digits(whole) && all_digits(fraction),
+            None => all_digits(number),
+        };
+        if let (true, Ok(percent)) = (decimal, number.parse::<f64>()) {
+            return Ok(Jobs::CpusPercent(percent));
+        }
+    }
+    Err(format!(
+        "expected N (a whole number; 0: as many as possible), +N or -N (the CPU count plus or \
+         minus N) or N% (of the CPU count), not {text:?}"
+    ))
+}
+
+impl Jobs {
+    /// The number of slots, given the CPU count and the soft open-file limit (`None`: unlimited).
+    pub fn slots(self, cpus: usize, open_files: Option<u64>) -> Result<usize, String> {
+        let wanted: f64 = match self {
+            Jobs::Exactly(n) => n as f64,
+            Jobs::AsManyAsPossible => return Ok(room_for_jobs(open_files)),
+            Jobs::CpusPlus(n) => cpus as f64 + n as f64,
+            Jobs::CpusMinus(n) => cpus.saturating_sub(n).max(1) as f64,
+            // As GNU Parallel: rounded up, so that any share gets at least one job.
+            Jobs::CpusPercent(p) => (cpus as f64 * p / 100.0).ceil().max(1.0),
+        };
+        if wanted > MAX_JOBS as f64 {
+            return Err(format!(
+                "{self} means {wanted} jobs at once here ({cpus} CPUs), more than the {MAX_JOBS} \
+                 bakapara runs at once"
+            ));
+        }
+        // In range: a whole number from 1 to MAX_JOBS.
+        Ok(wanted as usize)
+    }
+}
+
+impl std::fmt::Display for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Jobs::Exactly(n) => write!(f, "{n}"),
+            Jobs::AsManyAsPossible => write!(f, "0"),
+            Jobs::CpusPlus(n) => write!(f, "+{n}"),
+            Jobs::CpusMinus(n) => write!(f, "-{n}"),
+            Jobs::CpusPercent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// How many local jobs the open-file limit leaves room for (at least 1, at most [`MAX_JOBS`]).
+pub fn room_for_jobs(open_files: Option<u64>) -> usize {
+    let room = open_files.map_or(u64::MAX, |limit| {
+        limit.saturating_sub(RESERVED_FILES) / FILES_PER_JOB
+    });
+    usize::try_from(room).unwrap_or(MAX_JOBS).clamp(1, MAX_JOBS)
+}
+
+/// The soft limit on open files (`None`: unlimited or unknown).
+fn open_file_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => Some(soft),
+        _ => None,
     }
 }
 
@@ -315,4 +594,50 @@ pub fn split_sources(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<Source>)
         ));
     }
     Ok((rest, sources))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(text: &str, cpus: usize, files: Option<u64>) -> Result<usize, String> {
+        parse_jobs(text)?.slots(cpus, files)
+    }
+
+    #[test]
+    fn jobs_in_gnu_forms() {
+        assert_eq!(slots("3", 8, None), Ok(3));
+        assert_eq!(slots("+2", 8, None), Ok(10));
+        assert_eq!(slots("+0", 8, None), Ok(8));
+        assert_eq!(slots("-3", 8, None), Ok(5));
+        assert_eq!(slots("-8", 8, None), Ok(1));
+        assert_eq!(slots("-100", 8, None), Ok(1));
+        assert_eq!(slots("50%", 8, None), Ok(4));
+        assert_eq!(slots("12.5%", 8, None), Ok(1));
+        assert_eq!(slots("37.5%", 8, None), Ok(3));
+        assert_eq!(
+            slots("30%", 8, None),
+            Ok(3),
+            "2.4 is rounded up, as GNU does"
+        );
+        assert_eq!(slots("0%", 8, None), Ok(1));
+        assert_eq!(slots("200%", 8, None), Ok(16));
+        assert_eq!(slots("0", 8, Some(1024)), Ok(320));
+        assert_eq!(slots("0", 8, Some(10)), Ok(1));
+        assert_eq!(slots("0", 8, None), Ok(MAX_JOBS));
+        assert_eq!(slots("4096", 8, None), Ok(4096));
+        assert_eq!(slots("+4088", 8, None), Ok(4096));
+        for bad in [
+            "4097",
+            "+4089",
+            "51300%",
+            "18446744073709551616",
+            "1e9",
+            "-",
+            "x%",
+            "1.%",
+        ] {
+            assert!(slots(bad, 8, None).is_err(), "{bad}");
+        }
+    }
 }

@@ -91,8 +91,12 @@ impl HaltPolicy {
     }
 
     /// Whether the run must halt, given the counts so far and the total number of jobs when it
-    /// is known (a percentage of an unknown total is taken of the jobs read so far).
-    pub fn reached(&self, failed: u64, succeeded: u64, total: u64) -> bool {
+    /// is known (all `:::` or file input, or once input has ended).
+    ///
+    /// A percentage is taken of the total. While the total is unknown (input still streaming)
+    /// it is taken of the jobs finished so far, and only once [`PERCENT_MIN_FINISHED`] have
+    /// finished: of 1 finished job, any percentage is reached by its failure.
+    pub fn reached(&self, failed: u64, succeeded: u64, total: Option<u64>) -> bool {
         let count = match self.what {
             What::Fail => failed,
             What::Success => succeeded,
@@ -100,10 +104,22 @@ impl HaltPolicy {
         };
         match self.threshold {
             Threshold::Count(n) => count >= n,
-            Threshold::Percent(p) => count > 0 && (count as f64) * 100.0 >= p * total.max(1) as f64,
+            Threshold::Percent(p) => {
+                let of = match total {
+                    Some(total) => total,
+                    None if failed + succeeded >= PERCENT_MIN_FINISHED => failed + succeeded,
+                    None => return false,
+                };
+                count > 0 && (count as f64) * 100.0 >= p * of.max(1) as f64
+            }
         }
     }
 }
+
+/// How many jobs must have finished before a percentage is judged while the total is still
+/// unknown. Ten, so that one job is 10 %: a `fail=20%` is not reached by a first failure,
+/// yet a streamed run that fails badly stops early. Once input ends, the total decides.
+pub const PERCENT_MIN_FINISHED: u64 = 10;
 
 impl fmt::Display for HaltPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -163,10 +179,28 @@ mod tests {
     #[test]
     fn thresholds() {
         let p = HaltPolicy::parse("now,fail=2").unwrap().unwrap();
-        assert!(!p.reached(1, 10, 100));
-        assert!(p.reached(2, 0, 100));
+        assert!(!p.reached(1, 10, Some(100)));
+        assert!(p.reached(2, 0, Some(100)));
+        assert!(p.reached(2, 0, None));
         let p = HaltPolicy::parse("soon,done=50%").unwrap().unwrap();
-        assert!(!p.reached(10, 39, 100));
-        assert!(p.reached(10, 40, 100));
+        assert!(!p.reached(10, 39, Some(100)));
+        assert!(p.reached(10, 40, Some(100)));
+    }
+
+    #[test]
+    fn a_percentage_is_of_the_total_when_it_is_known() {
+        let p = HaltPolicy::parse("soon,fail=20%").unwrap().unwrap();
+        assert!(!p.reached(1, 0, Some(10)), "1 of 10 is 10 %");
+        assert!(p.reached(2, 0, Some(10)));
+        assert!(p.reached(2, 3, Some(10)));
+    }
+
+    #[test]
+    fn a_percentage_of_an_unknown_total_waits_for_enough_finished_jobs() {
+        let p = HaltPolicy::parse("soon,fail=20%").unwrap().unwrap();
+        assert!(!p.reached(1, 0, None));
+        assert!(!p.reached(5, 4, None), "9 finished: too few to judge");
+        assert!(p.reached(5, 5, None));
+        assert!(!p.reached(1, 9, None), "1 of 10 finished is 10 %");
     }
 }

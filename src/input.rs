@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use chrono::Local;
@@ -131,6 +131,16 @@ pub struct InputSpec {
 }
 
 impl InputSpec {
+    /// True when jobs are read from stdin (no sources, or a `:::: -` source).
+    pub fn reads_stdin(&self) -> bool {
+        self.sources.is_empty()
+            || self.sources.iter().any(|s| match s {
+                Source::Stdin => true,
+                Source::File(path) => path.as_os_str() == "-",
+                Source::Args(_) => false,
+            })
+    }
+
     /// The number of jobs, when it is known before reading (only `:::` arguments).
     pub fn known_total(&self) -> Option<u64> {
         if self.sources.is_empty() {
@@ -153,6 +163,17 @@ impl InputSpec {
 pub struct ReaderState {
     pub stop: AtomicBool,
     pub in_flight: AtomicUsize,
+    /// Set by the reader when it hit the end of its input: how many jobs it produced. Jobs may
+    /// still wait in the channel; the progress display and log lines read the total from here
+    /// (see [`crate::progress::Logger::with_input_total`]).
+    pub total: Arc<OnceLock<u64>>,
+}
+
+impl ReaderState {
+    /// The number of jobs of the run, once the reader has read its whole input.
+    pub fn total(&self) -> Option<u64> {
+        self.total.get().copied()
+    }
 }
 
 /// Starts the reader thread: it sends jobs in input order, numbered from 1, and ends the
@@ -195,7 +216,11 @@ impl Reader<'_> {
             self.product(&sources)
         };
         match outcome {
-            Ok(Ok(())) | Ok(Err(Stopped)) => Ok(()),
+            Ok(Ok(())) => {
+                let _ = self.state.total.set(self.seq);
+                Ok(())
+            }
+            Ok(Err(Stopped)) => Ok(()),
             Err(e) => Err(e),
         }
     }

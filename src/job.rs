@@ -241,6 +241,9 @@ pub struct Placement {
     pub engine_id: usize,
 }
 
+/// The start of the `error` of a job that bakapara itself stopped (Ctrl-C, `--halt`...).
+pub const STOPPED_BY_BAKAPARA: &str = "stopped before it ended";
+
 impl JobResult {
     /// The result of a job run that got to a slot.
     pub fn from_outcome(
@@ -267,7 +270,7 @@ impl JobResult {
                 Status::Aborted,
                 code,
                 signal.map(signal_name),
-                Some("stopped before it ended".to_string()),
+                Some(STOPPED_BY_BAKAPARA.to_string()),
             ),
             Ending::CouldNotRun(why) => (Status::Error, None, None, Some(why)),
             Ending::HostLost { why, .. } => (Status::Error, None, None, Some(why)),
@@ -364,6 +367,110 @@ pub fn encode_line(object: &Map<String, Value>, result: &JobResult, buf: &mut Ve
     buf.extend_from_slice(b"}\n");
 }
 
+/// The keys of a job object that bakapara reads (SPEC §3).
+pub const KNOWN_KEYS: [&str; 8] = [
+    "cmd", "cd", "out", "err", "host", "env", "timeout", "retries",
+];
+
+/// Keys bakapara writes into job objects itself (a template's `input`, a result fed back in, a
+/// line that was not a job): never taken for misspellings.
+const OWN_KEYS: [&str; 5] = ["input", "result", "line", "line_base64", "input_base64"];
+
+/// Other names users give a known key (`command` for `cmd`...), after [`normalized_key`].
+const OTHER_NAMES: [(&str, &str); 12] = [
+    ("command", "cmd"),
+    ("cwd", "cd"),
+    ("dir", "cd"),
+    ("workdir", "cd"),
+    ("stdout", "out"),
+    ("output", "out"),
+    ("stderr", "err"),
+    ("hostname", "host"),
+    ("environment", "env"),
+    ("environ", "env"),
+    ("retry", "retries"),
+    ("timeoutsecs", "timeout"),
+];
+
+/// A key without case, `-` and `_`: `Time_Out` is `timeout`.
+fn normalized_key(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The known key that `key` is most likely a misspelling of, if any. The rule, chosen to catch
+/// typos without flagging a user's own keys (`cost` is not `host`, `entries` is not `retries`):
+/// `key` is not itself known, and once case, `-` and `_` are ignored it is a known key, that key
+/// with an `s` added or removed, or another common name for it (`command`, `cwd`, `dir`,
+/// `workdir`, `stdout`, `output`, `stderr`, `hostname`, `environment`, `retry`); or, for the
+/// long keys (`timeout`, `retries`), one edit away: a letter missing, added, changed, or two
+/// neighbours swapped (`timout`, `retires`).
+pub fn near_miss(key: &str) -> Option<&'static str> {
+    if KNOWN_KEYS.contains(&key) || OWN_KEYS.contains(&key) {
+        return None;
+    }
+    let k = normalized_key(key);
+    let singular = k.strip_suffix('s').unwrap_or(&k);
+    for known in KNOWN_KEYS {
+        if k == known || singular == known || known.strip_suffix('s') == Some(k.as_str()) {
+            return Some(known);
+        }
+    }
+    if let Some((_, known)) = OTHER_NAMES
+        .iter()
+        .find(|(other, _)| k == *other || singular == *other)
+    {
+        return Some(known);
+    }
+    KNOWN_KEYS
+        .into_iter()
+        .filter(|known| known.len() >= 5)
+        .find(|known| within_one_edit(&k, known))
+}
+
+/// True when `a` becomes `b` by one deletion, insertion, substitution or swap of neighbours.
+fn within_one_edit(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[prefix..], &b[prefix..]);
+    match (a.len(), b.len()) {
+        (0, 0) => true,
+        (n, m) if n == m + 1 => a[1..] == *b,
+        (n, m) if n + 1 == m => *a == b[1..],
+        (n, m) if n == m => {
+            a[1..] == b[1..] || (n >= 2 && a[0] == b[1] && a[1] == b[0] && a[2..] == b[2..])
+        }
+        _ => false,
+    }
+}
+
+/// The near-miss keys already reported in a run: each key name is reported once.
+#[derive(Debug, Default)]
+pub struct NearMisses {
+    reported: std::collections::HashSet<String>,
+}
+
+impl NearMisses {
+    /// A warning for each key of `object` that looks like a misspelt known key and was not
+    /// reported before in this run. The key itself is left alone: it is carried through.
+    pub fn check(&mut self, object: &Map<String, Value>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for key in object.keys() {
+            if let Some(known) = near_miss(key) {
+                if self.reported.insert(key.clone()) {
+                    warnings.push(format!(
+                        "bakapara: warning: job key {key:?} is not one bakapara reads (did you \
+                         mean {known:?}?); it is carried through unchanged"
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +481,61 @@ mod tests {
             Value::Object(m) => m,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn near_miss_keys() {
+        for (key, known) in [
+            ("timout", "timeout"),
+            ("timeuot", "timeout"),
+            ("Timeout", "timeout"),
+            ("time_out", "timeout"),
+            ("timeouts", "timeout"),
+            ("retires", "retries"),
+            ("retry", "retries"),
+            ("retrys", "retries"),
+            ("Retries", "retries"),
+            ("Cd", "cd"),
+            ("CD", "cd"),
+            ("cwd", "cd"),
+            ("dir", "cd"),
+            ("CMD", "cmd"),
+            ("command", "cmd"),
+            ("cmds", "cmd"),
+            ("hosts", "host"),
+            ("Host", "host"),
+            ("hostname", "host"),
+            ("ENV", "env"),
+            ("environment", "env"),
+            ("stdout", "out"),
+            ("stderr", "err"),
+            ("Out", "out"),
+        ] {
+            assert_eq!(near_miss(key), Some(known), "{key}");
+        }
+        for key in KNOWN_KEYS
+            .into_iter()
+            .chain(OWN_KEYS)
+            .chain([
+                "cost", "post", "hose", "entries", "retried2", "timer", "id", "name",
+            ])
+            .chain([
+                "path", "sample", "", "_", "s", "c", "outfile", "error", "msg_id",
+            ])
+        {
+            assert_eq!(near_miss(key), None, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn near_misses_are_reported_once_per_key_name() {
+        let mut seen = NearMisses::default();
+        let first = seen.check(&obj(json!({"cmd": "x", "timout": 1, "Cd": "/", "tag": 1})));
+        assert_eq!(first.len(), 2, "{first:?}");
+        assert!(first[0].contains("\"timout\"") && first[0].contains("\"timeout\""));
+        assert!(first[1].contains("\"Cd\"") && first[1].contains("\"cd\""));
+        assert!(seen.check(&obj(json!({"timout": 2, "Cd": "/"}))).is_empty());
+        assert_eq!(seen.check(&obj(json!({"CD": "/", "timout": 3}))).len(), 1);
     }
 
     #[test]

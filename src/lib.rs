@@ -19,12 +19,16 @@
 pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod generate;
 pub mod halt;
 pub mod hosts;
 pub mod input;
 pub mod job;
+pub mod jobserver;
+pub mod live;
 pub mod output;
 pub mod progress;
+pub mod results;
 pub mod run;
 pub mod scheduler;
 pub mod signals;

@@ -9,9 +9,12 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::exec::Spool;
+use crate::exec::{Captured, Spool};
 use crate::job::{encode_line, Job, JobResult, Stream};
+use crate::live::LiveSink;
 use crate::progress::Logger;
+use crate::results::{capture_from_spool, ResultsDir};
+use crate::template::{Context, Quoting, Template};
 
 /// With `-k --text`: how many spool files finished jobs may hold open while they wait for an
 /// earlier job; the output of later ones is copied into one shared file instead, so a slow
@@ -26,6 +29,11 @@ pub struct Output<W: Write> {
     text: Option<TextMode>,
     /// `--joblog FILE`: every result line goes there too.
     joblog: Option<Joblog>,
+    /// `--results DIR`, and the capture limit for result lines of streams spooled for it.
+    results: Option<(ResultsDir, usize)>,
+    /// `--line-buffer` / `--ungroup`: the writer of jobs' output as it comes, whose write
+    /// errors count as this writer's own.
+    live: Option<LiveSink>,
     /// With `-k`: finished jobs waiting for an earlier job, by seq.
     pending: BTreeMap<u64, Entry>,
     /// With `-k`: the seq of the next line to write.
@@ -44,9 +52,14 @@ pub struct Output<W: Write> {
     held_spools: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct TextMode {
     tag: bool,
+    /// `--tagstring`: the tag as a template instead of the job's input.
+    tagstring: Option<Template>,
+    /// `--line-buffer` / `--ungroup`: jobs on these hosts had their output passed on as it
+    /// came; what they spooled (for `--results`) is not printed again.
+    printed_live: Vec<String>,
 }
 
 struct Joblog {
@@ -81,6 +94,8 @@ impl<W: Write> Output<W> {
             keep_order,
             text: None,
             joblog: None,
+            results: None,
+            live: None,
             pending: BTreeMap::new(),
             next_seq: 1,
             logger,
@@ -98,14 +113,60 @@ impl<W: Write> Output<W> {
     /// (spooled by the executors, see [`crate::exec::Captured::spooled`]); with `tag`, each
     /// line is prefixed with the job's input and a TAB. Result lines go to the joblog only.
     pub fn text(mut self, tag: bool) -> Output<W> {
-        self.text = Some(TextMode { tag });
+        self.text = Some(TextMode {
+            tag,
+            tagstring: None,
+            printed_live: Vec::new(),
+        });
         self
+    }
+
+    /// `--tagstring`: with `--text`, each line's tag is `template` expanded for the job (its
+    /// values inserted as text, never quoted), then a TAB.
+    pub fn tagstring(mut self, template: Template) -> Output<W> {
+        if let Some(mode) = &mut self.text {
+            mode.tag = true;
+            mode.tagstring = Some(template);
+        }
+        self
+    }
+
+    /// `--line-buffer` / `--ungroup`: the output of jobs that ran on `hosts` (by name) was
+    /// passed on while they ran.
+    pub fn printed_live(mut self, hosts: Vec<String>, live: LiveSink) -> Output<W> {
+        if let Some(mode) = &mut self.text {
+            mode.printed_live = hosts;
+        }
+        self.live = Some(live);
+        self
+    }
+
+    /// With `--line-buffer --tag`: the prefix of the lines of `job`, starting in slot `slot`
+    /// (from 0), which its executor passes on as they come.
+    pub fn live_tag(&self, job: &Job, slot: usize) -> Option<Vec<u8>> {
+        let mode = self.text.as_ref()?;
+        if !mode.tag || mode.printed_live.is_empty() {
+            return None;
+        }
+        let cmd = match job.object.get("cmd") {
+            Some(Value::String(cmd)) => cmd.as_str(),
+            _ => "",
+        };
+        Some(tag_of(job, slot + 1, cmd, mode.tagstring.as_ref()))
     }
 
     /// `--joblog FILE`: every result line is also written to `file` (opened by the caller),
     /// flushed per line.
     pub fn joblog(mut self, file: File, path: PathBuf) -> Output<W> {
         self.joblog = Some(Joblog { file, path });
+        self
+    }
+
+    /// `--results DIR`: each finished job's stdout, stderr and seq also go under `dir`. The
+    /// executors spool the streams whole for it; without `--text`, the result line then gets
+    /// the first `capture_limit` bytes of each, as without `--results`.
+    pub fn results(mut self, dir: ResultsDir, capture_limit: usize) -> Output<W> {
+        self.results = Some((dir, capture_limit));
         self
     }
 
@@ -122,8 +183,39 @@ impl<W: Write> Output<W> {
     /// Writes (or, with `-k`, queues) the result line of a finished job; with `--text`, what
     /// the job printed.
     pub fn emit(&mut self, job: &Job, result: &JobResult) {
+        self.emit_counting(job, result, result.failed());
+    }
+
+    /// As [`Output::emit`], for a job a `--halt` stopped (or never started): not counted as
+    /// failed, since the job that triggered the halt decides the exit status.
+    pub fn emit_halted(&mut self, job: &Job, result: &JobResult) {
+        self.emit_counting(job, result, false);
+    }
+
+    fn emit_counting(&mut self, job: &Job, result: &JobResult, failed: bool) {
+        if let (None, Some(live)) = (&self.broken, &self.live) {
+            // Job output that could not be written stops the run as a result line would.
+            self.broken = live.take_error();
+        }
+        let captured;
+        let result = match (&self.results, &self.text) {
+            (Some((dir, limit)), text) => {
+                self.write_results(dir, job, result);
+                if text.is_some() {
+                    result
+                } else {
+                    captured = JobResult {
+                        stdout: result.stdout.clone().map(|s| capture(s, *limit)),
+                        stderr: result.stderr.clone().map(|s| capture(s, *limit)),
+                        ..result.clone()
+                    };
+                    &captured
+                }
+            }
+            (None, _) => result,
+        };
         self.done += 1;
-        if result.failed() {
+        if failed {
             self.failed += 1;
         }
         let cmd = match job.object.get("cmd") {
@@ -132,7 +224,7 @@ impl<W: Write> Output<W> {
         };
         self.logger.finished(self.done, self.total, result, cmd);
         let mut line = Vec::with_capacity(256);
-        let entry = match self.text {
+        let entry = match &self.text {
             None => {
                 encode_line(&job.object, result, &mut line);
                 Entry { line, text: None }
@@ -146,11 +238,18 @@ impl<W: Write> Output<W> {
                 };
                 encode_line(&job.object, &bare, &mut line);
                 let block = TextBlock {
-                    tag: mode.tag.then(|| tag_of(job, cmd)),
+                    tag: mode.tag.then(|| {
+                        let slot = result.engine_id.map_or(0, |e| e + 1);
+                        tag_of(job, slot, cmd, mode.tagstring.as_ref())
+                    }),
                     stdout: held(result.stdout.as_ref()),
                     stderr: held(result.stderr.as_ref()),
                 };
-                let has_text = block.stdout.is_some() || block.stderr.is_some();
+                let live = result
+                    .host
+                    .as_ref()
+                    .is_some_and(|h| mode.printed_live.contains(h));
+                let has_text = !live && (block.stdout.is_some() || block.stderr.is_some());
                 Entry {
                     line,
                     text: has_text.then_some(block),
@@ -158,6 +257,30 @@ impl<W: Write> Output<W> {
             }
         };
         self.place(job.seq, entry);
+    }
+
+    /// `--results`: the files of a job that ran. A failure is a warning: the job's output is
+    /// still in its result line or was printed.
+    fn write_results(&self, dir: &ResultsDir, job: &Job, result: &JobResult) {
+        if result.started.is_none() {
+            return;
+        }
+        let cmd = match job.object.get("cmd") {
+            Some(Value::String(cmd)) => cmd.as_str(),
+            _ => "",
+        };
+        fn stream(s: &Option<Stream>) -> Option<&Captured> {
+            s.as_ref().map(|s| &s.captured)
+        }
+        let written = dir.write(
+            &job_args(job, cmd),
+            job.seq,
+            stream(&result.stdout),
+            stream(&result.stderr),
+        );
+        if let Err(why) = written {
+            self.logger.warn(&format!("bakapara: --results: {why}"));
+        }
     }
 
     /// Copies a result line from `--resume FILE` through unchanged for job `seq` (it counts as
@@ -307,6 +430,13 @@ fn suspend_if<R>(logger: &Logger, terminal: bool, f: impl FnOnce() -> R) -> R {
     }
 }
 
+fn capture(stream: Stream, limit: usize) -> Stream {
+    Stream {
+        name: stream.name,
+        captured: capture_from_spool(stream.captured, limit),
+    }
+}
+
 /// A stream's spool, unless it is empty (nothing to print, no file to keep open).
 fn held(stream: Option<&Stream>) -> Option<Held> {
     let spool = stream?.captured.spool.as_ref()?;
@@ -317,23 +447,37 @@ fn held(stream: Option<&Stream>) -> Option<Held> {
 }
 
 /// The `--tag` prefix: the job's input (several sources or columns joined by one space), or
-/// its command when it has no input (command lines and JSON jobs), then a TAB.
-fn tag_of(job: &Job, cmd: &str) -> Vec<u8> {
-    let mut tag = match job.object.get("input") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        Some(Value::Null) | None => cmd.to_string(),
-        Some(other) => other.to_string(),
-    };
+/// its command when it has no input (command lines and JSON jobs), then a TAB. With
+/// `--tagstring`, that template expanded with the same values (`<>` the input, `<1>`... its
+/// sources or columns, `<name>` a field, `<#>`, `<%>`); a value it cannot expand (a missing
+/// field) leaves the default tag.
+fn tag_of(job: &Job, slot: usize, cmd: &str, tagstring: Option<&Template>) -> Vec<u8> {
+    let args = job_args(job, cmd);
+    let expanded = tagstring.and_then(|template| {
+        let ctx = Context {
+            args: &args,
+            fields: Some(&job.object),
+            seq: job.seq,
+            slot,
+        };
+        template.expand(&ctx, Quoting::Verbatim).ok()
+    });
+    let mut tag = expanded.unwrap_or_else(|| args.join(" "));
     tag.push('\t');
     tag.into_bytes()
+}
+
+/// A job's input item as its sources or columns; its command when it has none.
+fn job_args(job: &Job, cmd: &str) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match job.object.get("input") {
+        Some(Value::Array(items)) => items.iter().map(text).collect(),
+        Some(Value::Null) | None => vec![cmd.to_string()],
+        Some(other) => vec![text(other)],
+    }
 }
 
 /// Appends a spool's content to the spill file (created on first use); returns its range.

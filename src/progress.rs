@@ -4,13 +4,13 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Local;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::job::{JobResult, Status};
+use crate::job::{JobResult, Status, STOPPED_BY_BAKAPARA};
 use crate::timefmt;
 
 /// How much goes to stderr.
@@ -64,6 +64,9 @@ pub struct Logger {
     live: bool,
     shared: Arc<Shared>,
     display: Mutex<Option<Display>>,
+    /// With `-q`: jobs bakapara itself stopped or never started (Ctrl-C, `--halt`); told in
+    /// one line at the end instead of one line each.
+    quiet_aborts: Mutex<QuietAborts>,
 }
 
 /// What the live display shows, updated by the run and read by the refresh thread.
@@ -71,6 +74,29 @@ pub struct Logger {
 struct Shared {
     hosts: Mutex<Vec<(String, RunningJobs)>>,
     counts: Mutex<Counts>,
+    /// The number of jobs, announced by the input reader when it hit the end of its input
+    /// (before the scheduler has taken every job).
+    input_total: Arc<OnceLock<u64>>,
+    /// The live display's bar while it is shown, for [`Suspender`]s on other threads.
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Shared {
+    fn counts(&self) -> Counts {
+        let mut counts = self.counts.lock().map(|c| *c).unwrap_or_default();
+        if counts.total.is_none() {
+            counts.total = self.input_total.get().copied();
+        }
+        counts
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct QuietAborts {
+    stopped: u64,
+    not_started: u64,
+    /// Why the first was (the rest share it: one signal or one halt stops them all).
+    why: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -80,6 +106,22 @@ struct Counts {
     total: Option<u64>,
     /// When the display started (rate and ETA count from there).
     since: Option<Instant>,
+}
+
+/// Takes the live display off the screen around a write from another thread (the live output
+/// of `--line-buffer` / `--ungroup`).
+#[derive(Debug, Clone)]
+pub struct Suspender(Arc<Shared>);
+
+impl Suspender {
+    /// Runs `f` with the live display, if it is shown, off the screen.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        let bar = self.0.bar.lock().ok().and_then(|b| b.clone());
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
 }
 
 /// The live display while it is shown: the bar and the thread that refreshes it.
@@ -109,8 +151,11 @@ impl Logger {
             shared: Arc::new(Shared {
                 hosts: Mutex::new(Vec::new()),
                 counts: Mutex::new(Counts::default()),
+                input_total: Arc::default(),
+                bar: Mutex::new(None),
             }),
             display: Mutex::new(None),
+            quiet_aborts: Mutex::default(),
         }
     }
 
@@ -121,6 +166,16 @@ impl Logger {
         let mut logger = Logger::new(verbosity);
         logger.live = verbosity != Verbosity::Quiet && !dumb && std::io::stderr().is_terminal();
         logger
+    }
+
+    /// Takes the total from `total` as soon as the input reader sets it (the reader's
+    /// [`crate::input::ReaderState::total`]), for the display and the `[k/N]` of log lines.
+    /// Call before the logger is shared.
+    pub fn with_input_total(mut self, total: Arc<OnceLock<u64>>) -> Logger {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.input_total = total;
+        }
+        self
     }
 
     /// True when stderr shows the live display (output to the terminal must go through
@@ -148,13 +203,24 @@ impl Logger {
         }
     }
 
+    /// A handle for another thread that writes to the terminal (see [`Suspender::suspend`]).
+    pub fn suspender(&self) -> Suspender {
+        Suspender(Arc::clone(&self.shared))
+    }
+
     fn bar(&self) -> Option<ProgressBar> {
         let display = self.display.lock().ok()?;
         display.as_ref().map(|d| d.bar.clone())
     }
 
     fn line(&self, text: std::fmt::Arguments<'_>) {
-        let line = format!("{} {}\n", timefmt::log_stamp(&Local::now()), text);
+        self.line_and(text, "");
+    }
+
+    /// A log line followed by `more` (whole lines, each ending with a newline), written at once
+    /// so that no other line comes between.
+    fn line_and(&self, text: std::fmt::Arguments<'_>, more: &str) {
+        let line = format!("{} {}\n{more}", timefmt::log_stamp(&Local::now()), text);
         // A closed or full stderr must not stop the run.
         self.suspend(|| {
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -170,20 +236,17 @@ impl Logger {
     /// Redraws the live display now (after a change the refresh thread would show late).
     fn redraw(&self) {
         if let Some(bar) = self.bar() {
-            let counts = self.counts();
-            if let Some(total) = counts.total {
-                if bar.length() != Some(total) {
-                    bar.set_style(bar_style(true));
-                    bar.set_length(total);
-                }
-            }
-            bar.set_position(counts.done);
-            bar.set_message(render(&self.shared));
+            refresh(&bar, &self.shared);
         }
     }
 
     fn counts(&self) -> Counts {
-        self.shared.counts.lock().map(|c| *c).unwrap_or_default()
+        self.shared.counts()
+    }
+
+    /// The total given, or else the one the input reader announced.
+    fn total_or_input(&self, total: Option<u64>) -> Option<u64> {
+        total.or_else(|| self.shared.input_total.get().copied())
     }
 
     /// `total 100 jobs on 48 engines` (`?` while the total is not known yet); with the live
@@ -223,12 +286,15 @@ impl Logger {
                 .name("bakapara-progress".into())
                 .spawn(move || {
                     while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(REFRESH) {
-                        bar.set_message(render(&shared));
+                        refresh(&bar, &shared);
                         bar.tick();
                     }
                 })
                 .ok()
         };
+        if let Ok(mut shared) = self.shared.bar.lock() {
+            *shared = Some(bar.clone());
+        }
         *display = Some(Display {
             bar,
             stop: Some(stop_tx),
@@ -244,10 +310,16 @@ impl Logger {
 
     /// One line per finished job: `[3/100] returned 0 in 0:00:00.012 sec on host: cmd`. With
     /// the live display, only failed jobs get their line, above it (all do with `-v`).
+    /// In log-line mode a failed job's line is followed by the tail of its captured stderr.
+    /// With `-q` only failed jobs get their line, and jobs bakapara stopped or never started
+    /// itself are counted into one line at the end ([`Logger::completed`]).
     pub fn finished(&self, done: u64, total: Option<u64>, result: &JobResult, cmd: &str) {
-        // Errors and aborts always get their line; with the live display, so do jobs that
-        // returned a code other than 0.
-        let failed = result.status != Status::Ok || (self.live && result.failed());
+        let total = self.total_or_input(total);
+        // Errors and aborts always get their line; with the live display or -q, so do jobs
+        // that returned a code other than 0.
+        let quiet = self.verbosity == Verbosity::Quiet;
+        let failed = result.status != Status::Ok || ((self.live || quiet) && result.failed());
+        let stopped_by_us = stopped_by_bakapara(result);
         self.update(|c| {
             c.done = done;
             c.failed += u64::from(result.failed());
@@ -258,11 +330,27 @@ impl Logger {
         if self.live {
             self.redraw();
         }
-        let quiet = match (self.live, self.verbosity) {
+        let hide = match (self.live, self.verbosity) {
             (_, Verbosity::Quiet) | (true, Verbosity::Normal) => true,
             (_, Verbosity::Verbose) | (false, Verbosity::Normal) => false,
         };
-        if quiet && !failed {
+        if hide && !failed {
+            return;
+        }
+        if stopped_by_us && self.verbosity == Verbosity::Quiet {
+            if let Ok(mut aborts) = self.quiet_aborts.lock() {
+                if result.started.is_some() {
+                    aborts.stopped += 1;
+                } else {
+                    aborts.not_started += 1;
+                }
+                if aborts.why.is_none() {
+                    // "not started: WHY" or "stopped before it ended: WHY".
+                    let error = result.error.as_deref().unwrap_or("");
+                    let why = error.split_once(": ").map_or(error, |(_, why)| why);
+                    aborts.why = Some(why.to_string());
+                }
+            }
             return;
         }
         if result.started.is_none() {
@@ -292,16 +380,24 @@ impl Logger {
                 format!("aborted ({})", result.error.as_deref().unwrap_or("stopped"))
             }
         };
-        self.line(format_args!(
-            "[{done}/{}] {what} in {} sec on {host}: {}",
-            count(total),
-            timefmt::elapsed_hms(elapsed),
-            one_line(cmd),
-        ));
+        let tail = match (self.live, result.failed() && !stopped_by_us) {
+            (false, true) => stderr_tail(result),
+            _ => String::new(),
+        };
+        self.line_and(
+            format_args!(
+                "[{done}/{}] {what} in {} sec on {host}: {}",
+                count(total),
+                timefmt::elapsed_hms(elapsed),
+                one_line(cmd),
+            ),
+            &tail,
+        );
     }
 
     /// A job skipped by `--resume` (its earlier result line is copied through).
     pub fn skipped(&self, done: u64, total: Option<u64>, cmd: &str) {
+        let total = self.total_or_input(total);
         self.update(|c| {
             c.done = done;
             if total.is_some() {
@@ -342,9 +438,26 @@ impl Logger {
     /// state stays on the screen as one line: `completed: 100/100 done, 2 failed, in ...`.
     pub fn completed(&self, done: u64, failed: u64) {
         if self.verbosity == Verbosity::Quiet {
+            let aborts = self
+                .quiet_aborts
+                .lock()
+                .map(|a| a.clone())
+                .unwrap_or_default();
+            let aborted = aborts.stopped + aborts.not_started;
+            if aborted > 0 {
+                let why = aborts.why.as_deref().unwrap_or("bakapara stopped them");
+                let jobs = if aborted == 1 { "job" } else { "jobs" };
+                self.line(format_args!(
+                    "aborted {aborted} {jobs} ({} stopped, {} not started): {why}",
+                    aborts.stopped, aborts.not_started
+                ));
+            }
             return;
         }
         let taken = self.display.lock().ok().and_then(|mut d| d.take());
+        if let Ok(mut shared) = self.shared.bar.lock() {
+            *shared = None;
+        }
         if let Some(mut display) = taken {
             display.stop_refresher();
             let total = self.counts().total.unwrap_or(done).max(done);
@@ -369,12 +482,92 @@ impl Logger {
 
 impl Drop for Logger {
     fn drop(&mut self) {
+        if let Ok(mut shared) = self.shared.bar.lock() {
+            *shared = None;
+        }
         // A run that ended without `completed` leaves the display as it was, without its thread.
         if let Some(mut display) = self.display.get_mut().ok().and_then(Option::take) {
             display.stop_refresher();
             display.bar.abandon();
         }
     }
+}
+
+/// True for a job bakapara stopped or never started itself (Ctrl-C, SIGTERM, `--halt`), as
+/// opposed to one that failed on its own (killed by a signal bakapara did not send included).
+fn stopped_by_bakapara(result: &JobResult) -> bool {
+    result.status == Status::Aborted
+        && (result.started.is_none()
+            || result
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(STOPPED_BY_BAKAPARA)))
+}
+
+/// How many lines of a failed job's stderr follow its log line, and how long each may be.
+const TAIL_LINES: usize = 10;
+const TAIL_WIDTH: usize = 200;
+
+/// The last [`TAIL_LINES`] lines of a job's captured stderr, each indented by four spaces and
+/// cut at [`TAIL_WIDTH`] characters; empty when nothing was captured (`--text` prints it
+/// itself, an `err` file holds it). A line redrawn with `\r` (progress meters) shows as a
+/// terminal would show it: its last part.
+fn stderr_tail(result: &JobResult) -> String {
+    let Some(stream) = &result.stderr else {
+        return String::new();
+    };
+    let captured = &stream.captured;
+    if captured.spool.is_some() {
+        return String::new();
+    }
+    tail_text(&captured.bytes, captured.truncated)
+}
+
+/// See [`stderr_tail`]; `truncated`: the capture limit cut the stream.
+fn tail_text(bytes: &[u8], truncated: bool) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.trim_end_matches(['\n', '\r']).split('\n').collect();
+    if lines == [""] {
+        return String::new();
+    }
+    let mut tail = String::new();
+    let skipped = lines.len().saturating_sub(TAIL_LINES);
+    if skipped > 0 {
+        let s = if skipped == 1 { "" } else { "s" };
+        tail.push_str(&format!("    … ({skipped} line{s} before)\n"));
+    }
+    for line in &lines[skipped..] {
+        let shown = line
+            .rsplit('\r')
+            .find(|part| !part.is_empty())
+            .unwrap_or("");
+        tail.push_str("    ");
+        match shown.char_indices().nth(TAIL_WIDTH) {
+            Some((cut, _)) => {
+                tail.push_str(&shown[..cut]);
+                tail.push('…');
+            }
+            None => tail.push_str(shown),
+        }
+        tail.push('\n');
+    }
+    if truncated {
+        tail.push_str("    … (stderr was longer than --capture-limit: its end was not kept)\n");
+    }
+    tail
+}
+
+/// Brings the live display up to date: counts, text, and the bar once the total is known.
+fn refresh(bar: &ProgressBar, shared: &Shared) {
+    let counts = shared.counts();
+    if let Some(total) = counts.total {
+        if bar.length() != Some(total) {
+            bar.set_style(bar_style(true));
+            bar.set_length(total);
+        }
+    }
+    bar.set_position(counts.done);
+    bar.set_message(render(shared));
 }
 
 /// The live display's style: a bar once the total is known, a spinner before.
@@ -393,7 +586,7 @@ fn bar_style(total_known: bool) -> ProgressStyle {
 /// The live display's text: `7/12 done · 1 failed · 3.4/s · ETA 0:00:02 · running 2 on host`.
 /// What matters most comes first, as a narrow terminal cuts the end.
 fn render(shared: &Shared) -> String {
-    let counts = shared.counts.lock().map(|c| *c).unwrap_or_default();
+    let counts = shared.counts();
     let elapsed = counts.since.map(|t| t.elapsed()).unwrap_or_default();
     let eta = match counts.total {
         Some(total) if counts.done >= total => "0:00:00".to_string(),
@@ -502,6 +695,45 @@ mod tests {
         assert!(text.starts_with("3/6 done · 1 failed · "), "{text}");
         assert!(text.ends_with("running 1: mez01 1, mez02 0"), "{text}");
         assert!(!text.contains("ETA ?"), "{text}");
+    }
+
+    #[test]
+    fn a_stderr_tail_is_the_last_lines_indented_and_cut() {
+        assert_eq!(tail_text(b"", false), "");
+        assert_eq!(tail_text(b"\n", false), "");
+        assert_eq!(tail_text(b"oops", false), "    oops\n");
+        let many: String = (1..=12).map(|i| format!("e{i}\n")).collect();
+        let tail = tail_text(many.as_bytes(), false);
+        assert!(
+            tail.starts_with("    … (2 lines before)\n    e3\n"),
+            "{tail}"
+        );
+        assert!(tail.ends_with("    e12\n"), "{tail}");
+        assert_eq!(tail.lines().count(), 11);
+        let long = "é".repeat(300);
+        let tail = tail_text(long.as_bytes(), true);
+        let first = tail.lines().next().unwrap_or_default();
+        assert_eq!(first.chars().count(), 4 + TAIL_WIDTH + 1, "{first}");
+        assert!(first.ends_with('…'));
+        assert!(tail.ends_with("its end was not kept)\n"), "{tail}");
+        assert_eq!(tail_text(b"10%\r55%\r100%\r\n", false), "    100%\n");
+        assert_eq!(
+            tail_text(b"\xff\xfebad\n", false),
+            "    \u{fffd}\u{fffd}bad\n"
+        );
+    }
+
+    #[test]
+    fn the_total_the_input_reader_announces_is_shown() {
+        let total = Arc::new(OnceLock::new());
+        let logger = Logger::new(Verbosity::Normal).with_input_total(Arc::clone(&total));
+        assert!(render(&logger.shared).starts_with("0/? done"));
+        assert_eq!(logger.total_or_input(None), None);
+        total.set(20).unwrap();
+        assert!(render(&logger.shared).starts_with("0/20 done"));
+        assert_eq!(logger.total_or_input(None), Some(20));
+        // A total the run gives itself wins.
+        assert_eq!(logger.total_or_input(Some(19)), Some(19));
     }
 
     #[test]

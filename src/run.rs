@@ -1,22 +1,31 @@
 //! A whole run: start the input reader, run the scheduler, report how it ended.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::exec::control_dir::ControlDir;
 use crate::exec::local::LocalExecutor;
-use crate::exec::ssh::{HostDown, SshHost};
+use crate::exec::ssh::{self, HostDown, SshHost};
 use crate::exec::Executor;
 use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
+use crate::live::LiveSink;
 use crate::output::Output;
-use crate::progress::Logger;
-use crate::scheduler::{Host, Resume, Scheduler, Summary};
+use crate::progress::{Logger, Verbosity};
+use crate::results::ResultsDir;
+use crate::scheduler::{Host, Joining, Resume, Scheduler, Summary};
 use crate::signals::{AbortReceiver, Controls, Signals};
 use crate::watchdog::Watchdog;
+
+/// Said on stderr when jobs are read from a terminal, where a person may not know that bakapara
+/// waits for them (GNU Parallel warns likewise). Shown even with `-q`: it is no progress, and
+/// without it the run looks hung.
+const TERMINAL_INPUT_HINT: &str = "bakapara: reading jobs from the terminal, one per line; \
+     press Ctrl-D on an empty line to end the input (or pipe jobs in, or give ::: arguments)";
 
 /// Jobs read ahead of the free slots; bounds memory whatever the input length.
 const CHANNEL_CAPACITY: usize = 256;
@@ -58,17 +67,21 @@ async fn run_async<W: Write>(
     let state = Arc::new(ReaderState::default());
     let known_total = config.input.known_total();
     let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
+    if config.input.reads_stdin() && std::io::stdin().is_terminal() {
+        // Before any display starts; a closed or full stderr must not stop the run.
+        let _ = writeln!(std::io::stderr(), "{TERMINAL_INPUT_HINT}");
+    }
     if config.dry_run {
         return Ok(dry_run(config, rx, out, reader).await);
     }
     let resume = match &config.resume {
-        Some(file) => load_resume(file)?,
+        Some(file) => load_resume(file, config.verbosity)?,
         None => Resume::new(),
     };
     let (down_tx, down_rx) = mpsc::unbounded_channel();
     let joblog = open_joblog(&config)?;
     // A live progress display when stderr is a terminal, log lines otherwise.
-    let logger = Logger::for_stderr(config.verbosity);
+    let logger = Logger::for_stderr(config.verbosity).with_input_total(Arc::clone(&state.total));
     let watchdog = Arc::new(Watchdog::start().unwrap_or_else(|e| {
         logger.warn(&format!(
             "bakapara: cannot start the watchdog ({e}): jobs would outlive a killed bakapara"
@@ -80,29 +93,43 @@ async fn run_async<W: Write>(
     }
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
-        remove_stale_control_dirs();
-        Some(
-            tempfile::Builder::new()
-                .prefix(&format!("{CONTROL_DIR_PREFIX}{}-", std::process::id()))
-                .tempdir()?,
-        )
+        let files = vec![(
+            ssh::CONFIG_NAME.to_string(),
+            ssh::generated_config(&config.ssh),
+        )];
+        Some(Arc::new(ControlDir::create(files)?))
     } else {
         None
     };
+    let live = match config.live {
+        Some(mode) => Some(LiveSink::start(mode, logger.suspender())?),
+        None => None,
+    };
+    let (join_tx, join_rx) = mpsc::unbounded_channel();
     let hosts = connect_hosts(
         &config,
-        control_dir.as_ref().map(|d| d.path()),
+        control_dir.clone(),
         down_tx,
+        join_tx,
         &logger,
+        live.as_ref(),
         &watchdog,
     )
     .await;
-    if !hosts.iter().any(|h| h.executor.is_some()) {
-        anyhow::bail!("no host could be reached");
-    }
     let mut output = Output::new(out, config.keep_order, logger);
     if config.text {
         output = output.text(config.tag);
+        if let Some(template) = &config.tagstring {
+            output = output.tagstring(template.clone());
+        }
+        if let Some(live) = &live {
+            let local = hosts.iter().filter(|h| h.spec.local);
+            let names = local.map(|h| h.spec.name.clone()).collect();
+            output = output.printed_live(names, live.clone());
+        }
+    }
+    if let Some(dir) = &config.results {
+        output = output.results(ResultsDir::new(dir.clone()), config.settings.capture_limit);
     }
     if let (Some(file), Some(path)) = (joblog, &config.joblog) {
         output = output.joblog(file, path.clone());
@@ -119,12 +146,25 @@ async fn run_async<W: Write>(
         Some(reader),
         output,
         down_rx,
+        join_rx,
         config.halt,
         resume,
-    );
-    let summary = scheduler
+    )
+    .with_jobserver(config.jobserver.as_ref());
+    let mut summary = scheduler
         .run(known_total, Controls::new(signals, abort))
         .await;
+    if let Some(live) = &live {
+        live.flush().await;
+        if let Some(e) = live.take_error() {
+            summary
+                .fatal
+                .get_or_insert_with(|| format!("cannot write job output to stdout: {e}"));
+        }
+    }
+    if let Some(dir) = &control_dir {
+        ssh::stop_connecting(dir.path());
+    }
     watchdog.finish().await;
     drop(control_dir);
     Ok(summary)
@@ -154,26 +194,31 @@ fn open_joblog(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
     Ok(Some(file))
 }
 
-/// The run's hosts, in `-S` order: this machine, and SSH hosts connected in parallel. A host
-/// that cannot be reached is reported on stderr and left out (kept in the list without an
-/// executor, so jobs that ask for it by name get a clear error).
+/// The run's hosts, in `-S` order: this machine, and SSH hosts, which connect in the
+/// background and join the run through `join_tx` as each is ready (see [`join`]). Returns once
+/// one host is ready or every SSH host has had its first try, so that jobs start on the first
+/// host that is ready and the run's first line counts the engines there are.
 async fn connect_hosts(
     config: &Config,
-    control_dir: Option<&std::path::Path>,
+    control_dir: Option<Arc<ControlDir>>,
     down_tx: mpsc::UnboundedSender<HostDown>,
+    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
     logger: &Logger,
+    live: Option<&LiveSink>,
     watchdog: &Arc<Watchdog>,
 ) -> Vec<Host> {
     let local = |spec: HostSpec| {
         let slots = spec.slots.unwrap_or(config.jobs);
         let executor = LocalExecutor::new(config.base_dir.clone())
-            .with_spool(config.text)
+            .with_spool(config.text || config.results.is_some())
             .with_running(logger.running(&spec.name))
+            .with_live(live.cloned())
             .with_watchdog(Arc::clone(watchdog));
         Host {
             spec,
             executor: Some(Executor::Local(executor)),
             slots,
+            joining: false,
         }
     };
     if config.hosts.is_empty() {
@@ -181,82 +226,159 @@ async fn connect_hosts(
     }
     let nonce = nonce();
     let mut options = config.ssh.clone();
-    options.control_dir = control_dir.map(|d| d.to_path_buf());
-    let mut connecting = tokio::task::JoinSet::new();
-    for (index, spec) in config.hosts.iter().enumerate() {
-        if spec.local {
-            continue;
-        }
-        let (spec, options, nonce, down_tx) = (
-            spec.clone(),
-            options.clone(),
-            nonce.clone(),
-            down_tx.clone(),
-        );
-        connecting.spawn(async move {
-            (
-                index,
-                SshHost::connect(index, spec, options, nonce, down_tx).await,
-            )
-        });
-    }
-    let mut connected: Vec<Option<Result<SshHost, String>>> =
-        (0..config.hosts.len()).map(|_| None).collect();
-    while let Some(joined) = connecting.join_next().await {
-        if let Ok((index, result)) = joined {
-            connected[index] = Some(result);
-        }
-    }
+    options.control_dir = control_dir;
+    // (first tries done, some host up)
+    let (tried_tx, mut tried_rx) = tokio::sync::watch::channel((0usize, false));
     let mut hosts = Vec::with_capacity(config.hosts.len());
-    for (spec, result) in config.hosts.iter().zip(connected) {
+    for (index, spec) in config.hosts.iter().enumerate() {
         if spec.local {
             hosts.push(local(spec.clone()));
             continue;
         }
-        match result {
-            Some(Ok(ssh)) => {
-                let slots = ssh.slots();
-                let ssh = ssh
-                    .with_spool(config.text)
-                    .with_running(logger.running(&spec.name));
-                hosts.push(Host {
-                    spec: spec.clone(),
-                    executor: Some(Executor::Ssh(Arc::new(ssh))),
-                    slots,
-                });
-            }
-            Some(Err(why)) => {
-                logger.warn(&format!("bakapara: leaving out host {}: {why}", spec.name));
-                hosts.push(Host {
-                    spec: spec.clone(),
-                    executor: None,
-                    slots: 0,
-                });
-            }
-            None => {
-                logger.warn(&format!(
-                    "bakapara: leaving out host {}: its connection task failed",
-                    spec.name
-                ));
-                hosts.push(Host {
-                    spec: spec.clone(),
-                    executor: None,
-                    slots: 0,
-                });
-            }
-        }
+        let connection = Connection {
+            index,
+            spec: spec.clone(),
+            options: options.clone(),
+            nonce: nonce.clone(),
+            down_tx: down_tx.clone(),
+            spool: config.text || config.results.is_some(),
+            running: logger.running(&spec.name),
+        };
+        tokio::spawn(join(connection, join_tx.clone(), tried_tx.clone()));
+        hosts.push(Host {
+            spec: spec.clone(),
+            executor: None,
+            slots: 0,
+            joining: true,
+        });
+    }
+    // Only the tasks hold senders now: should they all end early, the wait ends too.
+    drop(tried_tx);
+    let remote = hosts.iter().filter(|h| h.joining).count();
+    if remote == hosts.len() {
+        let _ = tried_rx
+            .wait_for(|&(tried, up)| up || tried == remote)
+            .await;
     }
     hosts
 }
 
+/// Refuses a `--resume FILE` that is also this process's stdout (`--resume r.jsonl ... >
+/// r.jsonl`): the shell emptied it before bakapara could read it, and every job would run
+/// again while the old results are lost. Call before any job runs, when stdout is the output.
+pub fn check_resume_is_not_stdout(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(resume) = &config.resume else {
+        return Ok(());
+    };
+    let Ok(file) = std::fs::metadata(resume) else {
+        return Ok(()); // A missing file is nothing to skip (see load_resume).
+    };
+    if !file.is_file() {
+        return Ok(()); // `--resume /dev/null > /dev/null` loses nothing.
+    }
+    let same = |dev: u64, ino: u64| dev == file.dev() && ino == file.ino();
+    // fstat of fd 1, and what /proc says fd 1 is (the same file, unless /proc is missing).
+    let by_fstat = nix::sys::stat::fstat(1).is_ok_and(|st| same(st.st_dev, st.st_ino));
+    let by_proc = std::fs::metadata("/proc/self/fd/1").is_ok_and(|m| same(m.dev(), m.ino()));
+    if by_fstat || by_proc {
+        anyhow::bail!(
+            "stdout is the --resume file {}: the shell emptied it before bakapara could read \
+             it; write the new results to another file (then rename it)",
+            resume.display()
+        );
+    }
+    Ok(())
+}
+
+/// What [`join`] needs to connect one SSH host.
+struct Connection {
+    index: usize,
+    spec: HostSpec,
+    options: ssh::SshOptions,
+    nonce: String,
+    down_tx: mpsc::UnboundedSender<HostDown>,
+    spool: bool,
+    running: crate::progress::RunningJobs,
+}
+
+/// Connects one SSH host, trying again with back-off while it cannot be reached, until it is
+/// up (it joins the run), its failure is one that lasts (it is left out), or the run is over.
+async fn join(
+    c: Connection,
+    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
+    tried_tx: tokio::sync::watch::Sender<(usize, bool)>,
+) {
+    let mut pause = std::time::Duration::from_millis(250);
+    let mut first = true;
+    let mut reported = false;
+    loop {
+        let connected = SshHost::connect(
+            c.index,
+            c.spec.clone(),
+            c.options.clone(),
+            c.nonce.clone(),
+            c.down_tx.clone(),
+        )
+        .await;
+        if first {
+            first = false;
+            let up = connected.is_ok();
+            tried_tx.send_modify(|(tried, any_up)| {
+                *tried += 1;
+                *any_up |= up;
+            });
+        }
+        let news = match connected {
+            Ok(ssh) => {
+                let ssh = Arc::new(ssh.with_spool(c.spool).with_running(c.running.clone()));
+                let slots = ssh.slots();
+                let executor = Executor::Ssh(Arc::clone(&ssh));
+                if join_tx
+                    .send((c.index, Joining::Up { executor, slots }))
+                    .is_err()
+                {
+                    // The run ended meanwhile.
+                    ssh.close().await;
+                }
+                return;
+            }
+            Err(why) if ssh::lasting_failure(&why) => {
+                let _ = join_tx.send((c.index, Joining::LeftOut(why)));
+                return;
+            }
+            Err(why) => Joining::Unreachable(why),
+        };
+        if !reported && join_tx.send((c.index, news)).is_err() {
+            return;
+        }
+        reported = true;
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = join_tx.closed() => return,
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
 /// Reads `--resume FILE`: the result lines with status ok and code 0, by (cmd, cd). Lines that
-/// are not such results are passed over.
-fn load_resume(file: &std::path::Path) -> anyhow::Result<Resume> {
+/// are not such results are passed over. A missing FILE is nothing to skip (so a Makefile
+/// recipe can pass `--resume` from its first run on): a note says so, and every job runs.
+fn load_resume(file: &std::path::Path, verbosity: Verbosity) -> anyhow::Result<Resume> {
     use std::io::BufRead;
-    let reader = std::io::BufReader::new(
-        std::fs::File::open(file)
-            .map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?,
-    );
+    let opened = match std::fs::File::open(file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if verbosity != Verbosity::Quiet {
+                eprintln!(
+                    "bakapara: note: --resume {} does not exist yet: nothing to skip, every job runs",
+                    file.display()
+                );
+            }
+            return Ok(Resume::new());
+        }
+        opened => opened.map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?,
+    };
+    let reader = std::io::BufReader::new(opened);
     let mut resume = Resume::new();
     for line in reader.split(b'\n') {
         let mut line = line.map_err(|e| anyhow::anyhow!("--resume {}: {e}", file.display()))?;
@@ -282,37 +404,6 @@ fn load_resume(file: &std::path::Path) -> anyhow::Result<Resume> {
         }
     }
     Ok(resume)
-}
-
-/// Control directories are named `bakapara-ssh-PID-XXXXXX`.
-const CONTROL_DIR_PREFIX: &str = "bakapara-ssh-";
-
-/// Removes the control directories of runs that were killed (`kill -9`) before they could
-/// clean up: those whose process no longer exists. (Their master connections have gone by
-/// themselves: they exit when idle.)
-fn remove_stale_control_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(CONTROL_DIR_PREFIX))
-        else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if gone {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 /// A random token for this run (marks the remote wrapper's reports).
@@ -345,6 +436,7 @@ async fn dry_run<W: Write>(
         failed: 0,
         interrupted_by: None,
         fatal: None,
+        halt_status: None,
     };
     let slots = config.jobs.max(1) as u64;
     let mut line = Vec::new();

@@ -16,10 +16,11 @@ use tokio::task::JoinSet;
 
 use crate::exec::ssh::HostDown;
 use crate::exec::{Command, Ending, Executor, Limits, Outcome, Stop};
-use crate::halt::{HaltPolicy, When};
+use crate::halt::{HaltPolicy, What, When};
 use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
-use crate::job::{Body, Job, JobResult, Placement, Status};
+use crate::job::{Body, Job, JobResult, Placement, Status, STOPPED_BY_BAKAPARA};
+use crate::jobserver::{Jobserver, Tokens};
 use crate::output::Output;
 use crate::signals::{Controls, Event};
 
@@ -28,22 +29,42 @@ use crate::signals::{Controls, Event};
 pub struct Host {
     /// The entry as given in `-S` (its `name` is what results report).
     pub spec: HostSpec,
-    /// How jobs run there; `None` when the host could not be reached at start (left out).
+    /// How jobs run there; `None` while it connects (`joining`), or when it was left out.
     pub executor: Option<Executor>,
     pub slots: usize,
+    /// Still connecting in the background: it joins the run, or is left out, by a
+    /// [`Joining`] message.
+    pub joining: bool,
+}
+
+/// News of a host that was still connecting when the run started (index in the host list).
+#[derive(Debug)]
+pub enum Joining {
+    /// Connected: jobs can run there now.
+    Up { executor: Executor, slots: usize },
+    /// Cannot be reached for now (reported once); it is tried again with back-off.
+    Unreachable(String),
+    /// Cannot be used in this run (its key or the login was refused...): why.
+    LeftOut(String),
 }
 
 /// What the scheduler knows of a host while the run goes on.
 #[derive(Debug)]
 struct HostState {
     host: Arc<Host>,
-    /// Down since when, and why; `None` while it is up.
+    /// Down since when, and why; `None` while it is up. A host connecting in the background
+    /// is down since the start of the run.
     down: Option<(Instant, String)>,
+    /// Connecting in the background (see [`Host::joining`]).
+    joining: bool,
+    /// Reported unreachable (its first connection failed; it is tried again).
+    reported: bool,
 }
 
 impl HostState {
+    /// Whether jobs may count on this host: up, lost for now, or still connecting.
     fn usable(&self) -> bool {
-        self.host.executor.is_some()
+        self.host.executor.is_some() || self.joining
     }
 }
 
@@ -70,7 +91,7 @@ pub struct RunSettings {
 }
 
 /// How the run ended, for the exit status.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub done: u64,
     pub failed: u64,
@@ -78,6 +99,9 @@ pub struct Summary {
     pub interrupted_by: Option<Signal>,
     /// A fatal problem found during the run (input could not be read, stdout closed).
     pub fatal: Option<String>,
+    /// Set when a `--halt` condition stopped the run: the exit status it calls for (the
+    /// triggering job's exit code, 1 where it had none; 0 for `success=` and `done=`).
+    pub halt_status: Option<u8>,
 }
 
 /// How many jobs may wait in the scheduler for a host of their own, beyond the input channel.
@@ -110,6 +134,12 @@ pub struct Scheduler<W: Write> {
     reader_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
     input_open: bool,
     received: u64,
+    /// The number of jobs, once known (all `:::`/file input, or input ended).
+    total: Option<u64>,
+    /// The exit status the latest failed job calls for under `--halt ...fail=`.
+    last_failure_status: u8,
+    /// Set once a `--halt` policy was reached; see [`Summary::halt_status`].
+    halt_status: Option<u8>,
     stop_tx: watch::Sender<Stop>,
     halt: Option<Halt>,
     templates: Arc<Templates>,
@@ -122,9 +152,17 @@ pub struct Scheduler<W: Write> {
     /// Hosts that came back after a loss.
     up_tx: mpsc::UnboundedSender<usize>,
     up_rx: mpsc::UnboundedReceiver<usize>,
+    /// Hosts connecting in the background: they join, or are left out.
+    join_rx: mpsc::UnboundedReceiver<(usize, Joining)>,
+    /// The last start (time, slot) of each job waiting to run again after its host was lost.
+    lost_runs: std::collections::HashMap<u64, (chrono::DateTime<chrono::Local>, usize)>,
     halt_policy: Option<HaltPolicy>,
     /// `--resume`: earlier ok result lines by (cmd, cd), each usable once.
     resume: Resume,
+    /// make's jobserver tokens, under `make -jN` (see [`Scheduler::with_jobserver`]).
+    tokens: Option<Tokens>,
+    /// Job keys that look like misspelt known keys, reported once each.
+    near_misses: crate::job::NearMisses,
 }
 
 /// Result lines of an earlier run (`--resume FILE`) whose jobs need not run again.
@@ -141,6 +179,7 @@ impl<W: Write> Scheduler<W> {
         reader_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
         output: Output<W>,
         down_rx: mpsc::UnboundedReceiver<HostDown>,
+        join_rx: mpsc::UnboundedReceiver<(usize, Joining)>,
         halt_policy: Option<HaltPolicy>,
         resume: Resume,
     ) -> Scheduler<W> {
@@ -150,9 +189,12 @@ impl<W: Write> Scheduler<W> {
             if host.executor.is_some() {
                 slots.extend((0..host.slots).map(|lane| Slot { host: index, lane }));
             }
+            let joining = host.joining;
             host_list.push(HostState {
                 host: Arc::new(host),
-                down: None,
+                down: joining.then(|| (Instant::now(), "still connecting".to_string())),
+                joining,
+                reported: false,
             });
         }
         let (up_tx, up_rx) = mpsc::unbounded_channel();
@@ -169,6 +211,9 @@ impl<W: Write> Scheduler<W> {
             reader_thread,
             input_open: true,
             received: 0,
+            total: None,
+            last_failure_status: 1,
+            halt_status: None,
             stop_tx,
             halt: None,
             templates: Arc::new(templates),
@@ -179,31 +224,61 @@ impl<W: Write> Scheduler<W> {
             down_rx,
             up_tx,
             up_rx,
+            join_rx,
+            lost_runs: std::collections::HashMap::new(),
             halt_policy,
             resume,
+            tokens: None,
+            near_misses: Default::default(),
         }
+    }
+
+    /// Shares make's `-jN` (its jobserver): each job beyond the first running one waits, as
+    /// queued, for a token of make's and holds it while it runs. The slots still cap the run.
+    pub fn with_jobserver(mut self, jobserver: Option<&Jobserver>) -> Scheduler<W> {
+        if let Some(jobserver) = jobserver {
+            match Tokens::new(jobserver) {
+                Ok(tokens) => self.tokens = Some(tokens),
+                Err(e) => self.output.logger().warn(&format!(
+                    "bakapara: cannot use make's jobserver ({e}): running on -j slots alone"
+                )),
+            }
+        }
+        self
     }
 
     /// Runs every job to its result line.
     pub async fn run(mut self, known_total: Option<u64>, mut controls: Controls) -> Summary {
+        // News from the first connections, so the count of engines includes them.
+        while let Ok((host, news)) = self.join_rx.try_recv() {
+            self.host_joining(host, news);
+        }
         self.output.logger().start(known_total, self.slots.len());
+        self.total = known_total;
         // Checks jobs waiting for lost hosts against --host-timeout; a steady tick, so that a
         // busy run (other events all the time) still gets to it.
         let mut host_check = tokio::time::interval(Duration::from_millis(500));
         host_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Before anything starts: a result settled since the last turn may reach it.
+            self.check_halt_policy();
             self.dispatch();
+            self.balance_tokens();
             if self.running.is_empty()
                 && self.queue.is_empty()
                 && (!self.input_open || self.halt.is_some())
             {
                 break;
             }
+            // Before any host has connected, jobs are read into the queue anyway: they wait
+            // there for a host, and fail when none comes within --host-timeout.
             let want_input = self.input_open
                 && self.halt.is_none()
-                && !self.free.is_empty()
+                && (!self.free.is_empty() || self.slots.is_empty())
                 && self.queue.len() < LOOKAHEAD;
+            let want_token = self.tokens.as_ref().is_some_and(Tokens::awaited);
             tokio::select! {
+                token = arrival(&mut self.tokens), if want_token => self.token_arrived(token),
                 Some(done) = self.running.join_next(), if !self.running.is_empty() => match done {
                     Ok(done) => self.finish(done),
                     Err(e) => self.output.logger().warn(&format!("bakapara: internal error: a job task failed: {e}")),
@@ -215,6 +290,7 @@ impl<W: Write> Scheduler<W> {
                 event = controls.next() => self.on_signal(event),
                 Some(down) = self.down_rx.recv() => self.host_down(down.host, down.generation, down.why),
                 Some(host) = self.up_rx.recv() => self.host_up(host),
+                Some((host, news)) = self.join_rx.recv() => self.host_joining(host, news),
                 _ = host_check.tick(), if self.waiting_on_down_hosts() => {
                     self.fail_jobs_of_dead_hosts();
                 }
@@ -238,6 +314,7 @@ impl<W: Write> Scheduler<W> {
                 _ => None,
             },
             fatal: self.fatal,
+            halt_status: self.halt_status,
         }
     }
 
@@ -247,7 +324,7 @@ impl<W: Write> Scheduler<W> {
             return;
         }
         let mut i = 0;
-        while i < self.queue.len() && !self.free.is_empty() {
+        while i < self.queue.len() && !self.free.is_empty() && self.may_start() {
             let wanted = wanted_hosts(&self.queue[i]);
             let avoid = self.queue[i].last_host;
             match self.take_slot(wanted.as_deref(), avoid) {
@@ -271,6 +348,9 @@ impl<W: Write> Scheduler<W> {
     /// A job from the input: settled at once when it cannot run, else started or queued.
     fn receive(&mut self, job: Job) {
         self.received += 1;
+        for warning in self.near_misses.check(&job.object) {
+            self.output.logger().warn(&warning);
+        }
         if let Body::Invalid(why) = &job.body {
             let why = why.clone();
             return self.settle(job, Status::Error, why);
@@ -278,42 +358,58 @@ impl<W: Write> Scheduler<W> {
         if self.halt.is_some() {
             return self.settle_halted(job);
         }
-        if let Some(wanted) = wanted_hosts(&job) {
-            let fits = |h: &HostState| wanted.iter().any(|w| h.host.spec.matches(w));
-            if !self.hosts.iter().any(|h| h.usable() && fits(h)) {
-                let names: Vec<&str> = self
-                    .hosts
-                    .iter()
-                    .filter(|h| h.usable())
-                    .map(|h| h.host.spec.name.as_str())
-                    .collect();
-                let left_out: Vec<&str> = self
-                    .hosts
-                    .iter()
-                    .filter(|h| !h.usable() && fits(h))
-                    .map(|h| h.host.spec.name.as_str())
-                    .collect();
-                let mut why = format!(
-                    "no configured host may run this job: it asks for {} but the hosts are {}",
-                    wanted.join(", "),
-                    names.join(", ")
-                );
-                if !left_out.is_empty() {
-                    why.push_str(&format!(
-                        " ({} could not be reached at start)",
-                        left_out.join(", ")
-                    ));
-                }
-                return self.settle(job, Status::Error, why);
-            }
+        if let Some(why) = self.no_host_for(wanted_hosts(&job).as_deref()) {
+            return self.settle(job, Status::Error, why);
         }
         if !self.resume.is_empty() && self.copy_earlier_result(&job) {
             return;
+        }
+        if !self.may_start() {
+            return self.queue.push_back(job);
         }
         match self.take_slot(wanted_hosts(&job).as_deref(), None) {
             Some(slot) => self.start(job, slot),
             None => self.queue.push_back(job),
         }
+    }
+
+    /// Why no host of the run can ever run a job that asks for `wanted` (`None`: any host),
+    /// or `None` when some host may.
+    fn no_host_for(&self, wanted: Option<&[String]>) -> Option<String> {
+        let fits = |h: &HostState| wanted.is_none_or(|w| w.iter().any(|w| h.host.spec.matches(w)));
+        if self.hosts.iter().any(|h| h.usable() && fits(h)) {
+            return None;
+        }
+        let left_out: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| !h.usable() && fits(h))
+            .map(|h| match &h.down {
+                Some((_, why)) => format!("{} was left out: {why}", h.host.spec.name),
+                None => format!("{} was left out", h.host.spec.name),
+            })
+            .collect();
+        let Some(wanted) = wanted else {
+            return Some(format!(
+                "no host of the run can be used ({})",
+                left_out.join("; ")
+            ));
+        };
+        let names: Vec<&str> = self
+            .hosts
+            .iter()
+            .filter(|h| h.usable())
+            .map(|h| h.host.spec.name.as_str())
+            .collect();
+        let mut why = format!(
+            "no configured host may run this job: it asks for {} but the hosts are {}",
+            wanted.join(", "),
+            names.join(", ")
+        );
+        if !left_out.is_empty() {
+            why.push_str(&format!(" ({})", left_out.join("; ")));
+        }
+        Some(why)
     }
 
     /// `--resume`: when an earlier run has an ok result for this job's cmd (and cd), copies
@@ -341,31 +437,91 @@ impl<W: Write> Scheduler<W> {
         if lines.is_empty() {
             self.resume.remove(&key);
         }
-        self.output.emit_copied(job.seq, line, &key.0);
+        self.output
+            .emit_copied(job.seq, with_seq(line, job.seq), &key.0);
         true
     }
 
-    /// The lowest free slot on an up host the job may run on (`wanted`: `None` for any);
-    /// takes it from the free set.
+    /// False while a job must wait for a token of make's jobserver.
+    fn may_start(&self) -> bool {
+        self.tokens
+            .as_ref()
+            .is_none_or(|t| t.may_start(self.running.len()))
+    }
+
+    /// Holds the jobserver tokens the running jobs and the queued ones that could start need.
+    fn balance_tokens(&mut self) {
+        let startable = if self.halt.is_some() {
+            0
+        } else {
+            self.free.len().min(self.queue.len())
+        };
+        let running = self.running.len();
+        if let Some(tokens) = &mut self.tokens {
+            tokens.balance(running, startable);
+        }
+    }
+
+    fn token_arrived(&mut self, token: Option<std::io::Result<jobserver::Acquired>>) {
+        let Some(tokens) = &mut self.tokens else {
+            return;
+        };
+        if let Some(why) = tokens.arrived(token) {
+            self.output.logger().warn(&format!(
+                "bakapara: make's jobserver failed ({why}): running on -j slots alone"
+            ));
+        }
+    }
+
+    /// A free slot on an up host the job may run on (`wanted`: `None` for any), taken from
+    /// the free set: on the least loaded such host (fewest running jobs for its slot count, so
+    /// the last jobs of a run spread over hosts), its lowest free slot there (a slot number
+    /// stays a stable per-slot index for `<%>`).
     /// A retry passes the host it failed on as `avoid`: another host is taken when one has a
-    /// free slot.
+    /// free slot, or waited for while it is making its first connection.
     fn take_slot(&mut self, wanted: Option<&[String]>, avoid: Option<usize>) -> Option<usize> {
-        let all_up = self.hosts.iter().all(|h| h.down.is_none());
-        if wanted.is_none() && all_up && (avoid.is_none() || self.hosts.len() == 1) {
+        if self.hosts.len() == 1 && wanted.is_none() && self.hosts[0].down.is_none() {
             return self.free.pop().map(|Reverse(s)| s);
         }
-        let fits = |s: usize| {
-            let host = &self.hosts[self.slots[s].host];
-            host.down.is_none()
-                && wanted.is_none_or(|w| w.iter().any(|w| host.host.spec.matches(w)))
+        let fits = |h: &HostState| wanted.is_none_or(|w| w.iter().any(|w| h.host.spec.matches(w)));
+        let mut free_on = vec![0usize; self.hosts.len()];
+        let mut lowest = vec![usize::MAX; self.hosts.len()];
+        for Reverse(s) in self.free.iter() {
+            let h = self.slots[*s].host;
+            free_on[h] += 1;
+            lowest[h] = lowest[h].min(*s);
+        }
+        let busy = |h: usize| self.hosts[h].host.slots.saturating_sub(free_on[h]);
+        let pick = |skip: Option<usize>| {
+            (0..self.hosts.len())
+                .filter(|&h| {
+                    free_on[h] > 0
+                        && Some(h) != skip
+                        && self.hosts[h].down.is_none()
+                        && fits(&self.hosts[h])
+                })
+                .min_by(|&a, &b| {
+                    let (slots_a, slots_b) = (self.hosts[a].host.slots, self.hosts[b].host.slots);
+                    (busy(a) * slots_b)
+                        .cmp(&(busy(b) * slots_a))
+                        .then(lowest[a].cmp(&lowest[b]))
+                })
         };
-        let mut free: Vec<usize> = self.free.iter().map(|Reverse(s)| *s).collect();
-        free.sort_unstable();
-        let elsewhere = free
-            .iter()
-            .copied()
-            .find(|&s| fits(s) && Some(self.slots[s].host) != avoid);
-        let slot = elsewhere.or_else(|| free.into_iter().find(|&s| fits(s)))?;
+        let host = match pick(avoid) {
+            Some(h) => h,
+            None => {
+                let connecting = self
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .any(|(i, h)| Some(i) != avoid && h.joining && !h.reported && fits(h));
+                if avoid.is_some() && connecting {
+                    return None;
+                }
+                pick(None)?
+            }
+        };
+        let slot = lowest[host];
         self.free.retain(|Reverse(s)| *s != slot);
         Some(slot)
     }
@@ -395,6 +551,7 @@ impl<W: Write> Scheduler<W> {
         self.output
             .logger()
             .started(job.seq, &host.spec.name, &spec.cmd);
+        let live_tag = self.output.live_tag(&job, slot);
         let stop = self.stop_tx.subscribe();
         let limits = Limits {
             capture_limit: self.settings.capture_limit,
@@ -408,6 +565,7 @@ impl<W: Write> Scheduler<W> {
                 out: spec.out.as_deref(),
                 err: spec.err.as_deref(),
                 env: &spec.env,
+                live_tag: live_tag.as_deref(),
             };
             let outcome = match &host.executor {
                 Some(executor) => executor.run(lane, &command, &limits, stop).await,
@@ -432,6 +590,9 @@ impl<W: Write> Scheduler<W> {
         if let Ending::HostLost { why, generation } = &outcome.ending {
             self.host_down(host, *generation, why.clone());
             job.host_losses += 1;
+            if let Some((started, _)) = outcome.ran {
+                self.lost_runs.insert(job.seq, (started, slot));
+            }
             if self.halt.is_none() {
                 self.queue.push_front(job);
                 return;
@@ -440,6 +601,9 @@ impl<W: Write> Scheduler<W> {
                 code: None,
                 signal: None,
             };
+        }
+        if outcome.ran.is_some() {
+            self.lost_runs.remove(&job.seq);
         }
         let stopped_by_us = matches!(outcome.ending, Ending::Aborted { .. });
         let timed_out = matches!(outcome.ending, Ending::TimedOut { .. });
@@ -451,7 +615,7 @@ impl<W: Write> Scheduler<W> {
         let note = outcome.note.take();
         let mut result = JobResult::from_outcome(&job, &place, outcome, msg_id);
         if stopped_by_us {
-            result.error = Some(format!("stopped before it ended: {}", self.halt_reason()));
+            result.error = Some(format!("{STOPPED_BY_BAKAPARA}: {}", self.halt_reason()));
         }
         if timed_out {
             let limit = match &job.body {
@@ -476,8 +640,7 @@ impl<W: Write> Scheduler<W> {
             self.queue.push_back(job);
             return;
         }
-        self.output.emit(&job, &result);
-        self.check_halt_policy();
+        self.emit(&job, &result, stopped_by_us);
     }
 
     /// Puts a failed job back in the queue when it has retries left (host losses do not
@@ -516,10 +679,14 @@ impl<W: Write> Scheduler<W> {
         }
         let failed = self.output.failed();
         let succeeded = self.output.done() - failed;
-        if !policy.reached(failed, succeeded, self.received) {
+        if !policy.reached(failed, succeeded, self.total) {
             return;
         }
         self.halt = Some(Halt::Policy(policy));
+        self.halt_status = Some(match policy.what {
+            What::Fail => self.last_failure_status,
+            What::Success | What::Done => 0,
+        });
         self.output.logger().warn(&format!(
             "bakapara: --halt {policy} reached: starting no new jobs"
         ));
@@ -582,6 +749,72 @@ impl<W: Write> Scheduler<W> {
         }
     }
 
+    /// A host that was connecting in the background joined the run, failed for now, or was
+    /// left out.
+    fn host_joining(&mut self, host: usize, news: Joining) {
+        let state = &mut self.hosts[host];
+        let name = state.host.spec.name.clone();
+        match news {
+            Joining::Up { executor, slots } => {
+                if !state.joining {
+                    return;
+                }
+                let reported = state.reported;
+                state.down = None;
+                state.joining = false;
+                state.host = Arc::new(Host {
+                    spec: state.host.spec.clone(),
+                    executor: Some(executor),
+                    slots,
+                    joining: false,
+                });
+                let first = self.slots.len();
+                self.slots
+                    .extend((0..slots).map(|lane| Slot { host, lane }));
+                self.free.extend((first..self.slots.len()).map(Reverse));
+                if reported {
+                    self.output
+                        .logger()
+                        .warn(&format!("bakapara: host {name} joined the run"));
+                }
+            }
+            Joining::Unreachable(why) => {
+                state.reported = true;
+                self.output.logger().warn(&format!(
+                    "bakapara: host {name} cannot be reached: {why}; trying again in the background"
+                ));
+                let since = state
+                    .down
+                    .as_ref()
+                    .map_or_else(Instant::now, |(since, _)| *since);
+                state.down = Some((
+                    since,
+                    format!("could not be reached since the start ({why})"),
+                ));
+            }
+            Joining::LeftOut(why) => {
+                self.output
+                    .logger()
+                    .warn(&format!("bakapara: leaving out host {name}: {why}"));
+                state.joining = false;
+                state.down = Some((Instant::now(), why));
+                self.fail_jobs_no_host_can_run();
+            }
+        }
+    }
+
+    /// Fails the queued jobs that no host of the run can ever run (their hosts were left out).
+    fn fail_jobs_no_host_can_run(&mut self) {
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for job in std::mem::take(&mut self.queue) {
+            match self.no_host_for(wanted_hosts(&job).as_deref()) {
+                Some(why) => self.settle(job, Status::Error, why),
+                None => kept.push_back(job),
+            }
+        }
+        self.queue = kept;
+    }
+
     /// True when jobs wait and some host is down (the host timeout may have to fail them).
     fn waiting_on_down_hosts(&self) -> bool {
         !self.queue.is_empty() && self.hosts.iter().any(|h| h.down.is_some())
@@ -628,11 +861,34 @@ impl<W: Write> Scheduler<W> {
         self.queue = kept;
     }
 
+    /// Writes a result line. A job that a `--halt` policy stopped (`halted`) is not counted
+    /// as failed; any other failure is remembered as the one a `fail=` halt would exit with.
+    fn emit(&mut self, job: &Job, result: &JobResult, halted: bool) {
+        if halted && matches!(self.halt, Some(Halt::Policy(_))) {
+            return self.output.emit_halted(job, result);
+        }
+        if result.failed() {
+            self.last_failure_status = match (result.status, result.code) {
+                (Status::Ok, Some(code)) => u8::try_from(code).ok().filter(|&c| c != 0),
+                _ => None,
+            }
+            .unwrap_or(1);
+        }
+        self.output.emit(job, result);
+    }
+
     /// Writes the result of a job that never ran.
     fn settle(&mut self, job: Job, status: Status, why: String) {
         let msg_id = self.msg_id(&job);
-        let result = JobResult::not_started(&job, status, why, msg_id);
-        self.output.emit(&job, &result);
+        let halted = status == Status::Aborted;
+        let mut result = JobResult::not_started(&job, status, why, msg_id);
+        // A job that lost its host and waited in vain to run again did start: say when, where.
+        if let Some((started, slot)) = self.lost_runs.remove(&job.seq) {
+            result.started = Some(crate::timefmt::rfc3339(&started));
+            result.host = Some(self.hosts[self.slots[slot].host].host.spec.name.clone());
+            result.engine_id = Some(slot);
+        }
+        self.emit(&job, &result, halted);
     }
 
     fn settle_halted(&mut self, job: Job) {
@@ -645,6 +901,7 @@ impl<W: Write> Scheduler<W> {
             return;
         }
         self.input_open = false;
+        self.total = Some(self.received);
         self.output.set_total(self.received);
         if let Some(thread) = self.reader_thread.take() {
             match thread.join() {
@@ -718,11 +975,45 @@ impl<W: Write> Scheduler<W> {
         // from now on is taken.
         self.input_open = false;
         self.reader_thread = None;
+        self.total = Some(self.received);
         self.output.set_total(self.received);
     }
 
     fn msg_id(&self, job: &Job) -> String {
         format!("{}-{}-{}", self.run_id, job.seq, job.attempts)
+    }
+}
+
+/// The next jobserver token (see [`Tokens::arrival`]); a free function, so that `select!`
+/// borrows only this field of the scheduler.
+async fn arrival(tokens: &mut Option<Tokens>) -> Option<std::io::Result<jobserver::Acquired>> {
+    match tokens {
+        Some(tokens) => tokens.arrival().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An earlier result line (newline-terminated) with `result.seq` set to `seq`, this run's
+/// position of the job, so that the seqs of one output stay unique. A line whose seq is
+/// already right is kept byte for byte; any other is rewritten with only that value changed
+/// (keys keep their order, numbers their text).
+fn with_seq(line: Vec<u8>, seq: u64) -> Vec<u8> {
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&line) else {
+        return line;
+    };
+    let Some(Value::Object(result)) = object.get_mut("result") else {
+        return line;
+    };
+    if result.get("seq").and_then(Value::as_u64) == Some(seq) {
+        return line;
+    }
+    result.insert("seq".to_string(), Value::from(seq));
+    match serde_json::to_vec(&object) {
+        Ok(mut rewritten) => {
+            rewritten.push(b'\n');
+            rewritten
+        }
+        Err(_) => line,
     }
 }
 

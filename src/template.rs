@@ -1,16 +1,23 @@
-//! The `<...>` template language of SPEC §2: parse once, expand per job (pure code).
+//! The template language of SPEC §2: parse once, expand per job (pure code).
 //!
 //! A token is `<`, then no whitespace and no `<`, then `>`; everything else is literal
 //! text. A token is `<BASE OP>`:
 //!
-//! * BASE: empty (the whole item), digits `N` (the N-th column, from 1), an identifier
-//!   `name` (a field of a JSON input object), `#` (sequence number) or `%` (slot number).
+//! * BASE: empty (the whole item), digits `N` (the N-th column, from 1), `-N` (the N-th
+//!   from the end), an identifier `name` (a field of a JSON input object), `#` (sequence
+//!   number) or `%` (slot number).
 //! * OP: none, `.` (without extension), `/` (basename), `//` (dirname), `/.` (basename
 //!   without extension), `/RE/REP` (first match replaced), `//RE/REP` (every match
 //!   replaced). `#` and `%` take no OP.
 //!
 //! The path operators reproduce GNU Parallel's `{.}` `{/}` `{//}` `{/.}` exactly (they are
 //! Perl substitutions there: `s:\.[^/.]*$::`, `s:.*/::` and `File::Basename::dirname`).
+//!
+//! [`Syntax::Braces`] (`--braces`) reads the same tokens written GNU Parallel's way, `{BASE OP}`
+//! (`{}` `{.}` `{2/}` `{-1}` `{#}` `{/RE/REP}`...), through the same token parser. There `<`
+//! is plain text, and so is a brace group that is not a token (`awk '{print $1}'`, `{a,b}`,
+//! `{1..3}`, `${HOME}`), as GNU Parallel leaves such groups alone; only a token whose regex or
+//! replacement is wrong is an error.
 //!
 //! [`Template::parse`] does all the work that does not depend on the job (splitting,
 //! regex compilation, resolving `$1` in replacements), so [`Template::expand`] only
@@ -42,6 +49,18 @@ pub enum Quoting {
     Shell,
     /// Verbatim (`--no-quote`, and the path templates `--out` / `--err` / `--cd`).
     Verbatim,
+}
+
+/// How a template writes its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// bakapara's `<...>` tokens: anything between `<` and `>` (no whitespace) is a token, and
+    /// one that means nothing is an error.
+    Angle,
+    /// `--braces`: GNU Parallel's `{...}` tokens; a brace group that is not a token is text.
+    /// `fields`: whether `{name}` reads a field of the input object (`--jsonl`); without it,
+    /// `{name}` is text, as in GNU Parallel.
+    Braces { fields: bool },
 }
 
 /// A template that failed to parse: names the token and its 1-based column.
@@ -89,6 +108,8 @@ enum Base {
     Whole,
     /// `<N>`: the N-th column, from 1.
     Column(usize),
+    /// `<-N>`: the N-th column from the end, from 1.
+    FromEnd(usize),
     /// `<name>`: a field of a JSON object item.
     Field(String),
     /// `<#>`.
@@ -128,9 +149,19 @@ enum RepPart {
 }
 
 impl Template {
-    /// Parses `source`; fails on an unknown token or a bad regex, naming the token and
-    /// its 1-based (character) column.
+    /// Parses `source` in the `<...>` syntax; fails on an unknown token or a bad regex,
+    /// naming the token and its 1-based (character) column.
     pub fn parse(source: &str) -> Result<Template, ParseError> {
+        Template::parse_in(source, Syntax::Angle)
+    }
+
+    /// Parses `source` in the given syntax. In [`Syntax::Braces`] only a token with a bad
+    /// regex or replacement (or an absurd column number) fails; other groups are text.
+    pub fn parse_in(source: &str, syntax: Syntax) -> Result<Template, ParseError> {
+        let (open, close) = match syntax {
+            Syntax::Angle => ('<', '>'),
+            Syntax::Braces { .. } => ('{', '}'),
+        };
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut literal_len = 0;
@@ -138,24 +169,42 @@ impl Template {
         let mut uses_slot = false;
         let mut rest_start = 0; // start of the not yet consumed text
         let mut search = 0; // where to look for the next `<`
-        while let Some(off) = source[search..].find('<') {
+        while let Some(off) = source[search..].find(open) {
             let lt = search + off;
-            let Some(gt) = token_end(source, lt) else {
-                // A `<` that does not open a token is literal text.
+            let Some(gt) = token_end(source, lt, open, close) else {
+                // An opening character that does not open a token is literal text.
                 search = lt + 1;
                 continue;
+            };
+            let text = &source[lt..=gt];
+            let error = |message| ParseError {
+                token: text.to_string(),
+                column: source[..lt].chars().count() + 1,
+                message,
+            };
+            let (base, op) = match (syntax, parse_token(&source[lt + 1..gt])) {
+                (_, Ok((Base::Field(_), _))) if syntax == (Syntax::Braces { fields: false }) => {
+                    search = lt + 1;
+                    continue;
+                }
+                // `${name}` is the shell's.
+                (Syntax::Braces { .. }, Ok(_)) if source[..lt].ends_with('$') => {
+                    search = lt + 1;
+                    continue;
+                }
+                (_, Ok(token)) => token,
+                (Syntax::Braces { .. }, Err(Rejected::NotAToken(_))) => {
+                    search = lt + 1;
+                    continue;
+                }
+                (Syntax::Angle, Err(Rejected::NotAToken(m)) | Err(Rejected::Bad(m)))
+                | (Syntax::Braces { .. }, Err(Rejected::Bad(m))) => return Err(error(m)),
             };
             literal.push_str(&source[rest_start..lt]);
             if !literal.is_empty() {
                 literal_len += literal.len();
                 parts.push(Part::Literal(std::mem::take(&mut literal)));
             }
-            let text = &source[lt..=gt];
-            let (base, op) = parse_token(&source[lt + 1..gt]).map_err(|message| ParseError {
-                token: text.to_string(),
-                column: source[..lt].chars().count() + 1,
-                message,
-            })?;
             uses_slot |= matches!(base, Base::Slot);
             token_count += 1;
             parts.push(Part::Token(Token {
@@ -207,6 +256,14 @@ impl Template {
             }
         }
         found
+    }
+
+    /// The first token as written, if there is one.
+    pub fn first_token(&self) -> Option<&str> {
+        self.parts.iter().find_map(|part| match part {
+            Part::Token(token) => Some(token.text.as_str()),
+            Part::Literal(_) => None,
+        })
     }
 
     /// True when a token uses `<%>` (the value depends on the slot).
@@ -264,23 +321,38 @@ fn push_shell_quoted(out: &mut String, s: &str) {
     out.push('\'');
 }
 
-/// If the `<` at byte `lt` opens a token, the byte index of its `>`.
-fn token_end(source: &str, lt: usize) -> Option<usize> {
+/// If the `open` at byte `lt` opens a token, the byte index of its `close`.
+fn token_end(source: &str, lt: usize, open: char, close: char) -> Option<usize> {
     for (i, c) in source[lt + 1..].char_indices() {
-        if c == '>' {
+        if c == close {
             return Some(lt + 1 + i);
         }
-        if c == '<' || c.is_whitespace() {
+        if c == open || c.is_whitespace() {
             return None;
         }
     }
     None
 }
 
+/// Why a token body was refused.
+enum Rejected {
+    /// It is not a token at all (`--braces` leaves such a group as text).
+    NotAToken(String),
+    /// It is a token with a bad part: a regex that does not compile, a replacement that
+    /// refers to a group it lacks, a column number out of range.
+    Bad(String),
+}
+
+impl From<String> for Rejected {
+    fn from(message: String) -> Rejected {
+        Rejected::NotAToken(message)
+    }
+}
+
 const OPS_HELP: &str = "`.`, `/`, `//`, `/.`, `/RE/REP` or `//RE/REP`";
 
 /// Parses a token's body (between `<` and `>`); the error is the message only.
-fn parse_token(body: &str) -> Result<(Base, Op), String> {
+fn parse_token(body: &str) -> Result<(Base, Op), Rejected> {
     let first = body.chars().next();
     let (base, rest) = match first {
         Some('#') | Some('%') => {
@@ -290,22 +362,34 @@ fn parse_token(body: &str) -> Result<(Base, Op), String> {
                 Base::Slot
             };
             if body.len() > 1 {
-                return Err(format!("`<{}>` takes no operator", &body[..1]));
+                return Err(format!("`<{}>` takes no operator", &body[..1]).into());
             }
             return Ok((base, Op::None));
         }
-        Some(c) if c.is_ascii_digit() => {
-            let end = body
+        Some(c)
+            if c.is_ascii_digit()
+                || (c == '-' && body[1..].starts_with(|d: char| d.is_ascii_digit())) =>
+        {
+            let from_end = c == '-';
+            let start = usize::from(from_end);
+            let end = body[start..]
                 .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(body.len());
-            let digits = &body[..end];
+                .map_or(body.len(), |i| start + i);
+            let digits = &body[start..end];
             let n: usize = digits
                 .parse()
-                .map_err(|_| format!("column number {digits} is too large"))?;
+                .map_err(|_| Rejected::Bad(format!("column number {digits} is too large")))?;
             if n == 0 {
-                return Err("columns count from 1, there is no column 0".to_string());
+                return Err("columns count from 1, there is no column 0"
+                    .to_string()
+                    .into());
             }
-            (Base::Column(n), &body[end..])
+            let base = if from_end {
+                Base::FromEnd(n)
+            } else {
+                Base::Column(n)
+            };
+            (base, &body[end..])
         }
         Some(c) if c == '_' || c.is_ascii_alphabetic() => {
             let end = body
@@ -328,11 +412,12 @@ fn parse_token(body: &str) -> Result<(Base, Op), String> {
                 parse_replace(spec, false)?
             } else if matches!(base, Base::Whole) {
                 return Err(format!(
-                    "unknown token: expected `<>`, `<N>`, `<name>`, `<#>` or `<%>`, \
+                    "unknown token: expected `<>`, `<N>`, `<-N>`, `<name>`, `<#>` or `<%>`, \
                      optionally followed by {OPS_HELP}"
-                ));
+                )
+                .into());
             } else {
-                return Err(format!("unknown operator `{rest}` (expected {OPS_HELP})"));
+                return Err(format!("unknown operator `{rest}` (expected {OPS_HELP})").into());
             }
         }
     };
@@ -340,7 +425,7 @@ fn parse_token(body: &str) -> Result<(Base, Op), String> {
 }
 
 /// Parses `RE/REP` (what follows the leading `/` or `//`).
-fn parse_replace(spec: &str, all: bool) -> Result<Op, String> {
+fn parse_replace(spec: &str, all: bool) -> Result<Op, Rejected> {
     let mut pattern = String::new();
     let mut chars = spec.char_indices();
     let mut rep_start = None;
@@ -362,14 +447,18 @@ fn parse_replace(spec: &str, all: bool) -> Result<Op, String> {
         }
     }
     let Some(rep_start) = rep_start else {
-        return Err("missing replacement: write `/RE/REP` (`\\/` for a literal slash)".to_string());
+        return Err(
+            "missing replacement: write `/RE/REP` (`\\/` for a literal slash)"
+                .to_string()
+                .into(),
+        );
     };
     if pattern.is_empty() {
-        return Err("empty regex in `/RE/REP`".to_string());
+        return Err("empty regex in `/RE/REP`".to_string().into());
     }
-    let re =
-        Regex::new(&pattern).map_err(|e| format!("bad regex `{pattern}`: {}", regex_error(&e)))?;
-    let rep = parse_replacement(&spec[rep_start..], &re)?;
+    let re = Regex::new(&pattern)
+        .map_err(|e| Rejected::Bad(format!("bad regex `{pattern}`: {}", regex_error(&e))))?;
+    let rep = parse_replacement(&spec[rep_start..], &re).map_err(Rejected::Bad)?;
     let uses_groups = rep.iter().any(|p| matches!(p, RepPart::Group(_)));
     Ok(Op::Replace(Box::new(Replace {
         re,
@@ -515,17 +604,23 @@ fn expand_token(
                 Cow::Owned(joined)
             }
         },
-        Base::Column(n) => match ctx.args.get(n - 1) {
-            Some(arg) => apply(&token.op, arg),
-            None => {
-                let have = ctx.args.len();
-                return Err(ExpandError(format!(
-                    "input has {have} column{}, token `{}` needs {n}",
-                    if have == 1 { "" } else { "s" },
-                    token.text
-                )));
+        Base::Column(n) | Base::FromEnd(n) => {
+            let index = match token.base {
+                Base::FromEnd(_) => ctx.args.len().checked_sub(*n),
+                _ => Some(n - 1),
+            };
+            match index.and_then(|i| ctx.args.get(i)) {
+                Some(arg) => apply(&token.op, arg),
+                None => {
+                    let have = ctx.args.len();
+                    return Err(ExpandError(format!(
+                        "input has {have} column{}, token `{}` needs {n}",
+                        if have == 1 { "" } else { "s" },
+                        token.text
+                    )));
+                }
             }
-        },
+        }
         Base::Field(name) => {
             let Some(fields) = ctx.fields else {
                 return Err(ExpandError(format!(
@@ -982,6 +1077,112 @@ mod tests {
         assert_eq!(ex("<1//>/<1/.>.gz", &a, Quoting::Verbatim), "in/x.gz");
     }
 
+    // ---- from the end, and --braces -----------------------------------------------
+
+    #[test]
+    fn columns_from_the_end() {
+        let a = ["a.x/y.z", "b/c.d", "e"];
+        assert_eq!(ex("<-1> <-2/> <-3.>", &a, Quoting::Verbatim), "e c.d a.x/y");
+        assert_eq!(ex("<-1>", &["only"], Quoting::Verbatim), "only");
+        let t = Template::parse("<-3>").unwrap();
+        let two = args(&["a", "b"]);
+        assert_eq!(
+            t.expand(&ctx(&two, None), Quoting::Shell).unwrap_err().0,
+            "input has 2 columns, token `<-3>` needs 3"
+        );
+        assert!(parse_err("<-0>").message.contains("count from 1"));
+    }
+
+    fn braces(template: &str, fields: bool) -> Template {
+        Template::parse_in(template, Syntax::Braces { fields })
+            .unwrap_or_else(|e| panic!("{template}: {e}"))
+    }
+
+    /// Expands a `--braces` template for one item, verbatim.
+    fn b(template: &str, item: &[&str]) -> String {
+        let a = args(item);
+        braces(template, false)
+            .expand(&ctx(&a, None), Quoting::Verbatim)
+            .unwrap()
+    }
+
+    #[test]
+    fn braces_tokens_mean_what_the_angle_ones_do() {
+        for (gnu, ours) in [
+            ("{}", "<>"),
+            ("{.}", "<.>"),
+            ("{/}", "</>"),
+            ("{//}", "<//>"),
+            ("{/.}", "</.>"),
+            ("{2}", "<2>"),
+            ("{-1}", "<-1>"),
+            ("{1/.}", "<1/.>"),
+            ("{#}", "<#>"),
+            ("{%}", "<%>"),
+            ("{/a/b}", "</a/b>"),
+            ("{//a/b}", "<//a/b>"),
+            ("{2//(.)\\./$1_}", "<2//(.)\\./$1_>"),
+        ] {
+            for item in [&["dir/a01.txt", "b.c/d.e"][..], &["x"][..]] {
+                let a = args(item);
+                let want = Template::parse(ours)
+                    .unwrap()
+                    .expand(&ctx(&a, None), Quoting::Shell)
+                    .ok();
+                let got = braces(gnu, false)
+                    .expand(&ctx(&a, None), Quoting::Shell)
+                    .ok();
+                assert_eq!(got, want, "{gnu} vs {ours} on {item:?}");
+            }
+        }
+        assert_eq!(b("job < {} > {/a/b}", &["a01"]), "job < a01 > b01");
+    }
+
+    #[test]
+    fn braces_leave_other_groups_and_angles_as_text() {
+        for text in [
+            "awk '{print $1}'",
+            "echo {a,b} {1..3} {x-y} {.x} {#.} {0} {/a} {///}",
+            "grep '<html>' <> <1> </a/b> <b>bold</b>",
+            "echo ${HOME} ${1} ${}x",
+            "echo '{\"a\":1}' {",
+            "echo {name} {field/.}",
+            "{ echo; }",
+        ] {
+            let t = braces(text, false);
+            assert!(!t.has_tokens(), "{text}: {:?}", t.first_token());
+            assert_eq!(b(text, &["z"]), text);
+        }
+        assert_eq!(b("awk '{print $1}' {}", &["f"]), "awk '{print $1}' f");
+        assert_eq!(b("<{}>", &["f"]), "<f>");
+        assert_eq!(b("{{}}", &["f"]), "{f}");
+    }
+
+    #[test]
+    fn braces_fields_with_jsonl() {
+        let m = obj(r#"{"name":"dir/n.txt","x":1}"#);
+        let t = braces("a {name/.} {x} ${name} {nope-}", true);
+        assert_eq!(
+            t.expand(&ctx(&[], Some(&m)), Quoting::Verbatim).unwrap(),
+            "a n 1 ${name} {nope-}"
+        );
+    }
+
+    #[test]
+    fn braces_refuse_a_token_with_a_bad_regex_or_replacement() {
+        for (text, needle) in [
+            ("echo {/(/x}", "bad regex `(`"),
+            ("{//[/x}", "bad regex"),
+            ("{/(a)/$2}", "capture group"),
+            ("{/a/b/g}", "unescaped `/`"),
+            ("{99999999999999999999999}", "too large"),
+        ] {
+            let e = Template::parse_in(text, Syntax::Braces { fields: false }).unwrap_err();
+            assert!(e.message.contains(needle), "{text}: {e}");
+            assert!(e.token.starts_with('{'), "{text}: {e}");
+        }
+    }
+
     // ---- literal text ------------------------------------------------------------
 
     #[test]
@@ -1248,10 +1449,20 @@ mod tests {
 
         #[test]
         fn parse_and_expand_never_panic(
-            template in prop_oneof![".{0,40}", "[<>/\\\\.#%$a-z0-9(){}*+?|^ \\[\\]_-]{0,30}"],
+            template in prop_oneof![
+                ".{0,40}",
+                "[<>/\\\\.#%$a-z0-9(){}*+?|^ \\[\\]_-]{0,30}",
+                "[{}/\\\\.#%$a-z0-9()*+?|^ _-]{0,30}",
+            ],
             value in prop_oneof![".{0,20}", "[/.a\n]{0,12}"],
         ) {
-            if let Ok(t) = Template::parse(&template) {
+            let syntaxes = [
+                Syntax::Angle,
+                Syntax::Braces { fields: false },
+                Syntax::Braces { fields: true },
+            ];
+            for syntax in syntaxes {
+                let Ok(t) = Template::parse_in(&template, syntax) else { continue };
                 let a = args(&[&value, "b.c"]);
                 let m = obj(r#"{"a":"x","b":null}"#);
                 for q in [Quoting::Shell, Quoting::Verbatim] {

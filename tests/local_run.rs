@@ -195,7 +195,7 @@ fn usage_errors_exit_255_before_any_job_runs() {
         (&["touch ran; echo <nope x> <unknown>"], "<unknown>"),
         (&["touch ran; echo </(/x>"], "</(/x>"),
         (&["--frobnicate", "touch ran"], "--frobnicate"),
-        (&["-j", "0", "touch ran"], "-j"),
+        (&["-j", "1e9", "touch ran"], "--jobs"),
         (&["--capture-limit", "lots", "touch ran"], "--capture-limit"),
         (&["--colsep", "(", "touch ran"], "--colsep"),
         (&["touch ran", "::::", "/no/such/file"], "/no/such/file"),

@@ -1,5 +1,6 @@
-//! The live progress display (SPEC §6): bakapara runs in a tmux pane, so its stderr is a
-//! terminal, and the test reads the screen.
+//! bakapara at a terminal (SPEC §1, §6): it runs in a tmux pane, so its stderr (and, where a
+//! test says so, its stdout and stdin) is a terminal, and the test reads the screen: the live
+//! progress display, human output instead of JSON, the hint for input typed at the terminal.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,9 +51,10 @@ impl Tmux {
             .expect("run tmux (is it installed?)")
     }
 
-    /// The visible screen of the pane, lines without trailing blanks.
+    /// The visible screen of the pane, lines without trailing blanks (a line the terminal
+    /// wrapped comes joined).
     fn screen(&self) -> String {
-        let out = self.command(&["capture-pane", "-p"]);
+        let out = self.command(&["capture-pane", "-p", "-J"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -99,13 +101,19 @@ fn quote(path: &Path) -> String {
 /// Starts `bakapara ARGS > out.jsonl` in a 120x30 pane; its exit code goes to `rc`, then the
 /// pane stays (so the final screen can be read).
 fn start(name: &str, dir: &Path, args: &str) -> (Tmux, PathBuf, PathBuf) {
+    start_line(name, dir, &format!("\"$B\" {args} > out.jsonl"))
+}
+
+/// Runs the shell command `line` in a 120x30 pane, in `dir`, with `$B` the bakapara binary;
+/// its exit code goes to `rc`, then the pane stays. Returns the pane and the paths of
+/// `out.jsonl` (where `line` may send stdout) and `rc`.
+fn start_line(name: &str, dir: &Path, line: &str) -> (Tmux, PathBuf, PathBuf) {
     let out = dir.join("out.jsonl");
     let rc = dir.join("rc");
     let shell = format!(
-        "cd {} && {} {args} > {}; echo $? > {}.tmp; mv {}.tmp {}; exec sleep 600",
+        "cd {} && B={}; {line}; echo $? > {}.tmp; mv {}.tmp {}; exec sleep 600",
         quote(dir),
         quote(Path::new(env!("CARGO_BIN_EXE_bakapara"))),
-        quote(&out),
         quote(&rc),
         quote(&rc),
         quote(&rc),
@@ -234,4 +242,178 @@ fn quiet_shows_no_display() {
     let screen = tmux.screen();
     assert!(non_empty_lines(&screen).is_empty(), "{screen}");
     assert_eq!(result_lines(&out).len(), 3);
+}
+
+/// The `N` of the first `N/TOTAL done` on the screen.
+fn done_of(screen: &str, total: u64) -> Option<u64> {
+    let at = screen.find(&format!("/{total} done"))?;
+    let digits: String = screen[..at]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn piped_input_shows_its_total_a_bar_and_an_eta_once_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // 20 lines, read at once (the reader hits the end of input long before the scheduler has
+    // taken every job): the display knows the total from then on.
+    let (tmux, out, rc) = start_line(
+        "piped",
+        dir.path(),
+        "seq 20 | \"$B\" -j 4 'sleep 0.3; echo <>' > out.jsonl",
+    );
+    let screen = tmux.wait_for_screen("N/20 with an ETA early in the run", |s| {
+        done_of(s, 20).is_some_and(|n| (1..=12).contains(&n)) && s.contains("ETA 0:")
+    });
+    assert!(
+        screen.contains("[="),
+        "a bar once the total is known:\n{screen}"
+    );
+    assert!(!screen.contains("/? done"), "{screen}");
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    assert_eq!(result_lines(&out).len(), 20);
+}
+
+#[test]
+fn log_lines_count_against_the_total_once_the_input_has_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, "1\n2\n3\n4\n5\n").unwrap();
+    // stderr is a pipe here: log lines. One slot, so the scheduler takes the jobs one by one
+    // while the reader has long read all five.
+    let out = Command::new(env!("CARGO_BIN_EXE_bakapara"))
+        .args(["-j", "1", "sleep 0.2; echo"])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .expect("bakapara runs");
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The first job may end before the reader got to the end of input; none after it.
+    for k in 2..=5 {
+        assert!(
+            stderr.contains(&format!("[{k}/5] returned 0 in ")),
+            "job {k} of 5:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn jobs_read_from_the_terminal_get_a_hint_on_how_to_end_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, out, rc) = start("tty-input", dir.path(), "'echo got <>'");
+    let screen = tmux.wait_for_screen("the hint", |s| s.contains("Ctrl-D"));
+    assert!(
+        screen.contains("reading jobs from the terminal"),
+        "{screen}"
+    );
+    let sent = tmux.command(&["send-keys", "hello", "Enter"]);
+    assert!(sent.status.success());
+    // The job runs before the input ends.
+    let deadline = Instant::now() + WAIT;
+    while std::fs::read_to_string(&out).unwrap_or_default().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no result; the screen:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent = tmux.command(&["send-keys", "C-d"]);
+    assert!(sent.status.success());
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    let results = result_lines(&out);
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["result"]["stdout"], "got hello\n");
+}
+
+#[test]
+fn piped_input_gets_no_terminal_hint() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bakapara"))
+        .args(["echo"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("bakapara runs");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("Ctrl-D"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_terminal_on_stdout_gets_each_jobs_output_and_failures_named_not_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, _, rc) = start_line(
+        "human",
+        dir.path(),
+        "\"$B\" -j 2 --joblog log.jsonl \
+         'echo out <>; echo line2 <>; echo oops <> >&2; exit $((<> == 2))' ::: 1 2 3",
+    );
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "1");
+    let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
+    assert!(!screen.contains("{\""), "no JSON on a terminal:\n{screen}");
+    for k in 1..=3 {
+        // Each job's stdout is one block.
+        assert!(
+            screen.contains(&format!("out {k}\nline2 {k}\n")),
+            "job {k}'s output:\n{screen}"
+        );
+        assert!(screen.contains(&format!("oops {k}")), "{screen}");
+    }
+    // The failed job is named, with its code.
+    let failed: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains("returned 1 in"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{screen}");
+    assert!(failed[0].contains("exit $((2 == 2))"), "{screen}");
+    assert!(screen.contains("completed: 3/3 done, 1 failed"), "{screen}");
+    // The joblog still gets the result lines.
+    let log = result_lines(&dir.path().join("log.jsonl"));
+    assert_eq!(log.len(), 3);
+}
+
+#[test]
+fn json_forces_result_lines_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, _, rc) = start_line("json", dir.path(), "\"$B\" --json 'echo hi <>' ::: 1");
+    wait_for_file(&rc, &tmux);
+    let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
+    assert!(screen.contains("\"stdout\":\"hi 1\\n\""), "{screen}");
+    assert!(screen.contains("\"result\":{\"status\":\"ok\""), "{screen}");
+}
+
+#[test]
+fn line_buffer_on_a_terminal_prints_lines_above_the_display() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, _, rc) = start_line(
+        "lb",
+        dir.path(),
+        "\"$B\" --line-buffer -j 2 'echo <> one; echo <> two' ::: a b c",
+    );
+    wait_for_file(&rc, &tmux);
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+    let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
+    let mut lines = non_empty_lines(&screen);
+    assert_eq!(
+        lines.pop().map(|l| l.starts_with("completed: 3/3 done")),
+        Some(true),
+        "{screen}"
+    );
+    // Only the jobs' lines are left, whole, above the final line: no piece of the display.
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        ["a one", "a two", "b one", "b two", "c one", "c two"],
+        "{screen}"
+    );
 }

@@ -322,7 +322,11 @@ fn halt_now_kills_running_jobs_and_aborts_the_rest() {
             "job {seq} did not run"
         );
     }
-    assert_eq!(out.code, Some(6), "six failed jobs");
+    assert_eq!(
+        out.code,
+        Some(3),
+        "the exit code of job 2, which triggered the halt; the aborted jobs are not counted"
+    );
     assert_eq!(out.signal, None);
     wait_until("job 1's sleep is gone", || pids_with(&m).is_empty());
 }
@@ -357,7 +361,89 @@ fn halt_soon_lets_running_jobs_finish() {
         assert!(lines[&seq]["result"]["started"].is_null());
         assert!(!dir.path().join(format!("s{seq}")).exists());
     }
-    assert_eq!(out.code, Some(5), "job 2 and the four not started");
+    assert_eq!(
+        out.code,
+        Some(3),
+        "job 2's own exit code (GNU Parallel's rule)"
+    );
+}
+
+/// `--halt` runs with one slot, so that jobs end in input order: (exit code, result lines).
+fn halt_run(halt: &str, args: &[&str], stdin: &[u8]) -> (Option<i32>, Vec<String>) {
+    let dir = tempdir();
+    let mut all = vec!["-j", "1", "--halt", halt];
+    all.extend_from_slice(args);
+    let out = run(&all, stdin, dir.path());
+    let lines = by_seq(&out.lines);
+    assert_eq!(
+        lines.len() as u64,
+        *lines.keys().last().unwrap_or(&0),
+        "{}",
+        out.stderr
+    );
+    (
+        out.code,
+        lines.values().map(|l| status(l).to_string()).collect(),
+    )
+}
+
+#[test]
+fn halt_on_a_percentage_takes_it_of_the_known_total() {
+    // Ten jobs; 3 and 6 fail. 20 % of 10 is 2 failures: the halt comes after job 6, not 3.
+    let (code, statuses) = halt_run(
+        "soon,fail=20%",
+        &[
+            "exit $(( <> % 3 == 0 ? <> : 0 ))",
+            ":::",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "7",
+            "8",
+            "9",
+            "10",
+        ],
+        b"",
+    );
+    assert_eq!(&statuses[..6], ["ok"; 6], "jobs 1..6 ran");
+    assert_eq!(&statuses[6..], ["aborted"; 4], "7..10 were not started");
+    assert_eq!(code, Some(6), "job 6 triggered the halt");
+}
+
+#[test]
+fn halt_on_a_percentage_of_streamed_input_waits_for_ten_finished_jobs() {
+    // Read from a pipe, the total is unknown while jobs run: one failure in the first job is
+    // 100 % of the finished jobs, yet no reason to stop a fail=20% run.
+    let mut jobs = String::from("exit 4\n");
+    for i in 2..=12 {
+        jobs.push_str(&format!("echo {i}\n"));
+    }
+    let (code, statuses) = halt_run("soon,fail=20%", &[], jobs.as_bytes());
+    assert_eq!(statuses, ["ok"; 12], "every job ran");
+    assert_eq!(code, Some(1), "one failed job");
+}
+
+#[test]
+fn halt_on_success_exits_0_whatever_failed_before() {
+    let (code, statuses) = halt_run("now,success=1", &[], b"exit 4\ntrue\ntrue\ntrue\n");
+    assert_eq!(statuses, ["ok", "ok", "aborted", "aborted"]);
+    assert_eq!(code, Some(0));
+    let (code, _) = halt_run("now,done=2", &[], b"exit 4\nexit 5\ntrue\n");
+    assert_eq!(code, Some(0), "a done= halt exits 0 too");
+}
+
+#[test]
+fn halt_triggered_by_a_job_without_an_exit_code_exits_1() {
+    let (code, statuses) = halt_run("now,fail=1", &[], b"kill -9 $$\ntrue\n");
+    assert_eq!(
+        statuses,
+        ["aborted", "aborted"],
+        "killed by SIGKILL; not started"
+    );
+    assert_eq!(code, Some(1));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -817,4 +903,87 @@ fn jsonl_objects_with_a_bad_field_give_errors_naming_the_key() {
 #[test]
 fn jsonl_objects_with_a_host_list_of_non_strings_give_errors_naming_the_key() {
     check_jsonl_errors("{\"x\":\"b\",\"host\":[1]}\n{\"x\":\"ok\"}\n", &["`host`"]);
+}
+
+#[test]
+fn resume_with_a_missing_file_runs_every_job() {
+    let dir = tempdir();
+    let out = run(
+        &["--resume", "not-yet.jsonl", "echo <>", ":::", "1", "2"],
+        b"",
+        dir.path(),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.lines.len(), 2);
+    assert!(
+        out.stderr.contains("not-yet.jsonl does not exist"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn resume_refuses_a_file_that_is_also_stdout() {
+    let dir = tempdir();
+    let first = run(&["touch ran<>; echo <>", ":::", "1", "2"], b"", dir.path());
+    let results = dir.path().join("r.jsonl");
+    let before = first.raw.concat();
+    for append in [false, true] {
+        std::fs::write(&results, &before).unwrap();
+        // What `> r.jsonl` (the shell empties the file) and `>> r.jsonl` hand bakapara.
+        let stdout = std::fs::OpenOptions::new()
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&results)
+            .unwrap();
+        std::fs::remove_file(dir.path().join("ran1")).unwrap_or_default();
+        let out = bakapara()
+            .args([
+                "--resume",
+                "r.jsonl",
+                "touch ran<>; echo <>",
+                ":::",
+                "1",
+                "3",
+            ])
+            .current_dir(dir.path())
+            .stdout(stdout)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(255), "append {append}: {stderr}");
+        assert!(stderr.contains("stdout is the --resume file"), "{stderr}");
+        assert!(!dir.path().join("ran3").exists(), "no job ran");
+        if append {
+            assert_eq!(std::fs::read(&results).unwrap(), before, "nothing written");
+        }
+    }
+}
+
+#[test]
+fn resume_gives_a_copied_line_the_seq_of_this_run() {
+    let dir = tempdir();
+    let template = "[ <> != y ] && echo <>";
+    let first = run(&["-j", "1", template], b"x\ny\n", dir.path());
+    assert_eq!(first.code, Some(1), "y failed: {}", first.stderr);
+    let results = dir.path().join("first.jsonl");
+    std::fs::write(&results, first.raw.concat()).unwrap();
+    // Asked the other way round: y runs again as job 1, x's line is copied as job 2.
+    let second = run(
+        &["-j", "1", "--resume", results.to_str().unwrap(), template],
+        b"y\nx\n",
+        dir.path(),
+    );
+    let lines = by_seq(&second.lines);
+    assert_eq!(
+        lines.keys().copied().collect::<Vec<_>>(),
+        [1, 2],
+        "unique seqs"
+    );
+    assert_eq!(lines[&1]["input"], "y");
+    let mut copied = lines[&2].clone();
+    assert_eq!(copied["input"], "x");
+    copied["result"]["seq"] = 1.into();
+    assert_eq!(copied, first.lines[0], "the old line, but for its seq");
 }

@@ -5,7 +5,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -568,7 +568,7 @@ fn an_unreachable_host_is_left_out_and_the_run_goes_on() {
     let (code, lines, stderr) = run(cmd, "a\nb\nc\nd\ne\nf\n");
     assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
     assert!(
-        stderr.contains("leaving out host h9"),
+        stderr.contains("host h9 cannot be reached"),
         "stderr warns about h9:\n{stderr}"
     );
     assert_eq!(lines.len(), 6);
@@ -578,8 +578,9 @@ fn an_unreachable_host_is_left_out_and_the_run_goes_on() {
         assert!(stdout_of(l).starts_with("h1 "), "{l}");
     }
 
+    // A job only h9 may run waits for it (it may come up) as long as --host-timeout.
     let mut cmd = bakapara(&cluster);
-    cmd.args(["-S", "h1/2,h9/2"]);
+    cmd.args(["-S", "h1/2,h9/2", "--host-timeout", "1s"]);
     let input = [
         job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h9"})),
         job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST"})),
@@ -779,6 +780,606 @@ fn a_job_whose_only_host_stays_down_fails_after_the_host_timeout() {
         why.contains("stayed down for more than 2 s") && why.contains("h2"),
         "{r}"
     );
+    // It did start, on h2, before h2 was lost.
+    assert!(r["started"].is_string(), "{r}");
+    assert_eq!(r["host"], "h2", "{r}");
+    assert!(r["completed"].is_null() && r["elapsed"].is_null(), "{r}");
     assert_eq!(result(by_seq[&2])["status"], "ok");
     assert!(stderr.contains("host h2 is down"), "{stderr}");
+}
+
+/// The cluster's client config with `edit` applied to its text, written into `dir`.
+fn edited_config(cluster: &SshCluster, dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = edit(read(cluster.ssh_config_path()));
+    let path = dir.join("ssh_config");
+    std::fs::write(&path, text).expect("write the edited ssh_config");
+    path
+}
+
+#[test]
+fn the_users_strict_host_key_checking_refuses_an_unknown_host() {
+    let cluster = SshCluster::start(&["h1"]);
+    let dir = tempdir();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let strict = edited_config(&cluster, dir.path(), |text| {
+        text.replace("StrictHostKeyChecking no", "StrictHostKeyChecking yes")
+            .replace(
+                "UserKnownHostsFile /dev/null",
+                &format!("UserKnownHostsFile {}", known.display()),
+            )
+    });
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&strict);
+    cmd.args(["-S", "h1/1", "--host-timeout", "1s", "echo <>"]);
+    let (_, lines, stderr) = run(cmd, "a\n");
+    assert!(
+        lines.iter().all(|l| result(l)["status"] != "ok"),
+        "nothing ran on a host ssh itself refuses: {lines:#?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("h1") && stderr.contains("Host key verification failed"),
+        "stderr says why h1 was left out:\n{stderr}"
+    );
+    assert_eq!(
+        read(&known),
+        "",
+        "the unknown host key was not trusted and written down"
+    );
+
+    // Where the config says nothing, bakapara's default (accept-new) applies.
+    let lax = edited_config(&cluster, dir.path(), |text| {
+        text.replace("StrictHostKeyChecking no\n", "").replace(
+            "UserKnownHostsFile /dev/null",
+            &format!("UserKnownHostsFile {}", known.display()),
+        )
+    });
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&lax);
+    cmd.args(["-S", "h1/1", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert!(
+        !read(&known).is_empty(),
+        "accept-new wrote the new key down"
+    );
+}
+
+/// Runs against a temp dir of their own for `$TMPDIR`, and no `$XDG_RUNTIME_DIR`, so that the
+/// run's control directory is the only thing in it.
+fn with_tmpdir(cmd: &mut Command, dir: &Path) {
+    cmd.env("TMPDIR", dir).env_remove("XDG_RUNTIME_DIR");
+}
+
+/// The directories in `dir`.
+fn dirs_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_long_tmpdir_does_not_break_the_control_sockets() {
+    let cluster = SshCluster::start(&["h1"]);
+    let base = tempdir();
+    let long = base
+        .path()
+        .join("a-temp-dir-name-long-enough-to-overflow-a-socket-path");
+    std::fs::create_dir(&long).unwrap();
+    let mut cmd = bakapara(&cluster);
+    with_tmpdir(&mut cmd, &long);
+    cmd.args(["-S", "h1/2", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\nb\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 2);
+}
+
+#[test]
+fn a_control_directory_removed_mid_run_is_recreated() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let tmp = tempdir();
+    let flags = tempdir();
+    let (started, go) = (flags.path().join("started"), flags.path().join("go"));
+    let mut cmd = bakapara(&cluster);
+    with_tmpdir(&mut cmd, tmp.path());
+    cmd.args(["-S", "h1/1", "--host-timeout", "30s"]);
+    let first = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done; echo first",
+        started.display(),
+        go.display()
+    );
+    let input = [
+        job_line(json!({ "cmd": first })),
+        job_line(json!({"cmd": "echo second"})),
+        job_line(json!({"cmd": "echo third"})),
+    ]
+    .concat();
+    let mut live = Live::spawn(cmd, &input);
+    wait_until(WAIT, "the first job to start", || started.exists());
+    let removed = dirs_in(tmp.path());
+    assert!(
+        !removed.is_empty(),
+        "the run has a control directory in $TMPDIR"
+    );
+    for dir in removed {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    std::fs::write(&go, "").unwrap();
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 3);
+    assert!(
+        dirs_in(tmp.path()).is_empty(),
+        "removed at the end of the run"
+    );
+}
+
+#[test]
+fn a_run_in_another_pid_namespace_leaves_a_live_runs_control_directory_alone() {
+    let unshared = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !unshared {
+        eprintln!("skipped: `unshare --pid` does not work here (it needs root)");
+        return;
+    }
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let tmp = tempdir();
+    let flags = tempdir();
+    let (started, go) = (flags.path().join("started"), flags.path().join("go"));
+    let mut cmd = bakapara(&cluster);
+    with_tmpdir(&mut cmd, tmp.path());
+    cmd.args(["-S", "h1/1"]);
+    let first = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+        started.display(),
+        go.display()
+    );
+    let input = [
+        job_line(json!({ "cmd": first })),
+        job_line(json!({"cmd": "echo later"})),
+    ]
+    .concat();
+    let mut live = Live::spawn(cmd, &input);
+    wait_until(WAIT, "the first job to start", || started.exists());
+    let ours = dirs_in(tmp.path());
+    assert_eq!(ours.len(), 1, "{ours:?}");
+
+    // The other run sees no process with our pid: it must still see that the run is live.
+    let bin = assert_cmd::cargo::cargo_bin("bakapara");
+    let mut other = Command::new("unshare");
+    other.args(["--pid", "--fork"]).arg(bin);
+    other.arg("--ssh-config").arg(cluster.ssh_config_path());
+    with_tmpdir(&mut other, tmp.path());
+    other.args(["-S", "h1/1", "echo <>"]);
+    let (code, lines, stderr) = run(other, "x\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert!(
+        ours[0].exists(),
+        "the live run's control directory is still there"
+    );
+
+    std::fs::write(&go, "").unwrap();
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 2);
+}
+
+#[test]
+fn masters_and_their_sessions_end_with_the_run() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let tmp = tempdir();
+    let mut cmd = bakapara(&cluster);
+    with_tmpdir(&mut cmd, tmp.path());
+    // Two masters (one per 6 slots).
+    cmd.args(["-S", "h1/8", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\nb\nc\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    // Without a close they would stay for ControlPersist; closed, they go at once (the wait is
+    // only for the processes to be reaped on a busy machine).
+    let h1 = cluster.host("h1");
+    let marker = tmp.path().display().to_string();
+    wait_until(
+        Duration::from_secs(5),
+        "no master, connection or session of the run left",
+        || {
+            h1.connection_pids().is_empty()
+                && h1.session_pids().is_empty()
+                && pids_with_cmdline_containing(&marker).is_empty()
+        },
+    );
+}
+
+#[test]
+fn ipv6_literals_work_in_sshlogin() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 on the loopback interface");
+        return;
+    }
+    let host = SshdHost::builder("h6").ipv6().start();
+    let dir = tempdir();
+    let config = dir.path().join("ssh_config");
+    let user = common::sshd::current_user();
+    let block = format!(
+        "    User {user}\n    IdentityFile \"{key}\"\n    IdentitiesOnly yes\n\
+         \x20   StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n\
+         \x20   BatchMode yes\n    LogLevel ERROR\n",
+        key = host.identity_file().display()
+    );
+    // `::1` alone takes its port from the config.
+    std::fs::write(
+        &config,
+        format!("Host ::1\n    Port {}\n{block}", host.port()),
+    )
+    .unwrap();
+    for sshlogin in [format!("[::1]:{}/2", host.port()), "::1/2".to_string()] {
+        let mut cmd = Command::cargo_bin("bakapara").unwrap();
+        cmd.arg("--ssh-config").arg(&config);
+        cmd.args(["-S", &sshlogin, "echo $BAKAPARA_TEST_HOST <>"]);
+        let (code, lines, stderr) = run(cmd, "a\nb\n");
+        assert_eq!(code, Some(0), "-S {sshlogin}: {stderr}\n{lines:#?}");
+        let name = sshlogin.trim_end_matches("/2");
+        for l in &lines {
+            assert_eq!(result(l)["host"], name, "{l}");
+            assert!(stdout_of(l).starts_with("h6 "), "{l}");
+        }
+        assert_eq!(lines.len(), 2);
+    }
+}
+
+/// A TCP port that accepts connections and never says a word (a host whose sshd hangs): ssh
+/// waits there until its ConnectTimeout.
+fn silent_port() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[test]
+fn jobs_start_on_the_first_ready_host_without_waiting_for_a_hanging_one() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let (_listener, port) = silent_port();
+    let dir = tempdir();
+    let config = edited_config(&cluster, dir.path(), |mut text| {
+        text.push_str(&format!(
+            "\nHost hang\n    HostName 127.0.0.1\n    Port {port}\n    ConnectTimeout 300\n\
+             \x20   BatchMode yes\n"
+        ));
+        text
+    });
+    let started = dir.path().join("started");
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&config);
+    cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "5s"]);
+    let input = [
+        job_line(json!({"cmd": format!("touch {}", started.display())})),
+        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "hang"})),
+    ]
+    .concat();
+    let tmp = tempdir();
+    with_tmpdir(&mut cmd, tmp.path());
+    let mut live = Live::spawn(cmd, &input);
+    // The hanging host would hold everything for its 300 s ConnectTimeout.
+    wait_until(Duration::from_secs(60), "a job to run on h1", || {
+        started.exists()
+    });
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    let marker = tmp.path().display().to_string();
+    wait_until(WAIT, "the ssh still connecting to be stopped", || {
+        pids_with_cmdline_containing(&marker).is_empty()
+    });
+    assert_eq!(status.code(), Some(1), "{stderr}\n{lines:#?}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    assert_eq!(result(by_seq[&1])["host"], "h1");
+    let pinned = result(by_seq[&2]);
+    assert_eq!(pinned["status"], "error", "{pinned}");
+    assert!(
+        pinned["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hang"),
+        "{pinned}"
+    );
+}
+
+#[test]
+fn a_host_down_at_start_joins_when_it_comes_up() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    cluster.host("h2").stop();
+    let dir = tempdir();
+    let (started, go) = (dir.path().join("started"), dir.path().join("go"));
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/1,h2/1", "--host-timeout", "120s"]);
+    let wait = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+        started.display(),
+        go.display()
+    );
+    let input = [
+        job_line(json!({"cmd": wait, "host": "h1"})),
+        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h2"})),
+    ]
+    .concat();
+    let tmp = tempdir();
+    with_tmpdir(&mut cmd, tmp.path());
+    let mut live = Live::spawn(cmd, &input);
+    wait_until(WAIT, "the h1 job to start", || started.exists());
+    // Even with its control directory (and the ssh config there) removed meanwhile.
+    for dir in dirs_in(tmp.path()) {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    cluster.host("h2").restart();
+    wait_until(WAIT, "the h2 job to end", || !live.lines().is_empty());
+    std::fs::write(&go, "").unwrap();
+    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    let r = result(by_seq[&2]);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["host"], "h2", "{r}");
+    assert_eq!(stdout_of(by_seq[&2]), "h2\n");
+    assert!(stderr.contains("host h2 joined"), "{stderr}");
+}
+
+#[test]
+fn every_job_gets_an_error_line_when_no_host_can_be_reached() {
+    let cluster = SshCluster::start(&["h1", "h2"]);
+    cluster.host("h1").stop();
+    cluster.host("h2").stop();
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/1,h2/1", "--host-timeout", "1s", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\nb\nc\n");
+    assert_eq!(code, Some(3), "three failed jobs: {stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    for l in &lines {
+        let r = result(l);
+        assert_eq!(r["status"], "error", "{l}");
+        let why = r["error"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("h1") && why.contains("h2") && why.contains("could not be reached"),
+            "{l}"
+        );
+    }
+
+    // A host ssh refuses for good (its key) fails the jobs at once, with no wait.
+    let dir = tempdir();
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, "").unwrap();
+    let strict = edited_config(&cluster, dir.path(), |text| {
+        text.replace("StrictHostKeyChecking no", "StrictHostKeyChecking yes")
+            .replace(
+                "UserKnownHostsFile /dev/null",
+                &format!("UserKnownHostsFile {}", known.display()),
+            )
+    });
+    cluster.host("h1").restart();
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&strict);
+    cmd.args(["-S", "h1/1", "--host-timeout", "1h", "echo <>"]);
+    let (code, lines, stderr) = run(cmd, "a\nb\n");
+    assert_eq!(code, Some(2), "{stderr}\n{lines:#?}");
+    for l in &lines {
+        let why = result(l)["error"].as_str().unwrap_or_default();
+        assert!(why.contains("Host key verification failed"), "{l}");
+    }
+}
+
+#[test]
+fn the_last_jobs_spread_over_hosts_with_free_slots() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let dir = tempdir();
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/4,h2/4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = || -> Value {
+        let line = output.next().expect("a result line").unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    // First both hosts are up (each ran a job), so the next two jobs have all 8 slots to
+    // choose from.
+    for host in ["h1", "h2"] {
+        writeln!(input, "{}", json!({"cmd": "true", "host": host})).unwrap();
+    }
+    for _ in 0..2 {
+        assert_eq!(result(&next_line())["status"], "ok");
+    }
+    // The first job runs until the second has started.
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let first = format!(
+        "touch {}; for i in $(seq 1200); do [ -e {} ] && break; sleep 0.05; done; \
+         echo $BAKAPARA_TEST_HOST",
+        one.display(),
+        two.display()
+    );
+    let second = format!("touch {}; echo $BAKAPARA_TEST_HOST", two.display());
+    writeln!(input, "{}", json!({ "cmd": first })).unwrap();
+    writeln!(input, "{}", json!({ "cmd": second })).unwrap();
+    drop(input);
+    let hosts: BTreeSet<String> = (0..2)
+        .map(|_| stdout_of(&next_line()).to_string())
+        .collect();
+    assert_eq!(
+        hosts.len(),
+        2,
+        "the two jobs ran on different hosts, not both on h1: {hosts:?}"
+    );
+    assert!(child.wait().unwrap().success());
+}
+
+/// A TCP relay to `127.0.0.1:target` whose client-to-server direction can be cut: bytes from
+/// the client are then read and dropped, as a firewall dropping a host's inbound packets would.
+/// Its threads live until the test process ends.
+struct Relay {
+    port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&cut);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let flag = Arc::clone(&flag);
+                std::thread::spawn(move || Relay::pump(client, server, Some(flag)));
+                std::thread::spawn(move || Relay::pump(s2, c2, None));
+            }
+        });
+        Relay { port, cut }
+    }
+
+    fn pump(
+        mut from: std::net::TcpStream,
+        mut to: std::net::TcpStream,
+        cut: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if cut
+                .as_ref()
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                continue;
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+#[test]
+fn a_result_that_arrived_keeps_its_own_elapsed_when_the_hosts_inbound_traffic_is_dropped() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let h1 = cluster.host("h1").port();
+    let relay = Relay::start(h1);
+    let dir = tempdir();
+    // Through the relay; the master notices the dead link after 3 unanswered keepalives.
+    let config = edited_config(&cluster, dir.path(), |text| {
+        text.replace(
+            &format!("Port {h1}\n"),
+            &format!("Port {}\n    ServerAliveInterval 4\n", relay.port),
+        )
+    });
+    let (started, cut) = (dir.path().join("started"), dir.path().join("cut"));
+    let job = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.05; done; sleep 1; echo done",
+        started.display(),
+        cut.display()
+    );
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&config);
+    cmd.args(["-S", "h1/1", "--host-timeout", "1s"]);
+    let mut live = Live::spawn(cmd, &job_line(json!({ "cmd": job })));
+    wait_until(WAIT, "the job to start", || started.exists());
+    relay.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    std::fs::write(&cut, "").unwrap();
+    let (_, lines, stderr) = live.wait(RUN_TIMEOUT);
+    assert_eq!(lines.len(), 1, "{stderr}\n{lines:#?}");
+    let r = result(&lines[0]);
+    assert_eq!(
+        r["status"], "ok",
+        "the job's report had arrived: {r}\n{stderr}"
+    );
+    assert_eq!(stdout_of(&lines[0]), "done\n");
+    // The channel stays open ~12 s more (the acknowledgement never reaches the host): no part
+    // of the job's run.
+    let elapsed = r["elapsed"].as_f64().unwrap();
+    assert!(elapsed < 8.0, "elapsed {elapsed}: {r}");
+}
+
+#[test]
+fn after_kill_9_the_masters_and_remote_jobs_go_within_seconds() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let arg = format!("1234.{}", unique(""));
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/2"]);
+    let mut live = Live::spawn(cmd, &job_line(json!({"cmd": format!("sleep {arg}")})));
+    wait_until(WAIT, "the remote job to run", || !sleeps(&arg).is_empty());
+    nix::sys::signal::kill(live.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = live.wait(RUN_TIMEOUT);
+    // The job is stopped when its channel closes; the idle master then goes after its
+    // ControlPersist (2 s unless the user's config says otherwise; it was 10 s).
+    let h1 = cluster.host("h1");
+    wait_until(
+        Duration::from_secs(8),
+        "nothing of the killed run left on h1",
+        || {
+            sleeps(&arg).is_empty()
+                && h1.session_pids().is_empty()
+                && h1.connection_pids().is_empty()
+        },
+    );
+}
+
+#[test]
+fn a_retry_runs_again_on_its_host_when_the_other_one_cannot_be_reached() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    cluster.host("h2").stop();
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/1,h2/1", "--retries", "1"]);
+    let (code, lines, stderr) = run(cmd, &job_line(json!({"cmd": "exit 3"})));
+    assert_eq!(code, Some(1), "{stderr}\n{lines:#?}");
+    let r = result(&lines[0]);
+    assert_eq!(r["attempts"], 2, "{r}");
+    assert_eq!(r["host"], "h1", "{r}");
+}
+
+#[test]
+fn the_users_connect_timeout_wins_over_bakaparas_default() {
+    let home = tempdir();
+    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let (_listener, port) = silent_port();
+    let dir = tempdir();
+    // bakapara's own default is 10 s; the user asks for 1 s on this host.
+    let config = edited_config(&cluster, dir.path(), |mut text| {
+        text.push_str(&format!(
+            "\nHost hang\n    HostName 127.0.0.1\n    Port {port}\n    ConnectTimeout 1\n\
+             \x20   BatchMode yes\n"
+        ));
+        text
+    });
+    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    cmd.arg("--ssh-config").arg(&config);
+    cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "6s"]);
+    let input = job_line(json!({"cmd": "true", "host": "hang"}));
+    let (code, lines, stderr) = run(cmd, &input);
+    assert_eq!(code, Some(1), "{stderr}\n{lines:#?}");
+    // With a 10 s timeout the run would have ended (host timeout, 6 s) before ssh gave up.
+    assert!(
+        stderr.contains("host hang cannot be reached"),
+        "ssh gave up after the user's 1 s:\n{stderr}"
+    );
 }

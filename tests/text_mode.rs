@@ -121,6 +121,57 @@ fn log_lines_do_not_split_a_jobs_stderr() {
 }
 
 #[test]
+fn options_of_text_output_imply_it_and_refuse_json() {
+    let out = run(&["--tag", "-q", "echo hi", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a\thi a\n");
+    let out = run(&["--json", "--tag", "echo hi", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("--tag"), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let out = run(&["--json", "--text", "echo hi", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(255));
+    // A pipe gets JSON lines with or without --json.
+    let out = run(&["--json", "-q", "echo hi", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(0));
+    let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(line["result"]["stdout"], "hi a\n");
+}
+
+#[test]
+fn tagstring_is_a_template_expanded_as_text() {
+    let out = run(&[
+        "--tagstring",
+        "<#>:<2> <1/.> $HOME 'x'",
+        "-k",
+        "-q",
+        "-j",
+        "1",
+        "echo <1>; echo e >&2",
+        ":::",
+        "dir/a b.txt",
+        "c.txt",
+        ":::",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Implies --tag (and so --text); values are text, not shell words: no quotes added.
+    assert_eq!(
+        text(&out.stdout),
+        "1:1 a b $HOME 'x'\tdir/a b.txt\n2:1 c $HOME 'x'\tc.txt\n"
+    );
+    assert!(text(&out.stderr).contains("1:1 a b $HOME 'x'\te\n"));
+    // A bad token is refused before any job runs.
+    let out = run(&["--tagstring", "<nope>", "echo", ":::", "a"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("--tagstring"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn tag_prefixes_every_line_with_the_input_and_a_tab() {
     let out = run(&[
         "--text",
@@ -405,4 +456,286 @@ fn text_mode_over_ssh_prints_whole_blocks_without_the_wrappers_report() {
     let inputs = ["a", "b", "c", "d", "e", "f"];
     assert_eq!(assert_blocks(&stdout, "out", 200), inputs);
     assert_eq!(assert_blocks(&stderr, "err", 200), inputs);
+}
+
+#[test]
+fn results_writes_each_jobs_streams_and_seq_in_gnu_parallels_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    let r_arg = r.to_str().unwrap();
+    let job = "echo out <1> <2>; echo err <2> >&2; printf x";
+    let out = run(&[
+        "--results",
+        r_arg,
+        "--capture-limit",
+        "3",
+        "-k",
+        job,
+        ":::",
+        "a/b",
+        "c",
+        ":::",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let read = |p: &str| std::fs::read_to_string(r.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    // A "/" in a value is written "\_", as GNU Parallel does.
+    assert_eq!(read("1/a\\_b/2/1/stdout"), "out a/b 1\nx");
+    assert_eq!(read("1/a\\_b/2/1/stderr"), "err 1\n");
+    assert_eq!(read("1/a\\_b/2/1/seq"), "1");
+    assert_eq!(read("1/c/2/1/stdout"), "out c 1\nx");
+    assert_eq!(read("1/c/2/1/seq"), "2");
+    // The result lines are as without --results: captured up to the limit.
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["result"]["stdout"], "out");
+    assert_eq!(lines[0]["result"]["stdout_truncated"], true);
+    assert_eq!(lines[1]["result"]["stderr"], "err");
+
+    // With --text too: printed, and written.
+    let r2 = dir.path().join("r2");
+    let out = run(&[
+        "--text",
+        "-q",
+        "--results",
+        r2.to_str().unwrap(),
+        "echo hi <>",
+        ":::",
+        "",
+        "..",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("hi ..\n"));
+    // Values that cannot be a directory name of their own stay inside DIR.
+    let read2 =
+        |p: &str| std::fs::read_to_string(r2.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!(read2("1/\\empty/stdout"), "hi \n");
+    assert_eq!(read2("1/\\.\\./stdout"), "hi ..\n");
+    assert!(!dir.path().join("stdout").exists());
+}
+
+#[test]
+fn results_refuses_gnus_file_formats() {
+    for name in ["r.csv", "r.tsv", "r.json", "r_<>/"] {
+        let out = run(&["--results", name, "echo", ":::", "a"]);
+        assert_eq!(out.status.code(), Some(255), "{name}");
+        assert!(
+            text(&out.stderr).contains("--results"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!Path::new(name).exists());
+    }
+}
+
+/// Spawns bakapara in `dir` with stdout piped; a thread sends what it reads, chunk by chunk.
+fn spawn_streaming(
+    args: &[&str],
+    dir: &Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let mut child = bakapara()
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bakapara starts");
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut chunk = vec![0u8; 4096];
+        while let Ok(n @ 1..) = out.read(&mut chunk) {
+            if tx.send(chunk[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Reads from `rx` into `got` until it holds `want`; panics after a minute.
+fn read_until_seen(rx: &std::sync::mpsc::Receiver<Vec<u8>>, got: &mut Vec<u8>, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(got).contains(want) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => got.extend_from_slice(&chunk),
+            Err(_) => panic!("never saw {want:?}; got {:?}", String::from_utf8_lossy(got)),
+        }
+    }
+}
+
+/// A job step that waits (up to a minute) for file `name` to exist, else fails the job.
+fn wait_for(name: &str) -> String {
+    format!(
+        "for i in $(seq 600); do [ -e {name} ] && break; sleep 0.1; done; [ -e {name} ] || exit 9"
+    )
+}
+
+#[test]
+fn line_buffer_passes_whole_lines_as_they_come() {
+    let dir = tempfile::tempdir().unwrap();
+    // Job 1 prints a line and half of another, then waits for the test; job 2 prints its line
+    // in the middle of job 1's unfinished one.
+    let job1 = format!("echo first; printf part-; {}; echo end", wait_for("go"));
+    let job2 = format!("{}; echo other", wait_for("b"));
+    let (mut child, rx) = spawn_streaming(
+        &["--line-buffer", "-q", "-j", "2", ":::", &job1, &job2],
+        dir.path(),
+    );
+    let mut got = Vec::new();
+    // Both lines come while job 1 still runs (grouped output would wait for its end).
+    read_until_seen(&rx, &mut got, "first\n");
+    std::fs::write(dir.path().join("b"), "").unwrap();
+    read_until_seen(&rx, &mut got, "other\n");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("part-"),
+        "half a line is held: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(60)) {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(text(&got), "first\nother\npart-end\n");
+}
+
+#[test]
+fn line_buffer_tags_each_line_as_it_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let job1 = format!("printf 'a1\\na'; {}; echo 2", wait_for("go"));
+    let job2 = format!("{}; echo b1", wait_for("b"));
+    let (mut child, rx) = spawn_streaming(
+        &[
+            "--line-buffer",
+            "--tagstring",
+            "<#>:",
+            "-q",
+            "-j",
+            "2",
+            ":::",
+            &job1,
+            &job2,
+        ],
+        dir.path(),
+    );
+    let mut got = Vec::new();
+    read_until_seen(&rx, &mut got, "1:\ta1\n");
+    std::fs::write(dir.path().join("b"), "").unwrap();
+    read_until_seen(&rx, &mut got, "2:\tb1\n");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(60)) {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(text(&got), "1:\ta1\n2:\tb1\n1:\ta2\n");
+}
+
+#[test]
+fn ungroup_passes_output_through_even_within_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = format!("printf half-; {}; echo done", wait_for("go"));
+    let (mut child, rx) = spawn_streaming(&["-u", "-q", ":::", &job], dir.path());
+    let mut got = Vec::new();
+    read_until_seen(&rx, &mut got, "half-");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(60)) {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(text(&got), "half-done\n");
+}
+
+#[test]
+fn line_buffer_goes_with_results_and_refuses_keep_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    let out = run(&[
+        "--line-buffer",
+        "-q",
+        "--results",
+        r.to_str().unwrap(),
+        "echo out <>; echo err <> >&2",
+        ":::",
+        "a",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Printed once, as it came, and written to the results.
+    assert_eq!(text(&out.stdout), "out a\n");
+    assert_eq!(text(&out.stderr), "err a\n");
+    assert_eq!(
+        std::fs::read_to_string(r.join("1/a/stdout")).unwrap(),
+        "out a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.join("1/a/stderr")).unwrap(),
+        "err a\n"
+    );
+    for bad in [
+        &["--line-buffer", "-k"][..],
+        &["-u", "--tag"],
+        &["--lb", "-u"],
+        &["--lb", "--json"],
+    ] {
+        let mut args = bad.to_vec();
+        args.extend(["echo", ":::", "a"]);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(255), "{bad:?}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn results_and_line_buffer_over_ssh() {
+    let cluster = SshCluster::start(&["r1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r");
+    let out = bakapara()
+        .arg("--ssh-config")
+        .arg(cluster.ssh_config_path())
+        .args([
+            "--results",
+            r.to_str().unwrap(),
+            "-S",
+            &cluster.sshlogins(2),
+        ])
+        .args(["echo out <>; echo err <> >&2", ":::", "a", "b"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for v in ["a", "b"] {
+        let read = |f: &str| std::fs::read_to_string(r.join("1").join(v).join(f)).unwrap();
+        assert_eq!(read("stdout"), format!("out {v}\n"));
+        // The wrapper's report is not part of the job's stderr. (What the remote login
+        // shell's profile may print comes before the job's own.)
+        let stderr = read("stderr");
+        assert!(stderr.ends_with(&format!("err {v}\n")), "{stderr:?}");
+    }
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    // --line-buffer with SSH jobs: their output comes grouped per job, once.
+    let out = bakapara()
+        .arg("--ssh-config")
+        .arg(cluster.ssh_config_path())
+        .args(["--line-buffer", "-q", "-S", &cluster.sshlogins(2)])
+        .args(["echo out <>", ":::", "a", "b"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut got: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    got.sort_unstable();
+    assert_eq!(got, ["out a", "out b"]);
 }

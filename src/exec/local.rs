@@ -17,6 +17,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::spawn::{look, spawn, Sink, State};
 use super::{Captured, Command, Ending, Limits, Outcome, Stop};
+use crate::live::{Fd, LiveSink};
 use crate::progress::RunningJobs;
 use crate::watchdog::Watchdog;
 
@@ -31,6 +32,8 @@ pub struct LocalExecutor {
     running: Option<RunningJobs>,
     /// The run's record of job process groups (Ctrl-Z, and cleanup if bakapara dies).
     watchdog: Option<Arc<Watchdog>>,
+    /// `--line-buffer` / `--ungroup`: uncaptured streams go to bakapara's own as they come.
+    live: Option<LiveSink>,
 }
 
 impl LocalExecutor {
@@ -40,12 +43,20 @@ impl LocalExecutor {
             spool: false,
             running: None,
             watchdog: None,
+            live: None,
         }
     }
 
     /// Records each job's process group in `watchdog` while the job runs.
     pub fn with_watchdog(mut self, watchdog: Arc<Watchdog>) -> LocalExecutor {
         self.watchdog = Some(watchdog);
+        self
+    }
+
+    /// `--line-buffer` / `--ungroup`: a job's uncaptured streams are passed to `live` while
+    /// it runs (and, with the spool on, also spooled, for `--results`).
+    pub fn with_live(mut self, live: Option<LiveSink>) -> LocalExecutor {
+        self.live = live;
         self
     }
 
@@ -82,9 +93,22 @@ impl LocalExecutor {
         // writes it at full speed and bakapara holds none of it in memory.
         let mut spooled_out = None;
         let mut spooled_err = None;
+        let live_spool = || match self.spool {
+            true => tempfile::tempfile()
+                .map(Some)
+                .map_err(|e| format!("cannot create a temp file for the job's output: {e}")),
+            false => Ok(None),
+        };
         let stdout = match job.out {
             Some(path) => match open_output(job_dir, path) {
                 Ok(f) => Sink::File(f),
+                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
+            },
+            None if self.live.is_some() => match live_spool() {
+                Ok(spool) => {
+                    spooled_out = spool;
+                    Sink::Pipe
+                }
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
             None if self.spool => match spool_file() {
@@ -99,6 +123,13 @@ impl LocalExecutor {
         let stderr = match job.err {
             Some(path) => match open_output(job_dir, path) {
                 Ok(f) => Sink::File(f),
+                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
+            },
+            None if self.live.is_some() => match live_spool() {
+                Ok(spool) => {
+                    spooled_err = spool;
+                    Sink::Pipe
+                }
                 Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
             },
             None if self.spool => match spool_file() {
@@ -123,13 +154,29 @@ impl LocalExecutor {
         let _running = self.running.as_ref().map(RunningJobs::enter);
         let started = Local::now();
         let limit = limits.capture_limit;
-        // What was read stays here even when the reading is given up (see [`supervise`]).
-        let mut out = spawned.stdout.as_ref().map(|_| Captured::default());
-        let mut err = spawned.stderr.as_ref().map(|_| Captured::default());
+        let live = self.live.as_ref();
+        let (out_spool, err_spool) = (spooled_out.as_ref(), spooled_err.as_ref());
+        // What was read stays here even when the reading is given up (see [`supervise`]);
+        // nothing is captured of a stream passed on live.
+        let captured = |stream: bool| (stream && live.is_none()).then(Captured::default);
+        let mut out = captured(spawned.stdout.is_some());
+        let mut err = captured(spawned.stderr.is_some());
         let outputs = async {
             tokio::join!(
-                read_optional(spawned.stdout, limit, out.as_mut()),
-                read_optional(spawned.stderr, limit, err.as_mut())
+                take_output(
+                    spawned.stdout,
+                    limit,
+                    live.map(|l| (l, Fd::Out, out_spool)),
+                    job.live_tag,
+                    out.as_mut(),
+                ),
+                take_output(
+                    spawned.stderr,
+                    limit,
+                    live.map(|l| (l, Fd::Err, err_spool)),
+                    job.live_tag,
+                    err.as_mut(),
+                ),
             );
         };
         let started_job = Started {
@@ -419,6 +466,21 @@ fn spawn_error(e: std::io::Error, cmd: &str) -> String {
         )
     } else {
         format!("cannot start /bin/bash: {e}")
+    }
+}
+
+/// A job's stream to its end: passed to the live output (then nothing is captured), or
+/// [`read_optional`].
+async fn take_output(
+    stream: Option<impl AsyncRead + Unpin>,
+    limit: usize,
+    live: Option<(&LiveSink, Fd, Option<&File>)>,
+    tag: Option<&[u8]>,
+    into: Option<&mut Captured>,
+) {
+    match (stream, live) {
+        (Some(stream), Some((sink, fd, spool))) => sink.forward(stream, fd, spool, tag).await,
+        (stream, _) => read_optional(stream, limit, into).await,
     }
 }
 

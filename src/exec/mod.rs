@@ -1,5 +1,6 @@
 //! Executors: how one job's command is run on one host (local process groups, or SSH).
 
+pub mod control_dir;
 pub mod local;
 mod spawn;
 pub mod ssh;
@@ -21,6 +22,8 @@ pub struct Command<'a> {
     pub err: Option<&'a str>,
     /// Extra environment variables for the job.
     pub env: &'a [(String, String)],
+    /// `--line-buffer --tag`: the prefix of each line of output passed on as it comes.
+    pub live_tag: Option<&'a [u8]>,
 }
 
 /// Per-run limits that every job of the run shares, plus the job's own timeout.

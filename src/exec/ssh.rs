@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Local;
+use chrono::{DateTime, Local};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
+use super::control_dir::ControlDir;
 use super::{Captured, Command, Ending, Limits, Outcome, Stop};
 use crate::hosts::HostSpec;
 use crate::progress::RunningJobs;
@@ -39,9 +40,155 @@ pub struct SshOptions {
     pub workdir: Option<String>,
     /// `--env NAME` values, set for every remote job.
     pub env: Vec<(String, String)>,
+    /// bakapara's `ConnectTimeout` where the user's ssh config sets none.
     pub connect_timeout: Duration,
-    /// Where the master connections' control sockets live (the run's own directory).
-    pub control_dir: Option<PathBuf>,
+    /// Where the master connections' control sockets and the generated ssh config live (the
+    /// run's own directory, see [`generated_config`]).
+    pub control_dir: Option<Arc<ControlDir>>,
+}
+
+/// The generated ssh config's name in the control directory.
+pub const CONFIG_NAME: &str = "ssh_config";
+
+/// The ssh config every connection of the run uses: the user's configuration first, then
+/// bakapara's defaults. ssh keeps the first value it reads for a setting, so the user's wins
+/// and a default applies only where the user's configuration sets none.
+pub fn generated_config(options: &SshOptions) -> String {
+    let quote = |p: &std::path::Path| format!("\"{}\"", p.display());
+    let mut text = String::from(
+        "# Written by bakapara for one run: the user's configuration, then bakapara's defaults\n\
+         # (ssh keeps the first value it reads for a setting).\n",
+    );
+    match &options.config_file {
+        // `-F FILE` reads that file alone, so the system's file is not included then either.
+        Some(file) => {
+            let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            text.push_str(&format!("Include {}\n", quote(&file)));
+        }
+        None => text.push_str("Include ~/.ssh/config\nInclude /etc/ssh/ssh_config\n"),
+    }
+    text.push_str(&format!(
+        "Host *\n\
+         \x20   StrictHostKeyChecking accept-new\n\
+         \x20   ConnectTimeout {connect}\n\
+         \x20   ServerAliveInterval 5\n\
+         \x20   ControlPersist {persist}\n",
+        connect = options.connect_timeout.as_secs().max(1),
+        persist = DEFAULT_PERSIST_SECS,
+    ));
+    text
+}
+
+/// Whether a failure to connect will not go away by trying again: ssh refused the host's key
+/// or the login, the name does not resolve, or the configuration is broken. Anything else (a
+/// refused or timed-out connection, a host that is rebooting) is worth retrying.
+pub fn lasting_failure(why: &str) -> bool {
+    [
+        "Host key verification failed",
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "Permission denied (",
+        "Could not resolve hostname",
+        "Bad owner or permissions",
+        "ssh cannot read its configuration",
+        "cannot count its CPUs",
+    ]
+    .iter()
+    .any(|sign| why.contains(sign))
+}
+
+/// How long a master with no session left stays (ssh's `ControlPersist`), where the user's
+/// config sets nothing: a run always holds a keepalive session, so this counts only once
+/// bakapara is gone without closing its masters (`kill -9`).
+const DEFAULT_PERSIST_SECS: usize = 2;
+
+/// The settings the `openssh` crate always passes on ssh's command line (where they would
+/// beat any config file), as the run's effective ssh config has them for one host.
+#[derive(Debug, Clone)]
+struct Settings {
+    known_hosts: KnownHosts,
+    persist: ControlPersist,
+}
+
+impl Settings {
+    /// Asks `ssh -G` what the config says for this host.
+    async fn of(spec: &HostSpec, options: &SshOptions) -> Result<Settings, String> {
+        if let Some(dir) = &options.control_dir {
+            // The generated config lives there.
+            dir.ensure()
+                .map_err(|e| format!("cannot recreate {}: {e}", dir.path().display()))?;
+        }
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.arg("-G");
+        if let Some(file) = config_path(options) {
+            cmd.arg("-F").arg(file);
+        }
+        if let Some(user) = &spec.user {
+            cmd.arg("-l").arg(user);
+        }
+        if let Some(port) = spec.port {
+            cmd.arg("-p").arg(port.to_string());
+        }
+        let out = cmd
+            .arg("--")
+            .arg(&spec.hostname)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run ssh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ssh cannot read its configuration: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Settings::parse(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Reads `ssh -G` output. `ask` cannot be asked in batch mode, where ssh refuses an
+    /// unknown key: that is `yes`.
+    fn parse(text: &str) -> Settings {
+        let mut settings = Settings {
+            known_hosts: KnownHosts::Add,
+            persist: ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(DEFAULT_PERSIST_SECS)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+        };
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(' ') else {
+                continue;
+            };
+            match (key, value.trim()) {
+                ("stricthostkeychecking", "true" | "yes" | "ask") => {
+                    settings.known_hosts = KnownHosts::Strict;
+                }
+                ("stricthostkeychecking", "false" | "no" | "off") => {
+                    settings.known_hosts = KnownHosts::Accept;
+                }
+                ("stricthostkeychecking", _) => settings.known_hosts = KnownHosts::Add,
+                ("controlpersist", "no" | "false") => {
+                    settings.persist = ControlPersist::ClosedAfterInitialConnection;
+                }
+                ("controlpersist", "yes" | "true") => settings.persist = ControlPersist::Forever,
+                ("controlpersist", secs) => {
+                    if let Some(n) = secs.parse().ok().and_then(std::num::NonZeroUsize::new) {
+                        settings.persist = ControlPersist::IdleFor(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        settings
+    }
+}
+
+/// The config file ssh reads: the generated one when the run has a control directory.
+fn config_path(options: &SshOptions) -> Option<PathBuf> {
+    match &options.control_dir {
+        Some(dir) => Some(dir.path().join(CONFIG_NAME)),
+        None => options.config_file.clone(),
+    }
 }
 
 /// A message from a host's keepalive: its connection (of this generation) ended.
@@ -58,6 +205,7 @@ pub struct SshHost {
     index: usize,
     spec: HostSpec,
     options: SshOptions,
+    settings: Settings,
     slots: usize,
     state: Mutex<Connections>,
     /// Marks the wrapper's report on stderr; random per run so no job can forge it.
@@ -87,7 +235,10 @@ impl SshHost {
         nonce: String,
         down_tx: mpsc::UnboundedSender<HostDown>,
     ) -> Result<SshHost, String> {
-        let first = open_master(&spec, &options).await?;
+        let settings = Settings::of(&spec, &options)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", spec.name))?;
+        let first = open_master(&spec, &options, &settings).await?;
         let slots = match spec.slots {
             Some(n) => n,
             None => cpu_count(&first)
@@ -98,6 +249,7 @@ impl SshHost {
             index,
             spec,
             options,
+            settings,
             slots,
             state: Mutex::new(Connections::default()),
             nonce,
@@ -130,12 +282,10 @@ impl SshHost {
     }
 
     /// Opens the masters this host needs (the first one given) and starts their keepalives.
+    /// Each master gets its keepalive at once: a master with no session is idle, and an idle
+    /// master goes away after `ControlPersist`.
     async fn install(&self, first: Session) -> Result<(), String> {
         let needed = self.slots.div_ceil(JOBS_PER_MASTER).max(1);
-        let mut masters = vec![Arc::new(first)];
-        while masters.len() < needed {
-            masters.push(Arc::new(open_master(&self.spec, &self.options).await?));
-        }
         let generation = {
             let state = self
                 .state
@@ -143,9 +293,21 @@ impl SshHost {
                 .map_err(|_| "internal error: poisoned lock".to_string())?;
             state.generation + 1
         };
-        let mut keepalives = Vec::with_capacity(masters.len());
-        for master in &masters {
-            keepalives.push(self.keepalive(Arc::clone(master), generation).await?);
+        let mut masters = vec![Arc::new(first)];
+        let mut keepalives = Vec::with_capacity(needed);
+        keepalives.push(self.keepalive(Arc::clone(&masters[0]), generation).await?);
+        while masters.len() < needed {
+            let opened = open_master(&self.spec, &self.options, &self.settings).await;
+            let master = match opened {
+                Ok(master) => Arc::new(master),
+                Err(e) => {
+                    drop(keepalives);
+                    close_masters(masters).await;
+                    return Err(e);
+                }
+            };
+            keepalives.push(self.keepalive(Arc::clone(&master), generation).await?);
+            masters.push(master);
         }
         let mut state = self
             .state
@@ -207,7 +369,8 @@ impl SshHost {
         (!state.masters.is_empty()).then_some(state.generation)
     }
 
-    /// Closes the connections at the end of a run (ends keepalives, stops the masters).
+    /// Closes the connections at the end of a run: the masters exit at once, ending their
+    /// sessions on the host (nothing of the run stays there for `ControlPersist`).
     pub async fn close(&self) {
         let masters = match self.state.lock() {
             Ok(mut state) => {
@@ -216,16 +379,12 @@ impl SshHost {
             }
             Err(_) => return,
         };
-        for master in masters {
-            if let Ok(session) = Arc::try_unwrap(master) {
-                let _ = session.close().await;
-            }
-        }
+        close_masters(masters).await;
     }
 
     /// Opens new connections after a loss.
     pub async fn reconnect(&self) -> Result<(), String> {
-        let first = open_master(&self.spec, &self.options).await?;
+        let first = open_master(&self.spec, &self.options, &self.settings).await?;
         self.install(first).await
     }
 
@@ -303,7 +462,10 @@ impl SshHost {
         // multiplexing master may drop stderr that arrives together with the channel's close,
         // so bakapara acknowledges the report (the end of stderr) before the channel closes.
         let marker = report_marker(&self.nonce);
-        let (report_tx, report_rx) = tokio::sync::oneshot::channel::<()>();
+        let (report_tx, report_rx) = tokio::sync::oneshot::channel::<DateTime<Local>>();
+        // When the report came: the job's end. The channel may close much later (the
+        // acknowledgement has to reach the host first), and that wait is no part of the job.
+        let mut reported_at = None;
         let supervise = async {
             let wait = child.wait();
             tokio::pin!(wait);
@@ -330,7 +492,8 @@ impl SshHost {
                     status = &mut wait => break status,
                     seen = &mut report_rx, if !acknowledged => {
                         acknowledged = true;
-                        if seen.is_ok() {
+                        if let Ok(at) = seen {
+                            reported_at = Some(at);
                             send_line(&mut stdin, b"A\n").await;
                         }
                     }
@@ -364,7 +527,7 @@ impl SshHost {
             },
         );
         drop(stdin);
-        let completed = Local::now();
+        let completed = reported_at.unwrap_or_else(Local::now);
         let (stderr, report) = match stderr {
             Some((captured, tail, total)) => {
                 let (captured, report) = split_report(captured, &tail, total, &self.nonce);
@@ -473,20 +636,29 @@ async fn send_line(stdin: &mut Option<openssh::ChildStdin>, line: &[u8]) {
     }
 }
 
-async fn open_master(spec: &HostSpec, options: &SshOptions) -> Result<Session, String> {
+/// Opens one master connection. `ConnectTimeout`, `ServerAliveInterval` and the rest come
+/// from the run's generated config; the crate's command-line options are given the values that
+/// config has (see [`Settings`]).
+async fn open_master(
+    spec: &HostSpec,
+    options: &SshOptions,
+    settings: &Settings,
+) -> Result<Session, String> {
     let mut builder = SessionBuilder::default();
     builder
-        .known_hosts_check(KnownHosts::Add)
-        .connect_timeout(options.connect_timeout)
-        .server_alive_interval(Duration::from_secs(5))
-        // A master whose bakapara died (kill -9) goes away by itself once idle.
-        .control_persist(ControlPersist::IdleFor(
-            std::num::NonZeroUsize::MIN.saturating_add(9),
-        ));
+        .known_hosts_check(settings.known_hosts.clone())
+        .control_persist(settings.persist.clone());
     if let Some(dir) = &options.control_dir {
-        builder.control_directory(dir);
+        dir.ensure().map_err(|e| {
+            format!(
+                "cannot connect to {}: cannot recreate the control directory {}: {e}",
+                spec.name,
+                dir.path().display()
+            )
+        })?;
+        builder.control_directory(dir.path());
     }
-    if let Some(file) = &options.config_file {
+    if let Some(file) = config_path(options) {
         builder.config_file(file);
     }
     if let Some(user) = &spec.user {
@@ -495,15 +667,71 @@ async fn open_master(spec: &HostSpec, options: &SshOptions) -> Result<Session, S
     if let Some(port) = spec.port {
         builder.port(port);
     }
-    let destination = if spec.hostname.contains(':') {
-        format!("[{}]", spec.hostname)
-    } else {
-        spec.hostname.clone()
-    };
+    // ssh takes an IPv6 address bare (`::1`, with `-p` for the port); `[::1]` would be looked
+    // up as a name.
     builder
-        .connect_mux(&destination)
+        .connect_mux(&spec.hostname)
         .await
         .map_err(|e| format!("cannot connect to {}: {}", spec.name, error_chain(&e)))
+}
+
+/// Stops the ssh processes of this run that are still connecting (a host that hangs keeps
+/// ssh waiting until its `ConnectTimeout`): children of this process whose command line names
+/// the run's control directory. A master that is up has left this process (`ssh -f`) and is
+/// closed by [`SshHost::close`].
+pub fn stop_connecting(control_dir: &std::path::Path) {
+    let me = std::process::id().to_string();
+    let needle = control_dir.as_os_str().as_encoded_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // The parent pid is the second field after the command name, which ends at the last ')'.
+        let parent = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat.rsplit_once(')')?.1;
+                rest.split_whitespace().nth(1).map(str::to_string)
+            });
+        if parent.as_deref() != Some(me.as_str()) {
+            continue;
+        }
+        let named = std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle));
+        if named {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+/// Makes masters exit now (`ssh -O exit`): their sessions end with them. The crate's own close
+/// only stops a master listening, and leaves it to `ControlPersist`.
+async fn close_masters(masters: Vec<Arc<Session>>) {
+    for master in masters {
+        let exit = tokio::process::Command::new("ssh")
+            .args(["-F", "/dev/null", "-O", "exit", "-S"])
+            .arg(master.control_socket())
+            .arg("bakapara-master")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        let _ = tokio::time::timeout(Duration::from_secs(5), exit).await;
+        if let Ok(session) = Arc::try_unwrap(master) {
+            let _ = session.close().await;
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -577,7 +805,7 @@ async fn read_capped(
     mut stream: impl AsyncRead + Unpin,
     limit: usize,
     spool: Option<std::fs::File>,
-    mut report_seen: Option<(&[u8], tokio::sync::oneshot::Sender<()>)>,
+    mut report_seen: Option<(&[u8], tokio::sync::oneshot::Sender<DateTime<Local>>)>,
 ) -> (Captured, Vec<u8>, usize) {
     let limit = if spool.is_some() { 0 } else { limit };
     let mut sink = match &spool {
@@ -615,7 +843,7 @@ async fn read_capped(
                 });
                 if complete {
                     if let Some((_, seen)) = report_seen.take() {
-                        let _ = seen.send(());
+                        let _ = seen.send(Local::now());
                     }
                 }
             }
@@ -687,6 +915,65 @@ fn split_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `ssh -G` makes of the generated config for `host`.
+    fn effective(generated: &std::path::Path, host: &str) -> String {
+        let out = std::process::Command::new("ssh")
+            .arg("-G")
+            .arg("-F")
+            .arg(generated)
+            .arg(host)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn the_users_ssh_config_wins_and_defaults_fill_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = dir.path().join("user_config");
+        std::fs::write(
+            &user,
+            "Host special\n    ConnectTimeout 3\n    ServerAliveInterval 7\n\
+             \x20   ControlPersist 42\n    StrictHostKeyChecking yes\n",
+        )
+        .unwrap();
+        let options = SshOptions {
+            config_file: Some(user),
+            connect_timeout: Duration::from_secs(10),
+            ..SshOptions::default()
+        };
+        let generated = dir.path().join(CONFIG_NAME);
+        std::fs::write(&generated, generated_config(&options)).unwrap();
+        let special = effective(&generated, "special");
+        for line in [
+            "connecttimeout 3",
+            "serveraliveinterval 7",
+            "controlpersist 42",
+            "stricthostkeychecking true",
+        ] {
+            assert!(special.lines().any(|l| l == line), "{line}:\n{special}");
+        }
+        let settings = Settings::parse(&special);
+        assert!(matches!(settings.known_hosts, KnownHosts::Strict));
+        assert!(matches!(settings.persist, ControlPersist::IdleFor(n) if n.get() == 42));
+        let other = effective(&generated, "other");
+        for line in [
+            "connecttimeout 10",
+            "serveraliveinterval 5",
+            "controlpersist 2",
+            "stricthostkeychecking accept-new",
+        ] {
+            assert!(other.lines().any(|l| l == line), "{line}:\n{other}");
+        }
+        let settings = Settings::parse(&other);
+        assert!(matches!(settings.known_hosts, KnownHosts::Add));
+    }
 
     fn cap(bytes: &[u8], truncated: bool) -> Captured {
         Captured {

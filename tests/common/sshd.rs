@@ -60,9 +60,16 @@ pub struct SshdBuilder {
     name: String,
     config_lines: Vec<String>,
     env: Vec<(String, String)>,
+    ipv6: bool,
 }
 
 impl SshdBuilder {
+    /// Also listen on `[::1]` (same port); needs IPv6 on the loopback interface.
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
     /// An extra `sshd_config` line, e.g. `"MaxSessions 2"` or `"ForceCommand echo hi"`. Extra
     /// lines come before the harness's own, and sshd keeps the first value it reads for a
     /// keyword, so they override the defaults. No `Match` blocks, and no `SetEnv` (use
@@ -107,6 +114,7 @@ impl SshdBuilder {
             name: self.name,
             config_lines: self.config_lines,
             env: self.env,
+            ipv6: self.ipv6,
             port: 0,
             listener: Mutex::new(None),
             orphans: Mutex::new(Vec::new()),
@@ -124,6 +132,7 @@ pub struct SshdHost {
     name: String,
     config_lines: Vec<String>,
     env: Vec<(String, String)>,
+    ipv6: bool,
     port: u16,
     /// The sshd listener while it runs.
     listener: Mutex<Option<Child>>,
@@ -149,6 +158,7 @@ impl SshdHost {
             name: name.to_string(),
             config_lines: Vec::new(),
             env: Vec::new(),
+            ipv6: false,
         }
     }
 
@@ -375,6 +385,9 @@ impl SshdHost {
         for line in &self.config_lines {
             text.push_str(line);
             text.push('\n');
+        }
+        if self.ipv6 {
+            text.push_str(&format!("ListenAddress [::1]:{}\n", self.port));
         }
         text.push_str(&format!(
             "ListenAddress 127.0.0.1:{port}\n\
