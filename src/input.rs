@@ -265,7 +265,9 @@ impl Reader<'_> {
         match self.spec.mode {
             Mode::Template => self.item_job(&[line]),
             Mode::Commands | Mode::Jsonl => {
-                if line.iter().all(u8::is_ascii_whitespace) {
+                // Files joined with `cat` may carry a BOM on any line, not only the first.
+                let line = line.strip_prefix(BOM).unwrap_or(line);
+                if is_blank(line) {
                     return Ok(());
                 }
                 let job = self.object_job(line);
@@ -395,6 +397,17 @@ impl Reader<'_> {
     }
 }
 
+/// The UTF-8 byte order mark some editors put at the start of a file; it is no part of the
+/// first item (nor, without a TEMPLATE, of any line).
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A line of nothing but ASCII whitespace as C's `isspace` counts it (vertical tab included),
+/// which is blank: no job.
+fn is_blank(line: &[u8]) -> bool {
+    line.iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c'))
+}
+
 fn ready(seq: u64, object: Map<String, Value>, spec: Spec) -> Job {
     Job {
         seq,
@@ -428,6 +441,7 @@ fn for_each_item(
     let read_lines =
         |reader: &mut dyn BufRead, name: &str, f: &mut dyn FnMut(&[u8]) -> Result<bool, String>| {
             let mut line = Vec::with_capacity(256);
+            let mut first = true;
             loop {
                 line.clear();
                 match reader.read_until(b'\n', &mut line) {
@@ -436,7 +450,11 @@ fn for_each_item(
                         if line.last() == Some(&b'\n') {
                             line.pop();
                         }
-                        if !f(&line)? {
+                        let item = match std::mem::take(&mut first) {
+                            true => line.strip_prefix(BOM).unwrap_or(&line),
+                            false => &line,
+                        };
+                        if !f(item)? {
                             return Ok(());
                         }
                     }

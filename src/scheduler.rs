@@ -726,9 +726,11 @@ fn wanted_hosts(job: &Job) -> Option<Vec<String>> {
         // A --jsonl object not expanded yet: read its `host` key (checked fully at expansion).
         _ => match job.object.get("host") {
             Some(Value::String(s)) => Some(vec![s.clone()]),
-            // A list with something else than names is rejected when the job is expanded,
-            // naming the key; until then it restricts nothing.
-            Some(Value::Array(list)) => list.iter().map(|v| v.as_str().map(String::from)).collect(),
+            // A list with something else than names (or an empty one) is rejected when the job
+            // is expanded, naming the key; until then it restricts nothing.
+            Some(Value::Array(list)) if !list.is_empty() => {
+                list.iter().map(|v| v.as_str().map(String::from)).collect()
+            }
             _ => None,
         },
     }
