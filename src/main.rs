@@ -34,8 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(255);
         }
     };
-    let stdout = std::io::stdout().lock();
-    let summary = match bakapara::run::run(config, stdout, true) {
+    let summary = match bakapara::run::run(config, std::io::stdout(), true) {
         Ok(summary) => summary,
         Err(e) => {
             say(&format!("bakapara: error: {e:#}"));
@@ -48,6 +47,10 @@ fn main() -> ExitCode {
     if let Some(fatal) = &summary.fatal {
         say(&format!("bakapara: error: {fatal}"));
         return ExitCode::from(255);
+    }
+    if summary.broken_pipe {
+        // As a filter killed by SIGPIPE is seen by its shell, without the noise of dying of it.
+        return ExitCode::from(141);
     }
     ExitCode::from(match summary.failed {
         0 => 0,

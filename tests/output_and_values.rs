@@ -195,3 +195,306 @@ fn a_bom_blank_lines_of_any_whitespace_and_an_empty_host_list() {
     let why = done.lines[0]["result"]["error"].as_str().unwrap_or("");
     assert!(why.contains("empty host list"), "{why}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Failed and slow stdout / joblog writes
+// ---------------------------------------------------------------------------------------
+
+/// `sleep` processes whose argument holds `marker`.
+fn sleepers(marker: &str) -> usize {
+    pids_with(marker)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.starts_with(b"sleep\0"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Waits for `child` to end (killing it and failing after `limit`).
+fn wait_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("bakapara did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn read_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut err = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut text);
+        text
+    })
+}
+
+fn joblog_lines(path: &Path) -> Vec<Value> {
+    parse_lines(&std::fs::read(path).unwrap_or_default())
+}
+
+#[test]
+fn a_reader_that_goes_away_stops_the_run_quietly_with_141() {
+    use std::io::{BufRead, Write};
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let log = dir.path().join("log.jsonl");
+    let mut child = bakapara()
+        .args(["-j", "3", "--joblog"])
+        .arg(&log)
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bakapara starts");
+    // As `yes true | bakapara | head -1`, with a long job running when the reader leaves.
+    let mut input = child.stdin.take().expect("stdin");
+    let sleeper = format!("sleep 1000{m}\n");
+    let writer = std::thread::spawn(move || {
+        if input.write_all(sleeper.as_bytes()).is_err() {
+            return;
+        }
+        while input.write_all(b"true\n").is_ok() {}
+    });
+    let errors = read_stderr(&mut child);
+    wait_until("the long job runs", || sleepers(&m) == 1);
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("a first line");
+    drop(out);
+    let status = wait_within(&mut child, WAIT);
+    let stderr = errors.join().expect("stderr reader");
+    writer.join().expect("stdin writer");
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+    assert!(!stderr.contains("error:"), "{stderr}");
+    assert_eq!(sleepers(&m), 0, "the running job was stopped");
+    // The joblog, which did not fail, has the long job's line.
+    let lines = joblog_lines(&log);
+    let long = lines
+        .iter()
+        .find(|l| l["cmd"].as_str().is_some_and(|c| c.contains(&m)))
+        .expect("the long job's line is in the joblog");
+    assert_eq!(long["result"]["status"], "aborted", "{long}");
+    let why = long["result"]["error"].as_str().unwrap_or("");
+    assert!(why.contains("the reader of stdout went away"), "{why}");
+}
+
+/// Jobs: one that runs long, then three quick ones.
+fn long_and_quick(m: &str) -> Vec<u8> {
+    format!("sleep 1000{m}\ntrue\ntrue\ntrue\n").into_bytes()
+}
+
+#[test]
+fn a_full_stdout_stops_the_run_at_once_and_the_joblog_keeps_every_line() {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let log = dir.path().join("log.jsonl");
+    let mut child = bakapara()
+        .args(["-j", "2", "--joblog"])
+        .arg(&log)
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(dev_full())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bakapara starts");
+    let mut input = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut input, &long_and_quick(&m)).expect("input");
+    drop(input);
+    let errors = read_stderr(&mut child);
+    let status = wait_within(&mut child, WAIT);
+    let stderr = errors.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains("cannot write results to stdout: No space left on device"),
+        "{stderr}"
+    );
+    assert_eq!(sleepers(&m), 0);
+    let lines = joblog_lines(&log);
+    assert_eq!(lines.len(), 4, "every job read has its line in the joblog");
+    let long = lines
+        .iter()
+        .find(|l| l["cmd"].as_str().is_some_and(|c| c.contains(&m)))
+        .expect("the long job's line");
+    assert_eq!(long["result"]["status"], "aborted", "{long}");
+}
+
+#[test]
+fn a_full_joblog_stops_the_run_at_once_and_stdout_keeps_every_line() {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let done = Live::spawn(
+        &["-j", "2", "--joblog", "/dev/full"],
+        long_and_quick(&m),
+        dir.path(),
+    )
+    .finish_within(WAIT);
+    assert_eq!(done.code, Some(255), "{}", done.stderr);
+    assert!(
+        done.stderr
+            .contains("cannot write to --joblog /dev/full: No space left on device"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(sleepers(&m), 0);
+    assert_eq!(done.lines.len(), 4, "every job read has its line on stdout");
+    let long = done
+        .lines
+        .iter()
+        .find(|l| l["cmd"].as_str().is_some_and(|c| c.contains(&m)))
+        .expect("the long job's line");
+    assert_eq!(long["result"]["status"], "aborted", "{long}");
+}
+
+#[test]
+fn a_stuck_reader_does_not_hold_up_timeouts_or_sigterm() {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    // A pipe that nobody reads: its buffer fills with the first big result line.
+    let (unread, write_end) = nix::unistd::pipe().expect("a pipe");
+    let mut input = String::new();
+    for _ in 0..4 {
+        input.push_str(&format!("sleep 1000{m}\n"));
+    }
+    for _ in 0..3 {
+        input.push_str("head -c 300000 /dev/zero | tr '\\0' x\n");
+    }
+    let mut child = bakapara()
+        .args(["-j", "5", "--timeout", "1", "--grace", "1"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bakapara starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("input");
+    drop(stdin);
+    let errors = read_stderr(&mut child);
+    wait_until("the long jobs run", || sleepers(&m) == 4);
+    // Their timeout acts although stdout is stuck on a big result line.
+    wait_until("the long jobs are stopped by --timeout", || {
+        sleepers(&m) == 0
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_within(&mut child, std::time::Duration::from_secs(20));
+    let stderr = errors.join().expect("stderr reader");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "dies of SIGTERM: {status:?} {stderr}"
+    );
+    assert!(stderr.contains("stdout is not being read"), "{stderr}");
+    drop(unread);
+}
+
+#[test]
+fn a_stuck_reader_holds_back_new_jobs_and_gets_every_line_once_it_reads() {
+    use std::io::Read;
+    let dir = tempdir();
+    let (read_end, write_end) = nix::unistd::pipe().expect("a pipe");
+    // 60 jobs with a 1 MB result line each, far more than the writer may queue.
+    let mut input = String::new();
+    for _ in 0..60 {
+        input.push_str("echo >> started; head -c 1000000 /dev/zero | tr '\\0' x\n");
+    }
+    let mut child = bakapara()
+        .args(["-j", "2", "-q"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bakapara starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("input");
+    drop(stdin);
+    let started = || {
+        std::fs::read_to_string(dir.path().join("started"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let pid = child.id();
+    let children =
+        || std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    wait_until("some jobs ran", || started() >= 4);
+    wait_until("no job runs while the writer is behind", || {
+        children().trim().is_empty()
+    });
+    let held_back = started();
+    assert!(
+        held_back < 40,
+        "{held_back} jobs started while nothing was read"
+    );
+    let mut reader = std::fs::File::from(read_end);
+    let mut all = Vec::new();
+    reader.read_to_end(&mut all).expect("read stdout");
+    let status = wait_within(&mut child, RUN_TIMEOUT);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(parse_lines(&all).len(), 60, "every line, once read");
+    assert_eq!(started(), 60);
+}
+
+#[test]
+fn dry_run_stops_on_sigterm_and_when_its_reader_goes_away() {
+    use std::io::{BufRead, Write};
+    let dir = tempdir();
+    // stdin stays open: SIGTERM must end it all the same.
+    let mut child = bakapara()
+        .args(["--dry-run", "echo <>"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bakapara starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"a\n").expect("input");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("a line");
+    assert!(line.contains("echo a"), "{line}");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_within(&mut child, WAIT);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+    drop(stdin);
+    // `yes | bakapara --dry-run | head -1`.
+    let mut child = bakapara()
+        .args(["--dry-run", "echo <>"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bakapara starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || while stdin.write_all(b"y\n").is_ok() {});
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("a line");
+    drop(out);
+    let status = wait_within(&mut child, WAIT);
+    assert_eq!(status.code(), Some(141), "{status:?}");
+    writer.join().expect("stdin writer");
+}
