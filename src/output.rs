@@ -214,7 +214,7 @@ impl Output {
         self.tx = Some(tx);
         Writer {
             rx,
-            out,
+            out: std::io::BufWriter::with_capacity(64 * 1024, out),
             stdout_on_terminal: std::io::stdout().is_terminal(),
             result_lines_to_stdout: self.text.is_none(),
             joblog: self.joblog.take(),
@@ -488,7 +488,7 @@ impl Output {
 /// hears of each failure through [`WriterState`].
 pub struct Writer<W: Write> {
     rx: mpsc::Receiver<Piece>,
-    out: W,
+    out: std::io::BufWriter<W>,
     /// Our stdout is the terminal the live progress display is drawn on.
     stdout_on_terminal: bool,
     /// False with `--text`: result lines go to the joblog only.
@@ -501,8 +501,11 @@ pub struct Writer<W: Write> {
 
 impl<W: Write> Writer<W> {
     /// Writes pieces until [`Output::finish`] closed the queue and it is empty.
+    /// Lines that come together are written together; stdout is flushed whenever nothing more
+    /// waits, so no line is held back.
     pub fn run(mut self) {
-        while let Ok(piece) = self.rx.recv() {
+        let mut next = self.rx.recv().ok();
+        while let Some(piece) = next {
             let weight = piece.weight();
             match piece {
                 Piece::Entry(entry) => self.write_entry(&entry),
@@ -512,12 +515,25 @@ impl<W: Write> Writer<W> {
             if before > MAX_QUEUED_BYTES && before - weight <= MAX_QUEUED_BYTES {
                 self.state.wake.notify_one();
             }
+            next = match self.rx.try_recv() {
+                Ok(piece) => Some(piece),
+                Err(mpsc::TryRecvError::Empty) => {
+                    self.flush_stdout();
+                    self.rx.recv().ok()
+                }
+                Err(mpsc::TryRecvError::Disconnected) => None,
+            };
         }
+        self.flush_stdout();
         self.state.finished.store(true, Ordering::SeqCst);
         self.state.wake.notify_one();
     }
 
     fn write_entry(&mut self, entry: &Entry) {
+        if entry.log.is_some() || entry.text.is_some() {
+            // What goes to stderr next must not pass earlier stdout (a terminal shows both).
+            self.flush_stdout();
+        }
         if let Some(log) = &entry.log {
             self.logger
                 .finished(log.done, log.total, &log.result, &log.cmd);
@@ -547,6 +563,7 @@ impl<W: Write> Writer<W> {
             self.write_stdout(|out| copy_held(held, tag, out));
         }
         if let Some(held) = &block.stderr {
+            self.flush_stdout();
             // A closed or full stderr must not stop the run.
             let _ = self.logger.suspend(|| {
                 let mut err = std::io::stderr().lock();
@@ -555,16 +572,30 @@ impl<W: Write> Writer<W> {
         }
     }
 
-    /// Writes to stdout and flushes, unless it failed before; a failure is recorded.
-    fn write_stdout(&mut self, write: impl FnOnce(&mut W) -> std::io::Result<()>) {
+    /// Writes to stdout (flushed at once on the terminal of the live display, else by
+    /// [`Writer::flush_stdout`]), unless it failed before; a failure is recorded.
+    fn write_stdout(&mut self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
         if self.stdout_failed {
             return;
         }
         let out = &mut self.out;
-        let written = suspend_if(&self.logger, self.stdout_on_terminal, || {
-            write(out).and_then(|_| out.flush())
-        });
+        let written = if self.stdout_on_terminal {
+            self.logger
+                .suspend(|| write(&mut *out).and_then(|_| out.flush()))
+        } else {
+            write(&mut *out)
+        };
         if let Err(e) = written {
+            self.stdout_failed = true;
+            self.fail(|f| f.stdout = Some(e));
+        }
+    }
+
+    fn flush_stdout(&mut self) {
+        if self.stdout_failed {
+            return;
+        }
+        if let Err(e) = self.out.flush() {
             self.stdout_failed = true;
             self.fail(|f| f.stdout = Some(e));
         }
@@ -575,14 +606,6 @@ impl<W: Write> Writer<W> {
             record(&mut failures);
         }
         self.state.wake.notify_one();
-    }
-}
-
-fn suspend_if<R>(logger: &Logger, terminal: bool, f: impl FnOnce() -> R) -> R {
-    if terminal {
-        logger.suspend(f)
-    } else {
-        f()
     }
 }
 

@@ -390,6 +390,7 @@ async fn dry_run(
         tokio::select! {
             job = rx.recv(), if !output.backlogged() => match job {
                 Some(mut job) => {
+                    state.taken(&job);
                     let slot = ((job.seq - 1) % slots + 1) as usize;
                     config.templates.materialize(&mut job, slot);
                     let mut line = Vec::new();
@@ -424,6 +425,7 @@ async fn dry_run(
     // The reader may be blocked reading a terminal or a pipe, or sending: it is told to stop
     // and left; it is joined only when it ended the input itself.
     state.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    state.wake();
     drop(rx);
     output.finish();
     if let Some(sig) = output

@@ -307,6 +307,7 @@ impl Scheduler {
 
     /// A job from the input: settled at once when it cannot run, else started or queued.
     fn receive(&mut self, job: Job) {
+        self.reader.taken(&job);
         self.received += 1;
         if let Body::Invalid(why) = &job.body {
             let why = why.clone();
@@ -724,9 +725,11 @@ impl Scheduler {
             return;
         }
         self.reader.stop.store(true, Ordering::SeqCst);
+        self.reader.wake();
         loop {
             match self.rx.try_recv() {
                 Ok(job) => {
+                    self.reader.taken(&job);
                     self.received += 1;
                     if let Body::Invalid(why) = &job.body {
                         let why = why.clone();

@@ -498,3 +498,114 @@ fn dry_run_stops_on_sigterm_and_when_its_reader_goes_away() {
     assert_eq!(status.code(), Some(141), "{status:?}");
     writer.join().expect("stdin writer");
 }
+
+// ---------------------------------------------------------------------------------------
+// Bounded input memory
+// ---------------------------------------------------------------------------------------
+
+/// The peak resident memory (VmHWM, in bytes) of process `pid`, read from /proc while it runs;
+/// `None` once it is gone.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs bakapara with `args` and `input` (written from a thread), stdout read and dropped;
+/// returns its exit status, the number of stdout lines and its peak memory as last seen.
+fn run_measured(
+    dir: &Path,
+    args: &[&str],
+    input: impl FnOnce(&mut dyn std::io::Write) + Send + 'static,
+) -> (std::process::ExitStatus, usize, u64) {
+    use std::io::BufRead;
+    let mut child = bakapara()
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bakapara starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || input(&mut stdin));
+    let out = child.stdout.take().expect("stdout");
+    let counter = std::thread::spawn(move || {
+        let mut lines = 0;
+        let mut out = std::io::BufReader::new(out);
+        let mut line = Vec::new();
+        while out
+            .read_until(b'\n', &mut line)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            lines += 1;
+            line.clear();
+        }
+        lines
+    });
+    let pid = child.id();
+    let mut peak = 0;
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if let Some(rss) = peak_rss(pid) {
+            peak = peak.max(rss);
+        }
+        if start.elapsed() > RUN_TIMEOUT {
+            let _ = child.kill();
+            panic!("bakapara did not end");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    writer.join().expect("stdin writer");
+    (status, counter.join().expect("stdout reader"), peak)
+}
+
+const MB: u64 = 1 << 20;
+
+#[test]
+fn a_streamed_source_after_the_first_is_not_held_in_memory() {
+    let dir = tempdir();
+    // `::: a :::: -` with 60 MB on stdin, every item a 1 MB line (read whole, it took 130 MB).
+    let (status, lines, peak) = run_measured(
+        dir.path(),
+        &["--dry-run", "true <1>", ":::", "a", "::::", "-"],
+        |stdin| {
+            let mut line = vec![b'x'; 1 << 20];
+            line.push(b'\n');
+            for _ in 0..60 {
+                if stdin.write_all(&line).is_err() {
+                    return;
+                }
+            }
+        },
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(lines, 60);
+    assert!(peak < 80 * MB, "peak memory {} MB", peak / MB);
+}
+
+#[test]
+fn long_lines_read_ahead_are_bounded_in_bytes() {
+    let dir = tempdir();
+    // 24 JSON objects of 4 MB each; the first job runs a while, the one slot is busy, and
+    // the rest could be read ahead meanwhile (read ahead by count, they took 110 MB).
+    let (status, lines, peak) =
+        run_measured(dir.path(), &["-j", "1", "-q", "--jsonl", "true"], |stdin| {
+            let pad = "x".repeat(4 << 20);
+            for i in 0..24 {
+                let cmd = if i == 0 { "sleep 3" } else { "true" };
+                let line = format!("{{\"cmd\":\"{cmd}\",\"x\":\"{pad}\"}}\n");
+                if stdin.write_all(line.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        });
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(lines, 24);
+    assert!(peak < 80 * MB, "peak memory {} MB", peak / MB);
+}
