@@ -212,6 +212,32 @@ fn sleepers(marker: &str) -> usize {
         .count()
 }
 
+/// A child process killed (and reaped) when the test ends, so a failing test leaves no
+/// bakapara behind.
+struct Killing(std::process::Child);
+
+impl std::ops::Deref for Killing {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Killing {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Killing {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Waits for `child` to end (killing it and failing after `limit`).
 fn wait_within(
     child: &mut std::process::Child,
@@ -251,15 +277,17 @@ fn a_reader_that_goes_away_stops_the_run_quietly_with_141() {
     let m = marker();
     let _reaper = Reaper(m.clone());
     let log = dir.path().join("log.jsonl");
-    let mut child = bakapara()
-        .args(["-j", "3", "--joblog"])
-        .arg(&log)
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bakapara starts");
+    let mut child = Killing(
+        bakapara()
+            .args(["-j", "3", "--joblog"])
+            .arg(&log)
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bakapara starts"),
+    );
     // As `yes true | bakapara | head -1`, with a long job running when the reader leaves.
     let mut input = child.stdin.take().expect("stdin");
     let sleeper = format!("sleep 1000{m}\n");
@@ -304,15 +332,17 @@ fn a_full_stdout_stops_the_run_at_once_and_the_joblog_keeps_every_line() {
     let m = marker();
     let _reaper = Reaper(m.clone());
     let log = dir.path().join("log.jsonl");
-    let mut child = bakapara()
-        .args(["-j", "2", "--joblog"])
-        .arg(&log)
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(dev_full())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bakapara starts");
+    let mut child = Killing(
+        bakapara()
+            .args(["-j", "2", "--joblog"])
+            .arg(&log)
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(dev_full())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bakapara starts"),
+    );
     let mut input = child.stdin.take().expect("stdin");
     std::io::Write::write_all(&mut input, &long_and_quick(&m)).expect("input");
     drop(input);
@@ -364,6 +394,15 @@ fn a_full_joblog_stops_the_run_at_once_and_stdout_keeps_every_line() {
 
 #[test]
 fn a_stuck_reader_does_not_hold_up_timeouts_or_sigterm() {
+    stuck_reader_then_sigterm(&[]);
+}
+
+#[test]
+fn a_stuck_reader_of_text_output_does_not_hold_up_timeouts_or_sigterm() {
+    stuck_reader_then_sigterm(&["--text"]);
+}
+
+fn stuck_reader_then_sigterm(mode: &[&str]) {
     let dir = tempdir();
     let m = marker();
     let _reaper = Reaper(m.clone());
@@ -371,27 +410,34 @@ fn a_stuck_reader_does_not_hold_up_timeouts_or_sigterm() {
     let (unread, write_end) = nix::unistd::pipe().expect("a pipe");
     let mut input = String::new();
     for _ in 0..4 {
-        input.push_str(&format!("sleep 1000{m}\n"));
+        input.push_str(&format!("echo >> started; sleep 1000{m}\n"));
     }
     for _ in 0..3 {
         input.push_str("head -c 300000 /dev/zero | tr '\\0' x\n");
     }
-    let mut child = bakapara()
-        .args(["-j", "5", "--timeout", "1", "--grace", "1"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(write_end))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("bakapara starts");
+    let mut child = Killing(
+        bakapara()
+            .args(mode)
+            .args(["-j", "5", "--timeout", "1", "--grace", "1"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bakapara starts"),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("input");
     drop(stdin);
     let errors = read_stderr(&mut child);
-    wait_until("the long jobs run", || sleepers(&m) == 4);
+    let started = || {
+        std::fs::read_to_string(dir.path().join("started"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
     // Their timeout acts although stdout is stuck on a big result line.
-    wait_until("the long jobs are stopped by --timeout", || {
-        sleepers(&m) == 0
+    wait_until("the long jobs start, then --timeout stops them", || {
+        started() == 4 && sleepers(&m) == 0
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
@@ -417,14 +463,16 @@ fn a_stuck_reader_holds_back_new_jobs_and_gets_every_line_once_it_reads() {
     for _ in 0..60 {
         input.push_str("echo >> started; head -c 1000000 /dev/zero | tr '\\0' x\n");
     }
-    let mut child = bakapara()
-        .args(["-j", "2", "-q"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(write_end))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bakapara starts");
+    let mut child = Killing(
+        bakapara()
+            .args(["-j", "2", "-q"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bakapara starts"),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("input");
     drop(stdin);
@@ -459,14 +507,16 @@ fn dry_run_stops_on_sigterm_and_when_its_reader_goes_away() {
     use std::io::{BufRead, Write};
     let dir = tempdir();
     // stdin stays open: SIGTERM must end it all the same.
-    let mut child = bakapara()
-        .args(["--dry-run", "echo <>"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bakapara starts");
+    let mut child = Killing(
+        bakapara()
+            .args(["--dry-run", "echo <>"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bakapara starts"),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"a\n").expect("input");
     let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
@@ -480,14 +530,16 @@ fn dry_run_stops_on_sigterm_and_when_its_reader_goes_away() {
     assert_eq!(status.signal(), Some(15), "{status:?}");
     drop(stdin);
     // `yes | bakapara --dry-run | head -1`.
-    let mut child = bakapara()
-        .args(["--dry-run", "echo <>"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bakapara starts");
+    let mut child = Killing(
+        bakapara()
+            .args(["--dry-run", "echo <>"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bakapara starts"),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     let writer = std::thread::spawn(move || while stdin.write_all(b"y\n").is_ok() {});
     let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
@@ -520,14 +572,16 @@ fn run_measured(
     input: impl FnOnce(&mut dyn std::io::Write) + Send + 'static,
 ) -> (std::process::ExitStatus, usize, u64) {
     use std::io::BufRead;
-    let mut child = bakapara()
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("bakapara starts");
+    let mut child = Killing(
+        bakapara()
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bakapara starts"),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     let writer = std::thread::spawn(move || input(&mut stdin));
     let out = child.stdout.take().expect("stdout");
