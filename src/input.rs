@@ -1,10 +1,11 @@
 //! Input: stdin lines, `:::` / `::::` sources or JSON lines, read lazily into a stream of jobs.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::Local;
@@ -157,8 +158,17 @@ impl InputSpec {
     }
 }
 
+/// Bytes of jobs the reader may have sent ahead of the scheduler (besides the channel's bound
+/// in jobs), so that long lines cannot pile up: one job always goes, however big.
+const READ_AHEAD_BYTES: usize = 16 << 20;
+
+/// A source after the first is kept in memory up to this many bytes, then in a temp file (it
+/// is read again for every item of the sources before it).
+const KEEP_IN_MEMORY: usize = 4 << 20;
+
 /// Shared between the reader thread and the scheduler, so that a stop loses no job that was
-/// read: the scheduler sets `stop`, then drains the channel until `in_flight` is zero.
+/// read: the scheduler sets `stop`, then drains the channel until `in_flight` is zero. It also
+/// bounds the bytes read ahead: the scheduler reports each job it takes ([`ReaderState::taken`]).
 #[derive(Debug, Default)]
 pub struct ReaderState {
     pub stop: AtomicBool,
@@ -167,6 +177,9 @@ pub struct ReaderState {
     /// still wait in the channel; the progress display and log lines read the total from here
     /// (see [`crate::progress::Logger::with_input_total`]).
     pub total: Arc<OnceLock<u64>>,
+    /// [`weight`] of the jobs sent and not yet taken.
+    ahead: Mutex<usize>,
+    room: Condvar,
 }
 
 impl ReaderState {
@@ -174,6 +187,61 @@ impl ReaderState {
     pub fn total(&self) -> Option<u64> {
         self.total.get().copied()
     }
+
+    /// The scheduler took `job` from the channel: its bytes no longer count as read ahead.
+    pub fn taken(&self, job: &Job) {
+        let w = weight(job);
+        if let Ok(mut ahead) = self.ahead.lock() {
+            *ahead = ahead.saturating_sub(w);
+        }
+        self.room.notify_all();
+    }
+
+    /// Wakes a reader waiting for room, so that it sees `stop`.
+    pub fn wake(&self) {
+        self.room.notify_all();
+    }
+
+    /// Waits until `w` more bytes fit in the read-ahead (or a stop was asked: then the job is
+    /// sent at once, for the scheduler's drain to give it its line).
+    fn reserve(&self, w: usize) {
+        let Ok(mut ahead) = self.ahead.lock() else {
+            return;
+        };
+        while *ahead > 0
+            && ahead.saturating_add(w) > READ_AHEAD_BYTES
+            && !self.stop.load(Ordering::SeqCst)
+        {
+            ahead = match self.room.wait_timeout(ahead, Duration::from_millis(100)) {
+                Ok((guard, _)) => guard,
+                Err(_) => return,
+            };
+        }
+        *ahead = ahead.saturating_add(w);
+    }
+}
+
+/// About how many bytes of memory a job holds while it waits: its strings, keys and values.
+pub fn weight(job: &Job) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len() + 24,
+            Value::Array(items) => items.iter().map(value).sum::<usize>() + 24,
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + value(v)).sum::<usize>() + 48,
+            _ => 16,
+        }
+    }
+    let body = match &job.body {
+        Body::Ready(spec) => spec.cmd.len() + spec.cd.as_ref().map_or(0, String::len),
+        Body::Pending(args) => args.iter().map(|a| a.len() + 24).sum(),
+        Body::Invalid(why) => why.len(),
+    };
+    body + job
+        .object
+        .iter()
+        .map(|(k, v)| k.len() + value(v))
+        .sum::<usize>()
+        + 128
 }
 
 /// Starts the reader thread: it sends jobs in input order, numbered from 1, and ends the
@@ -226,46 +294,60 @@ impl Reader<'_> {
     }
 
     /// The cartesian product of the sources: the first is streamed, the others are read whole
-    /// first (they are repeated for each of its items).
+    /// first (they are repeated for each of its items), into memory or a temp file.
     fn product(&mut self, sources: &[Source]) -> Result<Result<(), Stopped>, String> {
-        let mut rest: Vec<Vec<Vec<u8>>> = Vec::with_capacity(sources.len() - 1);
+        let mut rest = Vec::with_capacity(sources.len() - 1);
         for s in &sources[1..] {
-            let mut items = Vec::new();
-            for_each_item(s, |item| {
-                items.push(item.to_vec());
-                Ok(true)
-            })?;
-            rest.push(items);
+            rest.push(Kept::read(s)?);
         }
-        if rest.iter().any(|r| r.is_empty()) {
+        if rest.iter().any(Kept::is_empty) {
             return Ok(Ok(()));
         }
-        self.each_line(&sources[0], |r, first| {
-            let mut index = vec![0usize; rest.len()];
-            loop {
-                let mut parts: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);
-                parts.push(first);
-                parts.extend(
-                    rest.iter()
-                        .zip(&index)
-                        .map(|(items, &i)| items[i].as_slice()),
-                );
-                r.item_job(&parts)?;
-                // Advance the odometer: the last source varies fastest.
-                let mut k = rest.len();
-                loop {
-                    if k == 0 {
-                        return Ok(());
-                    }
-                    k -= 1;
-                    index[k] += 1;
-                    if index[k] < rest[k].len() {
-                        break;
-                    }
-                    index[k] = 0;
+        let mut failed = None;
+        let outcome = self.each_line(&sources[0], |r, first| {
+            let mut parts = vec![first.to_vec()];
+            match r.combine(&rest, &mut parts) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    failed = Some(e);
+                    Err(Stopped)
                 }
             }
-        })
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => outcome,
+        }
+    }
+
+    /// Sends a job for `parts` followed by each combination of the `rest` sources' items (the
+    /// last source varies fastest).
+    fn combine(
+        &mut self,
+        rest: &[Kept],
+        parts: &mut Vec<Vec<u8>>,
+    ) -> Result<Result<(), Stopped>, String> {
+        let Some((source, later)) = rest.split_first() else {
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            return Ok(self.item_job(&refs));
+        };
+        let mut failed = None;
+        let outcome = source.for_each(|item| {
+            parts.push(item.to_vec());
+            let outcome = match self.combine(later, parts) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    failed = Some(e);
+                    Err(Stopped)
+                }
+            };
+            parts.pop();
+            outcome
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
     }
 
     fn each_line(
@@ -290,7 +372,9 @@ impl Reader<'_> {
         match self.spec.mode {
             Mode::Template => self.item_job(&[line]),
             Mode::Commands | Mode::Jsonl => {
-                if line.iter().all(u8::is_ascii_whitespace) {
+                // Files joined with `cat` may carry a BOM on any line, not only the first.
+                let line = line.strip_prefix(BOM).unwrap_or(line);
+                if is_blank(line) {
                     return Ok(());
                 }
                 let job = self.object_job(line);
@@ -410,6 +494,7 @@ impl Reader<'_> {
     }
 
     fn send(&mut self, job: Job) -> Result<(), Stopped> {
+        self.state.reserve(weight(&job));
         if self.tx.blocking_send(job).is_err() {
             return Err(Stopped);
         }
@@ -417,6 +502,119 @@ impl Reader<'_> {
             return Err(Stopped);
         }
         Ok(())
+    }
+}
+
+/// The UTF-8 byte order mark some editors put at the start of a file; it is no part of the
+/// first item (nor, without a TEMPLATE, of any line).
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A line of nothing but ASCII whitespace as C's `isspace` counts it (vertical tab included),
+/// which is blank: no job.
+fn is_blank(line: &[u8]) -> bool {
+    line.iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c'))
+}
+
+/// A source after the first, read whole: its items in memory, or past [`KEEP_IN_MEMORY`] in an
+/// unlinked temp file, one item a line (items from files and stdin hold no newline).
+enum Kept {
+    Memory(Vec<Vec<u8>>),
+    Spilled(File),
+}
+
+impl Kept {
+    fn read(source: &Source) -> Result<Kept, String> {
+        if let Source::Args(args) = source {
+            // Already in memory, and an argument may hold a newline.
+            return Ok(Kept::Memory(
+                args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            ));
+        }
+        let spill_error = |e: std::io::Error| format!("cannot keep input in a temp file: {e}");
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut spill: Option<std::io::BufWriter<File>> = None;
+        let mut failed = None;
+        for_each_item(source, |item| {
+            let written = match &mut spill {
+                Some(file) => file.write_all(item).and_then(|_| file.write_all(b"\n")),
+                None => {
+                    bytes += item.len();
+                    items.push(item.to_vec());
+                    if bytes <= KEEP_IN_MEMORY {
+                        return Ok(true);
+                    }
+                    tempfile::tempfile().and_then(|file| {
+                        let mut file = std::io::BufWriter::with_capacity(64 * 1024, file);
+                        for kept in std::mem::take(&mut items) {
+                            file.write_all(&kept)?;
+                            file.write_all(b"\n")?;
+                        }
+                        spill = Some(file);
+                        Ok(())
+                    })
+                }
+            };
+            match written {
+                Ok(()) => Ok(true),
+                Err(e) => {
+                    failed = Some(spill_error(e));
+                    Ok(false)
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match spill {
+            None => Ok(Kept::Memory(items)),
+            Some(file) => file
+                .into_inner()
+                .map(Kept::Spilled)
+                .map_err(|e| spill_error(e.into_error())),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Kept::Memory(items) => items.is_empty(),
+            // Spilled only past KEEP_IN_MEMORY bytes: it has items.
+            Kept::Spilled(_) => false,
+        }
+    }
+
+    /// Calls `f` with each item, from the first, until it stops.
+    fn for_each(
+        &self,
+        mut f: impl FnMut(&[u8]) -> Result<(), Stopped>,
+    ) -> Result<Result<(), Stopped>, String> {
+        match self {
+            Kept::Memory(items) => Ok(items.iter().try_for_each(|item| f(item))),
+            Kept::Spilled(file) => {
+                // One pass at a time reads this file: the shared offset is ours.
+                let mut file: &File = file;
+                let read_error =
+                    |e: std::io::Error| format!("cannot read input back from a temp file: {e}");
+                file.seek(SeekFrom::Start(0)).map_err(read_error)?;
+                let mut reader = BufReader::with_capacity(64 * 1024, file);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) => return Ok(Ok(())),
+                        Ok(_) => {
+                            line.pop();
+                            if let Err(stopped) = f(&line) {
+                                return Ok(Err(stopped));
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(read_error(e)),
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -453,6 +651,7 @@ fn for_each_item(
     let read_lines =
         |reader: &mut dyn BufRead, name: &str, f: &mut dyn FnMut(&[u8]) -> Result<bool, String>| {
             let mut line = Vec::with_capacity(256);
+            let mut first = true;
             loop {
                 line.clear();
                 match reader.read_until(b'\n', &mut line) {
@@ -461,7 +660,11 @@ fn for_each_item(
                         if line.last() == Some(&b'\n') {
                             line.pop();
                         }
-                        if !f(&line)? {
+                        let item = match std::mem::take(&mut first) {
+                            true => line.strip_prefix(BOM).unwrap_or(&line),
+                            false => &line,
+                        };
+                        if !f(item)? {
                             return Ok(());
                         }
                     }

@@ -65,6 +65,13 @@ impl Spec {
         let hosts = match object.get("host") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(Value::Array(list)) if list.is_empty() => {
+                return Err(
+                    "`host` is an empty host list: no host may run the job (leave `host` out \
+                     to let any host run it)"
+                        .to_string(),
+                )
+            }
             Some(Value::Array(list)) => {
                 let mut names = Vec::with_capacity(list.len());
                 for v in list {
@@ -108,6 +115,9 @@ impl Spec {
         let timeout = match object.get("timeout") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => match n.as_f64().map(Duration::try_from_secs_f64) {
+                Some(Ok(d)) if d > timefmt::MAX_DURATION => {
+                    return Err(format!("`timeout`: {}", timefmt::too_long(&n.to_string())))
+                }
                 Some(Ok(d)) if !d.is_zero() => Some(d),
                 _ => {
                     return Err(format!(
@@ -577,6 +587,22 @@ mod tests {
                 "`timeout` must be a positive",
             ),
             (json!({"cmd": "x", "timeout": "soon"}), "`timeout`"),
+            (
+                json!({"cmd": "x", "timeout": 1e19}),
+                "is too long (at most 100 years",
+            ),
+            (
+                json!({"cmd": "x", "timeout": "1e19"}),
+                "`timeout`: `1e19` is too long",
+            ),
+            (
+                json!({"cmd": "x", "host": []}),
+                "`host` is an empty host list",
+            ),
+            (
+                json!({"cmd": "x", "retries": 4294967296u64}),
+                "`retries` must be a whole number",
+            ),
             (
                 json!({"cmd": "x", "retries": 1.5}),
                 "`retries` must be a whole number",

@@ -1,11 +1,17 @@
 //! The one writer of stdout: result lines, whole and flushed, in completion or input order;
 //! or with `--text`, each job's own output, whole per job (result lines then go to
-//! `--joblog FILE` only).
+//! `--joblog FILE` only). The scheduler's side ([`Output`]) orders and counts; a thread of its
+//! own ([`Writer`]) does every write, so a slow or stuck reader never holds up job
+//! supervision, and the scheduler learns of a failed write from [`WriterState`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -14,20 +20,34 @@ use crate::job::{encode_line, Job, JobResult, Stream};
 use crate::live::LiveSink;
 use crate::progress::Logger;
 use crate::results::{capture_from_spool, ResultsDir};
+use crate::signals::{Controls, Event};
 use crate::template::{Context, Quoting, Template};
+
+/// Bytes of output the writer may have waiting before no new job starts (back-pressure): the
+/// jobs already running still get their lines queued, so memory stays within this plus one
+/// line per slot.
+const MAX_QUEUED_BYTES: usize = 8 << 20;
+
+/// What a `--text` entry weighs in the queue beyond its result line: it holds spool files
+/// open, so a stuck reader must not let thousands of them pile up.
+const TEXT_ENTRY_WEIGHT: usize = 64 << 10;
+
+/// After a signal stopped the run, how long its last lines may take to be written before
+/// bakapara gives up on a reader that does not read (and dies of the signal all the same).
+const DRAIN_AFTER_SIGNAL: Duration = Duration::from_secs(1);
 
 /// With `-k --text`: how many spool files finished jobs may hold open while they wait for an
 /// earlier job; the output of later ones is copied into one shared file instead, so a slow
 /// first job cannot make bakapara run out of file descriptors.
 const MAX_HELD_SPOOLS: usize = 64;
 
-/// Writes result lines and counts what the exit status needs.
-pub struct Output<W: Write> {
-    out: W,
+/// Orders result lines (`-k`), counts what the exit status needs, and hands every write to
+/// the [`Writer`] thread.
+pub struct Output {
     keep_order: bool,
     /// `--text` (and `--tag`): job output to stdout / stderr instead of result lines.
     text: Option<TextMode>,
-    /// `--joblog FILE`: every result line goes there too.
+    /// `--joblog FILE`, until [`Output::writer`] hands it to the writer.
     joblog: Option<Joblog>,
     /// `--results DIR`, and the capture limit for result lines of streams spooled for it.
     results: Option<(ResultsDir, usize)>,
@@ -38,18 +58,81 @@ pub struct Output<W: Write> {
     pending: BTreeMap<u64, Entry>,
     /// With `-k`: the seq of the next line to write.
     next_seq: u64,
-    logger: Logger,
-    /// Our stdout is the terminal the live progress display is drawn on.
-    stdout_on_terminal: bool,
+    logger: Arc<Logger>,
     done: u64,
     failed: u64,
     total: Option<u64>,
-    /// Set when stdout could not be written: the run stops starting jobs.
-    broken: Option<std::io::Error>,
     /// With `-k --text`: output of waiting jobs beyond [`MAX_HELD_SPOOLS`].
-    spill: Option<File>,
+    spill: Option<Arc<File>>,
     /// With `-k --text`: spool files waiting entries hold open.
     held_spools: usize,
+    /// The writer's queue; `None` once closed (or before [`Output::writer`]).
+    tx: Option<mpsc::Sender<Piece>>,
+    state: Arc<WriterState>,
+    /// Failures already reported by [`Output::new_failure`].
+    reported: Reported,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Reported {
+    stdout: bool,
+    joblog: bool,
+}
+
+/// What the writer thread and the scheduler share: how much waits to be written, what failed,
+/// and a wake-up for the scheduler when either changes.
+#[derive(Debug, Default)]
+pub struct WriterState {
+    queued: AtomicUsize,
+    failures: Mutex<Failures>,
+    wake: tokio::sync::Notify,
+    /// The writer thread has written (or dropped) everything and ended.
+    finished: AtomicBool,
+    /// bakapara gave up waiting for a writer stuck in a write (see [`Output::flush`]).
+    abandoned: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Failures {
+    stdout: Option<std::io::Error>,
+    joblog: Option<String>,
+}
+
+impl WriterState {
+    /// True when bakapara stopped waiting for a writer that is stuck writing to a reader that
+    /// does not read: the thread cannot be joined.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+}
+
+/// A failed output, as the run must act on it (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputFailure {
+    /// The reader of stdout went away (EPIPE): stop, quietly, and exit 141.
+    BrokenPipe,
+    /// stdout or the joblog cannot be written (disk full...): this message, stop, exit 255.
+    Failed(String),
+}
+
+/// One unit of work for the writer thread.
+enum Piece {
+    /// A finished job: its result line (stdout unless `--text`, and the joblog) and, with
+    /// `--text`, what it printed.
+    Entry(Box<Entry>),
+    /// A line for stdout only (`--dry-run`).
+    Raw(Vec<u8>),
+}
+
+impl Piece {
+    fn weight(&self) -> usize {
+        match self {
+            Piece::Entry(entry) => {
+                entry.line.len() + entry.text.as_ref().map_or(0, |_| TEXT_ENTRY_WEIGHT)
+            }
+            Piece::Raw(line) => line.len(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +154,17 @@ struct Joblog {
 struct Entry {
     line: Vec<u8>,
     text: Option<TextBlock>,
+    /// With `--text` (not `-k`): the job's log line, written by the writer just before what
+    /// the job printed, so that each block on stderr stays next to its own log line.
+    log: Option<LogLine>,
+}
+
+/// The arguments of [`Logger::finished`] for a log line written later.
+struct LogLine {
+    done: u64,
+    total: Option<u64>,
+    result: JobResult,
+    cmd: String,
 }
 
 /// What a job printed (`--text`), and the `--tag` prefix of its lines.
@@ -81,16 +175,19 @@ struct TextBlock {
 }
 
 /// Spooled output: the job's own temp file, or (with `-k`, past [`MAX_HELD_SPOOLS`]) a range
-/// of the shared spill file.
+/// of the shared spill file (read at its offset: the scheduler appends to it meanwhile).
 enum Held {
     Spool(Spool),
-    Spilled { offset: u64, len: u64 },
+    Spilled {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
 }
 
-impl<W: Write> Output<W> {
-    pub fn new(out: W, keep_order: bool, logger: Logger) -> Output<W> {
+impl Output {
+    pub fn new(keep_order: bool, logger: Logger) -> Output {
         Output {
-            out,
             keep_order,
             text: None,
             joblog: None,
@@ -98,21 +195,22 @@ impl<W: Write> Output<W> {
             live: None,
             pending: BTreeMap::new(),
             next_seq: 1,
-            logger,
-            stdout_on_terminal: std::io::stdout().is_terminal(),
+            logger: Arc::new(logger),
             done: 0,
             failed: 0,
             total: None,
-            broken: None,
             spill: None,
             held_spools: 0,
+            tx: None,
+            state: Arc::new(WriterState::default()),
+            reported: Reported::default(),
         }
     }
 
     /// `--text`: each job's stdout goes to `out` and its stderr to stderr, whole per job
     /// (spooled by the executors, see [`crate::exec::Captured::spooled`]); with `tag`, each
     /// line is prefixed with the job's input and a TAB. Result lines go to the joblog only.
-    pub fn text(mut self, tag: bool) -> Output<W> {
+    pub fn text(mut self, tag: bool) -> Output {
         self.text = Some(TextMode {
             tag,
             tagstring: None,
@@ -123,7 +221,7 @@ impl<W: Write> Output<W> {
 
     /// `--tagstring`: with `--text`, each line's tag is `template` expanded for the job (its
     /// values inserted as text, never quoted), then a TAB.
-    pub fn tagstring(mut self, template: Template) -> Output<W> {
+    pub fn tagstring(mut self, template: Template) -> Output {
         if let Some(mode) = &mut self.text {
             mode.tag = true;
             mode.tagstring = Some(template);
@@ -133,7 +231,7 @@ impl<W: Write> Output<W> {
 
     /// `--line-buffer` / `--ungroup`: the output of jobs that ran on `hosts` (by name) was
     /// passed on while they ran.
-    pub fn printed_live(mut self, hosts: Vec<String>, live: LiveSink) -> Output<W> {
+    pub fn printed_live(mut self, hosts: Vec<String>, live: LiveSink) -> Output {
         if let Some(mode) = &mut self.text {
             mode.printed_live = hosts;
         }
@@ -157,7 +255,7 @@ impl<W: Write> Output<W> {
 
     /// `--joblog FILE`: every result line is also written to `file` (opened by the caller),
     /// flushed per line.
-    pub fn joblog(mut self, file: File, path: PathBuf) -> Output<W> {
+    pub fn joblog(mut self, file: File, path: PathBuf) -> Output {
         self.joblog = Some(Joblog { file, path });
         self
     }
@@ -165,9 +263,31 @@ impl<W: Write> Output<W> {
     /// `--results DIR`: each finished job's stdout, stderr and seq also go under `dir`. The
     /// executors spool the streams whole for it; without `--text`, the result line then gets
     /// the first `capture_limit` bytes of each, as without `--results`.
-    pub fn results(mut self, dir: ResultsDir, capture_limit: usize) -> Output<W> {
+    pub fn results(mut self, dir: ResultsDir, capture_limit: usize) -> Output {
         self.results = Some((dir, capture_limit));
         self
+    }
+
+    /// The writer of this output, to run on a thread of its own ([`Writer::run`]); it writes
+    /// to `out` (and the joblog) what this side queues.
+    pub fn writer<W: Write + Send>(&mut self, out: W) -> Writer<W> {
+        let (tx, rx) = mpsc::channel();
+        self.tx = Some(tx);
+        Writer {
+            rx,
+            out: std::io::BufWriter::with_capacity(64 * 1024, out),
+            stdout_on_terminal: std::io::stdout().is_terminal(),
+            result_lines_to_stdout: self.text.is_none(),
+            joblog: self.joblog.take(),
+            logger: Arc::clone(&self.logger),
+            state: Arc::clone(&self.state),
+            stdout_failed: false,
+        }
+    }
+
+    /// What the writer thread and this side share.
+    pub fn state(&self) -> Arc<WriterState> {
+        Arc::clone(&self.state)
     }
 
     pub fn logger(&self) -> &Logger {
@@ -193,9 +313,12 @@ impl<W: Write> Output<W> {
     }
 
     fn emit_counting(&mut self, job: &Job, result: &JobResult, failed: bool) {
-        if let (None, Some(live)) = (&self.broken, &self.live) {
+        if let Some(e) = self.live.as_ref().and_then(LiveSink::take_error) {
             // Job output that could not be written stops the run as a result line would.
-            self.broken = live.take_error();
+            if let Ok(mut failures) = self.state.failures.lock() {
+                failures.stdout.get_or_insert(e);
+            }
+            self.state.wake.notify_one();
         }
         let captured;
         let result = match (&self.results, &self.text) {
@@ -222,12 +345,16 @@ impl<W: Write> Output<W> {
             Some(Value::String(cmd)) => cmd.as_str(),
             _ => "",
         };
-        self.logger.finished(self.done, self.total, result, cmd);
         let mut line = Vec::with_capacity(256);
         let entry = match &self.text {
             None => {
+                self.logger.finished(self.done, self.total, result, cmd);
                 encode_line(&job.object, result, &mut line);
-                Entry { line, text: None }
+                Entry {
+                    line,
+                    text: None,
+                    log: None,
+                }
             }
             Some(mode) => {
                 // The output was printed, not captured: the result line leaves it out.
@@ -250,9 +377,25 @@ impl<W: Write> Output<W> {
                     .as_ref()
                     .is_some_and(|h| mode.printed_live.contains(h));
                 let has_text = !live && (block.stdout.is_some() || block.stderr.is_some());
+                let log = LogLine {
+                    done: self.done,
+                    total: self.total,
+                    // With its spooled streams: the log line may show the end of stderr.
+                    result: result.clone(),
+                    cmd: cmd.to_string(),
+                };
+                let log = match self.keep_order {
+                    true => {
+                        self.logger
+                            .finished(log.done, log.total, &log.result, &log.cmd);
+                        None
+                    }
+                    false => Some(log),
+                };
                 Entry {
                     line,
                     text: has_text.then_some(block),
+                    log,
                 }
             }
         };
@@ -289,7 +432,14 @@ impl<W: Write> Output<W> {
     pub fn emit_copied(&mut self, seq: u64, line: Vec<u8>, cmd: &str) {
         self.done += 1;
         self.logger.skipped(self.done, self.total, cmd);
-        self.place(seq, Entry { line, text: None });
+        self.place(
+            seq,
+            Entry {
+                line,
+                text: None,
+                log: None,
+            },
+        );
     }
 
     /// Writes an entry now, or with `-k` once every earlier job's entry is written.
@@ -343,74 +493,111 @@ impl<W: Write> Output<W> {
     }
 
     fn write(&mut self, entry: Entry) {
-        if self.broken.is_some() {
-            return;
-        }
-        if let Some(block) = &entry.text {
-            self.write_text(block);
-        }
-        if self.broken.is_some() {
-            return;
-        }
-        if self.text.is_none() {
-            let (out, on_terminal) = (&mut self.out, self.stdout_on_terminal);
-            let written = suspend_if(&self.logger, on_terminal, || {
-                out.write_all(&entry.line).and_then(|_| out.flush())
-            });
-            if let Err(e) = written {
-                self.broken = Some(e);
-                return;
-            }
-        }
-        if let Some(log) = &mut self.joblog {
-            if let Err(e) = log
-                .file
-                .write_all(&entry.line)
-                .and_then(|_| log.file.flush())
-            {
-                self.broken = Some(std::io::Error::new(
-                    e.kind(),
-                    format!("--joblog {}: {e}", log.path.display()),
-                ));
-            }
+        self.send(Piece::Entry(Box::new(entry)));
+    }
+
+    /// Queues a line for stdout alone (`--dry-run`).
+    pub fn write_raw(&mut self, line: Vec<u8>) {
+        self.send(Piece::Raw(line));
+    }
+
+    fn send(&mut self, piece: Piece) {
+        let Some(tx) = &self.tx else { return };
+        let weight = piece.weight();
+        self.state.queued.fetch_add(weight, Ordering::SeqCst);
+        if tx.send(piece).is_err() {
+            // The writer thread is gone (it panicked): nothing more can be written.
+            self.state.queued.fetch_sub(weight, Ordering::SeqCst);
         }
     }
 
-    /// Prints a job's stdout to stdout and its stderr to stderr, each whole.
-    fn write_text(&mut self, block: &TextBlock) {
-        let tag = block.tag.as_deref();
-        if let Some(held) = &block.stdout {
-            let (out, spill, on_terminal) = (&mut self.out, &self.spill, self.stdout_on_terminal);
-            let written = suspend_if(&self.logger, on_terminal, || {
-                copy_held(held, spill.as_ref(), tag, out).and_then(|_| out.flush())
-            });
-            if let Err(e) = written {
-                self.broken = Some(e);
-                return;
-            }
-        }
-        if let Some(held) = &block.stderr {
-            let spill = &self.spill;
-            // A closed or full stderr must not stop the run.
-            let _ = self.logger.suspend(|| {
-                let mut err = std::io::stderr().lock();
-                copy_held(held, spill.as_ref(), tag, &mut err).and_then(|_| err.flush())
-            });
-        }
+    /// True while the writer has more waiting than [`MAX_QUEUED_BYTES`]: no new job should
+    /// start until it catches up.
+    pub fn backlogged(&self) -> bool {
+        self.state.queued.load(Ordering::SeqCst) > MAX_QUEUED_BYTES
     }
 
-    /// Writes what `-k` still holds (lines after a gap that will never be filled), in order.
+    /// Writes what `-k` still holds (lines after a gap that will never be filled), in order,
+    /// and closes the writer's queue (see [`Output::flush`]).
     pub fn finish(&mut self) {
         for (_, entry) in std::mem::take(&mut self.pending) {
             self.write(entry);
         }
         self.held_spools = 0;
         self.logger.completed(self.done, self.failed);
+        self.tx = None;
     }
 
-    /// Set once stdout failed (a closed pipe): no further line can be written.
-    pub fn broken(&self) -> Option<&std::io::Error> {
-        self.broken.as_ref()
+    /// Waits until the writer (after [`Output::finish`]) has written everything. A reader that
+    /// does not read is waited for as long as it takes, unless a signal stopped the run
+    /// (`stopped`, or a signal while waiting): then it gets [`DRAIN_AFTER_SIGNAL`], a second
+    /// signal ends the wait at once, and the lines still waiting are given up. Returns the
+    /// signal that came while waiting.
+    pub async fn flush(
+        &mut self,
+        controls: &mut Controls,
+        stopped: bool,
+    ) -> Option<nix::sys::signal::Signal> {
+        let state = Arc::clone(&self.state);
+        let mut deadline = stopped.then(|| tokio::time::Instant::now() + DRAIN_AFTER_SIGNAL);
+        let mut signal = None;
+        while !state.finished.load(Ordering::SeqCst) {
+            let give_up = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = state.wake.notified() => {}
+                event = controls.next() => match event {
+                    Event::Interrupt(sig) if deadline.is_none() => {
+                        signal = Some(sig);
+                        deadline = Some(tokio::time::Instant::now() + DRAIN_AFTER_SIGNAL);
+                    }
+                    Event::Interrupt(sig) | Event::KillNow(sig) => {
+                        signal.get_or_insert(sig);
+                        deadline = Some(tokio::time::Instant::now());
+                    }
+                    Event::Hangup => {}
+                },
+                _ = give_up => {
+                    state.abandoned.store(true, Ordering::SeqCst);
+                    self.logger.warn(
+                        "bakapara: stdout is not being read: giving up on the result lines \
+                         still waiting to be written",
+                    );
+                    break;
+                }
+            }
+        }
+        signal
+    }
+
+    /// Waits until the writer's state changed: a failed write, or its queue back under the
+    /// back-pressure limit. Spurious wake-ups happen; check [`Output::new_failure`] and
+    /// [`Output::backlogged`] after.
+    pub async fn changed(&self) {
+        self.state.wake.notified().await;
+    }
+
+    /// A failure of stdout or the joblog not reported before, as the run must act on it.
+    pub fn new_failure(&mut self) -> Option<OutputFailure> {
+        let failures = self.state.failures.lock().ok()?;
+        if let (Some(e), false) = (&failures.stdout, self.reported.stdout) {
+            self.reported.stdout = true;
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Some(OutputFailure::BrokenPipe);
+            }
+            return Some(OutputFailure::Failed(format!(
+                "cannot write results to stdout: {e}"
+            )));
+        }
+        if let (Some(why), false) = (&failures.joblog, self.reported.joblog) {
+            self.reported.joblog = true;
+            return Some(OutputFailure::Failed(why.clone()));
+        }
+        None
     }
 
     pub fn done(&self) -> u64 {
@@ -422,11 +609,129 @@ impl<W: Write> Output<W> {
     }
 }
 
-fn suspend_if<R>(logger: &Logger, terminal: bool, f: impl FnOnce() -> R) -> R {
-    if terminal {
-        logger.suspend(f)
-    } else {
-        f()
+/// The thread that does every write of a run's output, in the order the pieces were queued.
+/// A failed stdout is written no more (the joblog still is), and the reverse; the scheduler
+/// hears of each failure through [`WriterState`].
+pub struct Writer<W: Write> {
+    rx: mpsc::Receiver<Piece>,
+    out: std::io::BufWriter<W>,
+    /// Our stdout is the terminal the live progress display is drawn on.
+    stdout_on_terminal: bool,
+    /// False with `--text`: result lines go to the joblog only.
+    result_lines_to_stdout: bool,
+    joblog: Option<Joblog>,
+    logger: Arc<Logger>,
+    state: Arc<WriterState>,
+    stdout_failed: bool,
+}
+
+impl<W: Write> Writer<W> {
+    /// Writes pieces until [`Output::finish`] closed the queue and it is empty.
+    /// Lines that come together are written together; stdout is flushed whenever nothing more
+    /// waits, so no line is held back.
+    pub fn run(mut self) {
+        let mut next = self.rx.recv().ok();
+        while let Some(piece) = next {
+            let weight = piece.weight();
+            match piece {
+                Piece::Entry(entry) => self.write_entry(&entry),
+                Piece::Raw(line) => self.write_stdout(|out| out.write_all(&line)),
+            }
+            let before = self.state.queued.fetch_sub(weight, Ordering::SeqCst);
+            if before > MAX_QUEUED_BYTES && before - weight <= MAX_QUEUED_BYTES {
+                self.state.wake.notify_one();
+            }
+            next = match self.rx.try_recv() {
+                Ok(piece) => Some(piece),
+                Err(mpsc::TryRecvError::Empty) => {
+                    self.flush_stdout();
+                    self.rx.recv().ok()
+                }
+                Err(mpsc::TryRecvError::Disconnected) => None,
+            };
+        }
+        self.flush_stdout();
+        self.state.finished.store(true, Ordering::SeqCst);
+        self.state.wake.notify_one();
+    }
+
+    fn write_entry(&mut self, entry: &Entry) {
+        if entry.log.is_some() || entry.text.is_some() {
+            // What goes to stderr next must not pass earlier stdout (a terminal shows both).
+            self.flush_stdout();
+        }
+        if let Some(log) = &entry.log {
+            self.logger
+                .finished(log.done, log.total, &log.result, &log.cmd);
+        }
+        if let Some(block) = &entry.text {
+            self.write_text(block);
+        }
+        if self.result_lines_to_stdout {
+            self.write_stdout(|out| out.write_all(&entry.line));
+        }
+        let Some(log) = &mut self.joblog else { return };
+        if let Err(e) = log
+            .file
+            .write_all(&entry.line)
+            .and_then(|_| log.file.flush())
+        {
+            let why = format!("cannot write to --joblog {}: {e}", log.path.display());
+            self.joblog = None;
+            self.fail(|f| f.joblog = Some(why));
+        }
+    }
+
+    /// Prints a job's stdout to stdout and its stderr to stderr, each whole.
+    fn write_text(&mut self, block: &TextBlock) {
+        let tag = block.tag.as_deref();
+        if let Some(held) = &block.stdout {
+            self.write_stdout(|out| copy_held(held, tag, out));
+        }
+        if let Some(held) = &block.stderr {
+            self.flush_stdout();
+            // A closed or full stderr must not stop the run.
+            let _ = self.logger.suspend(|| {
+                let mut err = std::io::stderr().lock();
+                copy_held(held, tag, &mut err).and_then(|_| err.flush())
+            });
+        }
+    }
+
+    /// Writes to stdout (flushed at once on the terminal of the live display, else by
+    /// [`Writer::flush_stdout`]), unless it failed before; a failure is recorded.
+    fn write_stdout(&mut self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
+        if self.stdout_failed {
+            return;
+        }
+        let out = &mut self.out;
+        let written = if self.stdout_on_terminal {
+            self.logger
+                .suspend(|| write(&mut *out).and_then(|_| out.flush()))
+        } else {
+            write(&mut *out)
+        };
+        if let Err(e) = written {
+            self.stdout_failed = true;
+            self.fail(|f| f.stdout = Some(e));
+        }
+    }
+
+    fn flush_stdout(&mut self) {
+        if self.stdout_failed {
+            return;
+        }
+        if let Err(e) = self.out.flush() {
+            self.stdout_failed = true;
+            self.fail(|f| f.stdout = Some(e));
+        }
+    }
+
+    fn fail(&self, record: impl FnOnce(&mut Failures)) {
+        if let Ok(mut failures) = self.state.failures.lock() {
+            record(&mut failures);
+        }
+        self.state.wake.notify_one();
     }
 }
 
@@ -481,40 +786,60 @@ fn job_args(job: &Job, cmd: &str) -> Vec<String> {
 }
 
 /// Appends a spool's content to the spill file (created on first use); returns its range.
-fn spill(spill: &mut Option<File>, spool: &Spool) -> std::io::Result<Held> {
+fn spill(spill: &mut Option<Arc<File>>, spool: &Spool) -> std::io::Result<Held> {
     let file = match spill {
         Some(file) => file,
-        None => spill.insert(tempfile::tempfile()?),
+        None => spill.insert(Arc::new(tempfile::tempfile()?)),
     };
-    let offset = file.seek(SeekFrom::End(0))?;
+    // Only this side moves the spill file's offset; the writer reads at offsets.
+    let mut end: &File = file;
+    let offset = end.seek(SeekFrom::End(0))?;
     let mut source = spool.file();
     source.seek(SeekFrom::Start(0))?;
-    let len = std::io::copy(&mut source, file)?;
-    Ok(Held::Spilled { offset, len })
+    let len = std::io::copy(&mut source, &mut end)?;
+    Ok(Held::Spilled {
+        file: Arc::clone(file),
+        offset,
+        len,
+    })
 }
 
 /// Copies spooled output to `to`, each line prefixed with `tag` when given.
-fn copy_held(
-    held: &Held,
-    spill: Option<&File>,
-    tag: Option<&[u8]>,
-    to: &mut dyn Write,
-) -> std::io::Result<()> {
+fn copy_held(held: &Held, tag: Option<&[u8]>, to: &mut dyn Write) -> std::io::Result<()> {
     match held {
         Held::Spool(spool) => {
             let mut file = spool.file();
             file.seek(SeekFrom::Start(0))?;
             copy_tagged(&mut file, tag, to)
         }
-        Held::Spilled { offset, len } => {
-            let Some(mut file) = spill else {
-                return Err(std::io::Error::other(
-                    "internal error: the spill file is gone",
-                ));
+        Held::Spilled { file, offset, len } => {
+            let mut range = Range {
+                file,
+                at: *offset,
+                end: offset + len,
             };
-            file.seek(SeekFrom::Start(*offset))?;
-            copy_tagged(&mut file.take(*len), tag, to)
+            copy_tagged(&mut range, tag, to)
         }
+    }
+}
+
+/// A range of a file, read at its offsets (the file's own offset is left alone).
+struct Range<'a> {
+    file: &'a File,
+    at: u64,
+    end: u64,
+}
+
+impl Read for Range<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.end.saturating_sub(self.at)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 

@@ -14,11 +14,11 @@ use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
 use crate::live::LiveSink;
-use crate::output::Output;
+use crate::output::{Output, OutputFailure};
 use crate::progress::{Logger, Verbosity};
 use crate::results::ResultsDir;
 use crate::scheduler::{Host, Joining, Resume, Scheduler, Summary};
-use crate::signals::{AbortReceiver, Controls, Signals};
+use crate::signals::{die_of, AbortReceiver, Controls, Event, Signals};
 use crate::watchdog::Watchdog;
 
 /// Said on stderr when jobs are read from a terminal, where a person may not know that bakapara
@@ -30,16 +30,25 @@ const TERMINAL_INPUT_HINT: &str = "bakapara: reading jobs from the terminal, one
 /// Jobs read ahead of the free slots; bounds memory whatever the input length.
 const CHANNEL_CAPACITY: usize = 256;
 
-/// Runs every job the config describes, writing result lines to `out`. With `handle_signals`,
+/// Runs every job the config describes, writing result lines to `out` (from a thread of its
+/// own, so a slow writer never holds up the jobs' supervision). With `handle_signals`,
 /// SIGINT / SIGTERM / SIGHUP stop the run as SPEC §5 says (the caller then dies of the signal
 /// in `Summary::interrupted_by`).
-pub fn run<W: Write>(config: Config, out: W, handle_signals: bool) -> anyhow::Result<Summary> {
+pub fn run<W: Write + Send>(
+    config: Config,
+    out: W,
+    handle_signals: bool,
+) -> anyhow::Result<Summary> {
     run_with(config, out, handle_signals, None)
 }
 
 /// As [`run`], and `abort` (the other end of an [`crate::signals::AbortHandle`]) stops the run
 /// from another thread as a signal would.
-pub fn run_with<W: Write>(
+///
+/// A run waits for `out` to take every line. Only when a signal stopped the run (with
+/// `handle_signals`) and `out` still blocks a moment after the jobs ended does it give up:
+/// the process then dies of that signal here, as the caller would have made it.
+pub fn run_with<W: Write + Send>(
     config: Config,
     out: W,
     handle_signals: bool,
@@ -48,17 +57,46 @@ pub fn run_with<W: Write>(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run_async(config, out, handle_signals, abort))
+    std::thread::scope(|scope| {
+        let mut writer = None;
+        let summary = runtime.block_on(run_async(
+            config,
+            |output: &mut Output| {
+                let thread = output.writer(out);
+                writer = Some(output.state());
+                std::thread::Builder::new()
+                    .name("bakapara-output".into())
+                    .spawn_scoped(scope, move || thread.run())
+                    .map(|_| ())
+            },
+            handle_signals,
+            abort,
+        ));
+        let abandoned = writer.is_some_and(|state| state.abandoned());
+        if let (
+            true,
+            true,
+            Ok(Summary {
+                interrupted_by: Some(sig),
+                ..
+            }),
+        ) = (abandoned, handle_signals, &summary)
+        {
+            // The writer thread is stuck in a write that may never return: it cannot be joined.
+            die_of(*sig);
+        }
+        summary
+    })
 }
 
-async fn run_async<W: Write>(
+async fn run_async(
     config: Config,
-    out: W,
+    start_writer: impl FnOnce(&mut Output) -> std::io::Result<()>,
     handle_signals: bool,
     abort: Option<AbortReceiver>,
 ) -> anyhow::Result<Summary> {
     // Signals are taken over before anything starts, so no Ctrl-C is lost.
-    let mut signals = if handle_signals {
+    let signals = if handle_signals {
         Some(Signals::new()?)
     } else {
         None
@@ -71,8 +109,12 @@ async fn run_async<W: Write>(
         // Before any display starts; a closed or full stderr must not stop the run.
         let _ = writeln!(std::io::stderr(), "{TERMINAL_INPUT_HINT}");
     }
+    let mut controls = Controls::new(signals, abort);
     if config.dry_run {
-        return Ok(dry_run(config, rx, out, reader).await);
+        // Its stderr carries nothing but warnings (`completed` would count no job run).
+        let mut output = Output::new(false, Logger::new(crate::progress::Verbosity::Quiet));
+        start_writer(&mut output)?;
+        return Ok(dry_run(config, rx, output, reader, state, &mut controls).await);
     }
     let resume = match &config.resume {
         Some(file) => load_resume(file, config.verbosity)?,
@@ -88,9 +130,7 @@ async fn run_async<W: Write>(
         ));
         Watchdog::without_process()
     }));
-    if let Some(signals) = &mut signals {
-        signals.suspend_jobs_with(Arc::clone(&watchdog));
-    }
+    controls.suspend_jobs_with(Arc::clone(&watchdog));
     // The SSH control sockets live in a directory of this run's own, removed at its end.
     let control_dir = if config.hosts.iter().any(|h| !h.local) {
         let files = vec![(
@@ -116,7 +156,7 @@ async fn run_async<W: Write>(
         &watchdog,
     )
     .await;
-    let mut output = Output::new(out, config.keep_order, logger);
+    let mut output = Output::new(config.keep_order, logger);
     if config.text {
         output = output.text(config.tag);
         if let Some(template) = &config.tagstring {
@@ -137,6 +177,7 @@ async fn run_async<W: Write>(
     if let Some(total) = known_total {
         output.set_total(total);
     }
+    start_writer(&mut output)?;
     let scheduler = Scheduler::new(
         hosts,
         config.templates,
@@ -151,9 +192,7 @@ async fn run_async<W: Write>(
         resume,
     )
     .with_jobserver(config.jobserver.as_ref());
-    let mut summary = scheduler
-        .run(known_total, Controls::new(signals, abort))
-        .await;
+    let mut summary = scheduler.run(known_total, controls).await;
     if let Some(live) = &live {
         live.flush().await;
         if let Some(e) = live.take_error() {
@@ -425,11 +464,14 @@ fn nonce() -> String {
 }
 
 /// `--dry-run`: print each job as it would run (templates expanded, slots given round-robin).
-async fn dry_run<W: Write>(
+/// Signals and a failed stdout stop it as they stop a run.
+async fn dry_run(
     config: Config,
     mut rx: mpsc::Receiver<crate::job::Job>,
-    mut out: W,
+    mut output: Output,
     reader: std::thread::JoinHandle<Result<(), String>>,
+    state: Arc<ReaderState>,
+    controls: &mut Controls,
 ) -> Summary {
     let mut summary = Summary {
         done: 0,
@@ -437,30 +479,77 @@ async fn dry_run<W: Write>(
         interrupted_by: None,
         fatal: None,
         halt_status: None,
+        broken_pipe: false,
     };
     let slots = config.jobs.max(1) as u64;
-    let mut line = Vec::new();
-    while let Some(mut job) = rx.recv().await {
-        let slot = ((job.seq - 1) % slots + 1) as usize;
-        config.templates.materialize(&mut job, slot);
-        line.clear();
-        if let Body::Invalid(why) = &job.body {
-            let result = JobResult::not_started(&job, Status::Error, why.clone(), String::new());
-            encode_line(&job.object, &result, &mut line);
-            summary.failed += 1;
-        } else {
-            // Serializing a Map into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut line, &job.object);
-            line.push(b'\n');
-        }
-        summary.done += 1;
-        if let Err(e) = out.write_all(&line).and_then(|_| out.flush()) {
-            summary.fatal = Some(format!("cannot write to stdout: {e}"));
+    let mut input_ended = false;
+    loop {
+        if let Some(failure) = output.new_failure() {
+            match failure {
+                OutputFailure::BrokenPipe => summary.broken_pipe = true,
+                OutputFailure::Failed(why) => summary.fatal = Some(why),
+            }
             break;
         }
+        tokio::select! {
+            job = rx.recv(), if !output.backlogged() => match job {
+                Some(mut job) => {
+                    state.taken(&job);
+                    let slot = ((job.seq - 1) % slots + 1) as usize;
+                    config.templates.materialize(&mut job, slot);
+                    let mut line = Vec::new();
+                    if let Body::Invalid(why) = &job.body {
+                        let result =
+                            JobResult::not_started(&job, Status::Error, why.clone(), String::new());
+                        encode_line(&job.object, &result, &mut line);
+                        summary.failed += 1;
+                    } else {
+                        // Serializing a Map into a Vec cannot fail.
+                        let _ = serde_json::to_writer(&mut line, &job.object);
+                        line.push(b'\n');
+                    }
+                    summary.done += 1;
+                    output.write_raw(line);
+                }
+                None => {
+                    input_ended = true;
+                    break;
+                }
+            },
+            event = controls.next() => match event {
+                Event::Interrupt(sig) | Event::KillNow(sig) => {
+                    summary.interrupted_by = Some(sig);
+                    break;
+                }
+                Event::Hangup => break,
+            },
+            _ = output.changed() => {}
+        }
     }
-    if let Ok(Err(e)) = reader.join() {
-        summary.fatal.get_or_insert(e);
+    // The reader may be blocked reading a terminal or a pipe, or sending: it is told to stop
+    // and left; it is joined only when it ended the input itself.
+    state.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    state.wake();
+    drop(rx);
+    output.finish();
+    if let Some(sig) = output
+        .flush(controls, summary.interrupted_by.is_some())
+        .await
+    {
+        summary.interrupted_by.get_or_insert(sig);
+    }
+    if let Some(failure) = output.new_failure() {
+        match failure {
+            OutputFailure::BrokenPipe => summary.broken_pipe = true,
+            OutputFailure::Failed(why) => {
+                summary.fatal.get_or_insert(why);
+            }
+        }
+    }
+    if input_ended {
+        if let Ok(Err(e)) = reader.join() {
+            summary.fatal.get_or_insert(e);
+        }
     }
     summary
 }

@@ -2,7 +2,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
 use crate::job::{Body, Job, JobResult, Placement, Status, STOPPED_BY_BAKAPARA};
 use crate::jobserver::{Jobserver, Tokens};
-use crate::output::Output;
+use crate::output::{Output, OutputFailure};
 use crate::signals::{Controls, Event};
 
 /// A host jobs can run on.
@@ -97,11 +96,14 @@ pub struct Summary {
     pub failed: u64,
     /// Set when SIGINT or SIGTERM stopped the run: the process should die of it.
     pub interrupted_by: Option<Signal>,
-    /// A fatal problem found during the run (input could not be read, stdout closed).
+    /// A fatal problem found during the run (input could not be read, stdout or the joblog
+    /// could not be written).
     pub fatal: Option<String>,
     /// Set when a `--halt` condition stopped the run: the exit status it calls for (the
     /// triggering job's exit code, 1 where it had none; 0 for `success=` and `done=`).
     pub halt_status: Option<u8>,
+    /// The reader of stdout went away (broken pipe): the run stopped; exit quietly with 141.
+    pub broken_pipe: bool,
 }
 
 /// How many jobs may wait in the scheduler for a host of their own, beyond the input channel.
@@ -119,9 +121,11 @@ enum Halt {
     Signal(Signal),
     Hangup,
     Policy(HaltPolicy),
+    /// stdout or the joblog could not be written.
+    Output,
 }
 
-pub struct Scheduler<W: Write> {
+pub struct Scheduler {
     hosts: Vec<HostState>,
     slots: Vec<Slot>,
     /// Free slot indices; the lowest is used first, as GNU Parallel's `{%}` does.
@@ -144,9 +148,10 @@ pub struct Scheduler<W: Write> {
     halt: Option<Halt>,
     templates: Arc<Templates>,
     settings: RunSettings,
-    output: Output<W>,
+    output: Output,
     run_id: String,
     fatal: Option<String>,
+    broken_pipe: bool,
     /// Lost connections, reported by keepalives and by jobs.
     down_rx: mpsc::UnboundedReceiver<HostDown>,
     /// Hosts that came back after a loss.
@@ -168,7 +173,7 @@ pub struct Scheduler<W: Write> {
 /// Result lines of an earlier run (`--resume FILE`) whose jobs need not run again.
 pub type Resume = std::collections::HashMap<(String, Option<String>), VecDeque<Vec<u8>>>;
 
-impl<W: Write> Scheduler<W> {
+impl Scheduler {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         hosts: Vec<Host>,
@@ -177,12 +182,12 @@ impl<W: Write> Scheduler<W> {
         rx: mpsc::Receiver<Job>,
         reader: Arc<ReaderState>,
         reader_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
-        output: Output<W>,
+        output: Output,
         down_rx: mpsc::UnboundedReceiver<HostDown>,
         join_rx: mpsc::UnboundedReceiver<(usize, Joining)>,
         halt_policy: Option<HaltPolicy>,
         resume: Resume,
-    ) -> Scheduler<W> {
+    ) -> Scheduler {
         let mut slots = Vec::new();
         let mut host_list = Vec::new();
         for (index, host) in hosts.into_iter().enumerate() {
@@ -221,6 +226,7 @@ impl<W: Write> Scheduler<W> {
             output,
             run_id: run_id(),
             fatal: None,
+            broken_pipe: false,
             down_rx,
             up_tx,
             up_rx,
@@ -235,7 +241,7 @@ impl<W: Write> Scheduler<W> {
 
     /// Shares make's `-jN` (its jobserver): each job beyond the first running one waits, as
     /// queued, for a token of make's and holds it while it runs. The slots still cap the run.
-    pub fn with_jobserver(mut self, jobserver: Option<&Jobserver>) -> Scheduler<W> {
+    pub fn with_jobserver(mut self, jobserver: Option<&Jobserver>) -> Scheduler {
         if let Some(jobserver) = jobserver {
             match Tokens::new(jobserver) {
                 Ok(tokens) => self.tokens = Some(tokens),
@@ -275,7 +281,8 @@ impl<W: Write> Scheduler<W> {
             let want_input = self.input_open
                 && self.halt.is_none()
                 && (!self.free.is_empty() || self.slots.is_empty())
-                && self.queue.len() < LOOKAHEAD;
+                && self.queue.len() < LOOKAHEAD
+                && !self.output.backlogged();
             let want_token = self.tokens.as_ref().is_some_and(Tokens::awaited);
             tokio::select! {
                 token = arrival(&mut self.tokens), if want_token => self.token_arrived(token),
@@ -294,13 +301,17 @@ impl<W: Write> Scheduler<W> {
                 _ = host_check.tick(), if self.waiting_on_down_hosts() => {
                     self.fail_jobs_of_dead_hosts();
                 }
+                _ = self.output.changed() => self.output_changed(),
             }
         }
         self.output.finish();
-        if let Some(e) = self.output.broken() {
-            self.fatal
-                .get_or_insert_with(|| format!("cannot write results to stdout: {e}"));
+        let stopped = matches!(self.halt, Some(Halt::Signal(_)));
+        if let Some(sig) = self.output.flush(&mut controls, stopped).await {
+            if !stopped {
+                self.halt = Some(Halt::Signal(sig));
+            }
         }
+        self.output_changed();
         for h in &self.hosts {
             if let Some(Executor::Ssh(ssh)) = &h.host.executor {
                 ssh.close().await;
@@ -315,12 +326,38 @@ impl<W: Write> Scheduler<W> {
             },
             fatal: self.fatal,
             halt_status: self.halt_status,
+            broken_pipe: self.broken_pipe,
+        }
+    }
+
+    /// The writer reported a failed write: stop the run as SIGTERM would (SPEC §5). A broken
+    /// pipe is quiet; any other failure is said at once. The other output goes on getting
+    /// the remaining lines (stdout the aborted ones when the joblog failed, and the reverse).
+    fn output_changed(&mut self) {
+        while let Some(failure) = self.output.new_failure() {
+            match failure {
+                OutputFailure::BrokenPipe => self.broken_pipe = true,
+                OutputFailure::Failed(why) => {
+                    self.output
+                        .logger()
+                        .warn(&format!("bakapara: error: {why}; stopping the run"));
+                    self.fatal.get_or_insert(why);
+                }
+            }
+            if !matches!(self.halt, Some(Halt::Signal(_))) {
+                self.halt = Some(Halt::Output);
+            }
+            if *self.stop_tx.borrow() == Stop::Run {
+                self.stop_tx.send_replace(Stop::Term);
+            }
+            self.abandon_input();
         }
     }
 
     /// Starts queued and incoming jobs while slots are free.
     fn dispatch(&mut self) {
-        if self.halt.is_some() {
+        // A writer that fell behind: no new job until it catches up (back-pressure).
+        if self.halt.is_some() || self.output.backlogged() {
             return;
         }
         let mut i = 0;
@@ -347,6 +384,7 @@ impl<W: Write> Scheduler<W> {
 
     /// A job from the input: settled at once when it cannot run, else started or queued.
     fn receive(&mut self, job: Job) {
+        self.reader.taken(&job);
         self.received += 1;
         for warning in self.near_misses.check(&job.object) {
             self.output.logger().warn(&warning);
@@ -701,6 +739,8 @@ impl<W: Write> Scheduler<W> {
             Some(Halt::Signal(sig)) => format!("bakapara was stopped by {}", sig.as_str()),
             Some(Halt::Hangup) => "bakapara got SIGHUP".to_string(),
             Some(Halt::Policy(policy)) => format!("--halt {policy} was reached"),
+            Some(Halt::Output) if self.broken_pipe => "the reader of stdout went away".to_string(),
+            Some(Halt::Output) => "the output could not be written".to_string(),
             None => "bakapara stopped it".to_string(),
         }
     }
@@ -949,9 +989,11 @@ impl<W: Write> Scheduler<W> {
             return;
         }
         self.reader.stop.store(true, Ordering::SeqCst);
+        self.reader.wake();
         loop {
             match self.rx.try_recv() {
                 Ok(job) => {
+                    self.reader.taken(&job);
                     self.received += 1;
                     if let Body::Invalid(why) = &job.body {
                         let why = why.clone();
@@ -1024,9 +1066,11 @@ fn wanted_hosts(job: &Job) -> Option<Vec<String>> {
         // A --jsonl object not expanded yet: read its `host` key (checked fully at expansion).
         _ => match job.object.get("host") {
             Some(Value::String(s)) => Some(vec![s.clone()]),
-            // A list with something else than names is rejected when the job is expanded,
-            // naming the key; until then it restricts nothing.
-            Some(Value::Array(list)) => list.iter().map(|v| v.as_str().map(String::from)).collect(),
+            // A list with something else than names (or an empty one) is rejected when the job
+            // is expanded, naming the key; until then it restricts nothing.
+            Some(Value::Array(list)) if !list.is_empty() => {
+                list.iter().map(|v| v.as_str().map(String::from)).collect()
+            }
             _ => None,
         },
     }

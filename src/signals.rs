@@ -145,6 +145,13 @@ impl Controls {
         }
     }
 
+    /// Ctrl-Z stops the jobs recorded in `jobs` (see [`Signals::suspend_jobs_with`]).
+    pub fn suspend_jobs_with(&mut self, jobs: std::sync::Arc<crate::watchdog::Watchdog>) {
+        if let Some(signals) = &mut self.signals {
+            signals.suspend_jobs_with(jobs);
+        }
+    }
+
     /// Waits for the next stop request (forever when there is no source).
     pub async fn next(&mut self) -> Event {
         let from_signals = async {
@@ -211,13 +218,13 @@ pub fn die_of(sig: Signal) -> ! {
     unsafe {
         let _ = sigaction(sig, &default);
     }
-    // The signal may be blocked in this thread (Tokio does not block it, but be sure).
     if sig == Signal::SIGQUIT {
         // SIGQUIT's default action dumps core: bakapara handled the signal, there is nothing
         // to debug, and the caller should still see "killed by SIGQUIT" (131).
         use nix::sys::resource::{setrlimit, Resource};
         let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
     }
+    // The signal may be blocked in this thread (Tokio does not block it, but be sure).
     let mut set = SigSet::empty();
     set.add(sig);
     let _ = set.thread_unblock();

@@ -32,41 +32,60 @@ pub fn seconds_between(from: &DateTime<Local>, to: &DateTime<Local>) -> f64 {
     micros as f64 / 1e6
 }
 
+/// The longest duration bakapara takes (100 years): longer ones cannot be added to a clock
+/// reading without overflow, and no job means them; they are refused rather than cut, so a
+/// typo does not pass silently.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
+
 /// Parses a duration: `10` or `1.5` (seconds), or with units `500ms`, `10s`, `5m`, `2h`, `1d`,
-/// combined as `1h30m`.
+/// combined as `1h30m`; at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
     let bad = || format!("`{text}` is not a duration (examples: 30, 1.5, 500ms, 10s, 5m, 1h30m)");
-    if t.is_empty() {
+    let secs = seconds_of(text.trim()).ok_or_else(bad)?;
+    if !secs.is_finite() || secs < 0.0 {
         return Err(bad());
     }
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(too_long(text));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+/// Why a duration past [`MAX_DURATION`] is refused.
+pub fn too_long(text: &str) -> String {
+    format!("`{text}` is too long (at most 100 years, 3153600000 seconds)")
+}
+
+/// The seconds a duration's text says, unchecked; `None` when it is not one.
+fn seconds_of(t: &str) -> Option<f64> {
+    if t.is_empty() {
+        return None;
+    }
     if let Ok(secs) = t.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| bad());
+        return Some(secs);
     }
     let mut total = 0f64;
     let mut rest = t;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let (num, tail) = rest.split_at(num_len);
         let unit_len = tail
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let value: f64 = num.parse().map_err(|_| bad())?;
+        let value: f64 = num.parse().ok()?;
         let scale = match unit {
             "ms" => 0.001,
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
             "d" => 86400.0,
-            _ => return Err(bad()),
+            _ => return None,
         };
         total += value * scale;
         rest = tail;
     }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    Some(total)
 }
 
 /// Parses a byte size: `1048576`, `512K`, `1M`, `2G` (powers of 1024; a trailing `B`/`iB` is
@@ -113,9 +132,13 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
-        for bad in ["", "x", "10x", "-1", "1h-", "ms"] {
+        for bad in [
+            "", "x", "10x", "-1", "1h-", "ms", "1e19", "36501d", "inf", "NaN",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        assert!(parse_duration("1e19").unwrap_err().contains("too long"));
     }
 
     #[test]

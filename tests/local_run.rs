@@ -386,8 +386,17 @@ fn start_sleepers(
         writeln!(stdin, "{i}").unwrap();
     }
     drop(stdin);
+    // Only `sleep` processes: bakapara's and the jobs' shells' command lines hold the marker
+    // too, and a shell counted before it has run its `trap` would be killed by a TERM.
     wait_until("the jobs to start", || {
-        pids_with(&format!("sleep {marker}")).len() >= running
+        pids_with(&format!("sleep {marker}"))
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.starts_with(b"sleep\0"))
+            })
+            .count()
+            >= running
     });
     (child, marker)
 }

@@ -164,7 +164,11 @@ fn json_leaf() -> impl Strategy<Value = Value> {
             1e-10,
             1e-300,
             1e300,
-            4294967296.0
+            4294967296.0,
+            // Past the longest duration bakapara takes (100 years), and past u64 seconds.
+            3.2e9,
+            1e19,
+            1.8446744073709552e19
         ])
         .prop_map(Value::from),
         "\\PC{0,10}".prop_map(Value::String),
@@ -183,6 +187,9 @@ fn json_leaf() -> impl Strategy<Value = Value> {
             "-1s",
             "ms",
             "99999999999999999999999d",
+            "1e19",
+            "36501d",
+            "3153600001",
             "1.2.3s",
             "localhost",
             ":",
@@ -221,6 +228,34 @@ proptest! {
     fn spec_from_object_never_panics(object in job_object()) {
         if let Ok(spec) = Spec::from_object(&object) {
             prop_assert_eq!(Some(spec.cmd.as_str()), object["cmd"].as_str());
+            prop_assert!(spec.timeout.is_none_or(|t| t <= bakapara::timefmt::MAX_DURATION));
+        }
+    }
+
+    /// Any number or string as `timeout`: a duration a clock reading can take (so no job
+    /// task can overflow on it), or an error naming the key.
+    #[test]
+    fn a_timeout_key_is_bounded_or_an_error_naming_it(
+        timeout in prop_oneof![
+            any::<f64>().prop_filter_map("a finite number", |f| {
+                serde_json::Number::from_f64(f).map(Value::Number)
+            }),
+            any::<u64>().prop_map(Value::from),
+            (0u64..4_000_000_000).prop_map(Value::from),
+            "[0-9]{1,12}(\\.[0-9]{0,3})?(ms|s|m|h|d)?".prop_map(Value::String),
+        ],
+    ) {
+        let mut object = Map::new();
+        object.insert("cmd".into(), Value::String("true".into()));
+        object.insert("timeout".into(), timeout.clone());
+        match Spec::from_object(&object) {
+            Ok(spec) => {
+                let t = spec.timeout.expect("a timeout");
+                prop_assert!(t <= bakapara::timefmt::MAX_DURATION, "{timeout}: {t:?}");
+                prop_assert!(std::time::Instant::now().checked_add(t).is_some());
+                prop_assert!(tokio::time::Instant::now().checked_add(t).is_some());
+            }
+            Err(why) => prop_assert!(why.contains("`timeout`"), "{timeout}: {why}"),
         }
     }
 }
