@@ -247,6 +247,97 @@ pub struct Cli {
     #[arg(long, value_name = "REGEX", help_heading = "Input")]
     pub colsep: Option<String>,
 
+    /// Up to N input items per job: <1>..<N> are its items, <> all of them (each its own
+    /// shell word). -N0: one job per item, inserting none of it.
+    ///
+    /// As GNU Parallel's -N: a <K> past the last item of the last, shorter job is empty. The
+    /// job's "input" is the array of its items (with several sources or columns: all their
+    /// values, in order). A job is also cut short where the next item would pass the
+    /// command-line limit (see -m).
+    #[arg(
+        short = 'N',
+        long = "max-replace-args",
+        value_name = "N",
+        conflicts_with_all = ["max_args", "multiple", "context_replace", "xargs"],
+        help_heading = "Input"
+    )]
+    pub max_replace_args: Option<usize>,
+
+    /// Up to N input items per job, as -N (GNU Parallel's -n: the same here, since every
+    /// value is quoted; -n0 as -N0).
+    #[arg(
+        short = 'n',
+        long = "max-args",
+        value_name = "N",
+        conflicts_with_all = ["multiple", "context_replace", "xargs"],
+        help_heading = "Input"
+    )]
+    pub max_args: Option<usize>,
+
+    /// As many input items per job as fit the command-line limit: <> is all of them, each its
+    /// own shell word.
+    ///
+    /// The limit is the kernel's for one argument (128 KiB: the command goes to bash -c as
+    /// one), less the template's own text. Input is streamed, so unlike GNU Parallel's -m the
+    /// items are not spread evenly over the job slots: each job is filled in turn (GNU's
+    /// -j1 -m, or --xargs).
+    #[arg(
+        short = 'm',
+        conflicts_with_all = ["context_replace", "xargs"],
+        help_heading = "Input"
+    )]
+    pub multiple: bool,
+
+    /// As -m, and the word around a <> token is repeated for each item: 'mv -t dir pre-<>'
+    /// runs mv -t dir pre-a pre-b... (GNU Parallel's context replace).
+    #[arg(short = 'X', conflicts_with = "xargs", help_heading = "Input")]
+    pub context_replace: bool,
+
+    /// As many input items per job as fit the command-line limit, as xargs does (here the
+    /// same as -m).
+    #[arg(long, help_heading = "Input")]
+    pub xargs: bool,
+
+    /// Pair the input sources element by element instead of combining every item with every
+    /// other: ::: a b c ::: 1 2 gives a 1, b 2, c 1 (the shorter wraps around).
+    ///
+    /// A source after :::+ or ::::+ is paired with the one before it, the longer cut to the
+    /// shorter, as GNU Parallel 20221122 does (--link wraps, :::+ cuts).
+    #[arg(long, visible_alias = "xapply", help_heading = "Input")]
+    pub link: bool,
+
+    /// Read input items from FILE, one a line: another spelling of :::: FILE. Repeatable;
+    /// these sources come before the ::: and :::: ones.
+    #[arg(short = 'a', long = "arg-file", value_name = "FILE", action = ArgAction::Append, help_heading = "Input")]
+    pub arg_file: Vec<std::path::PathBuf>,
+
+    /// Items of stdin and of files end with a NUL byte, not a newline (find -print0).
+    #[arg(
+        short = '0',
+        long = "null",
+        conflicts_with = "delimiter",
+        help_heading = "Input"
+    )]
+    pub null: bool,
+
+    /// Items of stdin and of files end with DELIM, not a newline. DELIM may be several bytes
+    /// and hold C escapes: \n \t \r \0 \\ \xHH \NNN (octal).
+    #[arg(
+        short = 'd',
+        long = "delimiter",
+        value_name = "DELIM",
+        help_heading = "Input"
+    )]
+    pub delimiter: Option<String>,
+
+    /// Use SEP instead of ::: to start a source of arguments (and SEP+ for a linked one).
+    #[arg(long, value_name = "SEP", help_heading = "Input")]
+    pub arg_sep: Option<String>,
+
+    /// Use SEP instead of :::: to start a source of files (and SEP+ for a linked one).
+    #[arg(long, value_name = "SEP", help_heading = "Input")]
+    pub arg_file_sep: Option<String>,
+
     /// Each stdin line is a JSON object whose fields the template uses as <name>.
     #[arg(long, help_heading = "Input")]
     pub jsonl: bool,

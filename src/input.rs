@@ -34,6 +34,44 @@ pub enum Mode {
     Jsonl,
 }
 
+/// How a source combines with the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Join {
+    /// Every item with every combination of the others (`:::`, `::::`): the cartesian product.
+    #[default]
+    Product,
+    /// `--link`: paired element by element with the previous sources; the shorter ones wrap
+    /// around to the length of the longest, as GNU Parallel's `--link`.
+    Wrap,
+    /// `:::+` / `::::+`: paired element by element with the previous source; the longer one is
+    /// cut to the shorter, as GNU Parallel 20221122 does.
+    Shortest,
+}
+
+/// Several input items per job (`-N`, `-n`, `-m`, `-X`, `--xargs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    /// At most this many items per job (`-N n`); `None`: as many as fit `max_bytes` (`-m`,
+    /// `-X`, `--xargs`).
+    pub max_items: Option<usize>,
+    /// The command-line bytes the items' values may take in one job.
+    pub max_bytes: usize,
+    /// How many times each value is inserted (the `<>` tokens of the command template).
+    pub copies: usize,
+    /// Bytes added per value besides the value itself (`-X`: the repeated word's text).
+    pub extra_per_value: usize,
+}
+
+impl Grouping {
+    /// The bytes one value adds to the command line (quoted, with its separating space).
+    fn cost(&self, value: &str) -> usize {
+        let quoted = crate::template::shell_quote(value).len() + 1;
+        self.copies
+            .max(1)
+            .saturating_mul(quoted.saturating_add(self.extra_per_value))
+    }
+}
+
 /// The templates that turn an input item into a job object.
 #[derive(Debug, Clone)]
 pub struct Templates {
@@ -42,6 +80,10 @@ pub struct Templates {
     pub out: Option<Template>,
     pub err: Option<Template>,
     pub quoting: Quoting,
+    /// `-N`, `-m`...: a job holds several items, so its `input` is always an array.
+    pub grouped: bool,
+    /// `-N0` / `-n0`: one job per item, its values inserted nowhere.
+    pub insert_none: bool,
 }
 
 impl Templates {
@@ -67,7 +109,7 @@ impl Templates {
         slot: usize,
     ) -> Result<(Map<String, Value>, Spec), String> {
         let ctx = Context {
-            args,
+            args: if self.insert_none { &[] } else { args },
             fields: if args.is_empty() {
                 Some(&job.object)
             } else {
@@ -104,7 +146,7 @@ impl Templates {
                 object.insert("cmd".into(), Value::String(cmd));
             }
             let input = match args {
-                [one] => Value::String(one.clone()),
+                [one] if !self.grouped => Value::String(one.clone()),
                 many => Value::Array(many.iter().cloned().map(Value::String).collect()),
             };
             object.insert("input".into(), input);
@@ -126,8 +168,28 @@ pub struct InputSpec {
     /// The sources, combined as a cartesian product (the first one varies slowest). Empty
     /// means stdin.
     pub sources: Vec<Source>,
+    /// How each source combines with the one before it (parallel to `sources`; the first
+    /// entry means nothing). Shorter than `sources`: the rest are [`Join::Product`].
+    pub joins: Vec<Join>,
     /// `--colsep`: split each item into columns.
     pub colsep: Option<Regex>,
+    /// `-0`, `-d DELIM`: what ends an item of stdin or a `::::` file (default: a newline).
+    pub delimiter: Vec<u8>,
+    /// `-N`, `-m`...: several items per job.
+    pub grouping: Option<Grouping>,
+}
+
+impl Default for InputSpec {
+    fn default() -> InputSpec {
+        InputSpec {
+            mode: Mode::Template,
+            sources: Vec::new(),
+            joins: Vec::new(),
+            colsep: None,
+            delimiter: b"\n".to_vec(),
+            grouping: None,
+        }
+    }
 }
 
 impl InputSpec {
@@ -146,14 +208,57 @@ impl InputSpec {
         if self.sources.is_empty() {
             return None;
         }
-        let mut total: u64 = 1;
-        for s in &self.sources {
-            match s {
-                Source::Args(a) => total = total.saturating_mul(a.len() as u64),
-                _ => return None,
+        let mut items: u64 = 1;
+        for group in self.link_groups() {
+            let mut lens = Vec::with_capacity(group.len());
+            for &i in &group {
+                match &self.sources[i] {
+                    Source::Args(a) => lens.push(a.len() as u64),
+                    _ => return None,
+                }
+            }
+            let len = match self.group_join(&group) {
+                Join::Shortest => lens.iter().copied().min(),
+                _ => lens.iter().copied().max(),
+            };
+            items = items.saturating_mul(len.unwrap_or(0));
+        }
+        match self.grouping {
+            None => Some(items),
+            Some(Grouping {
+                max_items: Some(n), ..
+            }) => Some(items.div_ceil(n.max(1) as u64)),
+            Some(_) => None,
+        }
+    }
+
+    fn join_of(&self, source: usize) -> Join {
+        self.joins.get(source).copied().unwrap_or_default()
+    }
+
+    /// The sources as groups of linked ones (indices), in order: each group is one factor of
+    /// the cartesian product.
+    fn link_groups(&self) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in 0..self.sources.len() {
+            match groups.last_mut() {
+                Some(group) if self.join_of(i) != Join::Product => group.push(i),
+                _ => groups.push(vec![i]),
             }
         }
-        Some(total)
+        groups
+    }
+
+    /// How a linked group pairs its sources: cut to the shortest only when every link in it
+    /// is a `:::+`.
+    fn group_join(&self, group: &[usize]) -> Join {
+        if group[1..].iter().any(|&i| self.join_of(i) == Join::Wrap) {
+            Join::Wrap
+        } else if group.len() > 1 {
+            Join::Shortest
+        } else {
+            Join::Product
+        }
     }
 }
 
@@ -192,6 +297,9 @@ pub fn spawn_reader(
                 tx,
                 state,
                 seq: 0,
+                group: Vec::new(),
+                group_items: 0,
+                group_bytes: 0,
             }
             .run()
         })
@@ -202,6 +310,11 @@ struct Reader<'a> {
     tx: mpsc::Sender<Job>,
     state: Arc<ReaderState>,
     seq: u64,
+    /// `-N`, `-m`...: the values of the items read for the next job (not a job yet), how many
+    /// items they are and the command-line bytes they take.
+    group: Vec<String>,
+    group_items: usize,
+    group_bytes: usize,
 }
 
 /// Raised inside the reader when the scheduler no longer wants jobs.
@@ -209,11 +322,20 @@ struct Stopped;
 
 impl Reader<'_> {
     fn run(mut self) -> Result<(), String> {
-        let sources = self.spec.sources.clone();
-        let outcome = if sources.is_empty() {
-            self.each_line(&Source::Stdin, |r, line| r.line_job(line))
+        let outcome = if self.spec.sources.is_empty() {
+            self.each_line(&Source::Stdin, |r, line| r.line_job(line).map(|()| true))
         } else {
-            self.product(&sources)
+            self.product()
+        };
+        let outcome = match outcome {
+            // The items of a last, partial group make its job.
+            Ok(Ok(())) => {
+                self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+                let flushed = self.flush_group();
+                self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(flushed)
+            }
+            other => other,
         };
         match outcome {
             Ok(Ok(())) => {
@@ -225,62 +347,112 @@ impl Reader<'_> {
         }
     }
 
-    /// The cartesian product of the sources: the first is streamed, the others are read whole
-    /// first (they are repeated for each of its items).
-    fn product(&mut self, sources: &[Source]) -> Result<Result<(), Stopped>, String> {
-        let mut rest: Vec<Vec<Vec<u8>>> = Vec::with_capacity(sources.len() - 1);
-        for s in &sources[1..] {
-            let mut items = Vec::new();
-            for_each_item(s, |item| {
-                items.push(item.to_vec());
-                Ok(true)
-            })?;
-            rest.push(items);
+    /// The cartesian product of the groups of linked sources. The first source is streamed;
+    /// every other one is read whole first (the other groups are repeated for each of its
+    /// items; the sources linked to it are paired with its items by position).
+    fn product(&mut self) -> Result<Result<(), Stopped>, String> {
+        let spec = self.spec;
+        let groups = spec.link_groups();
+        let mut rest: Vec<Vec<Vec<Vec<u8>>>> = Vec::with_capacity(groups.len() - 1);
+        for group in &groups[1..] {
+            rest.push(read_linked(spec, group)?);
         }
-        if rest.iter().any(|r| r.is_empty()) {
+        let first = &groups[0];
+        let join = spec.group_join(first);
+        let mut partners = Vec::with_capacity(first.len() - 1);
+        for &i in &first[1..] {
+            partners.push(read_all(&spec.sources[i], &spec.delimiter)?);
+        }
+        if rest.iter().any(Vec::is_empty) || partners.iter().any(Vec::is_empty) {
             return Ok(Ok(()));
         }
-        self.each_line(&sources[0], |r, first| {
-            let mut index = vec![0usize; rest.len()];
-            loop {
-                let mut parts: Vec<&[u8]> = Vec::with_capacity(rest.len() + 1);
-                parts.push(first);
-                parts.extend(
-                    rest.iter()
-                        .zip(&index)
-                        .map(|(items, &i)| items[i].as_slice()),
-                );
-                r.item_job(&parts)?;
-                // Advance the odometer: the last source varies fastest.
-                let mut k = rest.len();
-                loop {
-                    if k == 0 {
-                        return Ok(());
-                    }
-                    k -= 1;
-                    index[k] += 1;
-                    if index[k] < rest[k].len() {
-                        break;
-                    }
-                    index[k] = 0;
-                }
+        let longest = partners.iter().map(Vec::len).max().unwrap_or(0);
+        let shortest = partners.iter().map(Vec::len).min().unwrap_or(usize::MAX);
+        // The first source's items, kept only while a longer partner may need them again
+        // (bounded by that partner, which is in memory anyway).
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let mut count = 0usize;
+        let outcome = self.each_line(&spec.sources[first[0]], |r, item| {
+            if join == Join::Wrap && count < longest {
+                seen.push(item.to_vec());
             }
-        })
+            r.linked_job(item, count, &partners, &rest)?;
+            count += 1;
+            Ok(!(join == Join::Shortest && count >= shortest))
+        })?;
+        if outcome.is_err() || join != Join::Wrap || count == 0 {
+            return Ok(outcome);
+        }
+        // --link: a shorter first source wraps around to the longest partner.
+        for k in count..longest {
+            self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+            let sent = self.linked_job(&seen[k % count], k, &partners, &rest);
+            self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if sent.is_err() {
+                return Ok(sent);
+            }
+        }
+        Ok(Ok(()))
     }
 
+    /// The jobs of the `k`-th item of the first source (`first`): paired with the `k`-th item
+    /// of each partner (wrapping around), times every combination of the other groups.
+    fn linked_job(
+        &mut self,
+        first: &[u8],
+        k: usize,
+        partners: &[Vec<Vec<u8>>],
+        rest: &[Vec<Vec<Vec<u8>>>],
+    ) -> Result<(), Stopped> {
+        let mut head: Vec<&[u8]> = Vec::with_capacity(1 + partners.len());
+        head.push(first);
+        head.extend(
+            partners
+                .iter()
+                .map(|items| items[k % items.len()].as_slice()),
+        );
+        let mut index = vec![0usize; rest.len()];
+        loop {
+            let mut parts = head.clone();
+            for (tuples, &i) in rest.iter().zip(&index) {
+                parts.extend(tuples[i].iter().map(Vec::as_slice));
+            }
+            self.item_job(&parts)?;
+            // Advance the odometer: the last group varies fastest.
+            let mut g = rest.len();
+            loop {
+                if g == 0 {
+                    return Ok(());
+                }
+                g -= 1;
+                index[g] += 1;
+                if index[g] < rest[g].len() {
+                    break;
+                }
+                index[g] = 0;
+            }
+        }
+    }
+
+    /// Calls `f` with each item of `source` while it returns `Ok(true)`.
     fn each_line(
         &mut self,
         source: &Source,
-        mut f: impl FnMut(&mut Self, &[u8]) -> Result<(), Stopped>,
+        mut f: impl FnMut(&mut Self, &[u8]) -> Result<bool, Stopped>,
     ) -> Result<Result<(), Stopped>, String> {
         let mut stopped = Ok(());
-        for_each_item(source, |item| {
-            if stopped.is_ok() {
-                self.state.in_flight.fetch_add(1, Ordering::SeqCst);
-                stopped = f(self, item);
-                self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let delimiter = self.spec.delimiter.clone();
+        for_each_item(source, &delimiter, |item| {
+            self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+            let more = f(self, item);
+            self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            match more {
+                Ok(more) => Ok(more),
+                Err(Stopped) => {
+                    stopped = Err(Stopped);
+                    Ok(false)
+                }
             }
-            Ok(stopped.is_ok())
         })
         .map(|_| stopped)
     }
@@ -301,7 +473,6 @@ impl Reader<'_> {
 
     /// One item of the sources (one part per source).
     fn item_job(&mut self, parts: &[&[u8]]) -> Result<(), Stopped> {
-        let seq = self.next_seq();
         let mut args = Vec::with_capacity(parts.len());
         for part in parts {
             match std::str::from_utf8(part) {
@@ -310,6 +481,7 @@ impl Reader<'_> {
                     None => args.push(text.to_string()),
                 },
                 Err(_) => {
+                    let seq = self.next_seq();
                     let mut object = Map::new();
                     let raw: Vec<u8> = parts.join(&b' ');
                     object.insert(
@@ -321,7 +493,49 @@ impl Reader<'_> {
                 }
             }
         }
-        let body = if self.spec.mode == Mode::Commands {
+        match self.spec.grouping {
+            Some(grouping) => self.group_item(grouping, args),
+            None => {
+                let seq = self.next_seq();
+                self.args_job(seq, args)
+            }
+        }
+    }
+
+    /// Adds an item to the next job of several (`-N`, `-m`...), sending that job when it is
+    /// full: `-N n` items, or as many as fit the command-line limit.
+    fn group_item(&mut self, grouping: Grouping, args: Vec<String>) -> Result<(), Stopped> {
+        let bytes = args
+            .iter()
+            .map(|a| grouping.cost(a))
+            .fold(0usize, usize::saturating_add);
+        if self.group_items > 0 && self.group_bytes.saturating_add(bytes) > grouping.max_bytes {
+            self.flush_group()?;
+        }
+        self.group.extend(args);
+        self.group_items += 1;
+        self.group_bytes = self.group_bytes.saturating_add(bytes);
+        match grouping.max_items {
+            Some(n) if self.group_items >= n.max(1) => self.flush_group(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends the items gathered for the next job, if any, as that job.
+    fn flush_group(&mut self) -> Result<(), Stopped> {
+        if self.group_items == 0 {
+            return Ok(());
+        }
+        let args = std::mem::take(&mut self.group);
+        self.group_items = 0;
+        self.group_bytes = 0;
+        let seq = self.next_seq();
+        self.args_job(seq, args)
+    }
+
+    /// The job of one item's (or group's) values.
+    fn args_job(&mut self, seq: u64, args: Vec<String>) -> Result<(), Stopped> {
+        if self.spec.mode == Mode::Commands {
             // `:::` arguments without a template: the item is the command line.
             let mut object = Map::new();
             object.insert("cmd".into(), Value::String(args.join(" ")));
@@ -330,13 +544,11 @@ impl Reader<'_> {
                 Ok(spec) => ready(seq, object, spec),
                 Err(why) => invalid(seq, object, why),
             });
-        } else {
-            Body::Pending(args)
-        };
+        }
         self.send(Job {
             seq,
             object: Map::new(),
-            body,
+            body: Body::Pending(args),
             submitted: Local::now(),
             attempts: 0,
             host_losses: 0,
@@ -444,29 +656,73 @@ fn invalid(seq: u64, object: Map<String, Value>, why: String) -> Job {
     }
 }
 
-/// Calls `f` with each item of a source (a line without its newline, or an argument) until it
-/// returns `Ok(false)`.
+/// Every item of a source, in memory (a source that is repeated or paired by position).
+fn read_all(source: &Source, delimiter: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut items = Vec::new();
+    for_each_item(source, delimiter, |item| {
+        items.push(item.to_vec());
+        Ok(true)
+    })?;
+    Ok(items)
+}
+
+/// A group of linked sources, read whole, as its tuples (one part per source).
+fn read_linked(spec: &InputSpec, group: &[usize]) -> Result<Vec<Vec<Vec<u8>>>, String> {
+    let mut sources = Vec::with_capacity(group.len());
+    for &i in group {
+        sources.push(read_all(&spec.sources[i], &spec.delimiter)?);
+    }
+    if sources.iter().any(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
+    let lens = sources.iter().map(Vec::len);
+    let len = match spec.group_join(group) {
+        Join::Shortest => lens.min(),
+        _ => lens.max(),
+    }
+    .unwrap_or(0);
+    Ok((0..len)
+        .map(|k| {
+            sources
+                .iter()
+                .map(|items| items[k % items.len()].clone())
+                .collect()
+        })
+        .collect())
+}
+
+/// Calls `f` with each item of a source (a line without its delimiter, or an argument) until
+/// it returns `Ok(false)`. `delimiter` (never empty) ends the items of stdin and files.
 fn for_each_item(
     source: &Source,
+    delimiter: &[u8],
     mut f: impl FnMut(&[u8]) -> Result<bool, String>,
 ) -> Result<(), String> {
     let read_lines =
         |reader: &mut dyn BufRead, name: &str, f: &mut dyn FnMut(&[u8]) -> Result<bool, String>| {
+            let last = delimiter.last().copied().unwrap_or(b'\n');
             let mut line = Vec::with_capacity(256);
             loop {
                 line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {
-                        if line.last() == Some(&b'\n') {
-                            line.pop();
-                        }
-                        if !f(&line)? {
-                            return Ok(());
-                        }
+                // True: the item ended with the delimiter; false: with the input.
+                let delimited = loop {
+                    match reader.read_until(last, &mut line) {
+                        Ok(0) => break false,
+                        Ok(_) if line.ends_with(delimiter) => break true,
+                        // Only the last byte of a longer delimiter: the item goes on.
+                        Ok(_) if line.last() == Some(&last) => continue,
+                        Ok(_) => break false,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(format!("cannot read {name}: {e}")),
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(format!("cannot read {name}: {e}")),
+                };
+                if delimited {
+                    line.truncate(line.len() - delimiter.len());
+                } else if line.is_empty() {
+                    return Ok(());
+                }
+                if !f(&line)? || !delimited {
+                    return Ok(());
                 }
             }
         };
@@ -484,7 +740,9 @@ fn for_each_item(
             let mut reader = BufReader::with_capacity(64 * 1024, stdin.lock());
             read_lines(&mut reader, "standard input", &mut f)
         }
-        Source::File(path) if path.as_os_str() == "-" => for_each_item(&Source::Stdin, f),
+        Source::File(path) if path.as_os_str() == "-" => {
+            for_each_item(&Source::Stdin, delimiter, f)
+        }
         Source::File(path) => {
             let file: Box<dyn Read> = Box::new(
                 File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,

@@ -86,6 +86,29 @@ pub struct Template {
     literal_len: usize,
     token_count: usize,
     uses_slot: bool,
+    syntax: Syntax,
+    several: Several,
+    /// [`Several::Context`]: the template's words, split at whitespace.
+    words: Vec<Word>,
+}
+
+/// How a template reads a job that holds several input items (`-N`, `-m`, `-X`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Several {
+    /// One item per job: `<>` is the item as one shell word.
+    No,
+    /// `-N`, `-m`: `<>` is every value, each its own shell word, separated by spaces; a `<N>`
+    /// past the last value is empty (as GNU Parallel's `{N}` with too few arguments).
+    Values,
+    /// `-X`: as `Values`, but a word holding a `<>` token is repeated once per value, each
+    /// time with that value (GNU Parallel's context replace).
+    Context,
+}
+
+#[derive(Debug, Clone)]
+enum Word {
+    Space(String),
+    Text { template: Template, repeat: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -226,7 +249,93 @@ impl Template {
             literal_len,
             token_count,
             uses_slot,
+            syntax,
+            several: Several::No,
+            words: Vec::new(),
         })
+    }
+
+    /// The same template for jobs of several input items (`-N`, `-m`, `-X`).
+    pub fn for_several(mut self, several: Several) -> Template {
+        self.several = several;
+        if several == Several::Context {
+            self.words = self.context_words();
+        }
+        self
+    }
+
+    /// The words of the template, split at whitespace; tokens never hold whitespace, so each
+    /// word parses on its own as it did within the whole.
+    fn context_words(&self) -> Vec<Word> {
+        let mut words = Vec::new();
+        let source = self.source.as_str();
+        let mut start = 0;
+        while start < source.len() {
+            let rest = &source[start..];
+            let space = rest.starts_with(char::is_whitespace);
+            let len = rest
+                .find(|c: char| c.is_whitespace() != space)
+                .unwrap_or(rest.len());
+            let text = &rest[..len];
+            if space {
+                words.push(Word::Space(text.to_string()));
+            } else {
+                let Ok(template) = Template::parse_in(text, self.syntax) else {
+                    return Vec::new();
+                };
+                let repeat = template.parts.iter().any(|part| {
+                    matches!(
+                        part,
+                        Part::Token(Token {
+                            base: Base::Whole,
+                            ..
+                        })
+                    )
+                });
+                words.push(Word::Text {
+                    template: template.for_several(Several::Values),
+                    repeat,
+                });
+            }
+            start += len;
+        }
+        words
+    }
+
+    /// How many `<>` tokens the template holds and, with [`Several::Context`], the bytes of
+    /// literal text in the words that are repeated per value: what each value adds to the
+    /// expanded text, besides itself (see [`crate::input::Grouping`]).
+    pub fn growth_per_value(&self) -> (usize, usize) {
+        let copies = self
+            .parts
+            .iter()
+            .filter(|part| {
+                matches!(
+                    part,
+                    Part::Token(Token {
+                        base: Base::Whole,
+                        ..
+                    })
+                )
+            })
+            .count();
+        let extra = self
+            .words
+            .iter()
+            .map(|word| match word {
+                Word::Text {
+                    template,
+                    repeat: true,
+                } => template.literal_len,
+                _ => 0,
+            })
+            .sum();
+        (copies, extra)
+    }
+
+    /// The bytes of literal text (what a job's expanded command holds besides values).
+    pub fn literal_len(&self) -> usize {
+        self.literal_len
     }
 
     /// The template text as given to [`Template::parse`].
@@ -274,12 +383,46 @@ impl Template {
     /// Expands the template for one job. With [`Quoting::Shell`] every value becomes one
     /// shell word (quoted only when needed); with [`Quoting::Verbatim`] it is inserted as is.
     pub fn expand(&self, ctx: &Context<'_>, quoting: Quoting) -> Result<String, ExpandError> {
+        if !self.words.is_empty() {
+            return self.expand_words(ctx, quoting);
+        }
         let item_len: usize = ctx.args.iter().map(|a| a.len() + 1).sum();
         let mut out = String::with_capacity(self.literal_len + self.token_count * (item_len + 8));
+        let several = self.several != Several::No;
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Token(token) => expand_token(token, ctx, quoting, &mut out)?,
+                Part::Token(token) => expand_token(token, ctx, quoting, several, &mut out)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Several::Context`]: each word holding `<>` once per value, joined by spaces.
+    fn expand_words(&self, ctx: &Context<'_>, quoting: Quoting) -> Result<String, ExpandError> {
+        let mut out = String::new();
+        for word in &self.words {
+            match word {
+                Word::Space(text) => out.push_str(text),
+                Word::Text {
+                    template,
+                    repeat: false,
+                } => out.push_str(&template.expand(ctx, quoting)?),
+                Word::Text {
+                    template,
+                    repeat: true,
+                } => {
+                    for (i, value) in ctx.args.iter().enumerate() {
+                        if i > 0 {
+                            out.push(' ');
+                        }
+                        let one = Context {
+                            args: std::slice::from_ref(value),
+                            ..*ctx
+                        };
+                        out.push_str(&template.expand(&one, quoting)?);
+                    }
+                }
             }
         }
         Ok(out)
@@ -572,6 +715,7 @@ fn expand_token(
     token: &Token,
     ctx: &Context<'_>,
     quoting: Quoting,
+    several: bool,
     out: &mut String,
 ) -> Result<(), ExpandError> {
     let value: Cow<'_, str> = match &token.base {
@@ -581,6 +725,19 @@ fn expand_token(
         }
         Base::Slot => {
             let _ = write!(out, "{}", ctx.slot);
+            return Ok(());
+        }
+        Base::Whole if several => {
+            for (i, arg) in ctx.args.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                let value = apply(&token.op, arg);
+                match quoting {
+                    Quoting::Shell => push_shell_quoted(out, &value),
+                    Quoting::Verbatim => out.push_str(&value),
+                }
+            }
             return Ok(());
         }
         Base::Whole => match ctx.args {
@@ -611,6 +768,7 @@ fn expand_token(
             };
             match index.and_then(|i| ctx.args.get(i)) {
                 Some(arg) => apply(&token.op, arg),
+                None if several => Cow::Borrowed(""),
                 None => {
                     let have = ctx.args.len();
                     return Err(ExpandError(format!(

@@ -1,0 +1,299 @@
+//! GNU Parallel's input options (issue 12), each run side by side with GNU Parallel 20221122
+//! (`parallel`, from .ci/run's install list) on the same input: several items per job (`-N`,
+//! `-n`, `-m`, `-X`, `--xargs`), linked sources (`--link`, `:::+`, `::::+`), delimiters (`-0`,
+//! `-d`), `-a`, `--arg-sep`, `--arg-file-sep`. bakapara runs with `--braces`, so that both get
+//! the very same command line; the outputs of their real `/bin/bash` jobs are compared, in
+//! input order (`-k`).
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use common::bin::{bakapara, parse_lines};
+
+fn run_with_stdin(mut command: Command, stdin: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                panic!(
+                    "GNU Parallel is not installed: apt-get install parallel (.ci/run does this)"
+                )
+            }
+            panic!("spawning {command:?}: {e}")
+        });
+    let mut pipe = child.stdin.take().expect("stdin pipe");
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // A run that reads no stdin closes it early: that is not a failure of the test.
+        let _ = pipe.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("waiting for the run");
+    writer.join().expect("stdin writer");
+    output
+}
+
+/// GNU Parallel's stdout for `parallel -k ARGS` in `dir`.
+fn gnu(dir: &Path, args: &[&str], stdin: &[u8]) -> String {
+    let mut command = Command::new("parallel");
+    command
+        .arg("--will-cite")
+        .arg("-k")
+        .args(args)
+        .current_dir(dir)
+        .env("PARALLEL_HOME", dir.join(".parallel"));
+    let output = run_with_stdin(command, stdin);
+    assert!(
+        output.status.success(),
+        "parallel {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("parallel prints UTF-8 here")
+}
+
+/// bakapara's result lines for `bakapara --braces -k ARGS` in `dir`.
+fn ours(dir: &Path, args: &[&str], stdin: &[u8]) -> Vec<Value> {
+    let mut command = bakapara();
+    command
+        .args(["--json", "--braces", "-k"])
+        .args(args)
+        .current_dir(dir);
+    let output = run_with_stdin(command, stdin);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "bakapara {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_lines(&output.stdout)
+}
+
+/// The jobs' stdout, concatenated in input order.
+fn stdout_of(results: &[Value]) -> String {
+    results
+        .iter()
+        .map(|r| {
+            r["result"]["stdout"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no stdout in {r}"))
+        })
+        .collect()
+}
+
+/// Asserts that both tools print the same for each case (arguments, stdin), in a folder
+/// holding the files `f` (`f1`, `f2`) and `g` (`x`, `y`, `z`).
+fn same_as_gnu(cases: &[(&[&str], &[u8])]) {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    std::fs::create_dir(dir.path().join(".parallel")).expect("PARALLEL_HOME");
+    std::fs::write(dir.path().join("f"), "f1\nf2\n").expect("writing f");
+    std::fs::write(dir.path().join("g"), "x\ny\nz\n").expect("writing g");
+    let mut wrong = Vec::new();
+    for (args, stdin) in cases {
+        let expected = gnu(dir.path(), args, stdin);
+        let got = stdout_of(&ours(dir.path(), args, stdin));
+        if got != expected {
+            wrong.push(format!(
+                "{args:?} (stdin {:?}):\n  GNU:      {expected:?}\n  bakapara: {got:?}",
+                String::from_utf8_lossy(stdin)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "bakapara differs from GNU Parallel:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn several_items_per_job_match_gnu() {
+    same_as_gnu(&[
+        (&["-N2", "echo {1}-{2}", ":::", "a", "b", "c"], b""),
+        (&["-N2", "echo", ":::", "a", "b c", "d"], b""),
+        (&["-N3", "echo {1} {-1}", ":::", "a", "b", "c", "d"], b""),
+        (&["-N1", "echo", ":::", "a", "b"], b""),
+        (&["-N0", "echo foo", ":::", "a", "b", "c"], b""),
+        (&["-n2", "echo", ":::", "a", "b", "c"], b""),
+        (&["-n0", "echo foo", ":::", "a", "b"], b""),
+        (&["-N2", "printf '[%s]'"], b"a b\nc'd\n$(x)\n"),
+        (
+            &["-j1", "-m", "echo pre-{}-post", ":::", "a", "b", "c"],
+            b"",
+        ),
+        (&["-j1", "-m", "echo {} {.} {1}", ":::", "a.x", "b.y"], b""),
+        (&["-j1", "-m", "printf '[%s]'", ":::", "a b", "c'd"], b""),
+        (
+            &["-j1", "-X", "echo pre-{}-post {#}", ":::", "a", "b", "c"],
+            b"",
+        ),
+        (&["-j1", "-X", "echo x{} {2}", ":::", "a", "b", "c"], b""),
+        (&["-j1", "-X", "printf '[%s]' {.}.gz"], b"a.txt\nb c.txt\n"),
+        (&["--xargs", "echo", ":::", "a", "b", "c"], b""),
+        (&["--xargs", "printf '[%s]'"], b"1\n2\n3\n"),
+    ]);
+}
+
+/// The job's `input` is the array of its items, and `{}` each of them as its own word.
+#[test]
+fn a_job_of_several_items_keeps_them_apart() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let results = ours(
+        dir.path(),
+        &["-N2", "printf '[%s]'", ":::", "a b", "c", "d"],
+        b"",
+    );
+    let inputs: Vec<&Value> = results.iter().map(|r| &r["input"]).collect();
+    assert_eq!(
+        inputs,
+        [&serde_json::json!(["a b", "c"]), &serde_json::json!(["d"])]
+    );
+    assert_eq!(stdout_of(&results), "[a b][c][d]");
+}
+
+/// `-m` and `--xargs` fill each job up to the command-line limit, as GNU Parallel does: every
+/// item once, in order, in more than one job, none of which is too long to start.
+#[test]
+fn many_items_fill_jobs_up_to_the_command_line_limit() {
+    let items: String = (1..=60_000).map(|i| format!("{i}\n")).collect();
+    let dir = tempfile::tempdir().expect("temporary folder");
+    std::fs::create_dir(dir.path().join(".parallel")).expect("PARALLEL_HOME");
+    for option in ["-m", "--xargs"] {
+        let results = ours(dir.path(), &["-j1", option, "echo"], items.as_bytes());
+        assert!(
+            (2..=10).contains(&results.len()),
+            "{option}: {} jobs for 60000 items",
+            results.len()
+        );
+        for r in &results {
+            assert_eq!(r["result"]["code"], 0, "{option}: {r}");
+            assert!(
+                r["cmd"].as_str().map_or(0, str::len) < 128 * 1024,
+                "{option}: a command past the kernel's limit"
+            );
+        }
+        let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        let expected = gnu(dir.path(), &["-j1", option, "echo"], items.as_bytes());
+        assert_eq!(
+            words(&stdout_of(&results)),
+            words(&expected),
+            "{option}: every item once, in order"
+        );
+    }
+}
+
+#[test]
+fn linked_sources_match_gnu() {
+    same_as_gnu(&[
+        (
+            &["--link", "echo", ":::", "a", "b", "c", ":::", "1", "2"],
+            b"",
+        ),
+        (
+            &[
+                "--link", "echo", ":::", "1", "2", ":::", "x", "y", "z", ":::", "A", "B", "C", "D",
+                "E",
+            ],
+            b"",
+        ),
+        (
+            &["--xapply", "echo", ":::", "1", "2", ":::", "x", "y", "z"],
+            b"",
+        ),
+        (&["--link", "echo", "::::", "f", "::::", "g"], b""),
+        (
+            &["--link", "echo", "::::", "-", ":::", "x", "y", "z"],
+            b"1\n",
+        ),
+        (
+            &[
+                "echo", ":::", "a", "b", ":::", "1", "2", ":::+", "x", "y", "z",
+            ],
+            b"",
+        ),
+        (&["echo", ":::", "1", "2", "3", ":::+", "x", "y"], b""),
+        (&["echo", "::::", "f", "::::+", "g"], b""),
+        (
+            &["echo", "::::", "-", ":::+", "x", "y", "z"],
+            b"1\n2\n3\n4\n",
+        ),
+        (&["echo", "{2} {1}", "::::", "g", ":::+", "x", "y"], b""),
+    ]);
+}
+
+#[test]
+fn delimiters_and_argument_files_match_gnu() {
+    same_as_gnu(&[
+        (&["-0", "printf '[%s]'"], b"a\nb\0c d\0"),
+        (&["--null", "printf '[%s]'"], b"a\0b"),
+        (&["-d", ",", "printf '[%s]'"], b"a,b,,c\n"),
+        (&["-d", "\\t", "printf '[%s]'"], b"a\tb\tc"),
+        (&["-d", "XY", "printf '[%s]'"], b"aXYbXXYc"),
+        (&["-d", "\\001", "printf '[%s]'"], b"a\x01b"),
+        (&["-d", "\\n", "printf '[%s]'"], b"a\n\nb\n"),
+        (&["-a", "f", "echo"], b""),
+        (&["--arg-file", "f", "echo", ":::", "x", "y"], b""),
+        (&["-a", "f", "-a", "g", "echo"], b""),
+        (&["-a", "-", "echo"], b"s1\ns2\n"),
+        (
+            &["--arg-sep", ",,", "echo", ",,", "a", "b", ",,", "1", "2"],
+            b"",
+        ),
+        (
+            &["--arg-sep", ",,", "echo", ",,", "a", "b", ",,+", "1", "2"],
+            b"",
+        ),
+        (&["--arg-sep", ",,", "echo", ",,", ":::", "b"], b""),
+        (&["--arg-file-sep", "//", "echo", "//", "f", "g"], b""),
+        (
+            &["--arg-file-sep", "//", "echo", "//", "f", "//+", "g"],
+            b"",
+        ),
+    ]);
+}
+
+/// `-d` takes the escapes of printf, `\xHH` included, as GNU Parallel's manual says (GNU
+/// Parallel 20221122 itself takes `\x01` as four characters).
+#[test]
+fn a_delimiter_may_be_a_hexadecimal_escape() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let results = ours(dir.path(), &["-d", "\\x01", "printf '[%s]'"], b"a\x01b");
+    assert_eq!(stdout_of(&results), "[a][b]");
+}
+
+/// A bad value of these options is a usage error (255) before any job runs, naming it.
+#[test]
+fn bad_input_options_are_usage_errors() {
+    for (args, needle) in [
+        (&["-d", "", "echo"][..], "-d/--delimiter"),
+        (&["-d", "\\q", "echo"], "-d/--delimiter"),
+        (&["-d", "\\x", "echo"], "-d/--delimiter"),
+        (&["-N2", ":::", "echo a"], "TEMPLATE"),
+        (&["-m", "--jsonl", "echo"], "TEMPLATE"),
+        (&["-N", "x", "echo"], "max-replace-args"),
+        (&["-N2", "-m", "echo"], "-m"),
+        (&["-a", "no-such-file", "echo"], "no-such-file"),
+        (&["--arg-sep", ",,", "echo", ",,"], ""),
+    ] {
+        let output = bakapara()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running bakapara");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if needle.is_empty() {
+            // An empty source is no error: nothing to run.
+            assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+            continue;
+        }
+        assert_eq!(output.status.code(), Some(255), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?} ran something");
+    }
+}
