@@ -55,12 +55,19 @@ TEMPLATES:
   </.>    basename without extension: a01
   </a/b>  first match of regex a replaced by b: dir/b01.txt ($1 for captures)
   <//a/b>  every match replaced
+  <..>    without two extensions: a.tar.gz gives a (<...>: three; </..>: basename, two)
+  <+/>    what </> removes: dir (empty for a bare name)
+  <+.>    what <.> removes: txt (<+..>: what <..> removes, tar.gz; <+...>)
+  <##>    the number of jobs: a job using it (or <0#>) waits for the end of input, so all
+          input is read, and held, before the first job starts
+  <0#>    the job's sequence number, zero-padded to the width of <##>: 01..12
   Operators combine with a base: <2/.>, <name//x/y>. Values are inserted quoted as one shell word
   (--no-quote inserts them verbatim); in --out, --err and --cd they are paths, never quoted.
   An unknown token is an error before any job runs. A template with no token but GNU Parallel's
   {} gets a warning: it runs with <> appended, {} staying as text.
   With --braces the tokens are written as in GNU Parallel: {} {.} {/} {//} {/.} {N} {-N} {#} {%}
-  {/a/b} {//a/b}, and {name} with --jsonl. Then <...> is plain text, and so is a brace group that
+  {/a/b} {//a/b}, {name} with --jsonl, and those of its --plus (always on here): {..} {...}
+  {/..} {+/} {+.} {+..} {##} {0#}. Then <...> is plain text, and so is a brace group that
   is not a token (awk '{print $1}', {a,b}, ${HOME}); a template with no token gets {} appended.
 
 JOB KEYS:

@@ -197,7 +197,11 @@ impl Config {
             None => cmd,
         };
         let grouping = several.map(|(n, _)| grouping(n, cmd.as_ref()));
+        let needs_total = [&cmd, &cd, &out, &err]
+            .iter()
+            .any(|t| t.as_ref().is_some_and(Template::uses_total));
         let templates = Templates {
+            total: Default::default(),
             grouped: several.is_some(),
             insert_none: several.is_some_and(|(n, _)| n == Some(0)),
             cmd,
@@ -413,6 +417,7 @@ impl Config {
                 colsep,
                 delimiter,
                 grouping,
+                needs_total,
             },
             templates,
             jobs,

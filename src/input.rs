@@ -84,6 +84,9 @@ pub struct Templates {
     pub grouped: bool,
     /// `-N0` / `-n0`: one job per item, its values inserted nowhere.
     pub insert_none: bool,
+    /// The number of jobs, for `<##>` and `<0#>`: set by the reader at the end of input (the
+    /// same cell as [`ReaderState::total`]).
+    pub total: Arc<OnceLock<u64>>,
 }
 
 impl Templates {
@@ -117,6 +120,7 @@ impl Templates {
             },
             seq: job.seq,
             slot,
+            total: self.total.get().copied(),
         };
         let run = |t: &Option<Template>, quoting: Quoting| -> Result<Option<String>, String> {
             match t {
@@ -177,6 +181,9 @@ pub struct InputSpec {
     pub delimiter: Vec<u8>,
     /// `-N`, `-m`...: several items per job.
     pub grouping: Option<Grouping>,
+    /// A template uses `<##>` or `<0#>`: every job waits for the end of input, when their
+    /// number is known (so the reader holds them all until then).
+    pub needs_total: bool,
 }
 
 impl Default for InputSpec {
@@ -188,6 +195,7 @@ impl Default for InputSpec {
             colsep: None,
             delimiter: b"\n".to_vec(),
             grouping: None,
+            needs_total: false,
         }
     }
 }
@@ -300,6 +308,7 @@ pub fn spawn_reader(
                 group: Vec::new(),
                 group_items: 0,
                 group_bytes: 0,
+                held: Vec::new(),
             }
             .run()
         })
@@ -315,6 +324,8 @@ struct Reader<'a> {
     group: Vec<String>,
     group_items: usize,
     group_bytes: usize,
+    /// [`InputSpec::needs_total`]: the jobs read so far, sent once input has ended.
+    held: Vec<Job>,
 }
 
 /// Raised inside the reader when the scheduler no longer wants jobs.
@@ -334,6 +345,13 @@ impl Reader<'_> {
                 let flushed = self.flush_group();
                 self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
                 Ok(flushed)
+            }
+            other => other,
+        };
+        let outcome = match outcome {
+            Ok(Ok(())) if self.spec.needs_total => {
+                let _ = self.state.total.set(self.seq);
+                Ok(self.send_held())
             }
             other => other,
         };
@@ -621,7 +639,33 @@ impl Reader<'_> {
         self.seq
     }
 
+    /// Sends the jobs held for the end of input ([`InputSpec::needs_total`]).
+    fn send_held(&mut self) -> Result<(), Stopped> {
+        self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+        let mut sent = Ok(());
+        for job in std::mem::take(&mut self.held) {
+            sent = self.send_now(job);
+            if sent.is_err() {
+                break;
+            }
+        }
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        sent
+    }
+
     fn send(&mut self, job: Job) -> Result<(), Stopped> {
+        if self.spec.needs_total {
+            self.held.push(job);
+            return if self.state.stop.load(Ordering::SeqCst) {
+                Err(Stopped)
+            } else {
+                Ok(())
+            };
+        }
+        self.send_now(job)
+    }
+
+    fn send_now(&mut self, job: Job) -> Result<(), Stopped> {
         if self.tx.blocking_send(job).is_err() {
             return Err(Stopped);
         }

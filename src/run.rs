@@ -62,7 +62,11 @@ async fn run_async<W: Write>(
         None
     };
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let state = Arc::new(ReaderState::default());
+    // The reader's total is also the templates' `<##>`.
+    let state = Arc::new(ReaderState {
+        total: Arc::clone(&config.templates.total),
+        ..ReaderState::default()
+    });
     let known_total = config.input.known_total();
     let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
     if config.input.reads_stdin() && std::io::stdin().is_terminal() {

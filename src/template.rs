@@ -40,6 +40,8 @@ pub struct Context<'a> {
     pub seq: u64,
     /// The slot number the job runs in, from 1 (`<%>`).
     pub slot: usize,
+    /// The number of jobs of the run, once input has ended (`<##>`, `<0#>`).
+    pub total: Option<u64>,
 }
 
 /// How a value is inserted into the expanded text.
@@ -86,6 +88,7 @@ pub struct Template {
     literal_len: usize,
     token_count: usize,
     uses_slot: bool,
+    uses_total: bool,
     syntax: Syntax,
     several: Several,
     /// [`Several::Context`]: the template's words, split at whitespace.
@@ -139,6 +142,10 @@ enum Base {
     Seq,
     /// `<%>`.
     Slot,
+    /// `<##>`: the number of jobs (GNU Parallel's `--plus` `{##}`).
+    Total,
+    /// `<0#>`: the sequence number, zero-padded to the width of the total.
+    PaddedSeq,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +159,14 @@ enum Op {
     Dirname,
     /// `/.`
     BasenameNoExtension,
+    /// `..` / `...`: without two / three extensions (GNU Parallel's `--plus` `{..}`).
+    NoExtensions(usize),
+    /// `/..` / `/...`: basename without two / three extensions.
+    BasenameNoExtensions(usize),
+    /// `+/`: what `/` removes (the directory, without the last slash; empty for a bare name).
+    Directory,
+    /// `+.` / `+..` / `+...`: what `.`, `..`, `...` remove (the extensions, without the dot).
+    Extensions(usize),
     /// `/RE/REP` (`all == false`) and `//RE/REP` (`all == true`).
     Replace(Box<Replace>),
 }
@@ -190,6 +205,7 @@ impl Template {
         let mut literal_len = 0;
         let mut token_count = 0;
         let mut uses_slot = false;
+        let mut uses_total = false;
         let mut rest_start = 0; // start of the not yet consumed text
         let mut search = 0; // where to look for the next `<`
         while let Some(off) = source[search..].find(open) {
@@ -229,6 +245,7 @@ impl Template {
                 parts.push(Part::Literal(std::mem::take(&mut literal)));
             }
             uses_slot |= matches!(base, Base::Slot);
+            uses_total |= matches!(base, Base::Total | Base::PaddedSeq);
             token_count += 1;
             parts.push(Part::Token(Token {
                 text: text.to_string(),
@@ -249,6 +266,7 @@ impl Template {
             literal_len,
             token_count,
             uses_slot,
+            uses_total,
             syntax,
             several: Several::No,
             words: Vec::new(),
@@ -380,6 +398,12 @@ impl Template {
         self.uses_slot
     }
 
+    /// True when a token uses `<##>` or `<0#>`: the job needs the number of jobs, known
+    /// only once input has ended.
+    pub fn uses_total(&self) -> bool {
+        self.uses_total
+    }
+
     /// Expands the template for one job. With [`Quoting::Shell`] every value becomes one
     /// shell word (quoted only when needed); with [`Quoting::Verbatim`] it is inserted as is.
     pub fn expand(&self, ctx: &Context<'_>, quoting: Quoting) -> Result<String, ExpandError> {
@@ -492,11 +516,17 @@ impl From<String> for Rejected {
     }
 }
 
-const OPS_HELP: &str = "`.`, `/`, `//`, `/.`, `/RE/REP` or `//RE/REP`";
+const OPS_HELP: &str =
+    "`.`, `/`, `//`, `/.`, `..`, `...`, `+/`, `+.`, `+..`, `/RE/REP` or `//RE/REP`";
 
 /// Parses a token's body (between `<` and `>`); the error is the message only.
 fn parse_token(body: &str) -> Result<(Base, Op), Rejected> {
     let first = body.chars().next();
+    match body {
+        "##" => return Ok((Base::Total, Op::None)),
+        "0#" => return Ok((Base::PaddedSeq, Op::None)),
+        _ => {}
+    }
     let (base, rest) = match first {
         Some('#') | Some('%') => {
             let base = if first == Some('#') {
@@ -548,6 +578,14 @@ fn parse_token(body: &str) -> Result<(Base, Op), Rejected> {
         "/" => Op::Basename,
         "//" => Op::Dirname,
         "/." => Op::BasenameNoExtension,
+        ".." => Op::NoExtensions(2),
+        "..." => Op::NoExtensions(3),
+        "/.." => Op::BasenameNoExtensions(2),
+        "/..." => Op::BasenameNoExtensions(3),
+        "+/" => Op::Directory,
+        "+." => Op::Extensions(1),
+        "+.." => Op::Extensions(2),
+        "+..." => Op::Extensions(3),
         _ => {
             if let Some(spec) = rest.strip_prefix("//") {
                 parse_replace(spec, true)?
@@ -555,8 +593,8 @@ fn parse_token(body: &str) -> Result<(Base, Op), Rejected> {
                 parse_replace(spec, false)?
             } else if matches!(base, Base::Whole) {
                 return Err(format!(
-                    "unknown token: expected `<>`, `<N>`, `<-N>`, `<name>`, `<#>` or `<%>`, \
-                     optionally followed by {OPS_HELP}"
+                    "unknown token: expected `<>`, `<N>`, `<-N>`, `<name>`, `<#>`, `<%>`, `<##>` \
+                     or `<0#>`, optionally followed by {OPS_HELP}"
                 )
                 .into());
             } else {
@@ -727,6 +765,19 @@ fn expand_token(
             let _ = write!(out, "{}", ctx.slot);
             return Ok(());
         }
+        Base::Total | Base::PaddedSeq => {
+            let Some(total) = ctx.total else {
+                return Err(ExpandError(format!(
+                    "token `{}` needs the number of jobs, which is not known yet",
+                    token.text
+                )));
+            };
+            let _ = match token.base {
+                Base::Total => write!(out, "{total}"),
+                _ => write!(out, "{:0width$}", ctx.seq, width = total.to_string().len()),
+            };
+            return Ok(());
+        }
         Base::Whole if several => {
             for (i, arg) in ctx.args.iter().enumerate() {
                 if i > 0 {
@@ -816,8 +867,65 @@ fn apply<'v>(op: &Op, value: &'v str) -> Cow<'v, str> {
             Cow::Borrowed(b) => Cow::Borrowed(no_extension(b)),
             Cow::Owned(b) => Cow::Owned(no_extension(&b).to_string()),
         },
+        Op::NoExtensions(n) => perl_sub(&plus_regexes().no_extensions[n - 2], value, ""),
+        Op::BasenameNoExtensions(n) => {
+            let base = basename(value);
+            Cow::Owned(perl_sub(&plus_regexes().no_extensions[n - 2], &base, "").into_owned())
+        }
+        Op::Directory => or_empty(perl_sub_found(&plus_regexes().directory, value, "")),
+        Op::Extensions(1) => or_empty(perl_sub_found(&plus_regexes().extension, value, "")),
+        Op::Extensions(n) => or_empty(perl_sub_found(
+            &plus_regexes().extensions[(*n).clamp(2, 3) - 2],
+            value,
+            "$1",
+        )),
         Op::Replace(r) => replace(r, value),
     }
+}
+
+/// The regexes of GNU Parallel's `--plus` operators, as its Perl substitutions (Perl's and
+/// Rust's `.` both stop at a newline; both are leftmost-first).
+struct PlusRegexes {
+    /// `s:\.[^/.]*\.[^/.]*$::` and the three-extension one.
+    no_extensions: [Regex; 2],
+    /// `s:/[^/]*$::`
+    directory: Regex,
+    /// `s:.*\.::`
+    extension: Regex,
+    /// `s:.*\.([^/.]*\.[^/.]*)$:$1:` and the three-extension one.
+    extensions: [Regex; 2],
+}
+
+fn plus_regexes() -> &'static PlusRegexes {
+    static REGEXES: std::sync::OnceLock<PlusRegexes> = std::sync::OnceLock::new();
+    REGEXES.get_or_init(|| {
+        // Constant patterns, checked by the unit tests.
+        let re = |p: &str| Regex::new(p).expect("a valid constant regex");
+        PlusRegexes {
+            no_extensions: [re(r"\.[^/.]*\.[^/.]*$"), re(r"\.[^/.]*\.[^/.]*\.[^/.]*$")],
+            directory: re(r"/[^/]*$"),
+            extension: re(r".*\."),
+            extensions: [
+                re(r".*\.([^/.]*\.[^/.]*)$"),
+                re(r".*\.([^/.]*\.[^/.]*\.[^/.]*)$"),
+            ],
+        }
+    })
+}
+
+/// Perl's `s:RE:REP:` (first match) on `value`.
+fn perl_sub<'v>(re: &Regex, value: &'v str, rep: &str) -> Cow<'v, str> {
+    re.replacen(value, 1, rep)
+}
+
+/// Perl's `s:RE:REP:`, `None` when nothing matched (GNU's `... || s:.*$::`).
+fn perl_sub_found<'v>(re: &Regex, value: &'v str, rep: &str) -> Option<Cow<'v, str>> {
+    re.is_match(value).then(|| perl_sub(re, value, rep))
+}
+
+/// GNU's `|| s:.*$::`: where the operator found nothing, the value is empty.
+fn or_empty(value: Option<Cow<'_, str>>) -> Cow<'_, str> {
+    value.unwrap_or(Cow::Borrowed(""))
 }
 
 /// GNU Parallel's `{.}`, the Perl `s:\.[^/.]*$::`: drop the last `.` and what follows,
@@ -942,6 +1050,7 @@ mod tests {
             fields,
             seq: 7,
             slot: 3,
+            total: None,
         }
     }
 
@@ -1076,6 +1185,7 @@ mod tests {
             fields: None,
             seq: 12345678901,
             slot: 16,
+            total: None,
         };
         assert_eq!(
             t.expand(&c, Quoting::Shell).unwrap(),
@@ -1383,7 +1493,7 @@ mod tests {
         let cases: &[(&str, &str, usize, &str)] = &[
             ("echo <#.>", "<#.>", 6, "takes no operator"),
             ("<%/>", "<%/>", 1, "takes no operator"),
-            ("<##>", "<##>", 1, "takes no operator"),
+            ("<##x>", "<##x>", 1, "takes no operator"),
             ("x <0>", "<0>", 3, "count from 1"),
             ("<00.>", "<00.>", 1, "count from 1"),
             (
@@ -1396,7 +1506,7 @@ mod tests {
             ("<//[/x>", "<//[/x>", 1, "bad regex"),
             ("<x-y>", "<x-y>", 1, "unknown operator `-y`"),
             ("<1a>", "<1a>", 1, "unknown operator `a`"),
-            ("<name..>", "<name..>", 1, "unknown operator `..`"),
+            ("<name.,>", "<name.,>", 1, "unknown operator `.,`"),
             ("<->", "<->", 1, "unknown token"),
             ("<.x>", "<.x>", 1, "unknown token"),
             ("<//.>", "<//.>", 1, "missing replacement"),

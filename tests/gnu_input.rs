@@ -90,6 +90,13 @@ fn stdout_of(results: &[Value]) -> String {
 /// Asserts that both tools print the same for each case (arguments, stdin), in a folder
 /// holding the files `f` (`f1`, `f2`) and `g` (`x`, `y`, `z`).
 fn same_as_gnu(cases: &[(&[&str], &[u8])]) {
+    let bakapara_args = |args: &[&str]| -> Vec<String> {
+        // `--plus` is GNU's switch for its extra replacement strings; bakapara always has them.
+        args.iter()
+            .filter(|a| **a != "--plus")
+            .map(|a| a.to_string())
+            .collect()
+    };
     let dir = tempfile::tempdir().expect("temporary folder");
     std::fs::create_dir(dir.path().join(".parallel")).expect("PARALLEL_HOME");
     std::fs::write(dir.path().join("f"), "f1\nf2\n").expect("writing f");
@@ -97,7 +104,9 @@ fn same_as_gnu(cases: &[(&[&str], &[u8])]) {
     let mut wrong = Vec::new();
     for (args, stdin) in cases {
         let expected = gnu(dir.path(), args, stdin);
-        let got = stdout_of(&ours(dir.path(), args, stdin));
+        let ours_args = bakapara_args(args);
+        let ours_args: Vec<&str> = ours_args.iter().map(String::as_str).collect();
+        let got = stdout_of(&ours(dir.path(), &ours_args, stdin));
         if got != expected {
             wrong.push(format!(
                 "{args:?} (stdin {:?}):\n  GNU:      {expected:?}\n  bakapara: {got:?}",
@@ -296,4 +305,68 @@ fn bad_input_options_are_usage_errors() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?} ran something");
     }
+}
+
+/// GNU Parallel's `--plus` replacement strings, with `--braces` (bakapara has them without
+/// `--plus`), on paths with zero to four extensions, from `:::` and from stdin.
+#[test]
+fn plus_replacement_strings_match_gnu() {
+    let values = [
+        "a.tar.gz",
+        "dir.x/b.c.d.e",
+        "c",
+        "/r/x.y",
+        ".bashrc",
+        "d/",
+        "a b/c.d",
+        "a.b/c",
+        "",
+    ];
+    let tokens = [
+        "{..}", "{...}", "{/..}", "{/...}", "{+/}", "{+.}", "{+..}", "{+...}",
+    ];
+    let template = format!("printf '[%s]' {} {{##}} {{0#}}", tokens.join(" "));
+    let mut with_args: Vec<&str> = vec!["--plus", &template, ":::"];
+    with_args.extend(values);
+    // With two sources, the positional forms (`{}` would be one word here, two in GNU).
+    let positional = "printf '[%s]' {1..} {2+.} {-1..} {1+/} {##} {0#}";
+    let mut two_sources: Vec<&str> = vec!["--plus", positional, ":::"];
+    two_sources.extend(values);
+    two_sources.extend([":::", "q.r.s.t", "u"]);
+    let lines: String = values.iter().map(|v| format!("{v}\n")).collect();
+    let stdin_template = "printf '[%s]' {..} {+.} {/..} {##} {0#}".to_string();
+    same_as_gnu(&[
+        (&with_args, b""),
+        (&two_sources, b""),
+        (&["--plus", &stdin_template], lines.as_bytes()),
+        (&["--plus", "-N2", "echo {##} {0#} {+.}"], lines.as_bytes()),
+    ]);
+}
+
+/// The same tokens in the default syntax; `<##>` holds a streamed job until input has ended.
+#[test]
+fn plus_tokens_in_the_default_syntax() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let lines: String = (1..=12).map(|i| format!("d/f{i}.tar.gz\n")).collect();
+    let output = run_with_stdin(
+        {
+            let mut c = bakapara();
+            c.args(["--json", "-k", "echo <0#>/<##> <..> <+/> <+..> </..>"])
+                .current_dir(dir.path());
+            c
+        },
+        lines.as_bytes(),
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let results = parse_lines(&output.stdout);
+    assert_eq!(results.len(), 12);
+    assert_eq!(
+        results[0]["result"]["stdout"], "01/12 d/f1 d tar.gz f1\n",
+        "{}",
+        results[0]
+    );
+    assert_eq!(
+        results[11]["result"]["stdout"],
+        "12/12 d/f12 d tar.gz f12\n"
+    );
 }
