@@ -42,7 +42,7 @@ complete -c bakapara -l line-buffer -l lb -d 'Pass jobs\' output on as it comes,
 complete -c bakapara -s u -l ungroup -d 'Pass jobs\' output on as it comes, in whatever pieces the jobs write: fastest, but output of different jobs may mix within a line (text output: implies --text; no --tag). Local jobs; SSH jobs\' output stays grouped per job'
 complete -c bakapara -l json -d 'Write JSON result lines even when stdout is a terminal (a pipe or a file gets them anyway)'
 complete -c bakapara -l tag -d 'Prefix each output line with the job\'s input and a TAB (text output: implies --text)'
-complete -c bakapara -l dry-run -d 'Print the jobs that would run, as JSON lines, and run nothing'
+complete -c bakapara -l dry-run -l dryrun -d 'Print the jobs that would run, as JSON lines (with --text: their command lines, as GNU Parallel does), and run nothing'
 complete -c bakapara -s q -l quiet -d 'Print only errors on stderr: failed jobs (with the tail of their stderr), and one line for the jobs Ctrl-C or --halt aborted'
 complete -c bakapara -s v -l verbose -d 'Also log a line on stderr when each job starts'
 complete -c bakapara -s h -l help -d 'Print help (see more with \'--help\')'

@@ -436,8 +436,9 @@ pub struct Cli {
     )]
     pub capture_limit: String,
 
-    /// Print the jobs that would run, as JSON lines, and run nothing.
-    #[arg(long, help_heading = "Output")]
+    /// Print the jobs that would run, as JSON lines (with --text: their command lines, as GNU
+    /// Parallel does), and run nothing.
+    #[arg(long, visible_alias = "dryrun", help_heading = "Output")]
     pub dry_run: bool,
 
     /// Print only errors on stderr: failed jobs (with the tail of their stderr), and one line

@@ -400,7 +400,8 @@ fn nonce() -> String {
     text
 }
 
-/// `--dry-run`: print each job as it would run (templates expanded, slots given round-robin).
+/// `--dry-run`: print each job as it would run (templates expanded, slots given round-robin):
+/// its JSON object, or with `--text` its command line.
 async fn dry_run<W: Write>(
     config: Config,
     mut rx: mpsc::Receiver<crate::job::Job>,
@@ -420,7 +421,21 @@ async fn dry_run<W: Write>(
         let slot = ((job.seq - 1) % slots + 1) as usize;
         config.templates.materialize(&mut job, slot);
         line.clear();
-        if let Body::Invalid(why) = &job.body {
+        if config.text {
+            // As GNU Parallel's --dry-run: the command lines; a job that cannot run says why
+            // on stderr.
+            match &job.body {
+                Body::Ready(spec) => {
+                    line.extend_from_slice(spec.cmd.as_bytes());
+                    line.push(b'\n');
+                }
+                Body::Invalid(why) => {
+                    let _ = writeln!(std::io::stderr(), "bakapara: job {}: {why}", job.seq);
+                    summary.failed += 1;
+                }
+                Body::Pending(_) => {}
+            }
+        } else if let Body::Invalid(why) = &job.body {
             let result = JobResult::not_started(&job, Status::Error, why.clone(), String::new());
             encode_line(&job.object, &result, &mut line);
             summary.failed += 1;

@@ -370,3 +370,40 @@ fn plus_tokens_in_the_default_syntax() {
         "12/12 d/f12 d tar.gz f12\n"
     );
 }
+
+/// `--dry-run --text` prints the command lines GNU Parallel's `--dry-run` prints (on values
+/// that both quote alike), running nothing; `--dryrun` is the same option.
+#[test]
+fn dry_run_with_text_prints_the_command_lines_as_gnu() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    std::fs::create_dir(dir.path().join(".parallel")).expect("PARALLEL_HOME");
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {} && echo", marker.display());
+    let cases: [&[&str]; 5] = [
+        &[&touch, "{}", ":::", "a", "b c", "dir/x.y"],
+        &[&touch, "{/.}-{#}", ":::", "dir/x.y", "z"],
+        &["-N2", &touch, ":::", "a", "b c", "d"],
+        &["-j1", "-X", &touch, "p{}", ":::", "a", "b"],
+        &[
+            "--link", &touch, "{2}", "{1}", ":::", "a", "b", ":::", "1", "2", "3",
+        ],
+    ];
+    for (i, args) in cases.iter().enumerate() {
+        let expected = gnu(dir.path(), &[&["--dry-run"][..], args].concat(), b"");
+        let option = if i % 2 == 0 { "--dry-run" } else { "--dryrun" };
+        let output = bakapara()
+            .args(["--braces", "-k", "--text", option])
+            .args(*args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running bakapara");
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            expected,
+            "{args:?}"
+        );
+    }
+    assert!(!marker.exists(), "a dry run ran a job");
+}
