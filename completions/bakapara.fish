@@ -17,6 +17,7 @@ complete -c bakapara -s a -l arg-file -d 'Read input items from FILE, one a line
 complete -c bakapara -s d -l delimiter -d 'Items of stdin and of files end with DELIM, not a newline. DELIM may be several bytes and hold C escapes: \\n \\t \\r \\0 \\\\ \\xHH \\NNN (octal)' -r
 complete -c bakapara -l arg-sep -d 'Use SEP instead of ::: to start a source of arguments (and SEP+ for a linked one)' -r
 complete -c bakapara -l arg-file-sep -d 'Use SEP instead of :::: to start a source of files (and SEP+ for a linked one)' -r
+complete -c bakapara -l header -d 'The first item of each source names its values: a <name> token is the value of that column (with --colsep) or source. SEP is ":" (or a regex, taken as ":")' -r
 complete -c bakapara -l out -d 'Write each job\'s stdout to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l err -d 'Write each job\'s stderr to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l cd -d 'Run each job in this directory (a template; a path, never quoted)' -r

@@ -46,7 +46,7 @@ const AFTER_LONG_HELP: &str = "\
 TEMPLATES:
   <>      the whole input item (several sources or columns: joined by one space)
   <N>     the N-th source or column, from 1 (<-N>: from the end)
-  <name>  field name of a --jsonl object
+  <name>  field name of a --jsonl object, or the value named name by --header
   <#>     the job's sequence number
   <%>     the slot number the job runs in
   <.>     without extension: dir/a01.txt gives dir/a01
@@ -344,6 +344,16 @@ pub struct Cli {
     /// Use SEP instead of :::: to start a source of files (and SEP+ for a linked one).
     #[arg(long, value_name = "SEP", help_heading = "Input")]
     pub arg_file_sep: Option<String>,
+
+    /// The first item of each source names its values: a <name> token is the value of that
+    /// column (with --colsep) or source. SEP is ":" (or a regex, taken as ":").
+    ///
+    /// As GNU Parallel's --header: bakapara --header : 'echo <a> <b>' ::: a 1 2 ::: b x y runs
+    /// echo 1 x, echo 1 y... The first line of stdin or of a :::: file, split at --colsep,
+    /// gives that source's names; the first argument of a ::: source is its name. GNU's
+    /// multi-line header regexes are for --pipe: here the header is always the first item.
+    #[arg(long, value_name = "SEP", help_heading = "Input")]
+    pub header: Option<String>,
 
     /// Each stdin line is a JSON object whose fields the template uses as <name>.
     #[arg(long, help_heading = "Input")]

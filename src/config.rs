@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use clap::FromArgMatches;
 use regex::Regex;
@@ -129,9 +130,18 @@ impl Config {
                 "--jsonl reads JSON objects from stdin; it cannot take ::: or :::: sources".into(),
             ));
         }
+        if let Some(sep) = cli.header.as_deref().filter(|s| *s != ":") {
+            Regex::new(sep).map_err(|e| invalid(format!("bad --header regex {sep:?}: {e}")))?;
+        }
+        let header = cli.header.is_some();
+        if header && mode != Mode::Template {
+            return Err(invalid(
+                "--header names the values of a TEMPLATE's input: give one".into(),
+            ));
+        }
         let syntax = if cli.braces {
             Syntax::Braces {
-                fields: mode == Mode::Jsonl,
+                fields: mode == Mode::Jsonl || header,
             }
         } else {
             Syntax::Angle
@@ -145,8 +155,8 @@ impl Config {
                 };
                 invalid(format!("bad {what} template {text:?}: {e}{hint}"))
             })?;
-            // Only the `<...>` syntax has field tokens without --jsonl.
-            if mode != Mode::Jsonl {
+            // Only the `<...>` syntax has field tokens without --jsonl or --header.
+            if mode != Mode::Jsonl && !header {
                 if let Some((token, column)) = t.field_tokens().first() {
                     return Err(invalid(format!(
                         "bad {what} template {text:?}: unknown token `{token}` at column {column} \
@@ -200,7 +210,9 @@ impl Config {
         let needs_total = [&cmd, &cd, &out, &err]
             .iter()
             .any(|t| t.as_ref().is_some_and(Template::uses_total));
+        let names: Arc<OnceLock<Vec<String>>> = Arc::default();
         let templates = Templates {
+            names: Arc::clone(&names),
             total: Default::default(),
             grouped: several.is_some(),
             insert_none: several.is_some_and(|(n, _)| n == Some(0)),
@@ -417,6 +429,7 @@ impl Config {
                 colsep,
                 delimiter,
                 grouping,
+                header: header.then_some(names),
                 needs_total,
             },
             templates,

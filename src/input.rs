@@ -87,6 +87,9 @@ pub struct Templates {
     /// The number of jobs, for `<##>` and `<0#>`: set by the reader at the end of input (the
     /// same cell as [`ReaderState::total`]).
     pub total: Arc<OnceLock<u64>>,
+    /// `--header`: the names of the values (`<name>`), set by the reader from the first item
+    /// of each source before it sends any job (the same cell as [`InputSpec::header`]).
+    pub names: Arc<OnceLock<Vec<String>>>,
 }
 
 impl Templates {
@@ -111,12 +114,22 @@ impl Templates {
         args: &[String],
         slot: usize,
     ) -> Result<(Map<String, Value>, Spec), String> {
+        let named: Option<Map<String, Value>> = match self.names.get() {
+            Some(names) if !args.is_empty() => Some(
+                names
+                    .iter()
+                    .zip(args)
+                    .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+                    .collect(),
+            ),
+            _ => None,
+        };
         let ctx = Context {
             args: if self.insert_none { &[] } else { args },
             fields: if args.is_empty() {
                 Some(&job.object)
             } else {
-                None
+                named.as_ref()
             },
             seq: job.seq,
             slot,
@@ -181,6 +194,9 @@ pub struct InputSpec {
     pub delimiter: Vec<u8>,
     /// `-N`, `-m`...: several items per job.
     pub grouping: Option<Grouping>,
+    /// `--header`: the first item of each source names its values instead of being one, and
+    /// the names go into this cell (shared with [`Templates::names`]).
+    pub header: Option<Arc<OnceLock<Vec<String>>>>,
     /// A template uses `<##>` or `<0#>`: every job waits for the end of input, when their
     /// number is known (so the reader holds them all until then).
     pub needs_total: bool,
@@ -195,6 +211,7 @@ impl Default for InputSpec {
             colsep: None,
             delimiter: b"\n".to_vec(),
             grouping: None,
+            header: None,
             needs_total: false,
         }
     }
@@ -334,7 +351,15 @@ struct Stopped;
 impl Reader<'_> {
     fn run(mut self) -> Result<(), String> {
         let outcome = if self.spec.sources.is_empty() {
-            self.each_line(&Source::Stdin, |r, line| r.line_job(line).map(|()| true))
+            let mut header = self.spec.header.is_some() && self.spec.mode == Mode::Template;
+            self.each_line(&Source::Stdin, |r, line| {
+                if std::mem::take(&mut header) {
+                    let names = r.names_of(&Source::Stdin, line);
+                    r.set_names(names);
+                    return Ok(true);
+                }
+                r.line_job(line).map(|()| true)
+            })
         } else {
             self.product()
         };
@@ -371,16 +396,33 @@ impl Reader<'_> {
     fn product(&mut self) -> Result<Result<(), Stopped>, String> {
         let spec = self.spec;
         let groups = spec.link_groups();
-        let mut rest: Vec<Vec<Vec<Vec<u8>>>> = Vec::with_capacity(groups.len() - 1);
-        for group in &groups[1..] {
-            rest.push(read_linked(spec, group)?);
-        }
+        let header = spec.header.is_some();
+        // `--header`: each source's first item, as the names of its values (in the order of
+        // the values: the first group's sources, then the other groups').
+        let mut names_of: Vec<Vec<String>> = vec![Vec::new(); spec.sources.len()];
+        let mut read = |i: usize| -> Result<Vec<Vec<u8>>, String> {
+            let mut items = read_all(&spec.sources[i], &spec.delimiter)?;
+            if header && !items.is_empty() {
+                let first = items.remove(0);
+                names_of[i] = self.names_of(&spec.sources[i], &first);
+            }
+            Ok(items)
+        };
         let first = &groups[0];
-        let join = spec.group_join(first);
         let mut partners = Vec::with_capacity(first.len() - 1);
         for &i in &first[1..] {
-            partners.push(read_all(&spec.sources[i], &spec.delimiter)?);
+            partners.push(read(i)?);
         }
+        let mut rest: Vec<Vec<Vec<Vec<u8>>>> = Vec::with_capacity(groups.len() - 1);
+        for group in &groups[1..] {
+            let mut sources = Vec::with_capacity(group.len());
+            for &i in group {
+                sources.push(read(i)?);
+            }
+            rest.push(link(spec.group_join(group), sources));
+        }
+        let join = spec.group_join(first);
+        let mut header_pending = header;
         if rest.iter().any(Vec::is_empty) || partners.iter().any(Vec::is_empty) {
             return Ok(Ok(()));
         }
@@ -390,7 +432,13 @@ impl Reader<'_> {
         // (bounded by that partner, which is in memory anyway).
         let mut seen: Vec<Vec<u8>> = Vec::new();
         let mut count = 0usize;
-        let outcome = self.each_line(&spec.sources[first[0]], |r, item| {
+        let first_source = &spec.sources[first[0]];
+        let outcome = self.each_line(first_source, |r, item| {
+            if std::mem::take(&mut header_pending) {
+                names_of[first[0]] = r.names_of(first_source, item);
+                r.set_names(names_of.concat());
+                return Ok(true);
+            }
             if join == Join::Wrap && count < longest {
                 seen.push(item.to_vec());
             }
@@ -411,6 +459,21 @@ impl Reader<'_> {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// `--header`: the names in a source's first item (its columns' with `--colsep`).
+    fn names_of(&self, source: &Source, item: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(item);
+        match (&self.spec.colsep, source) {
+            (Some(re), _) => re.split(&text).map(str::to_string).collect(),
+            (None, _) => vec![text.into_owned()],
+        }
+    }
+
+    fn set_names(&self, names: Vec<String>) {
+        if let Some(cell) = &self.spec.header {
+            let _ = cell.set(names);
+        }
     }
 
     /// The jobs of the `k`-th item of the first source (`first`): paired with the `k`-th item
@@ -711,28 +774,24 @@ fn read_all(source: &Source, delimiter: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// A group of linked sources, read whole, as its tuples (one part per source).
-fn read_linked(spec: &InputSpec, group: &[usize]) -> Result<Vec<Vec<Vec<u8>>>, String> {
-    let mut sources = Vec::with_capacity(group.len());
-    for &i in group {
-        sources.push(read_all(&spec.sources[i], &spec.delimiter)?);
-    }
+fn link(join: Join, sources: Vec<Vec<Vec<u8>>>) -> Vec<Vec<Vec<u8>>> {
     if sources.iter().any(Vec::is_empty) {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let lens = sources.iter().map(Vec::len);
-    let len = match spec.group_join(group) {
+    let len = match join {
         Join::Shortest => lens.min(),
         _ => lens.max(),
     }
     .unwrap_or(0);
-    Ok((0..len)
+    (0..len)
         .map(|k| {
             sources
                 .iter()
                 .map(|items| items[k % items.len()].clone())
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
 /// Calls `f` with each item of a source (a line without its delimiter, or an argument) until

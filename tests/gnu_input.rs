@@ -288,6 +288,8 @@ fn bad_input_options_are_usage_errors() {
         (&["-N", "x", "echo"], "max-replace-args"),
         (&["-N2", "-m", "echo"], "-m"),
         (&["-a", "no-such-file", "echo"], "no-such-file"),
+        (&["--header", "(", "echo <a>", ":::", "a"], "--header"),
+        (&["--header", ":", ":::", "a"], "--header"),
         (&["--arg-sep", ",,", "echo", ",,"], ""),
     ] {
         let output = bakapara()
@@ -406,4 +408,70 @@ fn dry_run_with_text_prints_the_command_lines_as_gnu() {
         );
     }
     assert!(!marker.exists(), "a dry run ran a job");
+}
+
+/// `--header :`: the first item of each source names its values, as `{name}` (`<name>`).
+#[test]
+fn header_names_match_gnu() {
+    same_as_gnu(&[
+        (
+            &[
+                "--header",
+                ":",
+                "echo {a} {b}",
+                ":::",
+                "a",
+                "1",
+                "2",
+                ":::",
+                "b",
+                "x",
+                "y",
+            ],
+            b"",
+        ),
+        (
+            &[
+                "--header",
+                ":",
+                "--link",
+                "echo {b} {a}",
+                ":::",
+                "a",
+                "1",
+                "2",
+                ":::",
+                "b",
+                "x",
+                "y",
+                "z",
+            ],
+            b"",
+        ),
+        (
+            &["--header", ":", "--colsep", ",", "echo {v}-{n} {1}"],
+            b"n,v\nx,1\ny,2\n",
+        ),
+        (&["--header", ":", "echo {name}"], b"name\nx\ny\n"),
+        (
+            &[
+                "--header",
+                ":",
+                "echo {f1} {b}",
+                "::::",
+                "f",
+                ":::",
+                "b",
+                "x",
+            ],
+            b"",
+        ),
+    ]);
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let results = ours(
+        dir.path(),
+        &["--header", ":", "-N2", "echo {x}"],
+        b"x\n1\n2\n3\n",
+    );
+    assert_eq!(stdout_of(&results), "1\n3\n", "a name is the first value's");
 }
