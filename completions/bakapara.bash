@@ -23,7 +23,7 @@ _bakapara() {
 
     case "${cmd}" in
         bakapara)
-            opts="-j -S -N -n -m -X -a -0 -d -k -u -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --max-replace-args --max-args --xargs --xapply --link --arg-file --null --delimiter --arg-sep --arg-file-sep --header --jsonl --braces --no-quote --out --err --cd --keep-order --text --lb --line-buffer --ungroup --json --tag --tagstring --results --joblog --capture-limit --dryrun --dry-run --quiet --verbose --generate --help --version"
+            opts="-j -S -N -n -m -X -a -0 -d -k -u -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --host-timeout --colsep --max-replace-args --max-args --xargs --xapply --link --arg-file --null --delimiter --arg-sep --arg-file-sep --header --trim --jsonl --braces --no-quote --out --err --cd --keep-order --text --lb --line-buffer --ungroup --json --tag --tagstring --results --joblog --capture-limit --dryrun --dry-run --quiet --verbose --generate --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -131,6 +131,10 @@ _bakapara() {
                     ;;
                 --header)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trim)
+                    COMPREPLY=($(compgen -W "n l r lr rl" -- "${cur}"))
                     return 0
                     ;;
                 --out)

@@ -10,7 +10,7 @@ complete -c bakapara -l ssh-config -d 'Use this OpenSSH client config instead of
 complete -c bakapara -l workdir -d 'Directory remote jobs start in (~ is the login directory) [default: bakapara\'s working directory, the same path on every host]' -r
 complete -c bakapara -l env -d 'Pass the local environment variable NAME to every job, remote ones included. Repeatable' -r
 complete -c bakapara -l host-timeout -d 'Fail a job when every host it may run on stays down this long' -r
-complete -c bakapara -l colsep -d 'Split each input line into columns <1>, <2>... at matches of REGEX' -r
+complete -c bakapara -l colsep -d 'Split each input line into columns <1>, <2>... at matches of REGEX (each column trimmed of white space, as GNU Parallel does: --trim n keeps it)' -r
 complete -c bakapara -s N -l max-replace-args -d 'Up to N input items per job: <1>..<N> are its items, <> all of them (each its own shell word). -N0: one job per item, inserting none of it' -r
 complete -c bakapara -s n -l max-args -d 'Up to N input items per job, as -N (GNU Parallel\'s -n: the same here, since every value is quoted; -n0 as -N0)' -r
 complete -c bakapara -s a -l arg-file -d 'Read input items from FILE, one a line: another spelling of :::: FILE. Repeatable; these sources come before the ::: and :::: ones' -r -F
@@ -18,6 +18,11 @@ complete -c bakapara -s d -l delimiter -d 'Items of stdin and of files end with 
 complete -c bakapara -l arg-sep -d 'Use SEP instead of ::: to start a source of arguments (and SEP+ for a linked one)' -r
 complete -c bakapara -l arg-file-sep -d 'Use SEP instead of :::: to start a source of files (and SEP+ for a linked one)' -r
 complete -c bakapara -l header -d 'The first item of each source names its values: a <name> token is the value of that column (with --colsep) or source. SEP is ":" (or a regex, taken as ":")' -r
+complete -c bakapara -l trim -d 'Remove white space from each value: n (none), l (from the start), r (from the end), lr or rl (both) [default: n; lr with --colsep, as GNU Parallel]' -r -f -a "n\t''
+l\t''
+r\t''
+lr\t''
+rl\t''"
 complete -c bakapara -l out -d 'Write each job\'s stdout to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l err -d 'Write each job\'s stderr to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l cd -d 'Run each job in this directory (a template; a path, never quoted)' -r

@@ -250,7 +250,8 @@ pub struct Cli {
     )]
     pub host_timeout: String,
 
-    /// Split each input line into columns <1>, <2>... at matches of REGEX.
+    /// Split each input line into columns <1>, <2>... at matches of REGEX (each column
+    /// trimmed of white space, as GNU Parallel does: --trim n keeps it).
     #[arg(long, value_name = "REGEX", help_heading = "Input")]
     pub colsep: Option<String>,
 
@@ -354,6 +355,11 @@ pub struct Cli {
     /// multi-line header regexes are for --pipe: here the header is always the first item.
     #[arg(long, value_name = "SEP", help_heading = "Input")]
     pub header: Option<String>,
+
+    /// Remove white space from each value: n (none), l (from the start), r (from the end), lr
+    /// or rl (both) [default: n; lr with --colsep, as GNU Parallel].
+    #[arg(long, value_name = "n|l|r|lr|rl", value_parser = ["n", "l", "r", "lr", "rl"], help_heading = "Input")]
+    pub trim: Option<String>,
 
     /// Each stdin line is a JSON object whose fields the template uses as <name>.
     #[arg(long, help_heading = "Input")]

@@ -11,7 +11,7 @@ use crate::cli::Cli;
 use crate::exec::ssh::SshOptions;
 use crate::halt::HaltPolicy;
 use crate::hosts::{self, HostSpec};
-use crate::input::{Grouping, InputSpec, Join, Mode, Source, Templates};
+use crate::input::{Grouping, InputSpec, Join, Mode, Source, Templates, Trim};
 use crate::live::LiveMode;
 use crate::progress::Verbosity;
 use crate::results::ResultsDir;
@@ -426,6 +426,14 @@ impl Config {
                 mode,
                 sources,
                 joins,
+                trim: match cli.trim.as_deref() {
+                    Some("l") => Trim::Left,
+                    Some("r") => Trim::Right,
+                    Some("lr" | "rl") => Trim::Both,
+                    Some(_) => Trim::None,
+                    None if colsep.is_some() => Trim::Both,
+                    None => Trim::None,
+                },
                 colsep,
                 delimiter,
                 grouping,

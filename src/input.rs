@@ -48,6 +48,36 @@ pub enum Join {
     Shortest,
 }
 
+/// `--trim`: white space removed from each value (each column with `--colsep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trim {
+    /// `n`: values as read.
+    #[default]
+    None,
+    /// `l`: from the start.
+    Left,
+    /// `r`: from the end.
+    Right,
+    /// `lr` / `rl`: from both ends (the default with `--colsep`, as GNU Parallel's).
+    Both,
+}
+
+impl Trim {
+    /// Perl's `\s` (GNU Parallel trims with it): space, `\t`, `\n`, `\v`, `\f`, `\r`.
+    fn is_space(c: char) -> bool {
+        matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+    }
+
+    fn apply(self, value: &str) -> &str {
+        match self {
+            Trim::None => value,
+            Trim::Left => value.trim_start_matches(Trim::is_space),
+            Trim::Right => value.trim_end_matches(Trim::is_space),
+            Trim::Both => value.trim_matches(Trim::is_space),
+        }
+    }
+}
+
 /// Several input items per job (`-N`, `-n`, `-m`, `-X`, `--xargs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grouping {
@@ -190,6 +220,8 @@ pub struct InputSpec {
     pub joins: Vec<Join>,
     /// `--colsep`: split each item into columns.
     pub colsep: Option<Regex>,
+    /// `--trim`, applied to every value (after `--colsep`).
+    pub trim: Trim,
     /// `-0`, `-d DELIM`: what ends an item of stdin or a `::::` file (default: a newline).
     pub delimiter: Vec<u8>,
     /// `-N`, `-m`...: several items per job.
@@ -209,6 +241,7 @@ impl Default for InputSpec {
             sources: Vec::new(),
             joins: Vec::new(),
             colsep: None,
+            trim: Trim::None,
             delimiter: b"\n".to_vec(),
             grouping: None,
             header: None,
@@ -557,10 +590,13 @@ impl Reader<'_> {
         let mut args = Vec::with_capacity(parts.len());
         for part in parts {
             match std::str::from_utf8(part) {
-                Ok(text) => match &self.spec.colsep {
-                    Some(re) => args.extend(re.split(text).map(str::to_string)),
-                    None => args.push(text.to_string()),
-                },
+                Ok(text) => {
+                    let trim = self.spec.trim;
+                    match &self.spec.colsep {
+                        Some(re) => args.extend(re.split(text).map(|c| trim.apply(c).to_string())),
+                        None => args.push(trim.apply(text).to_string()),
+                    }
+                }
                 Err(_) => {
                     let seq = self.next_seq();
                     let mut object = Map::new();

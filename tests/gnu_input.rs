@@ -475,3 +475,27 @@ fn header_names_match_gnu() {
     );
     assert_eq!(stdout_of(&results), "1\n3\n", "a name is the first value's");
 }
+
+/// `--trim` and the trimming `--colsep` implies, as GNU Parallel's.
+#[test]
+fn trimming_matches_gnu() {
+    let line: &[u8] = b" a ,\tb \n  c  , d\n";
+    same_as_gnu(&[
+        (&["--colsep", ",", "printf '[%s]' {1} {2} {-1}"], line),
+        (
+            &["--colsep", ",", "--trim", "n", "printf '[%s]' {1} {2}"],
+            line,
+        ),
+        (
+            &["--colsep", ",", "--trim", "l", "printf '[%s]' {1} {2}"],
+            line,
+        ),
+        (&["--trim", "r", "printf '[%s]' {}"], line),
+        (&["--trim", "lr", "printf '[%s]' {}"], line),
+        (
+            &["--trim", "rl", "printf '[%s]' {}", ":::", " x ", "y\t"],
+            b"",
+        ),
+        (&["printf '[%s]' {}"], line),
+    ]);
+}
