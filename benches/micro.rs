@@ -15,6 +15,7 @@ fn template_benches(c: &mut Criterion) {
         fields: None,
         seq: 1,
         slot: 1,
+        total: None,
     };
     group.bench_function("expand_plain", |b| {
         b.iter(|| {
@@ -39,6 +40,7 @@ fn template_benches(c: &mut Criterion) {
         fields: None,
         seq: 1,
         slot: 1,
+        total: None,
     };
     group.bench_function("expand_hostile", |b| {
         b.iter(|| {

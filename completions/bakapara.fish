@@ -10,7 +10,19 @@ complete -c bakapara -l ssh-config -d 'Use this OpenSSH client config instead of
 complete -c bakapara -l workdir -d 'Directory remote jobs start in (~ is the login directory) [default: bakapara\'s working directory, the same path on every host]' -r
 complete -c bakapara -l env -d 'Pass the local environment variable NAME to every job, remote ones included. Repeatable' -r
 complete -c bakapara -l host-timeout -d 'Fail a job when every host it may run on stays down this long' -r
-complete -c bakapara -l colsep -d 'Split each input line into columns <1>, <2>... at matches of REGEX' -r
+complete -c bakapara -l colsep -d 'Split each input line into columns <1>, <2>... at matches of REGEX (each column trimmed of white space, as GNU Parallel does: --trim n keeps it)' -r
+complete -c bakapara -s N -l max-replace-args -d 'Up to N input items per job: <1>..<N> are its items, <> all of them (each its own shell word). -N0: one job per item, inserting none of it' -r
+complete -c bakapara -s n -l max-args -d 'Up to N input items per job, as -N (GNU Parallel\'s -n: the same here, since every value is quoted; -n0 as -N0)' -r
+complete -c bakapara -s a -l arg-file -d 'Read input items from FILE, one a line: another spelling of :::: FILE. Repeatable; these sources come before the ::: and :::: ones' -r -F
+complete -c bakapara -s d -l delimiter -d 'Items of stdin and of files end with DELIM, not a newline. DELIM may be several bytes and hold C escapes: \\n \\t \\r \\0 \\\\ \\xHH \\NNN (octal)' -r
+complete -c bakapara -l arg-sep -d 'Use SEP instead of ::: to start a source of arguments (and SEP+ for a linked one)' -r
+complete -c bakapara -l arg-file-sep -d 'Use SEP instead of :::: to start a source of files (and SEP+ for a linked one)' -r
+complete -c bakapara -l header -d 'The first item of each source names its values: a <name> token is the value of that column (with --colsep) or source. SEP is ":" (or a regex, taken as ":")' -r
+complete -c bakapara -l trim -d 'Remove white space from each value: n (none), l (from the start), r (from the end), lr or rl (both) [default: n; lr with --colsep, as GNU Parallel]' -r -f -a "n\t''
+l\t''
+r\t''
+lr\t''
+rl\t''"
 complete -c bakapara -l out -d 'Write each job\'s stdout to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l err -d 'Write each job\'s stderr to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l cd -d 'Run each job in this directory (a template; a path, never quoted)' -r
@@ -22,6 +34,11 @@ complete -c bakapara -l generate -d 'Print the man page or a shell\'s completion
 bash\t'The bash completion script'
 zsh\t'The zsh completion function (`_bakapara`)'
 fish\t'The fish completion script'"
+complete -c bakapara -s m -d 'As many input items per job as fit the command-line limit: <> is all of them, each its own shell word'
+complete -c bakapara -s X -d 'As -m, and the word around a <> token is repeated for each item: \'mv -t dir pre-<>\' runs mv -t dir pre-a pre-b... (GNU Parallel\'s context replace)'
+complete -c bakapara -l xargs -d 'As many input items per job as fit the command-line limit, as xargs does (here the same as -m)'
+complete -c bakapara -l link -l xapply -d 'Pair the input sources element by element instead of combining every item with every other: ::: a b c ::: 1 2 gives a 1, b 2, c 1 (the shorter wraps around)'
+complete -c bakapara -s 0 -l null -d 'Items of stdin and of files end with a NUL byte, not a newline (find -print0)'
 complete -c bakapara -l jsonl -d 'Each stdin line is a JSON object whose fields the template uses as <name>'
 complete -c bakapara -l braces -d 'Write templates with GNU Parallel\'s tokens: {} {.} {/} {//} {/.} {N} {-N} {#} {%} {/RE/REP} {//RE/REP}, and {name} with --jsonl'
 complete -c bakapara -l no-quote -d 'Insert template values verbatim instead of as one quoted shell word'
@@ -31,7 +48,7 @@ complete -c bakapara -l line-buffer -l lb -d 'Pass jobs\' output on as it comes,
 complete -c bakapara -s u -l ungroup -d 'Pass jobs\' output on as it comes, in whatever pieces the jobs write: fastest, but output of different jobs may mix within a line (text output: implies --text; no --tag). Local jobs; SSH jobs\' output stays grouped per job'
 complete -c bakapara -l json -d 'Write JSON result lines even when stdout is a terminal (a pipe or a file gets them anyway)'
 complete -c bakapara -l tag -d 'Prefix each output line with the job\'s input and a TAB (text output: implies --text)'
-complete -c bakapara -l dry-run -d 'Print the jobs that would run, as JSON lines, and run nothing'
+complete -c bakapara -l dry-run -l dryrun -d 'Print the jobs that would run, as JSON lines (with --text: their command lines, as GNU Parallel does), and run nothing'
 complete -c bakapara -s q -l quiet -d 'Print only errors on stderr: failed jobs (with the tail of their stderr), and one line for the jobs Ctrl-C or --halt aborted'
 complete -c bakapara -s v -l verbose -d 'Also log a line on stderr when each job starts'
 complete -c bakapara -s h -l help -d 'Print help (see more with \'--help\')'

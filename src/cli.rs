@@ -46,7 +46,7 @@ const AFTER_LONG_HELP: &str = "\
 TEMPLATES:
   <>      the whole input item (several sources or columns: joined by one space)
   <N>     the N-th source or column, from 1 (<-N>: from the end)
-  <name>  field name of a --jsonl object
+  <name>  field name of a --jsonl object, or the value named name by --header
   <#>     the job's sequence number
   <%>     the slot number the job runs in
   <.>     without extension: dir/a01.txt gives dir/a01
@@ -55,12 +55,19 @@ TEMPLATES:
   </.>    basename without extension: a01
   </a/b>  first match of regex a replaced by b: dir/b01.txt ($1 for captures)
   <//a/b>  every match replaced
+  <..>    without two extensions: a.tar.gz gives a (<...>: three; </..>: basename, two)
+  <+/>    what </> removes: dir (empty for a bare name)
+  <+.>    what <.> removes: txt (<+..>: what <..> removes, tar.gz; <+...>)
+  <##>    the number of jobs: a job using it (or <0#>) waits for the end of input, so all
+          input is read, and held, before the first job starts
+  <0#>    the job's sequence number, zero-padded to the width of <##>: 01..12
   Operators combine with a base: <2/.>, <name//x/y>. Values are inserted quoted as one shell word
   (--no-quote inserts them verbatim); in --out, --err and --cd they are paths, never quoted.
   An unknown token is an error before any job runs. A template with no token but GNU Parallel's
   {} gets a warning: it runs with <> appended, {} staying as text.
   With --braces the tokens are written as in GNU Parallel: {} {.} {/} {//} {/.} {N} {-N} {#} {%}
-  {/a/b} {//a/b}, and {name} with --jsonl. Then <...> is plain text, and so is a brace group that
+  {/a/b} {//a/b}, {name} with --jsonl, and those of its --plus (always on here): {..} {...}
+  {/..} {+/} {+.} {+..} {##} {0#}. Then <...> is plain text, and so is a brace group that
   is not a token (awk '{print $1}', {a,b}, ${HOME}); a template with no token gets {} appended.
 
 JOB KEYS:
@@ -243,9 +250,116 @@ pub struct Cli {
     )]
     pub host_timeout: String,
 
-    /// Split each input line into columns <1>, <2>... at matches of REGEX.
+    /// Split each input line into columns <1>, <2>... at matches of REGEX (each column
+    /// trimmed of white space, as GNU Parallel does: --trim n keeps it).
     #[arg(long, value_name = "REGEX", help_heading = "Input")]
     pub colsep: Option<String>,
+
+    /// Up to N input items per job: <1>..<N> are its items, <> all of them (each its own
+    /// shell word). -N0: one job per item, inserting none of it.
+    ///
+    /// As GNU Parallel's -N: a <K> past the last item of the last, shorter job is empty. The
+    /// job's "input" is the array of its items (with several sources or columns: all their
+    /// values, in order). A job is also cut short where the next item would pass the
+    /// command-line limit (see -m).
+    #[arg(
+        short = 'N',
+        long = "max-replace-args",
+        value_name = "N",
+        conflicts_with_all = ["max_args", "multiple", "context_replace", "xargs"],
+        help_heading = "Input"
+    )]
+    pub max_replace_args: Option<usize>,
+
+    /// Up to N input items per job, as -N (GNU Parallel's -n: the same here, since every
+    /// value is quoted; -n0 as -N0).
+    #[arg(
+        short = 'n',
+        long = "max-args",
+        value_name = "N",
+        conflicts_with_all = ["multiple", "context_replace", "xargs"],
+        help_heading = "Input"
+    )]
+    pub max_args: Option<usize>,
+
+    /// As many input items per job as fit the command-line limit: <> is all of them, each its
+    /// own shell word.
+    ///
+    /// The limit is the kernel's for one argument (128 KiB: the command goes to bash -c as
+    /// one), less the template's own text. Input is streamed, so unlike GNU Parallel's -m the
+    /// items are not spread evenly over the job slots: each job is filled in turn (GNU's
+    /// -j1 -m, or --xargs).
+    #[arg(
+        short = 'm',
+        conflicts_with_all = ["context_replace", "xargs"],
+        help_heading = "Input"
+    )]
+    pub multiple: bool,
+
+    /// As -m, and the word around a <> token is repeated for each item: 'mv -t dir pre-<>'
+    /// runs mv -t dir pre-a pre-b... (GNU Parallel's context replace).
+    #[arg(short = 'X', conflicts_with = "xargs", help_heading = "Input")]
+    pub context_replace: bool,
+
+    /// As many input items per job as fit the command-line limit, as xargs does (here the
+    /// same as -m).
+    #[arg(long, help_heading = "Input")]
+    pub xargs: bool,
+
+    /// Pair the input sources element by element instead of combining every item with every
+    /// other: ::: a b c ::: 1 2 gives a 1, b 2, c 1 (the shorter wraps around).
+    ///
+    /// A source after :::+ or ::::+ is paired with the one before it, the longer cut to the
+    /// shorter, as GNU Parallel 20221122 does (--link wraps, :::+ cuts).
+    #[arg(long, visible_alias = "xapply", help_heading = "Input")]
+    pub link: bool,
+
+    /// Read input items from FILE, one a line: another spelling of :::: FILE. Repeatable;
+    /// these sources come before the ::: and :::: ones.
+    #[arg(short = 'a', long = "arg-file", value_name = "FILE", action = ArgAction::Append, help_heading = "Input")]
+    pub arg_file: Vec<std::path::PathBuf>,
+
+    /// Items of stdin and of files end with a NUL byte, not a newline (find -print0).
+    #[arg(
+        short = '0',
+        long = "null",
+        conflicts_with = "delimiter",
+        help_heading = "Input"
+    )]
+    pub null: bool,
+
+    /// Items of stdin and of files end with DELIM, not a newline. DELIM may be several bytes
+    /// and hold C escapes: \n \t \r \0 \\ \xHH \NNN (octal).
+    #[arg(
+        short = 'd',
+        long = "delimiter",
+        value_name = "DELIM",
+        help_heading = "Input"
+    )]
+    pub delimiter: Option<String>,
+
+    /// Use SEP instead of ::: to start a source of arguments (and SEP+ for a linked one).
+    #[arg(long, value_name = "SEP", help_heading = "Input")]
+    pub arg_sep: Option<String>,
+
+    /// Use SEP instead of :::: to start a source of files (and SEP+ for a linked one).
+    #[arg(long, value_name = "SEP", help_heading = "Input")]
+    pub arg_file_sep: Option<String>,
+
+    /// The first item of each source names its values: a <name> token is the value of that
+    /// column (with --colsep) or source. SEP is ":" (or a regex, taken as ":").
+    ///
+    /// As GNU Parallel's --header: bakapara --header : 'echo <a> <b>' ::: a 1 2 ::: b x y runs
+    /// echo 1 x, echo 1 y... The first line of stdin or of a :::: file, split at --colsep,
+    /// gives that source's names; the first argument of a ::: source is its name. GNU's
+    /// multi-line header regexes are for --pipe: here the header is always the first item.
+    #[arg(long, value_name = "SEP", help_heading = "Input")]
+    pub header: Option<String>,
+
+    /// Remove white space from each value: n (none), l (from the start), r (from the end), lr
+    /// or rl (both) [default: n; lr with --colsep, as GNU Parallel].
+    #[arg(long, value_name = "n|l|r|lr|rl", value_parser = ["n", "l", "r", "lr", "rl"], help_heading = "Input")]
+    pub trim: Option<String>,
 
     /// Each stdin line is a JSON object whose fields the template uses as <name>.
     #[arg(long, help_heading = "Input")]
@@ -338,8 +452,9 @@ pub struct Cli {
     )]
     pub capture_limit: String,
 
-    /// Print the jobs that would run, as JSON lines, and run nothing.
-    #[arg(long, help_heading = "Output")]
+    /// Print the jobs that would run, as JSON lines (with --text: their command lines, as GNU
+    /// Parallel does), and run nothing.
+    #[arg(long, visible_alias = "dryrun", help_heading = "Output")]
     pub dry_run: bool,
 
     /// Print only errors on stderr: failed jobs (with the tail of their stderr), and one line

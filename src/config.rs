@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use clap::FromArgMatches;
 use regex::Regex;
@@ -10,12 +11,12 @@ use crate::cli::Cli;
 use crate::exec::ssh::SshOptions;
 use crate::halt::HaltPolicy;
 use crate::hosts::{self, HostSpec};
-use crate::input::{InputSpec, Mode, Source, Templates};
+use crate::input::{Grouping, InputSpec, Join, Mode, Source, Templates, Trim};
 use crate::live::LiveMode;
 use crate::progress::Verbosity;
 use crate::results::ResultsDir;
 use crate::scheduler::RunSettings;
-use crate::template::{Quoting, Syntax, Template};
+use crate::template::{Quoting, Several, Syntax, Template};
 use crate::timefmt;
 
 /// Everything a run needs, checked.
@@ -84,14 +85,36 @@ pub enum ConfigError {
 impl Config {
     /// Parses and checks a whole command line (the program name first).
     pub fn from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Config, ConfigError> {
-        let (clap_args, sources) = split_sources(args.into_iter().collect())?;
+        let args: Vec<OsString> = args.into_iter().collect();
+        let separators = Separators::from_args(&args);
+        let (clap_args, sources, joins) = separators.split(args)?;
         let matches = Cli::clap_command().try_get_matches_from(clap_args)?;
         let cli = Cli::from_arg_matches(&matches)?;
-        Config::from_cli(cli, sources)
+        Config::from_cli_linked(cli, sources, joins)
     }
 
     pub fn from_cli(cli: Cli, sources: Vec<Source>) -> Result<Config, ConfigError> {
+        Config::from_cli_linked(cli, sources, Vec::new())
+    }
+
+    /// As [`Config::from_cli`], with how each source joins the one before it (`:::+`).
+    pub fn from_cli_linked(
+        cli: Cli,
+        mut sources: Vec<Source>,
+        mut joins: Vec<Join>,
+    ) -> Result<Config, ConfigError> {
         let invalid = |m: String| ConfigError::Invalid(m);
+        if !cli.arg_file.is_empty() {
+            // As GNU Parallel: -a files are the first sources.
+            joins.resize(sources.len(), Join::Product);
+            let files = cli.arg_file.iter().map(|f| Source::File(f.clone()));
+            sources.splice(0..0, files);
+            joins.splice(0..0, cli.arg_file.iter().map(|_| Join::Product));
+        }
+        if cli.link {
+            joins = vec![Join::Wrap; sources.len()];
+        }
+        let several = several_items(&cli);
         if let Some(kind) = cli.generate {
             return Err(ConfigError::Print(crate::generate::generate(kind)));
         }
@@ -107,9 +130,18 @@ impl Config {
                 "--jsonl reads JSON objects from stdin; it cannot take ::: or :::: sources".into(),
             ));
         }
+        if let Some(sep) = cli.header.as_deref().filter(|s| *s != ":") {
+            Regex::new(sep).map_err(|e| invalid(format!("bad --header regex {sep:?}: {e}")))?;
+        }
+        let header = cli.header.is_some();
+        if header && mode != Mode::Template {
+            return Err(invalid(
+                "--header names the values of a TEMPLATE's input: give one".into(),
+            ));
+        }
         let syntax = if cli.braces {
             Syntax::Braces {
-                fields: mode == Mode::Jsonl,
+                fields: mode == Mode::Jsonl || header,
             }
         } else {
             Syntax::Angle
@@ -123,8 +155,8 @@ impl Config {
                 };
                 invalid(format!("bad {what} template {text:?}: {e}{hint}"))
             })?;
-            // Only the `<...>` syntax has field tokens without --jsonl.
-            if mode != Mode::Jsonl {
+            // Only the `<...>` syntax has field tokens without --jsonl or --header.
+            if mode != Mode::Jsonl && !header {
                 if let Some((token, column)) = t.field_tokens().first() {
                     return Err(invalid(format!(
                         "bad {what} template {text:?}: unknown token `{token}` at column {column} \
@@ -141,7 +173,8 @@ impl Config {
             Mode::Commands => None,
             Mode::Template => {
                 let t = parse("command", &template_text)?;
-                if t.has_tokens() {
+                let insert_none = several.is_some_and(|(n, _)| n == Some(0));
+                if t.has_tokens() || insert_none {
                     Some(t)
                 } else {
                     // As GNU Parallel does: `ls *.gz | bakapara gunzip` means `gunzip <>`.
@@ -164,7 +197,25 @@ impl Config {
         let cd = path_template("--cd", &cli.cd)?;
         let out = path_template("--out", &cli.out)?;
         let err = path_template("--err", &cli.err)?;
+        if several.is_some() && mode != Mode::Template {
+            return Err(invalid(
+                "-N, -n, -m, -X and --xargs put input items into a TEMPLATE: give one".into(),
+            ));
+        }
+        let cmd = match several {
+            Some((_, how)) => cmd.map(|t| t.for_several(how)),
+            None => cmd,
+        };
+        let grouping = several.map(|(n, _)| grouping(n, cmd.as_ref()));
+        let needs_total = [&cmd, &cd, &out, &err]
+            .iter()
+            .any(|t| t.as_ref().is_some_and(Template::uses_total));
+        let names: Arc<OnceLock<Vec<String>>> = Arc::default();
         let templates = Templates {
+            names: Arc::clone(&names),
+            total: Default::default(),
+            grouped: several.is_some(),
+            insert_none: several.is_some_and(|(n, _)| n == Some(0)),
             cmd,
             cd,
             out,
@@ -184,6 +235,13 @@ impl Config {
         if colsep.is_some() && mode != Mode::Template {
             return Err(invalid("--colsep needs a TEMPLATE".into()));
         }
+        let delimiter = match (&cli.delimiter, cli.null) {
+            (Some(d), _) => {
+                parse_delimiter(d).map_err(|e| invalid(format!("-d/--delimiter: {e}")))?
+            }
+            (None, true) => vec![0],
+            (None, false) => b"\n".to_vec(),
+        };
         for s in &sources {
             if let Source::File(path) = s {
                 if path.as_os_str() != "-" {
@@ -367,7 +425,20 @@ impl Config {
             input: InputSpec {
                 mode,
                 sources,
+                joins,
+                trim: match cli.trim.as_deref() {
+                    Some("l") => Trim::Left,
+                    Some("r") => Trim::Right,
+                    Some("lr" | "rl") => Trim::Both,
+                    Some(_) => Trim::None,
+                    None if colsep.is_some() => Trim::Both,
+                    None => Trim::None,
+                },
                 colsep,
+                delimiter,
+                grouping,
+                header: header.then_some(names),
+                needs_total,
             },
             templates,
             jobs,
@@ -407,6 +478,101 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// The longest single argument the kernel passes (Linux's `MAX_ARG_STRLEN`): a job's command
+/// goes to `bash -c` as one argument, so `-m` and `-X` fill a job up to it.
+const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// Kept back from [`MAX_ARG_BYTES`] for what the items do not account for: `<#>`, `<%>`,
+/// `<N>` values and the `bash -o pipefail -c` wrapping.
+const ARG_BYTES_RESERVE: usize = 2048;
+
+/// `-N`/`-n` (`Some(n)` items per job) or `-m`/`-X`/`--xargs` (`None`: as many as fit), and
+/// how the command template reads such a job; `None` for one item per job.
+fn several_items(cli: &Cli) -> Option<(Option<usize>, Several)> {
+    if cli.context_replace {
+        return Some((None, Several::Context));
+    }
+    match cli.max_replace_args.or(cli.max_args) {
+        Some(n) => Some((Some(n), Several::Values)),
+        None if cli.multiple || cli.xargs => Some((None, Several::Values)),
+        None => None,
+    }
+}
+
+/// How the reader groups items into jobs of the command template `cmd`.
+fn grouping(max_items: Option<usize>, cmd: Option<&Template>) -> Grouping {
+    let (copies, extra_per_value, literal) = match cmd {
+        Some(t) => {
+            let (copies, extra) = t.growth_per_value();
+            (copies, extra, t.literal_len())
+        }
+        None => (1, 0, 0),
+    };
+    Grouping {
+        max_items,
+        max_bytes: MAX_ARG_BYTES
+            .saturating_sub(ARG_BYTES_RESERVE)
+            .saturating_sub(literal),
+        copies,
+        extra_per_value,
+    }
+}
+
+/// Parses a `-d` value: its bytes, with C escapes (`\n`, `\t`, `\0`, `\x41`, `\101`...).
+pub fn parse_delimiter(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' || i + 1 == bytes.len() {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let c = bytes[i + 1];
+        i += 2;
+        let simple = match c {
+            b'n' => Some(b'\n'),
+            b't' => Some(b'\t'),
+            b'r' => Some(b'\r'),
+            b'a' => Some(0x07),
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            b'v' => Some(0x0b),
+            b'\\' => Some(b'\\'),
+            _ => None,
+        };
+        if let Some(b) = simple {
+            out.push(b);
+            continue;
+        }
+        let (radix, max_digits, start) = match c {
+            b'x' => (16, 2, i),
+            b'0'..=b'7' => (8, 3, i - 1),
+            _ => return Err(format!("unknown escape \\{} in {text:?}", c as char)),
+        };
+        let digits = bytes[start..]
+            .iter()
+            .take(max_digits)
+            .take_while(|d| char::from(**d).is_digit(radix))
+            .count();
+        if digits == 0 {
+            return Err(format!("\\x needs hexadecimal digits in {text:?}"));
+        }
+        let value = std::str::from_utf8(&bytes[start..start + digits])
+            .ok()
+            .and_then(|d| u32::from_str_radix(d, radix).ok())
+            .and_then(|v| u8::try_from(v).ok())
+            .ok_or_else(|| format!("escape out of range in {text:?}"))?;
+        out.push(value);
+        i = start + digits;
+    }
+    if out.is_empty() {
+        return Err("the delimiter is empty".into());
+    }
+    Ok(out)
 }
 
 /// Where the `<...>` syntax refuses a token, the way to write `<...>` as text.
@@ -557,42 +723,133 @@ fn open_file_limit() -> Option<u64> {
     }
 }
 
-/// Splits `:::` / `::::` input sources off the command line: what comes before the first of
-/// them goes to clap; each separator starts a source that runs to the next one.
-pub fn split_sources(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<Source>), ConfigError> {
-    let is_sep = |a: &OsString| a == ":::" || a == "::::";
-    let Some(first) = args.iter().position(is_sep) else {
-        return Ok((args, Vec::new()));
-    };
-    let mut rest = args;
-    let tail = rest.split_off(first);
-    let mut sources: Vec<Source> = Vec::new();
-    for arg in tail {
-        if arg == ":::" {
-            sources.push(Source::Args(Vec::new()));
-        } else if arg == "::::" {
-            sources.push(Source::File(PathBuf::new()));
-        } else {
-            match sources.last_mut() {
-                Some(Source::Args(list)) => list.push(arg.into_string().map_err(|a| {
-                    ConfigError::Invalid(format!("::: argument {a:?} is not valid UTF-8"))
-                })?),
-                Some(Source::File(path)) if path.as_os_str().is_empty() => {
-                    *path = PathBuf::from(arg)
-                }
-                Some(Source::File(_)) => sources.push(Source::File(PathBuf::from(arg))),
-                Some(Source::Stdin) | None => {}
+/// The words that start input sources: `:::` and `::::`, or what `--arg-sep` and
+/// `--arg-file-sep` say (each also with a `+`: a source linked to the one before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Separators {
+    pub args: OsString,
+    pub files: OsString,
+    /// Where the first source starts in the command line [`Separators::from_args`] read
+    /// (`None`: none does).
+    first: Option<usize>,
+}
+
+impl Separators {
+    /// The separators a command line sets with `--arg-sep` / `--arg-file-sep`, looked for
+    /// before its first source (clap parses those options again, with the rest).
+    pub fn from_args(args: &[OsString]) -> Separators {
+        let mut seps = Separators {
+            args: ":::".into(),
+            files: "::::".into(),
+            first: None,
+        };
+        let mut i = 1;
+        while i < args.len() {
+            if seps.kind(&args[i]).is_some() {
+                seps.first = Some(i);
+                break;
             }
+            let arg = args[i].to_string_lossy();
+            for (name, slot) in [
+                ("--arg-sep", &mut seps.args),
+                ("--arg-file-sep", &mut seps.files),
+            ] {
+                if arg == name {
+                    if let Some(value) = args.get(i + 1) {
+                        *slot = value.clone();
+                        i += 1;
+                    }
+                } else if let Some(value) = arg.strip_prefix(name).and_then(|v| v.strip_prefix('='))
+                {
+                    *slot = value.into();
+                }
+            }
+            i += 1;
+        }
+        seps
+    }
+
+    /// Whether `arg` starts a source: of arguments (`false`) or of files (`true`), and how it
+    /// joins the one before.
+    fn kind(&self, arg: &OsString) -> Option<(bool, Join)> {
+        let linked = |sep: &OsString| {
+            let mut plus = sep.clone();
+            plus.push("+");
+            plus
+        };
+        if *arg == self.args {
+            Some((false, Join::Product))
+        } else if *arg == self.files {
+            Some((true, Join::Product))
+        } else if *arg == linked(&self.args) {
+            Some((false, Join::Shortest))
+        } else if *arg == linked(&self.files) {
+            Some((true, Join::Shortest))
+        } else {
+            None
         }
     }
-    if sources
-        .iter()
-        .any(|s| matches!(s, Source::File(p) if p.as_os_str().is_empty()))
-    {
-        return Err(ConfigError::Invalid(
-            ":::: needs at least one FILE (- for stdin)".into(),
-        ));
+
+    /// Splits the input sources off the command line: what comes before the first of them
+    /// goes to clap; each separator starts a source that runs to the next one.
+    #[allow(clippy::type_complexity)]
+    pub fn split(
+        &self,
+        args: Vec<OsString>,
+    ) -> Result<(Vec<OsString>, Vec<Source>, Vec<Join>), ConfigError> {
+        let Some(first) = self.first.filter(|&i| i < args.len()) else {
+            return Ok((args, Vec::new(), Vec::new()));
+        };
+        let mut rest = args;
+        let tail = rest.split_off(first);
+        let mut sources: Vec<Source> = Vec::new();
+        let mut joins: Vec<Join> = Vec::new();
+        // A `::::` may name several files, each its own source: only the first one takes the
+        // `+` link.
+        for arg in tail {
+            match self.kind(&arg) {
+                Some((false, join)) => {
+                    sources.push(Source::Args(Vec::new()));
+                    joins.push(join);
+                }
+                Some((true, join)) => {
+                    sources.push(Source::File(PathBuf::new()));
+                    joins.push(join);
+                }
+                None => match sources.last_mut() {
+                    Some(Source::Args(list)) => list.push(arg.into_string().map_err(|a| {
+                        ConfigError::Invalid(format!(
+                            "{} argument {a:?} is not valid UTF-8",
+                            self.args.to_string_lossy()
+                        ))
+                    })?),
+                    Some(Source::File(path)) if path.as_os_str().is_empty() => {
+                        *path = PathBuf::from(arg)
+                    }
+                    Some(Source::File(_)) => {
+                        sources.push(Source::File(PathBuf::from(arg)));
+                        joins.push(Join::Product);
+                    }
+                    Some(Source::Stdin) | None => {}
+                },
+            }
+        }
+        if sources
+            .iter()
+            .any(|s| matches!(s, Source::File(p) if p.as_os_str().is_empty()))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{} needs at least one FILE (- for stdin)",
+                self.files.to_string_lossy()
+            )));
+        }
+        Ok((rest, sources, joins))
     }
+}
+
+/// Splits `:::` / `::::` input sources off the command line (the default separators).
+pub fn split_sources(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<Source>), ConfigError> {
+    let (rest, sources, _) = Separators::from_args(&args).split(args)?;
     Ok((rest, sources))
 }
 

@@ -35,6 +35,74 @@ pub enum Mode {
     Jsonl,
 }
 
+/// How a source combines with the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Join {
+    /// Every item with every combination of the others (`:::`, `::::`): the cartesian product.
+    #[default]
+    Product,
+    /// `--link`: paired element by element with the previous sources; the shorter ones wrap
+    /// around to the length of the longest, as GNU Parallel's `--link`.
+    Wrap,
+    /// `:::+` / `::::+`: paired element by element with the previous source; the longer one is
+    /// cut to the shorter, as GNU Parallel 20221122 does.
+    Shortest,
+}
+
+/// `--trim`: white space removed from each value (each column with `--colsep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Trim {
+    /// `n`: values as read.
+    #[default]
+    None,
+    /// `l`: from the start.
+    Left,
+    /// `r`: from the end.
+    Right,
+    /// `lr` / `rl`: from both ends (the default with `--colsep`, as GNU Parallel's).
+    Both,
+}
+
+impl Trim {
+    /// Perl's `\s` (GNU Parallel trims with it): space, `\t`, `\n`, `\v`, `\f`, `\r`.
+    fn is_space(c: char) -> bool {
+        matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+    }
+
+    fn apply(self, value: &str) -> &str {
+        match self {
+            Trim::None => value,
+            Trim::Left => value.trim_start_matches(Trim::is_space),
+            Trim::Right => value.trim_end_matches(Trim::is_space),
+            Trim::Both => value.trim_matches(Trim::is_space),
+        }
+    }
+}
+
+/// Several input items per job (`-N`, `-n`, `-m`, `-X`, `--xargs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    /// At most this many items per job (`-N n`); `None`: as many as fit `max_bytes` (`-m`,
+    /// `-X`, `--xargs`).
+    pub max_items: Option<usize>,
+    /// The command-line bytes the items' values may take in one job.
+    pub max_bytes: usize,
+    /// How many times each value is inserted (the `<>` tokens of the command template).
+    pub copies: usize,
+    /// Bytes added per value besides the value itself (`-X`: the repeated word's text).
+    pub extra_per_value: usize,
+}
+
+impl Grouping {
+    /// The bytes one value adds to the command line (quoted, with its separating space).
+    fn cost(&self, value: &str) -> usize {
+        let quoted = crate::template::shell_quote(value).len() + 1;
+        self.copies
+            .max(1)
+            .saturating_mul(quoted.saturating_add(self.extra_per_value))
+    }
+}
+
 /// The templates that turn an input item into a job object.
 #[derive(Debug, Clone)]
 pub struct Templates {
@@ -43,6 +111,16 @@ pub struct Templates {
     pub out: Option<Template>,
     pub err: Option<Template>,
     pub quoting: Quoting,
+    /// `-N`, `-m`...: a job holds several items, so its `input` is always an array.
+    pub grouped: bool,
+    /// `-N0` / `-n0`: one job per item, its values inserted nowhere.
+    pub insert_none: bool,
+    /// The number of jobs, for `<##>` and `<0#>`: set by the reader at the end of input (the
+    /// same cell as [`ReaderState::total`]).
+    pub total: Arc<OnceLock<u64>>,
+    /// `--header`: the names of the values (`<name>`), set by the reader from the first item
+    /// of each source before it sends any job (the same cell as [`InputSpec::header`]).
+    pub names: Arc<OnceLock<Vec<String>>>,
 }
 
 impl Templates {
@@ -67,15 +145,26 @@ impl Templates {
         args: &[String],
         slot: usize,
     ) -> Result<(Map<String, Value>, Spec), String> {
+        let named: Option<Map<String, Value>> = match self.names.get() {
+            Some(names) if !args.is_empty() => Some(
+                names
+                    .iter()
+                    .zip(args)
+                    .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+                    .collect(),
+            ),
+            _ => None,
+        };
         let ctx = Context {
-            args,
+            args: if self.insert_none { &[] } else { args },
             fields: if args.is_empty() {
                 Some(&job.object)
             } else {
-                None
+                named.as_ref()
             },
             seq: job.seq,
             slot,
+            total: self.total.get().copied(),
         };
         let run = |t: &Option<Template>, quoting: Quoting| -> Result<Option<String>, String> {
             match t {
@@ -105,7 +194,7 @@ impl Templates {
                 object.insert("cmd".into(), Value::String(cmd));
             }
             let input = match args {
-                [one] => Value::String(one.clone()),
+                [one] if !self.grouped => Value::String(one.clone()),
                 many => Value::Array(many.iter().cloned().map(Value::String).collect()),
             };
             object.insert("input".into(), input);
@@ -127,8 +216,39 @@ pub struct InputSpec {
     /// The sources, combined as a cartesian product (the first one varies slowest). Empty
     /// means stdin.
     pub sources: Vec<Source>,
+    /// How each source combines with the one before it (parallel to `sources`; the first
+    /// entry means nothing). Shorter than `sources`: the rest are [`Join::Product`].
+    pub joins: Vec<Join>,
     /// `--colsep`: split each item into columns.
     pub colsep: Option<Regex>,
+    /// `--trim`, applied to every value (after `--colsep`).
+    pub trim: Trim,
+    /// `-0`, `-d DELIM`: what ends an item of stdin or a `::::` file (default: a newline).
+    pub delimiter: Vec<u8>,
+    /// `-N`, `-m`...: several items per job.
+    pub grouping: Option<Grouping>,
+    /// `--header`: the first item of each source names its values instead of being one, and
+    /// the names go into this cell (shared with [`Templates::names`]).
+    pub header: Option<Arc<OnceLock<Vec<String>>>>,
+    /// A template uses `<##>` or `<0#>`: every job waits for the end of input, when their
+    /// number is known (so the reader holds them all until then).
+    pub needs_total: bool,
+}
+
+impl Default for InputSpec {
+    fn default() -> InputSpec {
+        InputSpec {
+            mode: Mode::Template,
+            sources: Vec::new(),
+            joins: Vec::new(),
+            colsep: None,
+            trim: Trim::None,
+            delimiter: b"\n".to_vec(),
+            grouping: None,
+            header: None,
+            needs_total: false,
+        }
+    }
 }
 
 impl InputSpec {
@@ -147,14 +267,57 @@ impl InputSpec {
         if self.sources.is_empty() {
             return None;
         }
-        let mut total: u64 = 1;
-        for s in &self.sources {
-            match s {
-                Source::Args(a) => total = total.saturating_mul(a.len() as u64),
-                _ => return None,
+        let mut items: u64 = 1;
+        for group in self.link_groups() {
+            let mut lens = Vec::with_capacity(group.len());
+            for &i in &group {
+                match &self.sources[i] {
+                    Source::Args(a) => lens.push(a.len() as u64),
+                    _ => return None,
+                }
+            }
+            let len = match self.group_join(&group) {
+                Join::Shortest => lens.iter().copied().min(),
+                _ => lens.iter().copied().max(),
+            };
+            items = items.saturating_mul(len.unwrap_or(0));
+        }
+        match self.grouping {
+            None => Some(items),
+            Some(Grouping {
+                max_items: Some(n), ..
+            }) => Some(items.div_ceil(n.max(1) as u64)),
+            Some(_) => None,
+        }
+    }
+
+    fn join_of(&self, source: usize) -> Join {
+        self.joins.get(source).copied().unwrap_or_default()
+    }
+
+    /// The sources as groups of linked ones (indices), in order: each group is one factor of
+    /// the cartesian product.
+    fn link_groups(&self) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in 0..self.sources.len() {
+            match groups.last_mut() {
+                Some(group) if self.join_of(i) != Join::Product => group.push(i),
+                _ => groups.push(vec![i]),
             }
         }
-        Some(total)
+        groups
+    }
+
+    /// How a linked group pairs its sources: cut to the shortest only when every link in it
+    /// is a `:::+`.
+    fn group_join(&self, group: &[usize]) -> Join {
+        if group[1..].iter().any(|&i| self.join_of(i) == Join::Wrap) {
+            Join::Wrap
+        } else if group.len() > 1 {
+            Join::Shortest
+        } else {
+            Join::Product
+        }
     }
 }
 
@@ -183,6 +346,15 @@ pub struct ReaderState {
 }
 
 impl ReaderState {
+    /// A reader state whose end-of-input total goes into `total` (shared with the templates,
+    /// for `<##>`).
+    pub fn with_total(total: Arc<OnceLock<u64>>) -> ReaderState {
+        ReaderState {
+            total,
+            ..ReaderState::default()
+        }
+    }
+
     /// The number of jobs of the run, once the reader has read its whole input.
     pub fn total(&self) -> Option<u64> {
         self.total.get().copied()
@@ -260,6 +432,11 @@ pub fn spawn_reader(
                 tx,
                 state,
                 seq: 0,
+                group: Vec::new(),
+                group_items: 0,
+                group_bytes: 0,
+                held: Vec::new(),
+                read_error: None,
             }
             .run()
         })
@@ -270,6 +447,15 @@ struct Reader<'a> {
     tx: mpsc::Sender<Job>,
     state: Arc<ReaderState>,
     seq: u64,
+    /// `-N`, `-m`...: the values of the items read for the next job (not a job yet), how many
+    /// items they are and the command-line bytes they take.
+    group: Vec<String>,
+    group_items: usize,
+    group_bytes: usize,
+    /// [`InputSpec::needs_total`]: the jobs read so far, sent once input has ended.
+    held: Vec<Job>,
+    /// A source kept in a temp file could not be read back: the input fails with this.
+    read_error: Option<String>,
 }
 
 /// Raised inside the reader when the scheduler no longer wants jobs.
@@ -277,11 +463,35 @@ struct Stopped;
 
 impl Reader<'_> {
     fn run(mut self) -> Result<(), String> {
-        let sources = self.spec.sources.clone();
-        let outcome = if sources.is_empty() {
-            self.each_line(&Source::Stdin, |r, line| r.line_job(line))
+        let outcome = if self.spec.sources.is_empty() {
+            let mut header = self.spec.header.is_some() && self.spec.mode == Mode::Template;
+            self.each_line(&Source::Stdin, |r, line| {
+                if std::mem::take(&mut header) {
+                    let names = r.names_of(&Source::Stdin, line);
+                    r.set_names(names);
+                    return Ok(true);
+                }
+                r.line_job(line).map(|()| true)
+            })
         } else {
-            self.product(&sources)
+            self.product()
+        };
+        let outcome = match outcome {
+            // The items of a last, partial group make its job.
+            Ok(Ok(())) => {
+                self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+                let flushed = self.flush_group();
+                self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(flushed)
+            }
+            other => other,
+        };
+        let outcome = match outcome {
+            Ok(Ok(())) if self.spec.needs_total => {
+                let _ = self.state.total.set(self.seq);
+                Ok(self.send_held())
+            }
+            other => other,
         };
         match outcome {
             Ok(Ok(())) => {
@@ -293,47 +503,144 @@ impl Reader<'_> {
         }
     }
 
-    /// The cartesian product of the sources: the first is streamed, the others are read whole
-    /// first (they are repeated for each of its items), into memory or a temp file.
-    fn product(&mut self, sources: &[Source]) -> Result<Result<(), Stopped>, String> {
-        let mut rest = Vec::with_capacity(sources.len() - 1);
-        for s in &sources[1..] {
-            rest.push(Kept::read(s)?);
+    /// The cartesian product of the groups of linked sources. The first source is streamed;
+    /// every other one is read whole first (the other groups are repeated for each of its
+    /// items; the sources linked to it are paired with its items by position).
+    fn product(&mut self) -> Result<Result<(), Stopped>, String> {
+        let spec = self.spec;
+        let groups = spec.link_groups();
+        let header = spec.header.is_some();
+        // `--header`: each source's first item, as the names of its values (in the order of
+        // the values: the first group's sources, then the other groups').
+        let mut names_of: Vec<Vec<String>> = vec![Vec::new(); spec.sources.len()];
+        let mut read = |i: usize| -> Result<Vec<Vec<u8>>, String> {
+            let mut items = read_all(&spec.sources[i], &spec.delimiter)?;
+            if header && !items.is_empty() {
+                let first = items.remove(0);
+                names_of[i] = names_in(spec, &spec.sources[i], &first);
+            }
+            Ok(items)
+        };
+        let first = &groups[0];
+        let mut partners = Vec::with_capacity(first.len() - 1);
+        for &i in &first[1..] {
+            partners.push(read(i)?);
         }
-        if rest.iter().any(Kept::is_empty) {
+        let mut rest: Vec<Group> = Vec::with_capacity(groups.len() - 1);
+        let mut singles = Vec::new();
+        for group in &groups[1..] {
+            if let [i] = group[..] {
+                // A source of its own is repeated for every item before it: kept in memory
+                // while small, in a temp file beyond (memory stays bounded in bytes).
+                let (kept, first) = Kept::read(&spec.sources[i], &spec.delimiter, header)?;
+                rest.push(Group::Single(kept));
+                if let Some(first) = first {
+                    singles.push((i, first));
+                }
+                continue;
+            }
+            let mut sources = Vec::with_capacity(group.len());
+            for &i in group {
+                sources.push(read(i)?);
+            }
+            rest.push(Group::Linked(link(spec.group_join(group), sources)));
+        }
+        for (i, first) in singles {
+            names_of[i] = names_in(spec, &spec.sources[i], &first);
+        }
+        let join = spec.group_join(first);
+        let mut header_pending = header;
+        if rest.iter().any(Group::is_empty) || partners.iter().any(Vec::is_empty) {
             return Ok(Ok(()));
         }
-        let mut failed = None;
-        let outcome = self.each_line(&sources[0], |r, first| {
-            let mut parts = vec![first.to_vec()];
-            match r.combine(&rest, &mut parts) {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    failed = Some(e);
-                    Err(Stopped)
-                }
+        let longest = partners.iter().map(Vec::len).max().unwrap_or(0);
+        let shortest = partners.iter().map(Vec::len).min().unwrap_or(usize::MAX);
+        // The first source's items, kept only while a longer partner may need them again
+        // (bounded by that partner, which is in memory anyway).
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let mut count = 0usize;
+        let first_source = &spec.sources[first[0]];
+        let outcome = self.each_line(first_source, |r, item| {
+            if std::mem::take(&mut header_pending) {
+                names_of[first[0]] = r.names_of(first_source, item);
+                r.set_names(names_of.concat());
+                return Ok(true);
             }
-        });
-        match failed {
-            Some(e) => Err(e),
-            None => outcome,
+            if join == Join::Wrap && count < longest {
+                seen.push(item.to_vec());
+            }
+            r.linked_job(item, count, &partners, &rest)?;
+            count += 1;
+            Ok(!(join == Join::Shortest && count >= shortest))
+        })?;
+        if let Some(e) = self.read_error.take() {
+            return Err(e);
+        }
+        if outcome.is_err() || join != Join::Wrap || count == 0 {
+            return Ok(outcome);
+        }
+        // --link: a shorter first source wraps around to the longest partner.
+        for k in count..longest {
+            self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+            let sent = self.linked_job(&seen[k % count], k, &partners, &rest);
+            self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if let Some(e) = self.read_error.take() {
+                return Err(e);
+            }
+            if sent.is_err() {
+                return Ok(sent);
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// `--header`: the names in a source's first item (its columns' with `--colsep`).
+    fn names_of(&self, source: &Source, item: &[u8]) -> Vec<String> {
+        names_in(self.spec, source, item)
+    }
+
+    fn set_names(&self, names: Vec<String>) {
+        if let Some(cell) = &self.spec.header {
+            let _ = cell.set(names);
         }
     }
 
-    /// Sends a job for `parts` followed by each combination of the `rest` sources' items (the
-    /// last source varies fastest).
+    /// The jobs of the `k`-th item of the first source (`first`): paired with the `k`-th item
+    /// of each partner (wrapping around), times every combination of the other groups.
+    fn linked_job(
+        &mut self,
+        first: &[u8],
+        k: usize,
+        partners: &[Vec<Vec<u8>>],
+        rest: &[Group],
+    ) -> Result<(), Stopped> {
+        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(1 + partners.len() + rest.len());
+        parts.push(first.to_vec());
+        parts.extend(partners.iter().map(|items| items[k % items.len()].clone()));
+        match self.combine(rest, &mut parts) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.read_error.get_or_insert(e);
+                Err(Stopped)
+            }
+        }
+    }
+
+    /// Sends a job for `parts` followed by each combination of the `rest` groups' tuples (the
+    /// last group varies fastest).
     fn combine(
         &mut self,
-        rest: &[Kept],
+        rest: &[Group],
         parts: &mut Vec<Vec<u8>>,
     ) -> Result<Result<(), Stopped>, String> {
-        let Some((source, later)) = rest.split_first() else {
+        let Some((group, later)) = rest.split_first() else {
             let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
             return Ok(self.item_job(&refs));
         };
         let mut failed = None;
-        let outcome = source.for_each(|item| {
-            parts.push(item.to_vec());
+        let outcome = group.for_each(|tuple| {
+            let len = parts.len();
+            parts.extend(tuple.iter().map(|item| item.to_vec()));
             let outcome = match self.combine(later, parts) {
                 Ok(outcome) => outcome,
                 Err(e) => {
@@ -341,7 +648,7 @@ impl Reader<'_> {
                     Err(Stopped)
                 }
             };
-            parts.pop();
+            parts.truncate(len);
             outcome
         })?;
         match failed {
@@ -350,19 +657,25 @@ impl Reader<'_> {
         }
     }
 
+    /// Calls `f` with each item of `source` while it returns `Ok(true)`.
     fn each_line(
         &mut self,
         source: &Source,
-        mut f: impl FnMut(&mut Self, &[u8]) -> Result<(), Stopped>,
+        mut f: impl FnMut(&mut Self, &[u8]) -> Result<bool, Stopped>,
     ) -> Result<Result<(), Stopped>, String> {
         let mut stopped = Ok(());
-        for_each_item(source, |item| {
-            if stopped.is_ok() {
-                self.state.in_flight.fetch_add(1, Ordering::SeqCst);
-                stopped = f(self, item);
-                self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let delimiter = self.spec.delimiter.clone();
+        for_each_item(source, &delimiter, |item| {
+            self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+            let more = f(self, item);
+            self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            match more {
+                Ok(more) => Ok(more),
+                Err(Stopped) => {
+                    stopped = Err(Stopped);
+                    Ok(false)
+                }
             }
-            Ok(stopped.is_ok())
         })
         .map(|_| stopped)
     }
@@ -385,15 +698,18 @@ impl Reader<'_> {
 
     /// One item of the sources (one part per source).
     fn item_job(&mut self, parts: &[&[u8]]) -> Result<(), Stopped> {
-        let seq = self.next_seq();
         let mut args = Vec::with_capacity(parts.len());
         for part in parts {
             match std::str::from_utf8(part) {
-                Ok(text) => match &self.spec.colsep {
-                    Some(re) => args.extend(re.split(text).map(str::to_string)),
-                    None => args.push(text.to_string()),
-                },
+                Ok(text) => {
+                    let trim = self.spec.trim;
+                    match &self.spec.colsep {
+                        Some(re) => args.extend(re.split(text).map(|c| trim.apply(c).to_string())),
+                        None => args.push(trim.apply(text).to_string()),
+                    }
+                }
                 Err(_) => {
+                    let seq = self.next_seq();
                     let mut object = Map::new();
                     let raw: Vec<u8> = parts.join(&b' ');
                     object.insert(
@@ -405,7 +721,49 @@ impl Reader<'_> {
                 }
             }
         }
-        let body = if self.spec.mode == Mode::Commands {
+        match self.spec.grouping {
+            Some(grouping) => self.group_item(grouping, args),
+            None => {
+                let seq = self.next_seq();
+                self.args_job(seq, args)
+            }
+        }
+    }
+
+    /// Adds an item to the next job of several (`-N`, `-m`...), sending that job when it is
+    /// full: `-N n` items, or as many as fit the command-line limit.
+    fn group_item(&mut self, grouping: Grouping, args: Vec<String>) -> Result<(), Stopped> {
+        let bytes = args
+            .iter()
+            .map(|a| grouping.cost(a))
+            .fold(0usize, usize::saturating_add);
+        if self.group_items > 0 && self.group_bytes.saturating_add(bytes) > grouping.max_bytes {
+            self.flush_group()?;
+        }
+        self.group.extend(args);
+        self.group_items += 1;
+        self.group_bytes = self.group_bytes.saturating_add(bytes);
+        match grouping.max_items {
+            Some(n) if self.group_items >= n.max(1) => self.flush_group(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends the items gathered for the next job, if any, as that job.
+    fn flush_group(&mut self) -> Result<(), Stopped> {
+        if self.group_items == 0 {
+            return Ok(());
+        }
+        let args = std::mem::take(&mut self.group);
+        self.group_items = 0;
+        self.group_bytes = 0;
+        let seq = self.next_seq();
+        self.args_job(seq, args)
+    }
+
+    /// The job of one item's (or group's) values.
+    fn args_job(&mut self, seq: u64, args: Vec<String>) -> Result<(), Stopped> {
+        if self.spec.mode == Mode::Commands {
             // `:::` arguments without a template: the item is the command line.
             let mut object = Map::new();
             object.insert("cmd".into(), Value::String(args.join(" ")));
@@ -414,13 +772,11 @@ impl Reader<'_> {
                 Ok(spec) => ready(seq, object, spec),
                 Err(why) => invalid(seq, object, why),
             });
-        } else {
-            Body::Pending(args)
-        };
+        }
         self.send(Job {
             seq,
             object: Map::new(),
-            body,
+            body: Body::Pending(args),
             submitted: Local::now(),
             attempts: 0,
             host_losses: 0,
@@ -493,7 +849,34 @@ impl Reader<'_> {
         self.seq
     }
 
+    /// Sends the jobs held for the end of input ([`InputSpec::needs_total`]).
+    fn send_held(&mut self) -> Result<(), Stopped> {
+        self.state.in_flight.fetch_add(1, Ordering::SeqCst);
+        let mut sent = Ok(());
+        for job in std::mem::take(&mut self.held) {
+            sent = self.send_now(job);
+            if sent.is_err() {
+                break;
+            }
+        }
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        sent
+    }
+
     fn send(&mut self, job: Job) -> Result<(), Stopped> {
+        if self.spec.needs_total {
+            self.held.push(job);
+            return if self.state.stop.load(Ordering::SeqCst) {
+                Err(Stopped)
+            } else {
+                Ok(())
+            };
+        }
+        self.send_now(job)
+    }
+
+    fn send_now(&mut self, job: Job) -> Result<(), Stopped> {
+        // Jobs held for the total are not counted: nothing takes them before input ends.
         self.state.reserve(weight(&job));
         if self.tx.blocking_send(job).is_err() {
             return Err(Stopped);
@@ -517,28 +900,32 @@ fn is_blank(line: &[u8]) -> bool {
 }
 
 /// A source after the first, read whole: its items in memory, or past [`KEEP_IN_MEMORY`] in an
-/// unlinked temp file, one item a line (items from files and stdin hold no newline).
+/// unlinked temp file, each item behind its length (items may hold any byte with `-0`/`-d`).
 enum Kept {
     Memory(Vec<Vec<u8>>),
     Spilled(File),
 }
 
 impl Kept {
-    fn read(source: &Source) -> Result<Kept, String> {
-        if let Source::Args(args) = source {
-            // Already in memory, and an argument may hold a newline.
-            return Ok(Kept::Memory(
-                args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            ));
-        }
+    /// Reads `source` whole; with `header`, its first item is returned apart (the names).
+    fn read(
+        source: &Source,
+        delimiter: &[u8],
+        header: bool,
+    ) -> Result<(Kept, Option<Vec<u8>>), String> {
         let spill_error = |e: std::io::Error| format!("cannot keep input in a temp file: {e}");
+        let mut first = None;
         let mut items = Vec::new();
         let mut bytes = 0usize;
         let mut spill: Option<std::io::BufWriter<File>> = None;
         let mut failed = None;
-        for_each_item(source, |item| {
+        for_each_item(source, delimiter, |item| {
+            if header && first.is_none() {
+                first = Some(item.to_vec());
+                return Ok(true);
+            }
             let written = match &mut spill {
-                Some(file) => file.write_all(item).and_then(|_| file.write_all(b"\n")),
+                Some(file) => write_item(file, item),
                 None => {
                     bytes += item.len();
                     items.push(item.to_vec());
@@ -548,8 +935,7 @@ impl Kept {
                     tempfile::tempfile().and_then(|file| {
                         let mut file = std::io::BufWriter::with_capacity(64 * 1024, file);
                         for kept in std::mem::take(&mut items) {
-                            file.write_all(&kept)?;
-                            file.write_all(b"\n")?;
+                            write_item(&mut file, &kept)?;
                         }
                         spill = Some(file);
                         Ok(())
@@ -567,13 +953,14 @@ impl Kept {
         if let Some(e) = failed {
             return Err(e);
         }
-        match spill {
-            None => Ok(Kept::Memory(items)),
+        let kept = match spill {
+            None => Kept::Memory(items),
             Some(file) => file
                 .into_inner()
                 .map(Kept::Spilled)
-                .map_err(|e| spill_error(e.into_error())),
-        }
+                .map_err(|e| spill_error(e.into_error()))?,
+        };
+        Ok((kept, first))
     }
 
     fn is_empty(&self) -> bool {
@@ -598,22 +985,71 @@ impl Kept {
                     |e: std::io::Error| format!("cannot read input back from a temp file: {e}");
                 file.seek(SeekFrom::Start(0)).map_err(read_error)?;
                 let mut reader = BufReader::with_capacity(64 * 1024, file);
-                let mut line = Vec::new();
+                let mut item = Vec::new();
                 loop {
-                    line.clear();
-                    match reader.read_until(b'\n', &mut line) {
-                        Ok(0) => return Ok(Ok(())),
-                        Ok(_) => {
-                            line.pop();
-                            if let Err(stopped) = f(&line) {
-                                return Ok(Err(stopped));
-                            }
+                    let mut len = [0u8; 8];
+                    match reader.read_exact(&mut len) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            return Ok(Ok(()))
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(read_error(e)),
+                    }
+                    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| {
+                        read_error(std::io::Error::other("a kept item is too long"))
+                    })?;
+                    item.resize(len, 0);
+                    reader.read_exact(&mut item).map_err(read_error)?;
+                    if let Err(stopped) = f(&item) {
+                        return Ok(Err(stopped));
                     }
                 }
             }
+        }
+    }
+}
+
+/// `--header`: the names in a source's first item (its columns' with `--colsep`).
+fn names_in(spec: &InputSpec, _source: &Source, item: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(item);
+    match &spec.colsep {
+        Some(re) => re.split(&text).map(str::to_string).collect(),
+        None => vec![text.into_owned()],
+    }
+}
+
+/// One item of a spilled source: its length (8 bytes, little-endian), then its bytes.
+fn write_item(file: &mut impl Write, item: &[u8]) -> std::io::Result<()> {
+    file.write_all(&(item.len() as u64).to_le_bytes())?;
+    file.write_all(item)
+}
+
+/// A group of the product after the first: one source of its own (kept in memory or a temp
+/// file), or sources linked to each other (`--link`, `:::+`), as tuples in memory.
+enum Group {
+    Single(Kept),
+    Linked(Vec<Vec<Vec<u8>>>),
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        match self {
+            Group::Single(kept) => kept.is_empty(),
+            Group::Linked(tuples) => tuples.is_empty(),
+        }
+    }
+
+    /// Calls `f` with each tuple of the group's values, in order, until it stops.
+    fn for_each(
+        &self,
+        mut f: impl FnMut(&[&[u8]]) -> Result<(), Stopped>,
+    ) -> Result<Result<(), Stopped>, String> {
+        match self {
+            Group::Single(kept) => kept.for_each(|item| f(&[item])),
+            Group::Linked(tuples) => Ok(tuples.iter().try_for_each(|tuple| {
+                let refs: Vec<&[u8]> = tuple.iter().map(Vec::as_slice).collect();
+                f(&refs)
+            })),
         }
     }
 }
@@ -642,34 +1078,74 @@ fn invalid(seq: u64, object: Map<String, Value>, why: String) -> Job {
     }
 }
 
-/// Calls `f` with each item of a source (a line without its newline, or an argument) until it
-/// returns `Ok(false)`.
+/// Every item of a source, in memory (a source that is repeated or paired by position).
+fn read_all(source: &Source, delimiter: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut items = Vec::new();
+    for_each_item(source, delimiter, |item| {
+        items.push(item.to_vec());
+        Ok(true)
+    })?;
+    Ok(items)
+}
+
+/// A group of linked sources, read whole, as its tuples (one part per source).
+fn link(join: Join, sources: Vec<Vec<Vec<u8>>>) -> Vec<Vec<Vec<u8>>> {
+    if sources.iter().any(Vec::is_empty) {
+        return Vec::new();
+    }
+    let lens = sources.iter().map(Vec::len);
+    let len = match join {
+        Join::Shortest => lens.min(),
+        _ => lens.max(),
+    }
+    .unwrap_or(0);
+    (0..len)
+        .map(|k| {
+            sources
+                .iter()
+                .map(|items| items[k % items.len()].clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// Calls `f` with each item of a source (a line without its delimiter, or an argument) until
+/// it returns `Ok(false)`. `delimiter` (never empty) ends the items of stdin and files.
 fn for_each_item(
     source: &Source,
+    delimiter: &[u8],
     mut f: impl FnMut(&[u8]) -> Result<bool, String>,
 ) -> Result<(), String> {
     let read_lines =
         |reader: &mut dyn BufRead, name: &str, f: &mut dyn FnMut(&[u8]) -> Result<bool, String>| {
+            let last = delimiter.last().copied().unwrap_or(b'\n');
             let mut line = Vec::with_capacity(256);
             let mut first = true;
             loop {
                 line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {
-                        if line.last() == Some(&b'\n') {
-                            line.pop();
-                        }
-                        let item = match std::mem::take(&mut first) {
-                            true => line.strip_prefix(BOM).unwrap_or(&line),
-                            false => &line,
-                        };
-                        if !f(item)? {
-                            return Ok(());
-                        }
+                // True: the item ended with the delimiter; false: with the input.
+                let delimited = loop {
+                    match reader.read_until(last, &mut line) {
+                        Ok(0) => break false,
+                        Ok(_) if line.ends_with(delimiter) => break true,
+                        // Only the last byte of a longer delimiter: the item goes on.
+                        Ok(_) if line.last() == Some(&last) => continue,
+                        Ok(_) => break false,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(format!("cannot read {name}: {e}")),
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(format!("cannot read {name}: {e}")),
+                };
+                if delimited {
+                    line.truncate(line.len() - delimiter.len());
+                } else if line.is_empty() {
+                    return Ok(());
+                }
+                let item = match std::mem::take(&mut first) {
+                    true => line.strip_prefix(BOM).unwrap_or(&line),
+                    false => &line,
+                };
+                if !f(item)? || !delimited {
+                    return Ok(());
                 }
             }
         };
@@ -687,7 +1163,9 @@ fn for_each_item(
             let mut reader = BufReader::with_capacity(64 * 1024, stdin.lock());
             read_lines(&mut reader, "standard input", &mut f)
         }
-        Source::File(path) if path.as_os_str() == "-" => for_each_item(&Source::Stdin, f),
+        Source::File(path) if path.as_os_str() == "-" => {
+            for_each_item(&Source::Stdin, delimiter, f)
+        }
         Source::File(path) => {
             let file: Box<dyn Read> = Box::new(
                 File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,

@@ -764,6 +764,7 @@ fn tag_of(job: &Job, slot: usize, cmd: &str, tagstring: Option<&Template>) -> Ve
             fields: Some(&job.object),
             seq: job.seq,
             slot,
+            total: None,
         };
         template.expand(&ctx, Quoting::Verbatim).ok()
     });

@@ -102,7 +102,8 @@ async fn run_async(
         None
     };
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let state = Arc::new(ReaderState::default());
+    // The reader's total is also the templates' `<##>`.
+    let state = Arc::new(ReaderState::with_total(Arc::clone(&config.templates.total)));
     let known_total = config.input.known_total();
     let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
     if config.input.reads_stdin() && std::io::stdin().is_terminal() {
@@ -463,8 +464,9 @@ fn nonce() -> String {
     text
 }
 
-/// `--dry-run`: print each job as it would run (templates expanded, slots given round-robin).
-/// Signals and a failed stdout stop it as they stop a run.
+/// `--dry-run`: print each job as it would run (templates expanded, slots given round-robin):
+/// its JSON object, or with `--text` its command line. Signals and a failed stdout stop it as
+/// they stop a run.
 async fn dry_run(
     config: Config,
     mut rx: mpsc::Receiver<crate::job::Job>,
@@ -498,7 +500,21 @@ async fn dry_run(
                     let slot = ((job.seq - 1) % slots + 1) as usize;
                     config.templates.materialize(&mut job, slot);
                     let mut line = Vec::new();
-                    if let Body::Invalid(why) = &job.body {
+                    if config.text {
+                        // As GNU Parallel's --dry-run: the command lines; a job that cannot
+                        // run says why on stderr.
+                        match &job.body {
+                            Body::Ready(spec) => {
+                                line.extend_from_slice(spec.cmd.as_bytes());
+                                line.push(b'\n');
+                            }
+                            Body::Invalid(why) => {
+                                let _ = writeln!(std::io::stderr(), "bakapara: job {}: {why}", job.seq);
+                                summary.failed += 1;
+                            }
+                            Body::Pending(_) => {}
+                        }
+                    } else if let Body::Invalid(why) = &job.body {
                         let result =
                             JobResult::not_started(&job, Status::Error, why.clone(), String::new());
                         encode_line(&job.object, &result, &mut line);

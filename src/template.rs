@@ -40,6 +40,8 @@ pub struct Context<'a> {
     pub seq: u64,
     /// The slot number the job runs in, from 1 (`<%>`).
     pub slot: usize,
+    /// The number of jobs of the run, once input has ended (`<##>`, `<0#>`).
+    pub total: Option<u64>,
 }
 
 /// How a value is inserted into the expanded text.
@@ -86,6 +88,30 @@ pub struct Template {
     literal_len: usize,
     token_count: usize,
     uses_slot: bool,
+    uses_total: bool,
+    syntax: Syntax,
+    several: Several,
+    /// [`Several::Context`]: the template's words, split at whitespace.
+    words: Vec<Word>,
+}
+
+/// How a template reads a job that holds several input items (`-N`, `-m`, `-X`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Several {
+    /// One item per job: `<>` is the item as one shell word.
+    No,
+    /// `-N`, `-m`: `<>` is every value, each its own shell word, separated by spaces; a `<N>`
+    /// past the last value is empty (as GNU Parallel's `{N}` with too few arguments).
+    Values,
+    /// `-X`: as `Values`, but a word holding a `<>` token is repeated once per value, each
+    /// time with that value (GNU Parallel's context replace).
+    Context,
+}
+
+#[derive(Debug, Clone)]
+enum Word {
+    Space(String),
+    Text { template: Template, repeat: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +142,10 @@ enum Base {
     Seq,
     /// `<%>`.
     Slot,
+    /// `<##>`: the number of jobs (GNU Parallel's `--plus` `{##}`).
+    Total,
+    /// `<0#>`: the sequence number, zero-padded to the width of the total.
+    PaddedSeq,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +159,14 @@ enum Op {
     Dirname,
     /// `/.`
     BasenameNoExtension,
+    /// `..` / `...`: without two / three extensions (GNU Parallel's `--plus` `{..}`).
+    NoExtensions(usize),
+    /// `/..` / `/...`: basename without two / three extensions.
+    BasenameNoExtensions(usize),
+    /// `+/`: what `/` removes (the directory, without the last slash; empty for a bare name).
+    Directory,
+    /// `+.` / `+..` / `+...`: what `.`, `..`, `...` remove (the extensions, without the dot).
+    Extensions(usize),
     /// `/RE/REP` (`all == false`) and `//RE/REP` (`all == true`).
     Replace(Box<Replace>),
 }
@@ -167,6 +205,7 @@ impl Template {
         let mut literal_len = 0;
         let mut token_count = 0;
         let mut uses_slot = false;
+        let mut uses_total = false;
         let mut rest_start = 0; // start of the not yet consumed text
         let mut search = 0; // where to look for the next `<`
         while let Some(off) = source[search..].find(open) {
@@ -206,6 +245,7 @@ impl Template {
                 parts.push(Part::Literal(std::mem::take(&mut literal)));
             }
             uses_slot |= matches!(base, Base::Slot);
+            uses_total |= matches!(base, Base::Total | Base::PaddedSeq);
             token_count += 1;
             parts.push(Part::Token(Token {
                 text: text.to_string(),
@@ -226,7 +266,94 @@ impl Template {
             literal_len,
             token_count,
             uses_slot,
+            uses_total,
+            syntax,
+            several: Several::No,
+            words: Vec::new(),
         })
+    }
+
+    /// The same template for jobs of several input items (`-N`, `-m`, `-X`).
+    pub fn for_several(mut self, several: Several) -> Template {
+        self.several = several;
+        if several == Several::Context {
+            self.words = self.context_words();
+        }
+        self
+    }
+
+    /// The words of the template, split at whitespace; tokens never hold whitespace, so each
+    /// word parses on its own as it did within the whole.
+    fn context_words(&self) -> Vec<Word> {
+        let mut words = Vec::new();
+        let source = self.source.as_str();
+        let mut start = 0;
+        while start < source.len() {
+            let rest = &source[start..];
+            let space = rest.starts_with(char::is_whitespace);
+            let len = rest
+                .find(|c: char| c.is_whitespace() != space)
+                .unwrap_or(rest.len());
+            let text = &rest[..len];
+            if space {
+                words.push(Word::Space(text.to_string()));
+            } else {
+                let Ok(template) = Template::parse_in(text, self.syntax) else {
+                    return Vec::new();
+                };
+                let repeat = template.parts.iter().any(|part| {
+                    matches!(
+                        part,
+                        Part::Token(Token {
+                            base: Base::Whole,
+                            ..
+                        })
+                    )
+                });
+                words.push(Word::Text {
+                    template: template.for_several(Several::Values),
+                    repeat,
+                });
+            }
+            start += len;
+        }
+        words
+    }
+
+    /// How many `<>` tokens the template holds and, with [`Several::Context`], the bytes of
+    /// literal text in the words that are repeated per value: what each value adds to the
+    /// expanded text, besides itself (see [`crate::input::Grouping`]).
+    pub fn growth_per_value(&self) -> (usize, usize) {
+        let copies = self
+            .parts
+            .iter()
+            .filter(|part| {
+                matches!(
+                    part,
+                    Part::Token(Token {
+                        base: Base::Whole,
+                        ..
+                    })
+                )
+            })
+            .count();
+        let extra = self
+            .words
+            .iter()
+            .map(|word| match word {
+                Word::Text {
+                    template,
+                    repeat: true,
+                } => template.literal_len,
+                _ => 0,
+            })
+            .sum();
+        (copies, extra)
+    }
+
+    /// The bytes of literal text (what a job's expanded command holds besides values).
+    pub fn literal_len(&self) -> usize {
+        self.literal_len
     }
 
     /// The template text as given to [`Template::parse`].
@@ -271,15 +398,55 @@ impl Template {
         self.uses_slot
     }
 
+    /// True when a token uses `<##>` or `<0#>`: the job needs the number of jobs, known
+    /// only once input has ended.
+    pub fn uses_total(&self) -> bool {
+        self.uses_total
+    }
+
     /// Expands the template for one job. With [`Quoting::Shell`] every value becomes one
     /// shell word (quoted only when needed); with [`Quoting::Verbatim`] it is inserted as is.
     pub fn expand(&self, ctx: &Context<'_>, quoting: Quoting) -> Result<String, ExpandError> {
+        if !self.words.is_empty() {
+            return self.expand_words(ctx, quoting);
+        }
         let item_len: usize = ctx.args.iter().map(|a| a.len() + 1).sum();
         let mut out = String::with_capacity(self.literal_len + self.token_count * (item_len + 8));
+        let several = self.several != Several::No;
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Token(token) => expand_token(token, ctx, quoting, &mut out)?,
+                Part::Token(token) => expand_token(token, ctx, quoting, several, &mut out)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Several::Context`]: each word holding `<>` once per value, joined by spaces.
+    fn expand_words(&self, ctx: &Context<'_>, quoting: Quoting) -> Result<String, ExpandError> {
+        let mut out = String::new();
+        for word in &self.words {
+            match word {
+                Word::Space(text) => out.push_str(text),
+                Word::Text {
+                    template,
+                    repeat: false,
+                } => out.push_str(&template.expand(ctx, quoting)?),
+                Word::Text {
+                    template,
+                    repeat: true,
+                } => {
+                    for (i, value) in ctx.args.iter().enumerate() {
+                        if i > 0 {
+                            out.push(' ');
+                        }
+                        let one = Context {
+                            args: std::slice::from_ref(value),
+                            ..*ctx
+                        };
+                        out.push_str(&template.expand(&one, quoting)?);
+                    }
+                }
             }
         }
         Ok(out)
@@ -349,11 +516,17 @@ impl From<String> for Rejected {
     }
 }
 
-const OPS_HELP: &str = "`.`, `/`, `//`, `/.`, `/RE/REP` or `//RE/REP`";
+const OPS_HELP: &str =
+    "`.`, `/`, `//`, `/.`, `..`, `...`, `+/`, `+.`, `+..`, `/RE/REP` or `//RE/REP`";
 
 /// Parses a token's body (between `<` and `>`); the error is the message only.
 fn parse_token(body: &str) -> Result<(Base, Op), Rejected> {
     let first = body.chars().next();
+    match body {
+        "##" => return Ok((Base::Total, Op::None)),
+        "0#" => return Ok((Base::PaddedSeq, Op::None)),
+        _ => {}
+    }
     let (base, rest) = match first {
         Some('#') | Some('%') => {
             let base = if first == Some('#') {
@@ -405,6 +578,14 @@ fn parse_token(body: &str) -> Result<(Base, Op), Rejected> {
         "/" => Op::Basename,
         "//" => Op::Dirname,
         "/." => Op::BasenameNoExtension,
+        ".." => Op::NoExtensions(2),
+        "..." => Op::NoExtensions(3),
+        "/.." => Op::BasenameNoExtensions(2),
+        "/..." => Op::BasenameNoExtensions(3),
+        "+/" => Op::Directory,
+        "+." => Op::Extensions(1),
+        "+.." => Op::Extensions(2),
+        "+..." => Op::Extensions(3),
         _ => {
             if let Some(spec) = rest.strip_prefix("//") {
                 parse_replace(spec, true)?
@@ -412,8 +593,8 @@ fn parse_token(body: &str) -> Result<(Base, Op), Rejected> {
                 parse_replace(spec, false)?
             } else if matches!(base, Base::Whole) {
                 return Err(format!(
-                    "unknown token: expected `<>`, `<N>`, `<-N>`, `<name>`, `<#>` or `<%>`, \
-                     optionally followed by {OPS_HELP}"
+                    "unknown token: expected `<>`, `<N>`, `<-N>`, `<name>`, `<#>`, `<%>`, `<##>` \
+                     or `<0#>`, optionally followed by {OPS_HELP}"
                 )
                 .into());
             } else {
@@ -572,6 +753,7 @@ fn expand_token(
     token: &Token,
     ctx: &Context<'_>,
     quoting: Quoting,
+    several: bool,
     out: &mut String,
 ) -> Result<(), ExpandError> {
     let value: Cow<'_, str> = match &token.base {
@@ -581,6 +763,32 @@ fn expand_token(
         }
         Base::Slot => {
             let _ = write!(out, "{}", ctx.slot);
+            return Ok(());
+        }
+        Base::Total | Base::PaddedSeq => {
+            let Some(total) = ctx.total else {
+                return Err(ExpandError(format!(
+                    "token `{}` needs the number of jobs, which is not known yet",
+                    token.text
+                )));
+            };
+            let _ = match token.base {
+                Base::Total => write!(out, "{total}"),
+                _ => write!(out, "{:0width$}", ctx.seq, width = total.to_string().len()),
+            };
+            return Ok(());
+        }
+        Base::Whole if several => {
+            for (i, arg) in ctx.args.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                let value = apply(&token.op, arg);
+                match quoting {
+                    Quoting::Shell => push_shell_quoted(out, &value),
+                    Quoting::Verbatim => out.push_str(&value),
+                }
+            }
             return Ok(());
         }
         Base::Whole => match ctx.args {
@@ -611,6 +819,7 @@ fn expand_token(
             };
             match index.and_then(|i| ctx.args.get(i)) {
                 Some(arg) => apply(&token.op, arg),
+                None if several => Cow::Borrowed(""),
                 None => {
                     let have = ctx.args.len();
                     return Err(ExpandError(format!(
@@ -658,8 +867,65 @@ fn apply<'v>(op: &Op, value: &'v str) -> Cow<'v, str> {
             Cow::Borrowed(b) => Cow::Borrowed(no_extension(b)),
             Cow::Owned(b) => Cow::Owned(no_extension(&b).to_string()),
         },
+        Op::NoExtensions(n) => perl_sub(&plus_regexes().no_extensions[n - 2], value, ""),
+        Op::BasenameNoExtensions(n) => {
+            let base = basename(value);
+            Cow::Owned(perl_sub(&plus_regexes().no_extensions[n - 2], &base, "").into_owned())
+        }
+        Op::Directory => or_empty(perl_sub_found(&plus_regexes().directory, value, "")),
+        Op::Extensions(1) => or_empty(perl_sub_found(&plus_regexes().extension, value, "")),
+        Op::Extensions(n) => or_empty(perl_sub_found(
+            &plus_regexes().extensions[(*n).clamp(2, 3) - 2],
+            value,
+            "$1",
+        )),
         Op::Replace(r) => replace(r, value),
     }
+}
+
+/// The regexes of GNU Parallel's `--plus` operators, as its Perl substitutions (Perl's and
+/// Rust's `.` both stop at a newline; both are leftmost-first).
+struct PlusRegexes {
+    /// `s:\.[^/.]*\.[^/.]*$::` and the three-extension one.
+    no_extensions: [Regex; 2],
+    /// `s:/[^/]*$::`
+    directory: Regex,
+    /// `s:.*\.::`
+    extension: Regex,
+    /// `s:.*\.([^/.]*\.[^/.]*)$:$1:` and the three-extension one.
+    extensions: [Regex; 2],
+}
+
+fn plus_regexes() -> &'static PlusRegexes {
+    static REGEXES: std::sync::OnceLock<PlusRegexes> = std::sync::OnceLock::new();
+    REGEXES.get_or_init(|| {
+        // Constant patterns, checked by the unit tests.
+        let re = |p: &str| Regex::new(p).expect("a valid constant regex");
+        PlusRegexes {
+            no_extensions: [re(r"\.[^/.]*\.[^/.]*$"), re(r"\.[^/.]*\.[^/.]*\.[^/.]*$")],
+            directory: re(r"/[^/]*$"),
+            extension: re(r".*\."),
+            extensions: [
+                re(r".*\.([^/.]*\.[^/.]*)$"),
+                re(r".*\.([^/.]*\.[^/.]*\.[^/.]*)$"),
+            ],
+        }
+    })
+}
+
+/// Perl's `s:RE:REP:` (first match) on `value`.
+fn perl_sub<'v>(re: &Regex, value: &'v str, rep: &str) -> Cow<'v, str> {
+    re.replacen(value, 1, rep)
+}
+
+/// Perl's `s:RE:REP:`, `None` when nothing matched (GNU's `... || s:.*$::`).
+fn perl_sub_found<'v>(re: &Regex, value: &'v str, rep: &str) -> Option<Cow<'v, str>> {
+    re.is_match(value).then(|| perl_sub(re, value, rep))
+}
+
+/// GNU's `|| s:.*$::`: where the operator found nothing, the value is empty.
+fn or_empty(value: Option<Cow<'_, str>>) -> Cow<'_, str> {
+    value.unwrap_or(Cow::Borrowed(""))
 }
 
 /// GNU Parallel's `{.}`, the Perl `s:\.[^/.]*$::`: drop the last `.` and what follows,
@@ -784,6 +1050,7 @@ mod tests {
             fields,
             seq: 7,
             slot: 3,
+            total: None,
         }
     }
 
@@ -918,6 +1185,7 @@ mod tests {
             fields: None,
             seq: 12345678901,
             slot: 16,
+            total: None,
         };
         assert_eq!(
             t.expand(&c, Quoting::Shell).unwrap(),
@@ -1225,7 +1493,7 @@ mod tests {
         let cases: &[(&str, &str, usize, &str)] = &[
             ("echo <#.>", "<#.>", 6, "takes no operator"),
             ("<%/>", "<%/>", 1, "takes no operator"),
-            ("<##>", "<##>", 1, "takes no operator"),
+            ("<##x>", "<##x>", 1, "takes no operator"),
             ("x <0>", "<0>", 3, "count from 1"),
             ("<00.>", "<00.>", 1, "count from 1"),
             (
@@ -1238,7 +1506,7 @@ mod tests {
             ("<//[/x>", "<//[/x>", 1, "bad regex"),
             ("<x-y>", "<x-y>", 1, "unknown operator `-y`"),
             ("<1a>", "<1a>", 1, "unknown operator `a`"),
-            ("<name..>", "<name..>", 1, "unknown operator `..`"),
+            ("<name.,>", "<name.,>", 1, "unknown operator `.,`"),
             ("<->", "<->", 1, "unknown token"),
             ("<.x>", "<.x>", 1, "unknown token"),
             ("<//.>", "<//.>", 1, "missing replacement"),

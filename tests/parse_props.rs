@@ -83,7 +83,7 @@ proptest! {
             let fields: Option<Map<String, Value>> = fields.map(|f| {
                 f.into_iter().map(|(k, v)| (k, Value::String(v))).collect()
             });
-            let ctx = Context { args: &args, fields: fields.as_ref(), seq, slot };
+            let ctx = Context { args: &args, fields: fields.as_ref(), seq, slot, total: None };
             let _ = t.expand(&ctx, Quoting::Shell);
             let _ = t.expand(&ctx, Quoting::Verbatim);
         }
@@ -119,7 +119,7 @@ proptest! {
     fn printf_of_the_expanded_item_prints_exactly_the_argument(arg in argument()) {
         let t = Template::parse("printf %s <>").unwrap();
         let args = [arg.clone()];
-        let ctx = Context { args: &args, fields: None, seq: 1, slot: 1 };
+        let ctx = Context { args: &args, fields: None, seq: 1, slot: 1, total: None };
         let cmd = t.expand(&ctx, Quoting::Shell).unwrap();
         let out = bash(&cmd);
         prop_assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -130,7 +130,7 @@ proptest! {
     fn two_columns_reach_the_command_as_words(a in argument(), b in argument()) {
         let t = Template::parse("printf '%s\\0' <1> <2> <>").unwrap();
         let args = [a.clone(), b.clone()];
-        let ctx = Context { args: &args, fields: None, seq: 1, slot: 1 };
+        let ctx = Context { args: &args, fields: None, seq: 1, slot: 1, total: None };
         let cmd = t.expand(&ctx, Quoting::Shell).unwrap();
         let out = bash(&cmd);
         prop_assert!(out.status.success());

@@ -177,7 +177,8 @@ fn help(flag: &str) -> String {
 
 /// The long options a help screen lists in its option tables, as `--name`.
 fn listed_options(text: &str) -> Vec<String> {
-    let option = regex::Regex::new(r"^\s+(?:-[A-Za-z], )?(--[a-z][a-z-]*)").expect("a valid regex");
+    let option =
+        regex::Regex::new(r"^\s+(?:-[A-Za-z0-9], )?(--[a-z][a-z-]*)").expect("a valid regex");
     text.lines()
         .filter_map(|l| option.captures(l))
         .map(|c| c[1].to_string())
