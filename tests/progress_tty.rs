@@ -2,101 +2,16 @@
 //! test says so, its stdout and stdin) is a terminal, and the test reads the screen: the live
 //! progress display, human output instead of JSON, the hint for input typed at the terminal.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::tmux::{quote, Tmux, WAIT};
+
 use serde_json::Value;
-
-/// How long to wait for the screen to show something (the machine may be busy).
-const WAIT: Duration = Duration::from_secs(60);
-
-/// A tmux server of this test's own (its own socket); killed when dropped, also on failure.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(name: &str, width: u16, height: u16, shell_command: &str) -> Tmux {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let tmux = Tmux {
-            socket: format!("bakapara-{name}-{}-{nanos}", std::process::id()),
-        };
-        let out = tmux.command(&[
-            "new-session",
-            "-d",
-            "-x",
-            &width.to_string(),
-            "-y",
-            &height.to_string(),
-            shell_command,
-        ]);
-        assert!(
-            out.status.success(),
-            "tmux new-session: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tmux
-    }
-
-    fn command(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .env_remove("TMUX")
-            .output()
-            .expect("run tmux (is it installed?)")
-    }
-
-    /// The visible screen of the pane, lines without trailing blanks (a line the terminal
-    /// wrapped comes joined).
-    fn screen(&self) -> String {
-        let out = self.command(&["capture-pane", "-p", "-J"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Polls the screen until `cond` holds; panics with the last screen after [`WAIT`].
-    fn wait_for_screen(&self, what: &str, mut cond: impl FnMut(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let screen = self.screen();
-            if cond(&screen) {
-                return screen;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; the screen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.command(&["kill-server"]);
-    }
-}
-
-fn wait_for_file(path: &Path, tmux: &Tmux) {
-    let deadline = Instant::now() + WAIT;
-    while !path.exists() {
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {}; the screen:\n{}",
-                path.display(),
-                tmux.screen()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
-}
 
 /// Starts `bakapara ARGS > out.jsonl` in a 120x30 pane; its exit code goes to `rc`, then the
 /// pane stays (so the final screen can be read).
@@ -149,7 +64,7 @@ fn a_live_display_shows_progress_and_ends_on_one_clean_line() {
         !running.contains("returned 0"),
         "no log lines on a terminal:\n{running}"
     );
-    wait_for_file(&rc, &tmux);
+    tmux.wait_for_file(&rc);
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
     let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
     let lines = non_empty_lines(&screen);
@@ -201,7 +116,7 @@ fn the_total_is_unknown_until_the_input_ends() {
     input.flush().unwrap();
     tmux.wait_for_screen("3 done of an unknown total", |s| s.contains("3/? done"));
     drop(input);
-    wait_for_file(&rc, &tmux);
+    tmux.wait_for_file(&rc);
     let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
     let lines = non_empty_lines(&screen);
     assert_eq!(lines.len(), 1, "{screen}");
@@ -220,7 +135,7 @@ fn failed_jobs_are_printed_above_the_display() {
         dir.path(),
         "-j 2 'sleep 0.1; exit $((<> == 3))' ::: 1 2 3 4",
     );
-    wait_for_file(&rc, &tmux);
+    tmux.wait_for_file(&rc);
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "1");
     let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
     let lines = non_empty_lines(&screen);
@@ -238,7 +153,7 @@ fn failed_jobs_are_printed_above_the_display() {
 fn quiet_shows_no_display() {
     let dir = tempfile::tempdir().unwrap();
     let (tmux, out, rc) = start("quiet", dir.path(), "-q -j 2 'echo <>' ::: 1 2 3");
-    wait_for_file(&rc, &tmux);
+    tmux.wait_for_file(&rc);
     let screen = tmux.screen();
     assert!(non_empty_lines(&screen).is_empty(), "{screen}");
     assert_eq!(result_lines(&out).len(), 3);
@@ -276,7 +191,7 @@ fn piped_input_shows_its_total_a_bar_and_an_eta_once_it_is_read() {
         "a bar once the total is known:\n{screen}"
     );
     assert!(!screen.contains("/? done"), "{screen}");
-    wait_for_file(&rc, &tmux);
+    tmux.wait_for_file(&rc);
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
     assert_eq!(result_lines(&out).len(), 20);
 }
@@ -327,7 +242,7 @@ fn jobs_read_from_the_terminal_get_a_hint_on_how_to_end_the_input() {
     }
     let sent = tmux.command(&["send-keys", "C-d"]);
     assert!(sent.status.success());
-    wait_for_file(&rc, &tmux);
+    tmux.wait_for_file(&rc);
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
     let results = result_lines(&out);
     assert_eq!(results.len(), 1);
@@ -357,7 +272,7 @@ fn a_terminal_on_stdout_gets_each_jobs_output_and_failures_named_not_json() {
         "\"$B\" -j 2 --joblog log.jsonl \
          'echo out <>; echo line2 <>; echo oops <> >&2; exit $((<> == 2))' ::: 1 2 3",
     );
-    wait_for_file(&rc, &tmux);
+    tmux.wait_for_file(&rc);
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "1");
     let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
     assert!(!screen.contains("{\""), "no JSON on a terminal:\n{screen}");
@@ -386,7 +301,7 @@ fn a_terminal_on_stdout_gets_each_jobs_output_and_failures_named_not_json() {
 fn json_forces_result_lines_on_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let (tmux, _, rc) = start_line("json", dir.path(), "\"$B\" --json 'echo hi <>' ::: 1");
-    wait_for_file(&rc, &tmux);
+    tmux.wait_for_file(&rc);
     let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
     assert!(screen.contains("\"stdout\":\"hi 1\\n\""), "{screen}");
     assert!(screen.contains("\"result\":{\"status\":\"ok\""), "{screen}");
@@ -400,7 +315,7 @@ fn line_buffer_on_a_terminal_prints_lines_above_the_display() {
         dir.path(),
         "\"$B\" --line-buffer -j 2 'echo <> one; echo <> two' ::: a b c",
     );
-    wait_for_file(&rc, &tmux);
+    tmux.wait_for_file(&rc);
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
     let screen = tmux.wait_for_screen("the final line", |s| s.contains("completed:"));
     let mut lines = non_empty_lines(&screen);

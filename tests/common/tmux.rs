@@ -74,9 +74,10 @@ impl Tmux {
         assert!(out.status.success(), "tmux send-keys {keys}");
     }
 
-    /// The visible screen of the pane.
+    /// The visible screen of the pane, lines without trailing blanks (a line the terminal
+    /// wrapped comes joined).
     pub fn screen(&self) -> String {
-        let out = self.command(&["capture-pane", "-p"]);
+        let out = self.command(&["capture-pane", "-p", "-J"]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
