@@ -215,23 +215,9 @@ fn jobs_spread_over_three_hosts() {
     );
 }
 
-/// Hosts whose sessions get `HOME=home`, so logins skip /root/.bashrc (pyenv here): fast
-/// logins for tests that run many jobs, and no `pyenv rehash` lock file left behind when a
-/// session is SIGKILLed mid-login (every later login on this machine would wait 60 s for it).
-fn cluster_without_bashrc(names: &[&str], home: &Path) -> SshCluster {
-    let home = home.to_str().expect("UTF-8 temp dir").to_string();
-    SshCluster::from_builders(
-        names
-            .iter()
-            .map(|n| SshdHost::builder(n).env("HOME", home.as_str()))
-            .collect(),
-    )
-}
-
 #[test]
 fn many_quick_jobs_all_end_with_their_whole_output() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let cluster = SshCluster::start(&["h1", "h2"]);
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/8,h2/8", "echo out <>; echo err <> >&2"]);
     let input: String = (1..=200).map(|i| format!("{i}\n")).collect();
@@ -268,8 +254,7 @@ fn large_remote_output_arrives_whole() {
     // OpenSSH's multiplexing drops what is still buffered for a session when its client lets
     // go right after the exit status (openssh-rust/openssh#103): the last bytes of a big
     // output must not be lost.
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let cluster = SshCluster::start(&["h1"]);
     let mut cmd = bakapara(&cluster);
     cmd.args([
         "-S",
@@ -440,8 +425,7 @@ fn sixteen_slots_work_against_a_stock_max_sessions_of_ten() {
 #[test]
 fn a_host_lost_mid_run_has_its_jobs_rerun_elsewhere() {
     // h2's sessions are SIGKILLed mid-run, maybe mid-login: no .bashrc (see the helper).
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1", "h2", "h3"], home.path());
+    let cluster = SshCluster::start(&["h1", "h2", "h3"]);
     let dir = tempdir();
     let mut cmd = bakapara(&cluster);
     cmd.current_dir(dir.path()).args(["-S", "h1/3,h2/3,h3/3"]);
@@ -725,8 +709,7 @@ fn remote_jobs_past_their_timeout_are_stopped_by_sigterm() {
 
 #[test]
 fn a_failed_job_is_retried_on_another_host() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let cluster = SshCluster::start(&["h1", "h2"]);
     let mut cmd = bakapara(&cluster);
     // The job fails wherever it first runs and succeeds on any other host: only a retry that
     // moves to the other host can make it ok.
@@ -755,8 +738,7 @@ fn a_failed_job_is_retried_on_another_host() {
 
 #[test]
 fn a_job_whose_only_host_stays_down_fails_after_the_host_timeout() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let cluster = SshCluster::start(&["h1", "h2"]);
     let dir = tempdir();
     let started = dir.path().join("started");
     let mut cmd = bakapara(&cluster);
@@ -882,8 +864,7 @@ fn a_long_tmpdir_does_not_break_the_control_sockets() {
 
 #[test]
 fn a_control_directory_removed_mid_run_is_recreated() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let cluster = SshCluster::start(&["h1"]);
     let tmp = tempdir();
     let flags = tempdir();
     let (started, go) = (flags.path().join("started"), flags.path().join("go"));
@@ -931,8 +912,7 @@ fn a_run_in_another_pid_namespace_leaves_a_live_runs_control_directory_alone() {
         eprintln!("skipped: `unshare --pid` does not work here (it needs root)");
         return;
     }
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let cluster = SshCluster::start(&["h1"]);
     let tmp = tempdir();
     let flags = tempdir();
     let (started, go) = (flags.path().join("started"), flags.path().join("go"));
@@ -976,8 +956,7 @@ fn a_run_in_another_pid_namespace_leaves_a_live_runs_control_directory_alone() {
 
 #[test]
 fn masters_and_their_sessions_end_with_the_run() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let cluster = SshCluster::start(&["h1"]);
     let tmp = tempdir();
     let mut cmd = bakapara(&cluster);
     with_tmpdir(&mut cmd, tmp.path());
@@ -1047,8 +1026,7 @@ fn silent_port() -> (std::net::TcpListener, u16) {
 
 #[test]
 fn jobs_start_on_the_first_ready_host_without_waiting_for_a_hanging_one() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let cluster = SshCluster::start(&["h1"]);
     let (_listener, port) = silent_port();
     let dir = tempdir();
     let config = edited_config(&cluster, dir.path(), |mut text| {
@@ -1095,8 +1073,7 @@ fn jobs_start_on_the_first_ready_host_without_waiting_for_a_hanging_one() {
 
 #[test]
 fn a_host_down_at_start_joins_when_it_comes_up() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let cluster = SshCluster::start(&["h1", "h2"]);
     cluster.host("h2").stop();
     let dir = tempdir();
     let (started, go) = (dir.path().join("started"), dir.path().join("go"));
@@ -1178,8 +1155,7 @@ fn every_job_gets_an_error_line_when_no_host_can_be_reached() {
 
 #[test]
 fn the_last_jobs_spread_over_hosts_with_free_slots() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let cluster = SshCluster::start(&["h1", "h2"]);
     let dir = tempdir();
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/4,h2/4"])
@@ -1279,8 +1255,7 @@ impl Relay {
 
 #[test]
 fn a_result_that_arrived_keeps_its_own_elapsed_when_the_hosts_inbound_traffic_is_dropped() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let cluster = SshCluster::start(&["h1"]);
     let h1 = cluster.host("h1").port();
     let relay = Relay::start(h1);
     let dir = tempdir();
@@ -1320,8 +1295,7 @@ fn a_result_that_arrived_keeps_its_own_elapsed_when_the_hosts_inbound_traffic_is
 
 #[test]
 fn after_kill_9_the_masters_and_remote_jobs_go_within_seconds() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let cluster = SshCluster::start(&["h1"]);
     let arg = format!("1234.{}", unique(""));
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/2"]);
@@ -1345,8 +1319,7 @@ fn after_kill_9_the_masters_and_remote_jobs_go_within_seconds() {
 
 #[test]
 fn a_retry_runs_again_on_its_host_when_the_other_one_cannot_be_reached() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1", "h2"], home.path());
+    let cluster = SshCluster::start(&["h1", "h2"]);
     cluster.host("h2").stop();
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/1,h2/1", "--retries", "1"]);
@@ -1359,8 +1332,7 @@ fn a_retry_runs_again_on_its_host_when_the_other_one_cannot_be_reached() {
 
 #[test]
 fn the_users_connect_timeout_wins_over_bakaparas_default() {
-    let home = tempdir();
-    let cluster = cluster_without_bashrc(&["h1"], home.path());
+    let cluster = SshCluster::start(&["h1"]);
     let (_listener, port) = silent_port();
     let dir = tempdir();
     // bakapara's own default is 10 s; the user asks for 1 s on this host.

@@ -13,7 +13,8 @@
 //!
 //! Every session on a host has `BAKAPARA_TEST_HOST=<name>` (so a job can prove where it ran)
 //! and `BAKAPARA_TEST_SSHD=<the host's temp dir>` (so the harness can find the host's session
-//! processes, [`SshdHost::session_pids`], even when they escaped the process tree).
+//! processes, [`SshdHost::session_pids`], even when they escaped the process tree), and an
+//! empty `HOME` of its own, so no `~/.bashrc` of the user running the tests slows its logins.
 //!
 //! Processes: dropping an [`SshdHost`] (or the [`SshCluster`] holding it) kills its listener
 //! and every descendant, also when a test panics. All sshd listeners are spawned from one
@@ -105,6 +106,7 @@ impl SshdBuilder {
         let host_pub = read(&d.join("host_key.pub"));
         let user_pub = read(&d.join("user_key.pub"));
         fs::write(d.join("authorized_keys"), &user_pub).expect("write authorized_keys");
+        fs::create_dir(d.join("home")).expect("create the sessions' empty HOME");
         fs::write(
             d.join("known_hosts"),
             format!("{PROBE_ALIAS} {}", host_pub.trim()),
@@ -371,10 +373,14 @@ impl SshdHost {
     fn write_config(&self) {
         let d = self.dir();
         let q = |p: &Path| format!("\"{}\"", p.display());
+        // Sessions get an empty HOME of their own: the login shell then reads no ~/.bashrc of
+        // the user running the tests. Root's on these machines runs `pyenv init`, whose rehash
+        // lock, left behind by a session killed mid-login, makes every later login wait 60 s.
         let mut setenv = format!(
-            "SetEnv \"BAKAPARA_TEST_HOST={}\" \"{}\"",
+            "SetEnv \"BAKAPARA_TEST_HOST={}\" \"{}\" \"HOME={}\"",
             self.name,
-            self.env_marker()
+            self.env_marker(),
+            d.join("home").display()
         );
         for (k, v) in &self.env {
             setenv.push_str(&format!(" \"{k}={v}\""));
@@ -464,15 +470,8 @@ impl SshdHost {
                     self.config_path().display()
                 );
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "sshd {} on port {} was not ready within {READY_TIMEOUT:?}; last login \
-                     attempt: {last_probe}\nsshd stderr:\n{}",
-                    self.name,
-                    self.port,
-                    self.log()
-                );
-            }
+            // Try before looking at the clock: the deadline is shared by the hosts booting
+            // together, and one that was ready long ago must not fail untried.
             if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
                 let out = self.probe();
                 if out.status.success() {
@@ -482,6 +481,15 @@ impl SshdHost {
                     "ssh exited with {}: {}",
                     out.status,
                     String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "sshd {} on port {} was not ready within {READY_TIMEOUT:?}; last login \
+                     attempt: {last_probe}\nsshd stderr:\n{}",
+                    self.name,
+                    self.port,
+                    self.log()
                 );
             }
             std::thread::sleep(POLL);
