@@ -524,7 +524,6 @@ impl Output {
             self.write(entry);
         }
         self.held_spools = 0;
-        self.logger.completed(self.done, self.failed);
         self.tx = None;
     }
 
@@ -532,7 +531,7 @@ impl Output {
     /// does not read is waited for as long as it takes, unless a signal stopped the run
     /// (`stopped`, or a signal while waiting): then it gets [`DRAIN_AFTER_SIGNAL`], a second
     /// signal ends the wait at once, and the lines still waiting are given up. Returns the
-    /// signal that came while waiting.
+    /// signal that came while waiting. Then logs the run's `completed:` line.
     pub async fn flush(
         &mut self,
         controls: &mut Controls,
@@ -571,6 +570,9 @@ impl Output {
                 }
             }
         }
+        // Only now: the writer thread draws on the same terminal, and a last job's output
+        // written during the display's last drawing could wipe the `completed:` line.
+        self.logger.completed(self.done, self.failed);
         signal
     }
 

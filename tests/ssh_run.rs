@@ -89,6 +89,25 @@ impl Live {
         nix::unistd::Pid::from_raw(self.child.id() as i32)
     }
 
+    /// Waits (up to [`WAIT`]) until `cond` holds of the result lines so far; on a timeout kills
+    /// bakapara and panics with its stderr, which tells what it was doing.
+    fn until(&mut self, what: &str, cond: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond(&self.lines()) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stderr = self.stderr.take().map(|t| t.join().unwrap_or_default());
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}; lines so far: {:#?}\nstderr:\n{}",
+                    self.lines(),
+                    stderr.unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for bakapara to end (killing it and panicking after `timeout`): its status, all
     /// its result lines and its stderr.
     fn wait(&mut self, timeout: Duration) -> (ExitStatus, Vec<Value>, String) {
@@ -1098,7 +1117,7 @@ fn a_host_down_at_start_joins_when_it_comes_up() {
         std::fs::remove_dir_all(dir).unwrap();
     }
     cluster.host("h2").restart();
-    wait_until(WAIT, "the h2 job to end", || !live.lines().is_empty());
+    live.until("the h2 job to end", |lines| !lines.is_empty());
     std::fs::write(&go, "").unwrap();
     let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
     assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
