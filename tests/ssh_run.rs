@@ -6,12 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use assert_cmd::cargo::CommandCargoExt;
+use common::bin::{Finished, Live};
 use common::sshd::{pids_with_cmdline_containing, wait_until, SshCluster, SshdHost};
 use serde_json::{json, Value};
 
@@ -21,138 +20,26 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 const WAIT: Duration = Duration::from_secs(60);
 
 fn bakapara(cluster: &SshCluster) -> Command {
-    let mut cmd = Command::cargo_bin("bakapara").expect("the bakapara binary is built");
+    let mut cmd = common::bin::bakapara();
     cmd.arg("--ssh-config").arg(cluster.ssh_config_path());
     cmd
 }
 
 fn run(cmd: Command, stdin: &str) -> (Option<i32>, Vec<Value>, String) {
-    let mut live = Live::spawn(cmd, stdin);
-    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
-    (status.code(), lines, stderr)
+    let Finished {
+        code,
+        lines,
+        stderr,
+        ..
+    } = start(cmd, stdin).finish_within(RUN_TIMEOUT);
+    (code, lines, stderr)
 }
 
-/// A bakapara run whose result lines can be watched while it goes on. Dropping it kills
-/// bakapara if it still runs (a failed test leaves nothing behind).
-struct Live {
-    child: Child,
-    lines: Arc<Mutex<Vec<Value>>>,
-    stdout: Option<JoinHandle<()>>,
-    stderr: Option<JoinHandle<String>>,
-    writer: Option<JoinHandle<()>>,
+/// Starts `cmd` with `stdin` as its input (then closed).
+fn start(mut cmd: Command, stdin: &str) -> Live {
+    Live::spawn_with(&mut cmd, stdin.as_bytes().to_vec())
 }
 
-impl Live {
-    /// Starts `cmd` with `stdin` as its input (then closed).
-    fn spawn(mut cmd: Command, stdin: &str) -> Live {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("bakapara starts");
-        let mut input = child.stdin.take().expect("stdin");
-        let text = stdin.to_string();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(text.as_bytes());
-        });
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().expect("stdout");
-        let sink = Arc::clone(&lines);
-        let stdout = std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let line = line.expect("stdout is UTF-8");
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"));
-                sink.lock().unwrap().push(value);
-            }
-        });
-        let mut err = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        });
-        Live {
-            child,
-            lines,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-            writer: Some(writer),
-        }
-    }
-
-    /// The result lines so far.
-    fn lines(&self) -> Vec<Value> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(self.child.id() as i32)
-    }
-
-    /// Waits (up to [`WAIT`]) until `cond` holds of the result lines so far; on a timeout kills
-    /// bakapara and panics with its stderr, which tells what it was doing.
-    fn until(&mut self, what: &str, cond: impl Fn(&[Value]) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !cond(&self.lines()) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let stderr = self.stderr.take().map(|t| t.join().unwrap_or_default());
-                panic!(
-                    "timed out after {WAIT:?} waiting for {what}; lines so far: {:#?}\nstderr:\n{}",
-                    self.lines(),
-                    stderr.unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for bakapara to end (killing it and panicking after `timeout`): its status, all
-    /// its result lines and its stderr.
-    fn wait(&mut self, timeout: Duration) -> (ExitStatus, Vec<Value>, String) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for bakapara") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let stderr = self.stderr.take().map(|t| t.join().unwrap_or_default());
-                panic!(
-                    "bakapara did not end within {timeout:?}; lines so far: {:#?}\nstderr:\n{}",
-                    self.lines().len(),
-                    stderr.unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if let Some(t) = self.writer.take() {
-            t.join().expect("stdin writer");
-        }
-        if let Some(t) = self.stdout.take() {
-            t.join().expect("stdout reader");
-        }
-        let stderr = self
-            .stderr
-            .take()
-            .map(|t| t.join().expect("stderr reader"))
-            .unwrap_or_default();
-        (status, self.lines(), stderr)
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// One JSON job line.
 fn job_line(job: Value) -> String {
     format!("{job}\n")
 }
@@ -240,8 +127,13 @@ fn many_quick_jobs_all_end_with_their_whole_output() {
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/8,h2/8", "echo out <>; echo err <> >&2"]);
     let input: String = (1..=200).map(|i| format!("{i}\n")).collect();
-    let mut live = Live::spawn(cmd, &input);
-    let (status, lines, stderr) = live.wait(Duration::from_secs(90));
+    let live = start(cmd, &input);
+    let Finished {
+        status,
+        lines,
+        stderr,
+        ..
+    } = live.finish_within(Duration::from_secs(90));
     let bad: Vec<&Value> = lines
         .iter()
         .filter(|l| {
@@ -455,7 +347,7 @@ fn a_host_lost_mid_run_has_its_jobs_rerun_elsewhere() {
             }))
         })
         .collect();
-    let mut live = Live::spawn(cmd, &input);
+    let live = start(cmd, &input);
     // Some jobs are done, and some job has started on h2 and has no result yet.
     let running_on_h2 = |lines: &[Value]| -> Vec<u64> {
         let done_on_h2: BTreeSet<u64> = lines
@@ -472,7 +364,12 @@ fn a_host_lost_mid_run_has_its_jobs_rerun_elsewhere() {
         lines.len() >= 6 && !running_on_h2(&lines).is_empty()
     });
     cluster.host("h2").kill_hard();
-    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    let Finished {
+        status,
+        lines,
+        stderr,
+        ..
+    } = live.finish_within(RUN_TIMEOUT);
     assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
     assert_eq!(lines.len(), 60, "one line per job: {lines:#?}\n{stderr}");
     let seqs: BTreeSet<u64> = lines.iter().map(seq).collect();
@@ -506,7 +403,7 @@ fn ctrl_c_aborts_remote_jobs_and_leaves_no_process_on_any_host() {
     let input: String = (0..6)
         .map(|_| job_line(json!({"cmd": format!("sleep {arg}")})))
         .collect();
-    let mut live = Live::spawn(cmd, &input);
+    let live = start(cmd, &input);
     wait_until(WAIT, "four remote sleeps", || sleeps(&arg).len() >= 4);
     let hosts_running: BTreeSet<String> = sleeps(&arg)
         .iter()
@@ -523,7 +420,12 @@ fn ctrl_c_aborts_remote_jobs_and_leaves_no_process_on_any_host() {
         "jobs run on both hosts: {hosts_running:?}"
     );
     nix::sys::signal::kill(live.pid(), nix::sys::signal::Signal::SIGINT).expect("send SIGINT");
-    let (status, lines, stderr) = live.wait(Duration::from_secs(60));
+    let Finished {
+        status,
+        lines,
+        stderr,
+        ..
+    } = live.finish_within(Duration::from_secs(60));
     assert_eq!(
         status.signal(),
         Some(2),
@@ -768,10 +670,15 @@ fn a_job_whose_only_host_stays_down_fails_after_the_host_timeout() {
         job_line(json!({"cmd": "echo anywhere"})),
     ]
     .concat();
-    let mut live = Live::spawn(cmd, &input);
+    let live = start(cmd, &input);
     wait_until(WAIT, "the pinned job to start on h2", || started.exists());
     cluster.host("h2").kill_hard();
-    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    let Finished {
+        status,
+        lines,
+        stderr,
+        ..
+    } = live.finish_within(RUN_TIMEOUT);
     assert_eq!(status.code(), Some(1), "{stderr}\n{lines:#?}");
     let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
     let r = result(by_seq[&1]);
@@ -810,7 +717,7 @@ fn the_users_strict_host_key_checking_refuses_an_unknown_host() {
                 &format!("UserKnownHostsFile {}", known.display()),
             )
     });
-    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    let mut cmd = common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&strict);
     cmd.args(["-S", "h1/1", "--host-timeout", "1s", "echo <>"]);
     let (_, lines, stderr) = run(cmd, "a\n");
@@ -835,7 +742,7 @@ fn the_users_strict_host_key_checking_refuses_an_unknown_host() {
             &format!("UserKnownHostsFile {}", known.display()),
         )
     });
-    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    let mut cmd = common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&lax);
     cmd.args(["-S", "h1/1", "echo <>"]);
     let (code, lines, stderr) = run(cmd, "a\n");
@@ -901,7 +808,7 @@ fn a_control_directory_removed_mid_run_is_recreated() {
         job_line(json!({"cmd": "echo third"})),
     ]
     .concat();
-    let mut live = Live::spawn(cmd, &input);
+    let live = start(cmd, &input);
     wait_until(WAIT, "the first job to start", || started.exists());
     let removed = dirs_in(tmp.path());
     assert!(
@@ -912,7 +819,12 @@ fn a_control_directory_removed_mid_run_is_recreated() {
         std::fs::remove_dir_all(dir).unwrap();
     }
     std::fs::write(&go, "").unwrap();
-    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    let Finished {
+        status,
+        lines,
+        stderr,
+        ..
+    } = live.finish_within(RUN_TIMEOUT);
     assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
     assert_eq!(lines.len(), 3);
     assert!(
@@ -948,7 +860,7 @@ fn a_run_in_another_pid_namespace_leaves_a_live_runs_control_directory_alone() {
         job_line(json!({"cmd": "echo later"})),
     ]
     .concat();
-    let mut live = Live::spawn(cmd, &input);
+    let live = start(cmd, &input);
     wait_until(WAIT, "the first job to start", || started.exists());
     let ours = dirs_in(tmp.path());
     assert_eq!(ours.len(), 1, "{ours:?}");
@@ -968,7 +880,12 @@ fn a_run_in_another_pid_namespace_leaves_a_live_runs_control_directory_alone() {
     );
 
     std::fs::write(&go, "").unwrap();
-    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    let Finished {
+        status,
+        lines,
+        stderr,
+        ..
+    } = live.finish_within(RUN_TIMEOUT);
     assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
     assert_eq!(lines.len(), 2);
 }
@@ -1021,7 +938,7 @@ fn ipv6_literals_work_in_sshlogin() {
     )
     .unwrap();
     for sshlogin in [format!("[::1]:{}/2", host.port()), "::1/2".to_string()] {
-        let mut cmd = Command::cargo_bin("bakapara").unwrap();
+        let mut cmd = common::bin::bakapara();
         cmd.arg("--ssh-config").arg(&config);
         cmd.args(["-S", &sshlogin, "echo $BAKAPARA_TEST_HOST <>"]);
         let (code, lines, stderr) = run(cmd, "a\nb\n");
@@ -1056,7 +973,7 @@ fn jobs_start_on_the_first_ready_host_without_waiting_for_a_hanging_one() {
         text
     });
     let started = dir.path().join("started");
-    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    let mut cmd = common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&config);
     cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "5s"]);
     let input = [
@@ -1066,12 +983,17 @@ fn jobs_start_on_the_first_ready_host_without_waiting_for_a_hanging_one() {
     .concat();
     let tmp = tempdir();
     with_tmpdir(&mut cmd, tmp.path());
-    let mut live = Live::spawn(cmd, &input);
+    let live = start(cmd, &input);
     // The hanging host would hold everything for its 300 s ConnectTimeout.
     wait_until(Duration::from_secs(60), "a job to run on h1", || {
         started.exists()
     });
-    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    let Finished {
+        status,
+        lines,
+        stderr,
+        ..
+    } = live.finish_within(RUN_TIMEOUT);
     let marker = tmp.path().display().to_string();
     wait_until(WAIT, "the ssh still connecting to be stopped", || {
         pids_with_cmdline_containing(&marker).is_empty()
@@ -1110,16 +1032,21 @@ fn a_host_down_at_start_joins_when_it_comes_up() {
     .concat();
     let tmp = tempdir();
     with_tmpdir(&mut cmd, tmp.path());
-    let mut live = Live::spawn(cmd, &input);
+    let mut live = start(cmd, &input);
     wait_until(WAIT, "the h1 job to start", || started.exists());
     // Even with its control directory (and the ssh config there) removed meanwhile.
     for dir in dirs_in(tmp.path()) {
         std::fs::remove_dir_all(dir).unwrap();
     }
     cluster.host("h2").restart();
-    live.until("the h2 job to end", |lines| !lines.is_empty());
+    live.wait_for_lines("the h2 job to end", |lines| !lines.is_empty());
     std::fs::write(&go, "").unwrap();
-    let (status, lines, stderr) = live.wait(RUN_TIMEOUT);
+    let Finished {
+        status,
+        lines,
+        stderr,
+        ..
+    } = live.finish_within(RUN_TIMEOUT);
     assert_eq!(status.code(), Some(0), "{stderr}\n{lines:#?}");
     let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
     let r = result(by_seq[&2]);
@@ -1161,7 +1088,7 @@ fn every_job_gets_an_error_line_when_no_host_can_be_reached() {
             )
     });
     cluster.host("h1").restart();
-    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    let mut cmd = common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&strict);
     cmd.args(["-S", "h1/1", "--host-timeout", "1h", "echo <>"]);
     let (code, lines, stderr) = run(cmd, "a\nb\n");
@@ -1291,14 +1218,14 @@ fn a_result_that_arrived_keeps_its_own_elapsed_when_the_hosts_inbound_traffic_is
         started.display(),
         cut.display()
     );
-    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    let mut cmd = common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&config);
     cmd.args(["-S", "h1/1", "--host-timeout", "1s"]);
-    let mut live = Live::spawn(cmd, &job_line(json!({ "cmd": job })));
+    let live = start(cmd, &job_line(json!({ "cmd": job })));
     wait_until(WAIT, "the job to start", || started.exists());
     relay.cut.store(true, std::sync::atomic::Ordering::SeqCst);
     std::fs::write(&cut, "").unwrap();
-    let (_, lines, stderr) = live.wait(RUN_TIMEOUT);
+    let Finished { lines, stderr, .. } = live.finish_within(RUN_TIMEOUT);
     assert_eq!(lines.len(), 1, "{stderr}\n{lines:#?}");
     let r = result(&lines[0]);
     assert_eq!(
@@ -1318,10 +1245,10 @@ fn after_kill_9_the_masters_and_remote_jobs_go_within_seconds() {
     let arg = format!("1234.{}", unique(""));
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/2"]);
-    let mut live = Live::spawn(cmd, &job_line(json!({"cmd": format!("sleep {arg}")})));
+    let live = start(cmd, &job_line(json!({"cmd": format!("sleep {arg}")})));
     wait_until(WAIT, "the remote job to run", || !sleeps(&arg).is_empty());
     nix::sys::signal::kill(live.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let _ = live.wait(RUN_TIMEOUT);
+    let _ = live.finish_within(RUN_TIMEOUT);
     // The job is stopped when its channel closes; the idle master then goes after its
     // ControlPersist (2 s unless the user's config says otherwise; it was 10 s).
     let h1 = cluster.host("h1");
@@ -1362,7 +1289,7 @@ fn the_users_connect_timeout_wins_over_bakaparas_default() {
         ));
         text
     });
-    let mut cmd = Command::cargo_bin("bakapara").unwrap();
+    let mut cmd = common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&config);
     cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "6s"]);
     let input = job_line(json!({"cmd": "true", "host": "hang"}));

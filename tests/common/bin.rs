@@ -4,9 +4,9 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,29 +34,7 @@ pub fn marker() -> String {
 /// Pids of processes (other than this test) whose command line, NULs read as spaces,
 /// contains `needle`.
 pub fn pids_with(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let mut pids = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            let text: Vec<u8> = cmdline
-                .iter()
-                .map(|&b| if b == 0 { b' ' } else { b })
-                .collect();
-            if String::from_utf8_lossy(&text).contains(needle) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+    super::sshd::pids_with_cmdline_containing(needle)
 }
 
 /// Kills (by pid) the processes whose command line holds a test's marker when the test ends,
@@ -71,12 +49,9 @@ impl Drop for Reaper {
     }
 }
 
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Polls `cond` until it holds; panics with `what` after [`WAIT`].
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    super::sshd::wait_until(WAIT, what, cond);
 }
 
 pub fn parse_lines(stdout: &[u8]) -> Vec<Value> {
@@ -94,20 +69,21 @@ pub fn parse_lines(stdout: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-/// A bakapara run whose output can be watched while it goes on. Dropping it kills bakapara
-/// if it still runs, so a failed test leaves nothing behind.
+/// A bakapara run whose output can be watched while it goes on (a thread collects its stdout
+/// lines as they come). Dropping it kills bakapara if it still runs, so a failed test leaves
+/// nothing behind.
 pub struct Live {
     pub child: Child,
-    /// Raw stdout lines (newline included) as they come.
-    pub rx: mpsc::Receiver<Vec<u8>>,
-    pub got: Vec<Vec<u8>>,
-    pub stdout: Option<JoinHandle<()>>,
-    pub stderr: Option<JoinHandle<String>>,
-    pub writer: Option<JoinHandle<()>>,
+    /// Raw stdout lines (newline included) so far.
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+    stdout: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
+    writer: Option<JoinHandle<()>>,
 }
 
 /// How a finished run ended.
 pub struct Finished {
+    pub status: ExitStatus,
     pub code: Option<i32>,
     pub signal: Option<i32>,
     /// Raw stdout lines, newline included.
@@ -130,17 +106,14 @@ impl Live {
         let writer = std::thread::spawn(move || {
             let _ = input.write_all(&stdin);
         });
-        let (tx, rx) = mpsc::channel();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&got);
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let stdout = std::thread::spawn(move || loop {
             let mut line = Vec::new();
             match out.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
+                Ok(_) => lock(&sink).push(line),
             }
         });
         let mut err = child.stderr.take().expect("stderr");
@@ -151,8 +124,7 @@ impl Live {
         });
         Live {
             child,
-            rx,
-            got: Vec::new(),
+            got,
             stdout: Some(stdout),
             stderr: Some(stderr),
             writer: Some(writer),
@@ -169,24 +141,22 @@ impl Live {
 
     /// The lines so far, parsed.
     pub fn lines(&self) -> Vec<Value> {
-        parse_lines(&self.got.concat())
+        parse_lines(&lock(&self.got).concat())
     }
 
-    /// Reads result lines until `cond` holds for the lines so far.
+    /// Waits (up to [`WAIT`]) until `cond` holds for the result lines so far; on a timeout
+    /// kills bakapara and panics with the lines and its stderr, which tell what it was doing.
     pub fn wait_for_lines(&mut self, what: &str, cond: impl Fn(&[Value]) -> bool) {
-        let start = Instant::now();
-        loop {
-            if cond(&self.lines()) {
-                return;
+        let deadline = Instant::now() + WAIT;
+        while !cond(&self.lines()) {
+            if Instant::now() > deadline {
+                let stderr = self.kill_for_stderr();
+                panic!(
+                    "timed out after {WAIT:?} waiting for result lines: {what}; got {:?}\nstderr:\n{stderr}",
+                    String::from_utf8_lossy(&lock(&self.got).concat())
+                );
             }
-            let left = WAIT.saturating_sub(start.elapsed());
-            match self.rx.recv_timeout(left) {
-                Ok(line) => self.got.push(line),
-                Err(_) => panic!(
-                    "timed out waiting for result lines: {what}; got {:?}",
-                    String::from_utf8_lossy(&self.got.concat())
-                ),
-            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -195,7 +165,7 @@ impl Live {
         self.finish_within(RUN_TIMEOUT)
     }
 
-    /// Waits for bakapara to end (killing it and failing after `limit`).
+    /// Waits for bakapara to end (killing it and failing, with its stderr, after `limit`).
     pub fn finish_within(mut self, limit: Duration) -> Finished {
         let start = Instant::now();
         let status = loop {
@@ -203,16 +173,16 @@ impl Live {
                 break status;
             }
             if start.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!("bakapara did not end within {limit:?}");
+                let stderr = self.kill_for_stderr();
+                panic!(
+                    "bakapara did not end within {limit:?}; {} lines so far\nstderr:\n{stderr}",
+                    lock(&self.got).len()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         };
         if let Some(t) = self.stdout.take() {
             t.join().expect("stdout reader");
-        }
-        while let Ok(line) = self.rx.try_recv() {
-            self.got.push(line);
         }
         if let Some(t) = self.writer.take() {
             t.join().expect("stdin writer");
@@ -222,8 +192,9 @@ impl Live {
             .take()
             .map(|t| t.join().expect("stderr reader"))
             .unwrap_or_default();
-        let raw = std::mem::take(&mut self.got);
+        let raw = std::mem::take(&mut *lock(&self.got));
         Finished {
+            status,
             code: status.code(),
             signal: status.signal(),
             lines: parse_lines(&raw.concat()),
@@ -231,6 +202,20 @@ impl Live {
             stderr,
         }
     }
+
+    /// Kills bakapara and returns what it wrote to stderr.
+    fn kill_for_stderr(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for Live {
