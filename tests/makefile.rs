@@ -10,23 +10,6 @@ use nix::sys::signal::Signal;
 
 use common::bin::*;
 
-/// `sleep` processes whose argument holds `marker` (not bakapara, whose command line holds
-/// the template).
-fn sleepers(marker: &str) -> usize {
-    pids_with(marker)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.starts_with(b"sleep\0"))
-                .unwrap_or(false)
-        })
-        .count()
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temp dir")
-}
-
 /// The directory of the bakapara binary, for a Makefile's PATH.
 fn bin_dir() -> String {
     let exe = Path::new(env!("CARGO_BIN_EXE_bakapara"));
@@ -172,7 +155,7 @@ fn quiet_ctrl_c_says_once_how_many_jobs_were_aborted() {
         input.into_bytes(),
         dir.path(),
     );
-    wait_until("two jobs running", || sleepers(&m) >= 2);
+    wait_until("two jobs running", || sleepers(&m).len() >= 2);
     live.signal(Signal::SIGINT);
     let out = live.finish();
     assert_eq!(out.signal, Some(Signal::SIGINT as i32), "{}", out.stderr);
@@ -343,7 +326,7 @@ fn jobs_waiting_for_a_token_are_aborted_by_ctrl_c() {
             .env_remove("CARGO_MAKEFLAGS"),
         Vec::new(),
     );
-    wait_until("the first job runs", || sleepers(&m) >= 1);
+    wait_until("the first job runs", || !sleepers(&m).is_empty());
     live.signal(Signal::SIGINT);
     let out = live.finish();
     assert_eq!(out.signal, Some(Signal::SIGINT as i32), "{}", out.stderr);

@@ -12,10 +12,6 @@ use serde_json::Value;
 
 use common::bin::*;
 
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temp dir")
-}
-
 fn dev_full() -> Stdio {
     Stdio::from(
         std::fs::OpenOptions::new()
@@ -200,18 +196,6 @@ fn a_bom_blank_lines_of_any_whitespace_and_an_empty_host_list() {
 // Failed and slow stdout / joblog writes
 // ---------------------------------------------------------------------------------------
 
-/// `sleep` processes whose argument holds `marker`.
-fn sleepers(marker: &str) -> usize {
-    pids_with(marker)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.starts_with(b"sleep\0"))
-                .unwrap_or(false)
-        })
-        .count()
-}
-
 /// A child process killed (and reaped) when the test ends, so a failing test leaves no
 /// bakapara behind.
 struct Killing(std::process::Child);
@@ -298,7 +282,7 @@ fn a_reader_that_goes_away_stops_the_run_quietly_with_141() {
         while input.write_all(b"true\n").is_ok() {}
     });
     let errors = read_stderr(&mut child);
-    wait_until("the long job runs", || sleepers(&m) == 1);
+    wait_until("the long job runs", || sleepers(&m).len() == 1);
     let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut first = String::new();
     out.read_line(&mut first).expect("a first line");
@@ -309,7 +293,7 @@ fn a_reader_that_goes_away_stops_the_run_quietly_with_141() {
     assert_eq!(status.code(), Some(141), "{stderr}");
     assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
     assert!(!stderr.contains("error:"), "{stderr}");
-    assert_eq!(sleepers(&m), 0, "the running job was stopped");
+    assert!(sleepers(&m).is_empty(), "the running job was stopped");
     // The joblog, which did not fail, has the long job's line.
     let lines = joblog_lines(&log);
     let long = lines
@@ -354,7 +338,7 @@ fn a_full_stdout_stops_the_run_at_once_and_the_joblog_keeps_every_line() {
         stderr.contains("cannot write results to stdout: No space left on device"),
         "{stderr}"
     );
-    assert_eq!(sleepers(&m), 0);
+    assert!(sleepers(&m).is_empty());
     let lines = joblog_lines(&log);
     assert_eq!(lines.len(), 4, "every job read has its line in the joblog");
     let long = lines
@@ -382,7 +366,7 @@ fn a_full_joblog_stops_the_run_at_once_and_stdout_keeps_every_line() {
         "{}",
         done.stderr
     );
-    assert_eq!(sleepers(&m), 0);
+    assert!(sleepers(&m).is_empty());
     assert_eq!(done.lines.len(), 4, "every job read has its line on stdout");
     let long = done
         .lines
@@ -437,7 +421,7 @@ fn stuck_reader_then_sigterm(mode: &[&str]) {
     };
     // Their timeout acts although stdout is stuck on a big result line.
     wait_until("the long jobs start, then --timeout stops them", || {
-        started() == 4 && sleepers(&m) == 0
+        started() == 4 && sleepers(&m).is_empty()
     });
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");

@@ -14,18 +14,6 @@ use serde_json::Value;
 use common::bin::*;
 use common::tmux::{quote, Tmux};
 
-/// `sleep` processes whose argument holds `marker`.
-fn sleepers(marker: &str) -> Vec<u32> {
-    pids_with(marker)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.starts_with(b"sleep\0"))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
 /// The processes of jobs holding `marker`: their shells and their `sleep`s (not bakapara,
 /// whose command line holds the template too).
 fn job_processes(marker: &str) -> Vec<u32> {
@@ -52,10 +40,6 @@ fn status(l: &Value) -> &str {
 
 fn error(l: &Value) -> &str {
     l["result"]["error"].as_str().unwrap_or("")
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temp dir")
 }
 
 #[test]

@@ -15,19 +15,6 @@ use serde_json::Value;
 
 use common::bin::*;
 
-/// `sleep` processes whose argument contains `marker` (not bakapara itself, whose command
-/// line may hold the template).
-fn sleepers(marker: &str) -> usize {
-    pids_with(marker)
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.starts_with(b"sleep\0"))
-                .unwrap_or(false)
-        })
-        .count()
-}
-
 /// The result lines keyed by `result.seq`; fails on a seq seen twice.
 fn by_seq(lines: &[Value]) -> BTreeMap<u64, &Value> {
     let mut map = BTreeMap::new();
@@ -48,10 +35,6 @@ fn error(l: &Value) -> &str {
 
 fn run(args: &[&str], stdin: &[u8], dir: &Path) -> Finished {
     Live::spawn(args, stdin.to_vec(), dir).finish()
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("a temp dir")
 }
 
 /// How many lines a counter / marker file holds (0 when it does not exist).
@@ -144,7 +127,7 @@ fn a_timed_out_job_dies_with_its_children_and_grandchildren() {
         Vec::new(),
         dir.path(),
     );
-    wait_until("the job's three sleeps run", || sleepers(&m) == 3);
+    wait_until("the job's three sleeps run", || sleepers(&m).len() == 3);
     live.wait_for_lines("the timed-out result", |l| l.len() == 1);
     let out = live.finish();
     let r = &out.lines[0]["result"];
@@ -187,7 +170,7 @@ fn timeout_applies_while_a_background_child_holds_the_output_open() {
         r["error"].as_str().unwrap_or("").contains("timed out"),
         "{r}"
     );
-    wait_until("the background sleep is gone", || sleepers(&m) == 0);
+    wait_until("the background sleep is gone", || sleepers(&m).is_empty());
 }
 
 #[test]
@@ -204,7 +187,7 @@ fn ctrl_c_stops_a_job_whose_background_child_holds_the_output_open() {
     let bakapara_pid = live.child.id();
     // The shell is gone (reaped by bakapara), only its background sleep is left.
     wait_until("only the background sleep runs", || {
-        sleepers(&m) == 1
+        sleepers(&m).len() == 1
             && pids_with(&m)
                 .into_iter()
                 .filter(|&p| p != bakapara_pid)
@@ -216,7 +199,7 @@ fn ctrl_c_stops_a_job_whose_background_child_holds_the_output_open() {
     assert_eq!(out.signal, Some(nix::libc::SIGINT));
     assert_eq!(out.lines.len(), 1);
     assert_eq!(status(&out.lines[0]), "aborted", "{}", out.lines[0]);
-    wait_until("the background sleep is gone", || sleepers(&m) == 0);
+    wait_until("the background sleep is gone", || sleepers(&m).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -584,7 +567,7 @@ fn resume_after_ctrl_c_runs_exactly_the_jobs_that_were_not_ok() {
         input.clone(),
         dir.path(),
     );
-    wait_until("jobs 3 and 4 sleep", || sleepers(&m) == 2);
+    wait_until("jobs 3 and 4 sleep", || sleepers(&m).len() == 2);
     live.signal(Signal::SIGINT);
     let first = live.finish();
     assert_eq!(first.signal, Some(nix::libc::SIGINT), "dies of SIGINT");

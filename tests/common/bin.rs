@@ -37,6 +37,23 @@ pub fn pids_with(needle: &str) -> Vec<u32> {
     super::sshd::pids_with_cmdline_containing(needle)
 }
 
+/// `sleep` processes whose argument holds `marker` (not bakapara, whose command line may hold
+/// the template).
+pub fn sleepers(marker: &str) -> Vec<u32> {
+    pids_with(marker)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.starts_with(b"sleep\0"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temp dir")
+}
+
 /// Kills (by pid) the processes whose command line holds a test's marker when the test ends,
 /// so that a failing test leaves no `sleep` behind.
 pub struct Reaper(pub String);
