@@ -408,7 +408,8 @@ pub struct Cli {
     #[arg(long, conflicts_with = "pipe", help_heading = "Pipe")]
     pub pipe_part: bool,
 
-    /// --pipe: the bytes read for a block (K, M, G: 1024, 1024^2, 1024^3) [default: 1M].
+    /// --pipe: the bytes read for a block [default: 1M]. As GNU Parallel: K, M, G are powers of
+    /// 1024, k, m, g of 1000 (1k is 1000 bytes).
     #[arg(
         long,
         visible_alias = "block-size",

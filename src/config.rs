@@ -567,7 +567,10 @@ fn pipe_spec(
         )));
     }
     let block = match &cli.block {
-        Some(b) => timefmt::parse_size(b).map_err(|e| invalid(format!("--block: {e}")))?,
+        Some(b) => {
+            let size = timefmt::parse_gnu_size(b).map_err(|e| invalid(format!("--block: {e}")))?;
+            usize::try_from(size).map_err(|_| invalid(format!("--block {b}: too big")))?
+        }
         None => 1 << 20,
     };
     if block == 0 {
@@ -651,7 +654,7 @@ fn throttle(cli: &Cli, cpus: usize) -> Result<Throttle, ConfigError> {
     };
     let memfree = match &cli.memfree {
         Some(m) => {
-            Some(timefmt::parse_size(m).map_err(|e| invalid(format!("--memfree: {e}")))? as u64)
+            Some(timefmt::parse_gnu_size(m).map_err(|e| invalid(format!("--memfree: {e}")))?)
         }
         None => None,
     };
