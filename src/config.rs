@@ -424,12 +424,8 @@ impl Config {
             .map(|t| parse("--tagstring", t))
             .transpose()?;
         warnings.extend(jobs_warning);
+        // With --pipe, the one `::::` source (if any) is what is cut into blocks.
         let pipe = pipe_spec(&cli, mode, &sources, jobs, &host_list)?;
-        if pipe.is_some() {
-            // The sources are the blocks' input, not items of a template.
-            sources = Vec::new();
-            joins = Vec::new();
-        }
         let throttle = throttle(&cli, cpus)?;
         Ok(Config {
             input: InputSpec {
