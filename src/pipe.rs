@@ -74,7 +74,7 @@ impl Separator {
                 let needle = [&recend[..], &recstart[..]].concat();
                 let found: Vec<usize> = memmem::find_iter(&buf[start..], &needle)
                     .map(|i| start + i + offset)
-                    .filter(|&cut| cut > from.max(0) && cut > 0)
+                    .filter(|&cut| cut > from && cut > 0)
                     .collect();
                 Box::new(found.into_iter())
             }

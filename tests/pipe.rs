@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use common::bin::{bakapara, parse_lines, Live};
+use common::bin::{parse_lines, Live};
 
 /// bakapara's exit code, result lines and stderr for `ARGS` with `stdin`, in `dir`.
 fn run(dir: &std::path::Path, args: &[&str], stdin: &[u8]) -> (Option<i32>, Vec<Value>, String) {
@@ -207,7 +207,7 @@ fn delay_spaces_the_starts() {
 fn memfree_holds_jobs_back_until_memory_is_there() {
     let dir = tempfile::tempdir().expect("temp dir");
     // No machine has a petabyte free: the job must not start; a kilobyte is always there.
-    let mut live = Live::spawn(
+    let live = Live::spawn(
         &["--json", "--memfree", "1P", "touch started"],
         b"x\n".to_vec(),
         dir.path(),
