@@ -24,7 +24,7 @@ Input sources go after the options and the template: ::: ARG... takes arguments,
 takes the lines of files (- is stdin). Several sources combine as a cartesian product.
 
 A job runs as /bin/bash -o pipefail -c CMD in its own process group, with stdin from \
-/dev/null. Its stdout and stderr are captured into the result (up to --capture-limit), or \
+/dev/null (with --pipe: its block of the input). Its stdout and stderr are captured into the result (up to --capture-limit), or \
 written to the files its out and err keys name.";
 
 /// The end of `-h`: the tokens and three examples (`--help` has all of it).
