@@ -426,6 +426,13 @@ impl Config {
         warnings.extend(jobs_warning);
         // With --pipe, the one `::::` source (if any) is what is cut into blocks.
         let pipe = pipe_spec(&cli, mode, &sources, jobs, &host_list)?;
+        if pipe.is_some() && needs_total {
+            // Every block would be held until the end of input: memory would not be bounded.
+            return Err(invalid(
+                "<##> and <0#> wait for the end of input: they cannot go with --pipe or --pipe-part"
+                    .into(),
+            ));
+        }
         let throttle = throttle(&cli, cpus)?;
         Ok(Config {
             input: InputSpec {

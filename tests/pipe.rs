@@ -159,6 +159,7 @@ fn wrong_pipe_command_lines_exit_255_naming_the_problem() {
         (&["--pipe-part", "cat"], "-a FILE"),
         (&["--pipe", "cat", ":::", "a"], "::: arguments"),
         (&["--shuf", "--pipe", "cat"], "--shuf"),
+        (&["--pipe", "echo <##>; cat"], "end of input"),
         (&["--delay", "soon", "true"], "--delay"),
         (&["--memfree", "plenty", "true"], "--memfree"),
         (&["--load", "high", "true"], "--load"),
