@@ -547,10 +547,18 @@ fn pipe_spec(
         }
         return Ok(None);
     }
-    if mode != Mode::Template {
-        return Err(invalid(format!(
-            "{name} needs a TEMPLATE: the command each block is piped to"
-        )));
+    match mode {
+        Mode::Template => {}
+        Mode::Jsonl => {
+            return Err(invalid(format!(
+                "--jsonl reads JSON objects from stdin: it cannot go with {name}"
+            )))
+        }
+        Mode::Commands => {
+            return Err(invalid(format!(
+                "{name} needs a TEMPLATE: the command each block is piped to"
+            )))
+        }
     }
     if let Some(host) = hosts.iter().find(|h| !h.local) {
         return Err(invalid(format!(

@@ -70,7 +70,7 @@ impl Separator {
             }
             Separator::Plain { recend, recstart } => {
                 let offset = recend.len();
-                let start = from.saturating_sub(offset);
+                let start = from.saturating_sub(offset).min(buf.len());
                 let needle = [&recend[..], &recstart[..]].concat();
                 let found: Vec<usize> = memmem::find_iter(&buf[start..], &needle)
                     .map(|i| start + i + offset)

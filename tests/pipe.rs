@@ -148,6 +148,7 @@ fn wrong_pipe_command_lines_exit_255_naming_the_problem() {
         (&["--block", "1M", "cat"], "--block is for --pipe"),
         (&["--recend", ";", "cat"], "--recend is for --pipe"),
         (&["--pipe"], "needs a TEMPLATE"),
+        (&["--pipe", "--jsonl", "cat"], "--jsonl"),
         (
             &["--pipe", "--block", "0", "cat"],
             "--block must be more than 0",
