@@ -26,6 +26,12 @@ rl\t''"
 complete -c bakapara -l out -d 'Write each job\'s stdout to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l err -d 'Write each job\'s stderr to this file (a template; a path, never quoted)' -r
 complete -c bakapara -l cd -d 'Run each job in this directory (a template; a path, never quoted)' -r
+complete -c bakapara -l block -l block-size -d '--pipe: the bytes read for a block [default: 1M]. As GNU Parallel: K, M, G are powers of 1024, k, m, g of 1000 (1k is 1000 bytes)' -r
+complete -c bakapara -l recend -d '--pipe: what ends a record [default: \\n, or nothing when only --recstart is given]. C escapes (\\n, \\t, \\0, \\xHH) are understood; with --regexp it is a regex' -r
+complete -c bakapara -l recstart -d '--pipe: what starts a record [default: nothing]. A block is cut only where a record end is followed by a record start' -r
+complete -c bakapara -l delay -d 'Wait at least D between two job starts (30, 1.5, 500ms, 2s...)' -r
+complete -c bakapara -l memfree -d 'Start a job only when at least SIZE of memory is available (MemAvailable of /proc/meminfo on this machine; 512M, 2G...)' -r
+complete -c bakapara -l load -d 'Start a job only while this machine\'s 1-minute load average is below MAX (a number, or as GNU Parallel a percentage of the CPUs: 100% is one per CPU). Also for -S hosts' -r
 complete -c bakapara -l tagstring -d 'Prefix each output line with TEMPLATE expanded for the job, then a TAB (implies --tag). Values go in as text, never quoted: --tagstring \'<#> <1/>\' prints "3 a.txt<TAB>..."' -r
 complete -c bakapara -l results -d 'Also write each job\'s stdout, stderr and seq as files under DIR, in GNU Parallel\'s layout: DIR/1/<value of source 1>/2/<value of source 2>/stdout (a "/" in a value is written "\\_", a "\\" as "\\\\"); job lines without input use their command as the value' -r -F
 complete -c bakapara -l joblog -d 'Also write every result line to FILE' -r -F
@@ -42,6 +48,11 @@ complete -c bakapara -s 0 -l null -d 'Items of stdin and of files end with a NUL
 complete -c bakapara -l jsonl -d 'Each stdin line is a JSON object whose fields the template uses as <name>'
 complete -c bakapara -l braces -d 'Write templates with GNU Parallel\'s tokens: {} {.} {/} {//} {/.} {N} {-N} {#} {%} {/RE/REP} {//RE/REP}, and {name} with --jsonl'
 complete -c bakapara -l no-quote -d 'Insert template values verbatim instead of as one quoted shell word'
+complete -c bakapara -l pipe -l spreadstdin -d 'Cut stdin into blocks of whole records and give each block to a job on its stdin (GNU Parallel\'s --pipe). The template is run as is: no <> is appended'
+complete -c bakapara -l pipe-part -d 'As --pipe, for the file of -a FILE or :::: FILE: it is cut into byte ranges of about --block bytes (each ending at a record end), which go from the file to the jobs through the kernel (splice), never through bakapara\'s memory'
+complete -c bakapara -l regexp -d '--pipe: --recend and --recstart are regexes'
+complete -c bakapara -l remove-rec-sep -l rrs -l removerecsep -d '--pipe: remove the record start at the front and the record end at the back of each record before it goes to the job'
+complete -c bakapara -l shuf -d 'Read all input first, then run the jobs in a random order (numbered <#> in that order, as GNU Parallel\'s --shuf)'
 complete -c bakapara -s k -l keep-order -d 'Emit results in input order instead of completion order'
 complete -c bakapara -l text -d 'Print each job\'s output, grouped per job, instead of JSON result lines'
 complete -c bakapara -l line-buffer -l lb -d 'Pass jobs\' output on as it comes, line by line: lines of different jobs may interleave, a line is never split (text output: implies --text). Local jobs; SSH jobs\' output stays grouped per job'

@@ -24,7 +24,7 @@ Input sources go after the options and the template: ::: ARG... takes arguments,
 takes the lines of files (- is stdin). Several sources combine as a cartesian product.
 
 A job runs as /bin/bash -o pipefail -c CMD in its own process group, with stdin from \
-/dev/null. Its stdout and stderr are captured into the result (up to --capture-limit), or \
+/dev/null (with --pipe: its block of the input). Its stdout and stderr are captured into the result (up to --capture-limit), or \
 written to the files its out and err keys name.";
 
 /// The end of `-h`: the tokens and three examples (`--help` has all of it).
@@ -389,6 +389,85 @@ pub struct Cli {
     /// Run each job in this directory (a template; a path, never quoted).
     #[arg(long, value_name = "TEMPLATE", help_heading = "Input")]
     pub cd: Option<String>,
+
+    /// Cut stdin into blocks of whole records and give each block to a job on its stdin
+    /// (GNU Parallel's --pipe). The template is run as is: no <> is appended.
+    ///
+    /// A block is --block bytes read, cut back to the last record end in them (the rest
+    /// starts the next block); a record longer than --block makes its block longer. With -N n
+    /// each block is n records. Blocks in memory are bounded: about (-j + 2) x --block bytes.
+    /// With a :::: FILE (or -a FILE) source the file is read instead of stdin. Local hosts
+    /// only: SSH jobs' stdin carries bakapara's control lines, so --pipe with -S remote hosts
+    /// is refused. A job's result line has no "input" key.
+    #[arg(long, visible_alias = "spreadstdin", help_heading = "Pipe")]
+    pub pipe: bool,
+
+    /// As --pipe, for the file of -a FILE or :::: FILE: it is cut into byte ranges of about
+    /// --block bytes (each ending at a record end), which go from the file to the jobs
+    /// through the kernel (splice), never through bakapara's memory.
+    #[arg(long, conflicts_with = "pipe", help_heading = "Pipe")]
+    pub pipe_part: bool,
+
+    /// --pipe: the bytes read for a block [default: 1M]. As GNU Parallel: K, M, G are powers of
+    /// 1024, k, m, g of 1000 (1k is 1000 bytes).
+    #[arg(
+        long,
+        visible_alias = "block-size",
+        value_name = "SIZE",
+        help_heading = "Pipe"
+    )]
+    pub block: Option<String>,
+
+    /// --pipe: what ends a record [default: \n, or nothing when only --recstart is given].
+    /// C escapes (\n, \t, \0, \xHH) are understood; with --regexp it is a regex.
+    #[arg(
+        long,
+        value_name = "STR",
+        allow_hyphen_values = true,
+        help_heading = "Pipe"
+    )]
+    pub recend: Option<String>,
+
+    /// --pipe: what starts a record [default: nothing]. A block is cut only where a record
+    /// end is followed by a record start.
+    #[arg(
+        long,
+        value_name = "STR",
+        allow_hyphen_values = true,
+        help_heading = "Pipe"
+    )]
+    pub recstart: Option<String>,
+
+    /// --pipe: --recend and --recstart are regexes.
+    #[arg(long, help_heading = "Pipe")]
+    pub regexp: bool,
+
+    /// --pipe: remove the record start at the front and the record end at the back of each
+    /// record before it goes to the job.
+    #[arg(long, visible_aliases = ["rrs", "removerecsep"], help_heading = "Pipe")]
+    pub remove_rec_sep: bool,
+
+    /// Read all input first, then run the jobs in a random order (numbered <#> in that
+    /// order, as GNU Parallel's --shuf).
+    #[arg(long, conflicts_with_all = ["pipe", "pipe_part"], help_heading = "Running")]
+    pub shuf: bool,
+
+    /// Wait at least D between two job starts (30, 1.5, 500ms, 2s...).
+    #[arg(long, value_name = "D", help_heading = "Running")]
+    pub delay: Option<String>,
+
+    /// Start a job only when at least SIZE of memory is available (MemAvailable of
+    /// /proc/meminfo on this machine; 512M, 2G...).
+    ///
+    /// Unlike GNU Parallel, a running job is never killed when memory gets low. Only this
+    /// machine's memory is checked, also for jobs on -S hosts.
+    #[arg(long, value_name = "SIZE", help_heading = "Running")]
+    pub memfree: Option<String>,
+
+    /// Start a job only while this machine's 1-minute load average is below MAX (a number, or
+    /// as GNU Parallel a percentage of the CPUs: 100% is one per CPU). Also for -S hosts.
+    #[arg(long, value_name = "MAX", help_heading = "Running")]
+    pub load: Option<String>,
 
     /// Emit results in input order instead of completion order.
     #[arg(short = 'k', long, help_heading = "Output")]

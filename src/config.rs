@@ -13,10 +13,12 @@ use crate::halt::HaltPolicy;
 use crate::hosts::{self, HostSpec};
 use crate::input::{Grouping, InputSpec, Join, Mode, Source, Templates, Trim};
 use crate::live::LiveMode;
+use crate::pipe::{Header, PipeSpec, Separator};
 use crate::progress::Verbosity;
 use crate::results::ResultsDir;
 use crate::scheduler::RunSettings;
 use crate::template::{Quoting, Several, Syntax, Template};
+use crate::throttle::Throttle;
 use crate::timefmt;
 
 /// Everything a run needs, checked.
@@ -114,7 +116,8 @@ impl Config {
         if cli.link {
             joins = vec![Join::Wrap; sources.len()];
         }
-        let several = several_items(&cli);
+        let piped = cli.pipe || cli.pipe_part;
+        let several = if piped { None } else { several_items(&cli) };
         if let Some(kind) = cli.generate {
             return Err(ConfigError::Print(crate::generate::generate(kind)));
         }
@@ -174,7 +177,7 @@ impl Config {
             Mode::Template => {
                 let t = parse("command", &template_text)?;
                 let insert_none = several.is_some_and(|(n, _)| n == Some(0));
-                if t.has_tokens() || insert_none {
+                if t.has_tokens() || insert_none || piped {
                     Some(t)
                 } else {
                     // As GNU Parallel does: `ls *.gz | bakapara gunzip` means `gunzip <>`.
@@ -421,6 +424,16 @@ impl Config {
             .map(|t| parse("--tagstring", t))
             .transpose()?;
         warnings.extend(jobs_warning);
+        // With --pipe, the one `::::` source (if any) is what is cut into blocks.
+        let pipe = pipe_spec(&cli, mode, &sources, jobs, &host_list)?;
+        if pipe.is_some() && needs_total {
+            // Every block would be held until the end of input: memory would not be bounded.
+            return Err(invalid(
+                "<##> and <0#> wait for the end of input: they cannot go with --pipe or --pipe-part"
+                    .into(),
+            ));
+        }
+        let throttle = throttle(&cli, cpus)?;
         Ok(Config {
             input: InputSpec {
                 mode,
@@ -437,8 +450,10 @@ impl Config {
                 colsep,
                 delimiter,
                 grouping,
-                header: header.then_some(names),
+                header: (header && pipe.is_none()).then_some(names),
                 needs_total,
+                pipe,
+                shuffle: cli.shuf,
             },
             templates,
             jobs,
@@ -451,6 +466,7 @@ impl Config {
                 timeout,
                 retries: cli.retries,
                 host_timeout,
+                throttle,
             },
             halt,
             resume: cli.resume.clone(),
@@ -499,6 +515,167 @@ fn several_items(cli: &Cli) -> Option<(Option<usize>, Several)> {
         None if cli.multiple || cli.xargs => Some((None, Several::Values)),
         None => None,
     }
+}
+
+/// `--pipe` / `--pipe-part` and their options (`None` without either; the options are
+/// refused alone).
+fn pipe_spec(
+    cli: &Cli,
+    mode: Mode,
+    sources: &[Source],
+    jobs: usize,
+    hosts: &[HostSpec],
+) -> Result<Option<PipeSpec>, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(m);
+    let name = if cli.pipe_part {
+        "--pipe-part"
+    } else {
+        "--pipe"
+    };
+    if !cli.pipe && !cli.pipe_part {
+        let options = [
+            (cli.block.is_some(), "--block"),
+            (cli.recend.is_some(), "--recend"),
+            (cli.recstart.is_some(), "--recstart"),
+            (cli.regexp, "--regexp"),
+            (cli.remove_rec_sep, "--remove-rec-sep"),
+        ];
+        if let Some((_, option)) = options.iter().find(|(set, _)| *set) {
+            return Err(invalid(format!(
+                "{option} is for --pipe or --pipe-part: add one of them"
+            )));
+        }
+        return Ok(None);
+    }
+    match mode {
+        Mode::Template => {}
+        Mode::Jsonl => {
+            return Err(invalid(format!(
+                "--jsonl reads JSON objects from stdin: it cannot go with {name}"
+            )))
+        }
+        Mode::Commands => {
+            return Err(invalid(format!(
+                "{name} needs a TEMPLATE: the command each block is piped to"
+            )))
+        }
+    }
+    if let Some(host) = hosts.iter().find(|h| !h.local) {
+        return Err(invalid(format!(
+            "{name} feeds blocks to local jobs only: -S {} is a remote host (an SSH job's \
+             stdin carries bakapara's control lines)",
+            host.name
+        )));
+    }
+    if cli.multiple || cli.context_replace || cli.xargs {
+        return Err(invalid(format!(
+            "-m, -X and --xargs put items on a command line: they cannot go with {name} (-N n: n records per block)"
+        )));
+    }
+    if cli.colsep.is_some() {
+        return Err(invalid(format!(
+            "--colsep splits items: it cannot go with {name}"
+        )));
+    }
+    let block = match &cli.block {
+        Some(b) => {
+            let size = timefmt::parse_gnu_size(b).map_err(|e| invalid(format!("--block: {e}")))?;
+            usize::try_from(size).map_err(|_| invalid(format!("--block {b}: too big")))?
+        }
+        None => 1 << 20,
+    };
+    if block == 0 {
+        return Err(invalid("--block must be more than 0".into()));
+    }
+    let bytes = |what: &str, v: &Option<String>| -> Result<Option<Vec<u8>>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(text) if cli.regexp => Ok(Some(text.as_bytes().to_vec())),
+            Some(text) => parse_delimiter_or_empty(text)
+                .map(Some)
+                .map_err(|e| invalid(format!("{what}: {e}"))),
+        }
+    };
+    let recend = bytes("--recend", &cli.recend)?;
+    let recstart = bytes("--recstart", &cli.recstart)?;
+    let separator =
+        Separator::new(recend.as_deref(), recstart.as_deref(), cli.regexp).map_err(invalid)?;
+    let header = match cli.header.as_deref() {
+        None => None,
+        Some(":") => Some(Header::FirstLine),
+        Some(re) => Some(Header::Regex(
+            regex::bytes::Regex::new(re)
+                .map_err(|e| invalid(format!("bad --header regex {re:?}: {e}")))?,
+        )),
+    };
+    let records = cli.max_replace_args.or(cli.max_args);
+    if records == Some(0) {
+        return Err(invalid(format!(
+            "-N 0 gives a block no record: use -N 1 or more with {name}"
+        )));
+    }
+    let file = match sources {
+        [] => None,
+        [Source::File(path)] if path.as_os_str() != "-" => Some(path.clone()),
+        [Source::File(_)] => None,
+        _ => {
+            return Err(invalid(format!(
+                "{name} reads stdin or one :::: FILE (-a FILE): ::: arguments and several sources are not input for it"
+            )))
+        }
+    };
+    let part = if cli.pipe_part {
+        if records.is_some() || cli.remove_rec_sep {
+            return Err(invalid(
+                "--pipe-part cuts byte ranges: -N and --remove-rec-sep are for --pipe".into(),
+            ));
+        }
+        Some(file.ok_or_else(|| {
+            invalid("--pipe-part cuts a file: give it with -a FILE or :::: FILE".into())
+        })?)
+    } else {
+        None
+    };
+    Ok(Some(PipeSpec {
+        block,
+        separator,
+        remove_separators: cli.remove_rec_sep,
+        records,
+        header,
+        part,
+        budget: block.saturating_mul(jobs.saturating_add(2)),
+    }))
+}
+
+/// A `--recend` / `--recstart` value: `-d`'s C escapes; empty is allowed (no separator).
+fn parse_delimiter_or_empty(text: &str) -> Result<Vec<u8>, String> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    parse_delimiter(text)
+}
+
+/// `--delay`, `--memfree`, `--load`.
+fn throttle(cli: &Cli, cpus: usize) -> Result<Throttle, ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(m);
+    let delay = match &cli.delay {
+        Some(d) => Some(timefmt::parse_duration(d).map_err(|e| invalid(format!("--delay: {e}")))?)
+            .filter(|d| !d.is_zero()),
+        None => None,
+    };
+    let memfree = match &cli.memfree {
+        Some(m) => {
+            Some(timefmt::parse_gnu_size(m).map_err(|e| invalid(format!("--memfree: {e}")))?)
+        }
+        None => None,
+    };
+    let load = match &cli.load {
+        Some(l) => Some(
+            crate::throttle::parse_load(l, cpus).map_err(|e| invalid(format!("--load: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Throttle::new(delay, memfree, load))
 }
 
 /// How the reader groups items into jobs of the command template `cmd`.

@@ -233,6 +233,10 @@ pub struct InputSpec {
     /// A template uses `<##>` or `<0#>`: every job waits for the end of input, when their
     /// number is known (so the reader holds them all until then).
     pub needs_total: bool,
+    /// `--pipe` / `--pipe-part`: the input is cut into blocks, one job's stdin each.
+    pub pipe: Option<crate::pipe::PipeSpec>,
+    /// `--shuf`: all input is read, then the jobs go in a random order (numbered in it).
+    pub shuffle: bool,
 }
 
 impl Default for InputSpec {
@@ -247,6 +251,8 @@ impl Default for InputSpec {
             grouping: None,
             header: None,
             needs_total: false,
+            pipe: None,
+            shuffle: false,
         }
     }
 }
@@ -408,11 +414,14 @@ pub fn weight(job: &Job) -> usize {
         Body::Pending(args) => args.iter().map(|a| a.len() + 24).sum(),
         Body::Invalid(why) => why.len(),
     };
-    body + job
-        .object
-        .iter()
-        .map(|(k, v)| k.len() + value(v))
-        .sum::<usize>()
+    let stdin = job.stdin.as_ref().map_or(0, crate::pipe::Block::memory);
+    stdin
+        + body
+        + job
+            .object
+            .iter()
+            .map(|(k, v)| k.len() + value(v))
+            .sum::<usize>()
         + 128
 }
 
@@ -463,7 +472,10 @@ struct Stopped;
 
 impl Reader<'_> {
     fn run(mut self) -> Result<(), String> {
-        let outcome = if self.spec.sources.is_empty() {
+        let spec = self.spec;
+        let outcome = if let Some(pipe) = &spec.pipe {
+            self.pipe_jobs(pipe)
+        } else if self.spec.sources.is_empty() {
             let mut header = self.spec.header.is_some() && self.spec.mode == Mode::Template;
             self.each_line(&Source::Stdin, |r, line| {
                 if std::mem::take(&mut header) {
@@ -487,6 +499,7 @@ impl Reader<'_> {
             other => other,
         };
         let outcome = match outcome {
+            Ok(Ok(())) if self.spec.shuffle => Ok(self.send_shuffled()),
             Ok(Ok(())) if self.spec.needs_total => {
                 let _ = self.state.total.set(self.seq);
                 Ok(self.send_held())
@@ -781,6 +794,7 @@ impl Reader<'_> {
             attempts: 0,
             host_losses: 0,
             last_host: None,
+            stdin: None,
         })
     }
 
@@ -825,6 +839,7 @@ impl Reader<'_> {
                         attempts: 0,
                         host_losses: 0,
                         last_host: None,
+                        stdin: None,
                     };
                 }
                 match Spec::from_object(&object) {
@@ -863,8 +878,63 @@ impl Reader<'_> {
         sent
     }
 
+    /// `--pipe`: a job per block of stdin (or of the `::::` file), or per range of the
+    /// `--pipe-part` file.
+    fn pipe_jobs(&mut self, pipe: &crate::pipe::PipeSpec) -> Result<Result<(), Stopped>, String> {
+        let mut stopped = Ok(());
+        let mut emit = |r: &mut Self, block: crate::pipe::Block| {
+            r.state.in_flight.fetch_add(1, Ordering::SeqCst);
+            let seq = r.next_seq();
+            let sent = r.send(Job {
+                seq,
+                object: Map::new(),
+                body: Body::Pending(Vec::new()),
+                submitted: Local::now(),
+                attempts: 0,
+                host_losses: 0,
+                last_host: None,
+                stdin: Some(block),
+            });
+            r.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            sent.map_err(|Stopped| {
+                stopped = Err(Stopped);
+                crate::pipe::Stopped
+            })
+        };
+        if pipe.part.is_some() {
+            crate::pipe::cut_file(pipe, |block| emit(self, block))?;
+            return Ok(stopped);
+        }
+        let stop = Arc::clone(&self.state);
+        match self.spec.sources.first() {
+            Some(Source::File(path)) if path.as_os_str() != "-" => {
+                let file = File::open(path)
+                    .map_err(|e| format!(":::: {}: cannot open: {e}", path.display()))?;
+                crate::pipe::cut(pipe, file, &stop.stop, |block| emit(self, block))?;
+            }
+            _ => {
+                let stdin = std::io::stdin().lock();
+                crate::pipe::cut(pipe, stdin, &stop.stop, |block| emit(self, block))?;
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// `--shuf`: the jobs held until the end of input, sent in a random order and numbered
+    /// in it (as GNU Parallel's `{#}` counts them).
+    fn send_shuffled(&mut self) -> Result<(), Stopped> {
+        let mut jobs = std::mem::take(&mut self.held);
+        crate::throttle::shuffle(&mut jobs);
+        for (i, job) in jobs.iter_mut().enumerate() {
+            job.seq = i as u64 + 1;
+        }
+        self.held = jobs;
+        let _ = self.state.total.set(self.seq);
+        self.send_held()
+    }
+
     fn send(&mut self, job: Job) -> Result<(), Stopped> {
-        if self.spec.needs_total {
+        if self.spec.needs_total || self.spec.shuffle {
             self.held.push(job);
             return if self.state.stop.load(Ordering::SeqCst) {
                 Err(Stopped)
@@ -1063,6 +1133,7 @@ fn ready(seq: u64, object: Map<String, Value>, spec: Spec) -> Job {
         attempts: 0,
         host_losses: 0,
         last_host: None,
+        stdin: None,
     }
 }
 
@@ -1075,6 +1146,7 @@ fn invalid(seq: u64, object: Map<String, Value>, why: String) -> Job {
         attempts: 0,
         host_losses: 0,
         last_host: None,
+        stdin: None,
     }
 }
 

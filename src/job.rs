@@ -25,6 +25,8 @@ pub struct Job {
     pub host_losses: u32,
     /// The host (index in the run's host list) of the last failed run: a retry prefers another.
     pub last_host: Option<usize>,
+    /// `--pipe`: the block of input the job gets on its stdin (else `/dev/null`).
+    pub stdin: Option<crate::pipe::Block>,
 }
 
 /// What a job runs, or why it cannot run.
@@ -629,6 +631,7 @@ mod tests {
             attempts: 0,
             host_losses: 0,
             last_host: None,
+            stdin: None,
         };
         let r = JobResult::not_started(&job, Status::Error, "why".into(), "m".into());
         let mut buf = Vec::new();

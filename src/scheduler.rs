@@ -22,6 +22,7 @@ use crate::job::{Body, Job, JobResult, Placement, Status, STOPPED_BY_BAKAPARA};
 use crate::jobserver::{Jobserver, Tokens};
 use crate::output::{Output, OutputFailure};
 use crate::signals::{Controls, Event};
+use crate::throttle::Throttle;
 
 /// A host jobs can run on.
 #[derive(Debug)]
@@ -87,6 +88,8 @@ pub struct RunSettings {
     pub retries: u32,
     /// How long a job waits for a lost host to come back before it fails.
     pub host_timeout: Duration,
+    /// `--delay`, `--memfree`, `--load`: when a job may start besides a free slot.
+    pub throttle: Throttle,
 }
 
 /// How the run ended, for the exit status.
@@ -166,6 +169,8 @@ pub struct Scheduler {
     resume: Resume,
     /// make's jobserver tokens, under `make -jN` (see [`Scheduler::with_jobserver`]).
     tokens: Option<Tokens>,
+    /// `--delay`, `--memfree`, `--load` (a copy of the settings' one, with its own state).
+    throttle: Throttle,
     /// Job keys that look like misspelt known keys, reported once each.
     near_misses: crate::job::NearMisses,
 }
@@ -222,6 +227,7 @@ impl Scheduler {
             stop_tx,
             halt: None,
             templates: Arc::new(templates),
+            throttle: settings.throttle.clone(),
             settings,
             output,
             run_id: run_id(),
@@ -284,7 +290,14 @@ impl Scheduler {
                 && self.queue.len() < LOOKAHEAD
                 && !self.output.backlogged();
             let want_token = self.tokens.as_ref().is_some_and(Tokens::awaited);
+            // Jobs held back by --delay, --memfree or --load: look again later.
+            let throttled = (!self.throttle.is_off()
+                && !self.queue.is_empty()
+                && !self.free.is_empty()
+                && self.halt.is_none())
+            .then(|| self.throttle.wake_at());
             tokio::select! {
+                _ = tokio::time::sleep_until(throttled.unwrap_or_else(tokio::time::Instant::now)), if throttled.is_some() => {}
                 token = arrival(&mut self.tokens), if want_token => self.token_arrived(token),
                 Some(done) = self.running.join_next(), if !self.running.is_empty() => match done {
                     Ok(done) => self.finish(done),
@@ -480,11 +493,12 @@ impl Scheduler {
         true
     }
 
-    /// False while a job must wait for a token of make's jobserver.
+    /// False while a job must wait for a token of make's jobserver, or for the throttle.
     fn may_start(&self) -> bool {
         self.tokens
             .as_ref()
             .is_none_or(|t| t.may_start(self.running.len()))
+            && self.throttle.may_start()
     }
 
     /// Holds the jobserver tokens the running jobs and the queued ones that could start need.
@@ -584,6 +598,7 @@ impl Scheduler {
             }
         };
         job.attempts += 1;
+        self.throttle.started();
         let Slot { host, lane } = self.slots[slot];
         let host = Arc::clone(&self.hosts[host].host);
         self.output
@@ -596,8 +611,10 @@ impl Scheduler {
             timeout: spec.timeout.or(self.settings.timeout),
             grace: self.settings.grace,
         };
+        let stdin = job.stdin.clone();
         self.running.spawn(async move {
             let command = Command {
+                stdin: stdin.as_ref(),
                 cmd: &spec.cmd,
                 cd: spec.cd.as_deref(),
                 out: spec.out.as_deref(),

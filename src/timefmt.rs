@@ -88,6 +88,39 @@ fn seconds_of(t: &str) -> Option<f64> {
     Some(total)
 }
 
+/// Parses a size with GNU Parallel's unit prefixes (`--block`, `--memfree`): K M G T P are
+/// powers of 1024, k m g t p powers of 1000 (`1k` is 1000, `1K` 1024); the number may have a
+/// fraction (`1.5M`).
+pub fn parse_gnu_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("`{text}` is not a size (examples: 65536, 512K, 1M, 2G, 1.5k)");
+    let t = text.trim();
+    let (num, scale) = match t.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let scale: f64 = match c {
+                'K' => 1024f64,
+                'M' => 1024f64.powi(2),
+                'G' => 1024f64.powi(3),
+                'T' => 1024f64.powi(4),
+                'P' => 1024f64.powi(5),
+                'k' => 1e3,
+                'm' => 1e6,
+                'g' => 1e9,
+                't' => 1e12,
+                'p' => 1e15,
+                _ => return Err(bad()),
+            };
+            (&t[..t.len() - 1], scale)
+        }
+        _ => (t, 1.0),
+    };
+    let value: f64 = num.trim().parse().map_err(|_| bad())?;
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes.round() as u64)
+}
+
 /// Parses a byte size: `1048576`, `512K`, `1M`, `2G` (powers of 1024; a trailing `B`/`iB` is
 /// accepted).
 pub fn parse_size(text: &str) -> Result<usize, String> {
@@ -143,6 +176,13 @@ mod tests {
 
     #[test]
     fn sizes() {
+        assert_eq!(parse_gnu_size("1k"), Ok(1000));
+        assert_eq!(parse_gnu_size("1K"), Ok(1024));
+        assert_eq!(parse_gnu_size("1.5M"), Ok(1536 * 1024));
+        assert_eq!(parse_gnu_size("2g"), Ok(2_000_000_000));
+        for bad in ["", "x", "1x", "-1", "1e400"] {
+            assert!(parse_gnu_size(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_size("0").unwrap(), 0);
         assert_eq!(parse_size("512K").unwrap(), 512 * 1024);
         assert_eq!(parse_size("1M").unwrap(), 1 << 20);

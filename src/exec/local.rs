@@ -144,7 +144,16 @@ impl LocalExecutor {
         // Listening before the process starts, so that no SIGCHLD of its is missed.
         let sigchld = unix_signal(SignalKind::child()).ok();
         let args = ["-o", "pipefail", "-c", job.cmd];
-        let spawned = match spawn("/bin/bash", &args, job.env, dir.as_deref(), stdout, stderr) {
+        let piped = job.stdin.is_some();
+        let spawned = match spawn(
+            "/bin/bash",
+            &args,
+            job.env,
+            dir.as_deref(),
+            piped,
+            stdout,
+            stderr,
+        ) {
             Ok(spawned) => spawned,
             Err(e) => return Outcome::not_run(Ending::CouldNotRun(spawn_error(e, job.cmd))),
         };
@@ -161,8 +170,15 @@ impl LocalExecutor {
         let captured = |stream: bool| (stream && live.is_none()).then(Captured::default);
         let mut out = captured(spawned.stdout.is_some());
         let mut err = captured(spawned.stderr.is_some());
+        let feeding = async {
+            if let (Some(fd), Some(block)) = (spawned.stdin, job.stdin) {
+                // A job that exits without reading its stdin is no error of the feeding.
+                let _ = crate::pipe::feed(fd, block).await;
+            }
+        };
         let outputs = async {
             tokio::join!(
+                feeding,
                 take_output(
                     spawned.stdout,
                     limit,

@@ -24,6 +24,8 @@ pub struct Command<'a> {
     pub env: &'a [(String, String)],
     /// `--line-buffer --tag`: the prefix of each line of output passed on as it comes.
     pub live_tag: Option<&'a [u8]>,
+    /// `--pipe`: what the job reads on its stdin (`None`: `/dev/null`). Local jobs only.
+    pub stdin: Option<&'a crate::pipe::Block>,
 }
 
 /// Per-run limits that every job of the run shares, plus the job's own timeout.

@@ -33,6 +33,8 @@ pub(crate) enum Sink {
 /// A started process: it leads its own session and process group (its pid is both ids).
 pub(crate) struct Spawned {
     pub pid: Pid,
+    /// The write end of the job's stdin pipe (non-blocking), when one was asked for.
+    pub stdin: Option<OwnedFd>,
     pub stdout: Option<tokio::process::ChildStdout>,
     pub stderr: Option<tokio::process::ChildStderr>,
 }
@@ -52,13 +54,15 @@ pub(crate) enum State {
     Lost(Errno),
 }
 
-/// Starts `program` with `args` (stdin `/dev/null`, the environment plus `env`, in `dir`) in a
-/// session of its own. Must be called inside a Tokio runtime (the pipes are registered there).
+/// Starts `program` with `args` (stdin `/dev/null`, or with `piped_stdin` a pipe whose write
+/// end comes back; the environment plus `env`, in `dir`) in a session of its own. Must be
+/// called inside a Tokio runtime (the pipes are registered there).
 pub(crate) fn spawn(
     program: &str,
     args: &[&str],
     env: &[(String, String)],
     dir: Option<&Path>,
+    piped_stdin: bool,
     stdout: Sink,
     stderr: Sink,
 ) -> io::Result<Spawned> {
@@ -72,8 +76,17 @@ pub(crate) fn spawn(
         .transpose()?;
     let (out_read, out_write) = sink_fds(stdout)?;
     let (err_read, err_write) = sink_fds(stderr)?;
+    let stdin = if piped_stdin {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+        Some((above_stdio(read)?, write))
+    } else {
+        None
+    };
     let mut actions = FileActions::new()?;
-    actions.open_null(0)?;
+    match &stdin {
+        Some((read, _)) => actions.dup2(read.as_raw_fd(), 0)?,
+        None => actions.open_null(0)?,
+    }
     actions.dup2(out_write.as_raw_fd(), 1)?;
     actions.dup2(err_write.as_raw_fd(), 2)?;
     if let Some(dir) = &dir {
@@ -102,6 +115,14 @@ pub(crate) fn spawn(
     }
     // The child has its own copies now.
     drop((out_write, err_write));
+    let stdin = match stdin {
+        Some((read, write)) => {
+            drop(read);
+            fcntl(write.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+            Some(write)
+        }
+        None => None,
+    };
     let stdout = out_read
         .map(|fd| tokio::process::ChildStdout::from_std(fd.into()))
         .transpose()?;
@@ -110,6 +131,7 @@ pub(crate) fn spawn(
         .transpose()?;
     Ok(Spawned {
         pid: Pid::from_raw(pid),
+        stdin,
         stdout,
         stderr,
     })
