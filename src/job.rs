@@ -51,6 +51,10 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub retries: Option<u32>,
+    /// Files copied to a remote host before the job runs (`transfer` key, `--transferfile`).
+    pub transfer: Vec<String>,
+    /// Files copied back from a remote host after it ends (`return` key, `--return`).
+    pub returns: Vec<String>,
 }
 
 impl Spec {
@@ -149,7 +153,26 @@ impl Spec {
             env,
             timeout,
             retries,
+            transfer: path_list(object, "transfer")?,
+            returns: path_list(object, "return")?,
         })
+    }
+}
+
+/// A key holding one path or a list of paths (`transfer`, `return`).
+fn path_list(object: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
+    let want = "a path or a list of paths";
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(wrong_type(key, want, other)),
+            })
+            .collect(),
+        Some(other) => Err(wrong_type(key, want, other)),
     }
 }
 
@@ -203,6 +226,9 @@ pub struct JobResult {
     pub received: String,
     pub elapsed: Option<f64>,
     pub msg_id: String,
+    /// A remote job's file copies (`--transferfile`, `--return`): counts, bytes, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<crate::transfer::TransferStats>,
     #[serde(flatten)]
     pub stdout: Option<Stream>,
     #[serde(flatten)]
@@ -304,6 +330,7 @@ impl JobResult {
                 .ran
                 .map(|(started, completed)| timefmt::seconds_between(&started, &completed)),
             msg_id,
+            transfer: outcome.transfer,
             stdout: outcome.stdout.map(|captured| Stream {
                 name: "stdout",
                 captured,
@@ -332,6 +359,7 @@ impl JobResult {
             received: timefmt::rfc3339(&Local::now()),
             elapsed: None,
             msg_id,
+            transfer: None,
             stdout: None,
             stderr: None,
         }

@@ -71,6 +71,8 @@ pub struct Output {
     state: Arc<WriterState>,
     /// Failures already reported by [`Output::new_failure`].
     reported: Reported,
+    /// `--gather`: every job's stdout, printed folded by host at the end.
+    gathered: Option<crate::gather::Gathered>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -204,7 +206,15 @@ impl Output {
             tx: None,
             state: Arc::new(WriterState::default()),
             reported: Reported::default(),
+            gathered: None,
         }
+    }
+
+    /// `--gather` (with `--text`): jobs' stdout is kept until the end of the run, then
+    /// printed once per distinct output under the range of the hosts that printed it.
+    pub fn gather(mut self) -> Output {
+        self.gathered = Some(crate::gather::Gathered::default());
+        self
     }
 
     /// `--text`: each job's stdout goes to `out` and its stderr to stderr, whole per job
@@ -364,7 +374,7 @@ impl Output {
                     ..result.clone()
                 };
                 encode_line(&job.object, &bare, &mut line);
-                let block = TextBlock {
+                let mut block = TextBlock {
                     tag: mode.tag.then(|| {
                         let slot = result.engine_id.map_or(0, |e| e + 1);
                         tag_of(job, slot, cmd, mode.tagstring.as_ref())
@@ -372,6 +382,13 @@ impl Output {
                     stdout: held(result.stdout.as_ref()),
                     stderr: held(result.stderr.as_ref()),
                 };
+                if let (Some(gathered), Some(host)) = (&mut self.gathered, &result.host) {
+                    let bytes = match block.stdout.take() {
+                        Some(Held::Spool(spool)) => read_spool(&spool),
+                        _ => Vec::new(),
+                    };
+                    gathered.add(job.seq, host.clone(), bytes);
+                }
                 let live = result
                     .host
                     .as_ref()
@@ -522,6 +539,12 @@ impl Output {
     pub fn finish(&mut self) {
         for (_, entry) in std::mem::take(&mut self.pending) {
             self.write(entry);
+        }
+        if let Some(gathered) = self.gathered.take() {
+            let text = gathered.render();
+            if !text.is_empty() {
+                self.write_raw(text);
+            }
         }
         self.held_spools = 0;
         self.logger.completed(self.done, self.failed);
@@ -740,6 +763,21 @@ fn capture(stream: Stream, limit: usize) -> Stream {
         name: stream.name,
         captured: capture_from_spool(stream.captured, limit),
     }
+}
+
+/// The whole content of a spool file (`--gather` keeps it; an unreadable rest is lost).
+fn read_spool(spool: &Spool) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut offset = 0u64;
+    while let Ok(n) = spool.file().read_at(&mut chunk, offset) {
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        offset += n as u64;
+    }
+    bytes
 }
 
 /// A stream's spool, unless it is empty (nothing to print, no file to keep open).

@@ -163,6 +163,9 @@ async fn run_async(
         if let Some(template) = &config.tagstring {
             output = output.tagstring(template.clone());
         }
+        if config.gather {
+            output = output.gather();
+        }
         if let Some(live) = &live {
             let local = hosts.iter().filter(|h| h.spec.local);
             let names = local.map(|h| h.spec.name.clone()).collect();

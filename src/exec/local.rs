@@ -195,6 +195,7 @@ impl LocalExecutor {
                  bakapara stopped waiting for it"
                     .to_string()
             }),
+            transfer: None,
         }
     }
 }
