@@ -139,7 +139,7 @@ pub struct Copier<'a> {
 /// On the host: `cd` to the working directory (`$1`), write stdin to `$2` under a temp name,
 /// and rename it once it holds `$3` bytes.
 const SEND_SCRIPT: &str = r#"w=$1 f=$2 n=$3
-if [ -n "$w" ]; then cd -- "$w" 2>/dev/null || { echo "cannot enter $w" >&2; exit 3; }; fi
+if [ -n "$w" ]; then case $w in /*) ;; *) cd 2>/dev/null ;; esac; cd -- "$w" 2>/dev/null || { echo "cannot enter $w" >&2; exit 3; }; fi
 d=${f%/*}
 if [ "$d" != "$f" ] && [ -n "$d" ]; then mkdir -p -- "$d" 2>/dev/null || { echo "cannot create $d" >&2; exit 3; }; fi
 t=$f.bakapara-part.$$
@@ -150,7 +150,7 @@ mv -f -- "$t" "$f" 2>/dev/null || { rm -f -- "$t"; echo "cannot write $f" >&2; e
 
 /// On the host: `cd` to `$1`, print the size of `$2` on a line, then the file.
 const RETURN_SCRIPT: &str = r#"w=$1 f=$2
-if [ -n "$w" ]; then cd -- "$w" 2>/dev/null || { echo "cannot enter $w" >&2; exit 3; }; fi
+if [ -n "$w" ]; then case $w in /*) ;; *) cd 2>/dev/null ;; esac; cd -- "$w" 2>/dev/null || { echo "cannot enter $w" >&2; exit 3; }; fi
 [ -f "$f" ] || { echo "no such file" >&2; exit 4; }
 exec 3<"$f" || exit 4
 n=$(wc -c <"$f") || exit 4
@@ -159,7 +159,7 @@ exec cat <&3"#;
 
 /// On the host: `cd` to `$1` and remove the other arguments (`-r` first: directories too).
 const REMOVE_SCRIPT: &str = r#"w=$1; shift
-if [ -n "$w" ]; then cd -- "$w" 2>/dev/null || exit 0; fi
+if [ -n "$w" ]; then case $w in /*) ;; *) cd 2>/dev/null ;; esac; cd -- "$w" 2>/dev/null || exit 0; fi
 rm -f "$@" 2>/dev/null; exit 0"#;
 
 /// The command line a login shell runs for `script` with `args`.
@@ -180,7 +180,7 @@ impl Copier<'_> {
         let Some(dir) = self.workdir else {
             return Ok(());
         };
-        let script = r#"mkdir -p -- "$1" 2>&1 && cd -- "$1""#;
+        let script = r#"case $1 in /*) ;; *) cd 2>/dev/null ;; esac; mkdir -p -- "$1" && cd -- "$1""#;
         let out = self.output(&remote(script, &[dir])).await?;
         if out.0 == Some(0) {
             return Ok(());
@@ -318,7 +318,7 @@ impl Copier<'_> {
     /// Removes a `--workdir ...` directory (from the login directory).
     pub async fn remove_workdir(&self) {
         let Some(dir) = self.workdir else { return };
-        let script = r#"rm -rf -- "$1"; rmdir -- .bakapara/tmp .bakapara 2>/dev/null; exit 0"#;
+        let script = r#"cd 2>/dev/null; rm -rf -- "$1"; rmdir -- .bakapara/tmp .bakapara 2>/dev/null; exit 0"#;
         let _ = self.output(&remote(script, &[dir])).await;
     }
 

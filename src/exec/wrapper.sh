@@ -36,7 +36,8 @@ for v in "$@"; do
     *) export "$v" 2>/dev/null || t error "bad environment variable ${v%%=*}" ;;
   esac
 done
-if [ -n "$b" ]; then cd -- "$b" 2>/dev/null || t error "cannot cd to $b on $(hostname 2>/dev/null)"; fi
+# A relative base is relative to the login directory, $HOME (where sshd starts us, usually).
+if [ -n "$b" ]; then case $b in /*) ;; *) cd 2>/dev/null ;; esac; cd -- "$b" 2>/dev/null || t error "cannot cd to $b on $(hostname 2>/dev/null)"; fi
 if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || t error "cannot cd to $d on $(hostname 2>/dev/null)"; fi
 for f in "$o" "$e"; do
   if [ -n "$f" ] && [ "${f%/*}" != "$f" ] && [ -n "${f%/*}" ]; then
