@@ -218,7 +218,9 @@ impl Templates {
             }
             let mut paths = Vec::with_capacity(list.len());
             for t in list {
-                let path = t.expand(&ctx, Quoting::Verbatim).map_err(|e| e.to_string())?;
+                let path = t
+                    .expand(&ctx, Quoting::Verbatim)
+                    .map_err(|e| e.to_string())?;
                 paths.push(Value::String(path));
             }
             object.insert(key.to_string(), Value::Array(paths));
@@ -312,7 +314,10 @@ impl InputSpec {
             }) => Some(items.div_ceil(n.max(1) as u64)),
             Some(_) => None,
         };
-        let copies = self.every_host.as_ref().map_or(1, |hosts| hosts.len() as u64);
+        let copies = self
+            .every_host
+            .as_ref()
+            .map_or(1, |hosts| hosts.len() as u64);
         jobs.map(|n| n.saturating_mul(copies))
     }
 

@@ -54,9 +54,11 @@ impl FileOptions {
         let mut returns = cli.return_file.clone();
         returns.extend(cli.trc.iter().cloned());
         if cli.template.is_empty() && !(transfer.is_empty() && returns.is_empty()) {
-            return Err("--transferfile, --transfer, --return and --trc need a TEMPLATE (JSON job \
+            return Err(
+                "--transferfile, --transfer, --return and --trc need a TEMPLATE (JSON job \
                  lines carry their own `transfer` and `return` keys)"
-                .into());
+                    .into(),
+            );
         }
         for file in &cli.basefile {
             let meta = std::fs::metadata(file).map_err(|e| format!("--basefile {file}: {e}"))?;
@@ -65,9 +67,11 @@ impl FileOptions {
             }
         }
         if cli.nonall && cli.onall {
-            return Err("--nonall runs one command with no input; --onall runs every input job \
+            return Err(
+                "--nonall runs one command with no input; --onall runs every input job \
                  on every host: give one of them"
-                .into());
+                    .into(),
+            );
         }
         Ok(FileOptions {
             remote: RemoteFiles {
@@ -95,15 +99,18 @@ pub fn fresh_workdir() -> String {
         .unwrap_or_else(|_| "local".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!(
-        ".bakapara/tmp/{host}-{}-{nanos:09}",
-        std::process::id()
-    )
+    format!(".bakapara/tmp/{host}-{}-{nanos:09}", std::process::id())
 }
 
 /// What a job's transfers did, for its result's `transfer` key.
@@ -118,6 +125,9 @@ pub struct TransferStats {
     /// Seconds spent copying (both ways).
     pub seconds: f64,
 }
+
+/// Bytes read from a file at a time for a transfer.
+const COPY_BUFFER: usize = 256 * 1024;
 
 /// Why a copy failed: the connection is gone (the host is lost), or the copy itself failed
 /// (a sentence naming the file and the host).
@@ -180,7 +190,8 @@ impl Copier<'_> {
         let Some(dir) = self.workdir else {
             return Ok(());
         };
-        let script = r#"case $1 in /*) ;; *) cd 2>/dev/null ;; esac; mkdir -p -- "$1" && cd -- "$1""#;
+        let script =
+            r#"case $1 in /*) ;; *) cd 2>/dev/null ;; esac; mkdir -p -- "$1" && cd -- "$1""#;
         let out = self.output(&remote(script, &[dir])).await?;
         if out.0 == Some(0) {
             return Ok(());
@@ -208,14 +219,16 @@ impl Copier<'_> {
             .len();
         let size_text = size.to_string();
         let command = remote(SEND_SCRIPT, &[self.workdir.unwrap_or(""), path, &size_text]);
-        let mut child = self
-            .spawn(&command, true, false)
-            .await?;
+        let mut child = self.spawn(&command, true, false).await?;
         let mut stdin = child.stdin().take();
         let mut stderr = child.stderr().take();
         let copy = async {
             let result = match &mut stdin {
-                Some(pipe) => tokio::io::copy(&mut file, pipe).await.map(|_| ()),
+                Some(pipe) => {
+                    // Large reads: fewer wake-ups per MB than `copy`'s 8 KiB.
+                    let mut reader = tokio::io::BufReader::with_capacity(COPY_BUFFER, &mut file);
+                    tokio::io::copy_buf(&mut reader, pipe).await.map(|_| ())
+                }
                 None => Ok(()),
             };
             // EOF for the host's `cat`.
@@ -246,8 +259,9 @@ impl Copier<'_> {
     /// through a temp file beside it that is renamed once the whole file is there. Returns
     /// its size.
     pub async fn fetch(&self, path: &str) -> Result<u64, CopyError> {
-        let failed =
-            |why: String| CopyError::Failed(format!("cannot return {path} from {}: {why}", self.host));
+        let failed = |why: String| {
+            CopyError::Failed(format!("cannot return {path} from {}: {why}", self.host))
+        };
         let dest = PathBuf::from(path);
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -262,11 +276,14 @@ impl Copier<'_> {
             .prefix(&format!(".{name}."))
             .suffix(".bakapara-part")
             .tempfile_in(&dir)
-            .map_err(|e| failed(format!("cannot create a temp file in {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                failed(format!(
+                    "cannot create a temp file in {}: {e}",
+                    dir.display()
+                ))
+            })?;
         let command = remote(RETURN_SCRIPT, &[self.workdir.unwrap_or(""), path]);
-        let mut child = self
-            .spawn(&command, false, true)
-            .await?;
+        let mut child = self.spawn(&command, false, true).await?;
         let stdout = child.stdout().take();
         let mut stderr = child.stderr().take();
         let receive = async {
@@ -289,14 +306,17 @@ impl Copier<'_> {
                 temp.as_file()
                     .sync_all()
                     .map_err(|e| failed(e.to_string()))?;
-                temp.persist(&dest).map_err(|e| failed(e.error.to_string()))?;
+                temp.persist(&dest)
+                    .map_err(|e| failed(e.error.to_string()))?;
                 Ok(size)
             }
             (Ok(s), _) if s.code().is_some_and(|c| c != 255) && !why.trim().is_empty() => {
                 Err(failed(why.trim().to_string()))
             }
             (Ok(_), Err(why)) => Err(self.lost_or(failed(why)).await),
-            (Ok(s), Ok(_)) => Err(self.lost_or(failed(format!("the copy ended with {s}"))).await),
+            (Ok(s), Ok(_)) => Err(self
+                .lost_or(failed(format!("the copy ended with {s}")))
+                .await),
             (Err(e), _) => Err(self.lost_or(failed(e.to_string())).await),
         }
     }
@@ -333,7 +353,11 @@ impl Copier<'_> {
         loop {
             let spawned = Session::to_raw_command(Arc::clone(self.master), command)
                 .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-                .stdout(if stdout { Stdio::piped() } else { Stdio::null() })
+                .stdout(if stdout {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
                 .stderr(Stdio::piped())
                 .spawn()
                 .await;
@@ -383,7 +407,7 @@ async fn receive_sized(
     stdout: impl tokio::io::AsyncRead + Unpin,
     file: &std::fs::File,
 ) -> Result<u64, String> {
-    let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, stdout);
+    let mut reader = tokio::io::BufReader::with_capacity(COPY_BUFFER, stdout);
     let mut header = String::new();
     reader
         .read_line(&mut header)

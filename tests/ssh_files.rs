@@ -51,7 +51,11 @@ fn files_under(dir: &Path) -> BTreeSet<String> {
             if path.is_dir() {
                 todo.push(path);
             } else {
-                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 found.insert(rel);
             }
         }
@@ -105,11 +109,16 @@ fn trc_sends_inputs_returns_outputs_and_leaves_nothing_on_the_hosts() {
     }
     for host in cluster.hosts() {
         let left = files_under(&home(host).join("work"));
-        assert!(left.is_empty(), "--cleanup left {left:?} on {}", host.name());
+        assert!(
+            left.is_empty(),
+            "--cleanup left {left:?} on {}",
+            host.name()
+        );
     }
     let here = files_under(dir.path());
     assert!(
-        here.iter().all(|f| f.ends_with(".txt") || f.ends_with(".out")),
+        here.iter()
+            .all(|f| f.ends_with(".txt") || f.ends_with(".out")),
         "no temp file stays here: {here:?}"
     );
 }
@@ -120,7 +129,15 @@ fn a_file_that_cannot_be_transferred_fails_its_job_naming_the_file_and_host() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("here.txt"), "x\n").unwrap();
     let mut cmd = command(&cluster, dir.path());
-    cmd.args(["-S", "h1/1", "--workdir", "work", "--transfer", "-k", "cat <>"]);
+    cmd.args([
+        "-S",
+        "h1/1",
+        "--workdir",
+        "work",
+        "--transfer",
+        "-k",
+        "cat <>",
+    ]);
     let done = run(cmd, "here.txt\nmissing.txt\n");
     assert_eq!(done.code, Some(1), "{}\n{:#?}", done.stderr, done.lines);
     let ok = result(&done.lines[0]);
@@ -170,7 +187,10 @@ fn a_host_crash_during_a_return_leaves_no_truncated_file() {
     assert_eq!(done.code, Some(1), "{}\n{:#?}", done.stderr, done.lines);
     let r = result(&done.lines[0]);
     assert_eq!(r["status"], "error", "{r}");
-    assert!(!dir.path().join("big.out").exists(), "no file under the real name");
+    assert!(
+        !dir.path().join("big.out").exists(),
+        "no file under the real name"
+    );
     assert_eq!(partial(dir.path()), None, "the temp file is gone");
 }
 
@@ -212,10 +232,7 @@ fn nonall_runs_once_on_every_host_and_gather_folds_identical_output() {
         "--gather",
         "if [ \"$BAKAPARA_TEST_HOST\" = h3 ]; then echo other; else echo same; echo lines; fi",
     ]);
-    let done = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let done = cmd.stdin(std::process::Stdio::null()).output().unwrap();
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert_eq!(done.status.code(), Some(0), "{stderr}");
     let text = String::from_utf8(done.stdout).unwrap();
@@ -285,7 +302,11 @@ fn env_ships_an_exported_bash_function_to_remote_jobs() {
     cmd.args(["-S", "h1", "--env", "no_such_function_here", "true"]);
     let done = run(cmd, "");
     assert_eq!(done.code, Some(255));
-    assert!(done.stderr.contains("no_such_function_here"), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("no_such_function_here"),
+        "{}",
+        done.stderr
+    );
 }
 
 #[test]
@@ -346,8 +367,13 @@ fn local_jobs_skip_transfers() {
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     assert!(result(&done.lines[0]).get("transfer").is_none());
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("a.out")).unwrap().trim(),
+        std::fs::read_to_string(dir.path().join("a.out"))
+            .unwrap()
+            .trim(),
         "2"
     );
-    assert!(dir.path().join("a.txt").exists(), "local files are no transfer to clean up");
+    assert!(
+        dir.path().join("a.txt").exists(),
+        "local files are no transfer to clean up"
+    );
 }

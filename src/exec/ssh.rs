@@ -22,7 +22,7 @@ use super::{Captured, Command, Ending, Limits, Outcome, Stop};
 use crate::hosts::HostSpec;
 use crate::progress::RunningJobs;
 use crate::template::shell_quote;
-use crate::transfer::{Clock, CopyError, Copier, RemoteFiles, TransferStats};
+use crate::transfer::{Clock, Copier, CopyError, RemoteFiles, TransferStats};
 
 /// Job sessions per master connection. Stock sshd allows 10 sessions a connection: one is the
 /// keepalive, and the sessions of jobs that just ended take a moment to close, so some are
