@@ -21,7 +21,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../tests/common/sshd.rs"]
-#[allow(dead_code)]
 mod sshd;
 
 const BAKAPARA: &str = env!("CARGO_BIN_EXE_bakapara");

@@ -129,12 +129,14 @@ pub struct TransferStats {
 /// Bytes read from a file at a time for a transfer.
 const COPY_BUFFER: usize = 256 * 1024;
 
-/// Why a copy failed: the connection is gone (the host is lost), or the copy itself failed
-/// (a sentence naming the file and the host).
+/// Why a copy failed: the connection is gone (the host is lost), the copy itself failed
+/// (a sentence naming the file and the host), or the run stopped.
 #[derive(Debug, Clone)]
 pub enum CopyError {
     Lost(String),
     Failed(String),
+    /// The run stopped (Ctrl-C, `--halt`) before the copy was done.
+    Stopped,
 }
 
 /// Copies files between here and one host through one master connection.

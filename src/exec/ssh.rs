@@ -421,35 +421,28 @@ impl SshHost {
             return self.run_job(lane, job, limits, stop).await;
         };
         let copier = self.copier(&master);
+        let mut watch = stop.clone();
         let failed = |e: CopyError, stats: Option<TransferStats>| {
             let mut outcome = Outcome::not_run(self.copy_failure(e, generation));
             outcome.transfer = stats;
             outcome
         };
         if prepare {
-            if let Err(e) = self.prepare(&copier).await {
+            if let Err(e) = unless_stopped(&mut watch, self.prepare(&copier)).await {
                 return failed(e, None);
             }
         }
         let mut stats = TransferStats::default();
         let clock = Clock::start();
-        for path in job.transfer {
-            match copier.send(path).await {
-                Ok(bytes) => {
-                    stats.sent += 1;
-                    stats.sent_bytes += bytes;
-                }
-                Err(e) => {
-                    clock.add_to(&mut stats);
-                    if files.cleanup && !matches!(e, CopyError::Lost(_)) {
-                        let sent: Vec<&str> = job.transfer.iter().map(String::as_str).collect();
-                        copier.remove(&sent, false).await;
-                    }
-                    return failed(e, copies.then_some(stats));
-                }
-            }
-        }
+        let sent = send_files(&copier, job.transfer, &mut stats, &mut watch).await;
         clock.add_to(&mut stats);
+        if let Err(e) = sent {
+            if files.cleanup && !matches!(e, CopyError::Lost(_)) {
+                let sent: Vec<&str> = job.transfer.iter().map(String::as_str).collect();
+                copier.remove(&sent, false).await;
+            }
+            return failed(e, copies.then_some(stats));
+        }
         let mut outcome = self.run_job(lane, job, limits, stop).await;
         if matches!(outcome.ending, Ending::HostLost { .. }) {
             outcome.transfer = copies.then_some(stats);
@@ -458,7 +451,7 @@ impl SshHost {
         let clock = Clock::start();
         if outcome.ran.is_some() {
             for path in job.returns {
-                match copier.fetch(path).await {
+                match unless_stopped(&mut watch, copier.fetch(path)).await {
                     Ok(bytes) => {
                         stats.returned += 1;
                         stats.returned_bytes += bytes;
@@ -470,6 +463,13 @@ impl SshHost {
                         return outcome;
                     }
                     Err(CopyError::Failed(why)) => note_return_failure(&mut outcome, why),
+                    Err(CopyError::Stopped) => note_return_failure(
+                        &mut outcome,
+                        format!(
+                            "the run stopped before {path} came back from {}",
+                            self.spec.name
+                        ),
+                    ),
                 }
             }
         }
@@ -515,7 +515,7 @@ impl SshHost {
         match &result {
             Ok(()) => *prepared = Some(Ok(())),
             Err(CopyError::Failed(why)) => *prepared = Some(Err(why.clone())),
-            Err(CopyError::Lost(_)) => {}
+            Err(CopyError::Lost(_) | CopyError::Stopped) => {}
         }
         result
     }
@@ -524,6 +524,10 @@ impl SshHost {
     fn copy_failure(&self, e: CopyError, generation: u64) -> Ending {
         match e {
             CopyError::Failed(why) => Ending::CouldNotRun(why),
+            CopyError::Stopped => Ending::Aborted {
+                code: None,
+                signal: None,
+            },
             CopyError::Lost(why) => {
                 let _ = self.down_tx.send(HostDown {
                     host: self.index,
@@ -777,6 +781,32 @@ impl SshHost {
             s.push_str(&shell_quote(&format!("{name}={value}")));
         }
         s
+    }
+}
+
+/// Copies a job's files to the host, one after another, until one fails or the run stops.
+async fn send_files(
+    copier: &Copier<'_>,
+    paths: &[String],
+    stats: &mut TransferStats,
+    stop: &mut watch::Receiver<Stop>,
+) -> Result<(), CopyError> {
+    for path in paths {
+        let bytes = unless_stopped(stop, copier.send(path)).await?;
+        stats.sent += 1;
+        stats.sent_bytes += bytes;
+    }
+    Ok(())
+}
+
+/// A copy, given up when the run stops (Ctrl-C, `--halt`): a big file need not hold it up.
+async fn unless_stopped<T>(
+    stop: &mut watch::Receiver<Stop>,
+    copy: impl std::future::Future<Output = Result<T, CopyError>>,
+) -> Result<T, CopyError> {
+    tokio::select! {
+        done = copy => done,
+        Ok(_) = stop.wait_for(|s| *s != Stop::Run) => Err(CopyError::Stopped),
     }
 }
 
