@@ -377,3 +377,30 @@ fn local_jobs_skip_transfers() {
         "local files are no transfer to clean up"
     );
 }
+
+#[test]
+fn bad_file_and_every_host_options_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (vec!["--basefile", "nope.txt", "true"], "nope.txt"),
+        (vec!["--nonall", "echo", ":::", "a"], "--nonall"),
+        (vec!["--nonall"], "--nonall needs a TEMPLATE"),
+        (vec!["--nonall", "--onall", "true"], "--onall"),
+        (vec!["--gather", "--json", "true"], "--gather"),
+        (vec!["--trc", "x.out"], "need a TEMPLATE"),
+    ] {
+        let out = bakapara()
+            .current_dir(dir.path())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(255), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} names the problem: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: no job ran");
+    }
+}
