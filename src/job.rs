@@ -406,8 +406,8 @@ pub fn encode_line(object: &Map<String, Value>, result: &JobResult, buf: &mut Ve
 }
 
 /// The keys of a job object that bakapara reads (SPEC §3).
-pub const KNOWN_KEYS: [&str; 8] = [
-    "cmd", "cd", "out", "err", "host", "env", "timeout", "retries",
+pub const KNOWN_KEYS: [&str; 10] = [
+    "cmd", "cd", "out", "err", "host", "env", "timeout", "retries", "transfer", "return",
 ];
 
 /// Keys bakapara writes into job objects itself (a template's `input`, a result fed back in, a
@@ -443,8 +443,8 @@ fn normalized_key(key: &str) -> String {
 /// `key` is not itself known, and once case, `-` and `_` are ignored it is a known key, that key
 /// with an `s` added or removed, or another common name for it (`command`, `cwd`, `dir`,
 /// `workdir`, `stdout`, `output`, `stderr`, `hostname`, `environment`, `retry`); or, for the
-/// long keys (`timeout`, `retries`), one edit away: a letter missing, added, changed, or two
-/// neighbours swapped (`timout`, `retires`).
+/// long keys (`timeout`, `retries`, `transfer`, `return`), one edit away: a letter missing,
+/// added, changed, or two neighbours swapped (`timout`, `retires`).
 pub fn near_miss(key: &str) -> Option<&'static str> {
     if KNOWN_KEYS.contains(&key) || OWN_KEYS.contains(&key) {
         return None;

@@ -68,8 +68,13 @@ fn trc_sends_inputs_returns_outputs_and_leaves_nothing_on_the_hosts() {
     let cluster = SshCluster::start(&["h1", "h2"]);
     let dir = tempfile::tempdir().unwrap();
     let mut names = Vec::new();
+    // One name that a shell would split or run: it must go through quoted.
+    let stem = |i: usize| match i {
+        6 => "six 's $(x)".to_string(),
+        i => format!("f{i}"),
+    };
     for i in 1..=6 {
-        let name = format!("f{i}.txt");
+        let name = format!("{}.txt", stem(i));
         std::fs::write(dir.path().join(&name), "line\n".repeat(i)).unwrap();
         names.push(name);
     }
@@ -104,7 +109,7 @@ fn trc_sends_inputs_returns_outputs_and_leaves_nothing_on_the_hosts() {
     }
     assert_eq!(hosts_used.len(), 2, "both hosts ran jobs");
     for i in 1..=6 {
-        let out = std::fs::read_to_string(dir.path().join(format!("f{i}.out"))).unwrap();
+        let out = std::fs::read_to_string(dir.path().join(format!("{}.out", stem(i)))).unwrap();
         assert_eq!(out.trim(), i.to_string());
     }
     for host in cluster.hosts() {
@@ -333,6 +338,7 @@ fn basefiles_and_a_fresh_workdir_are_there_for_every_job_and_cleaned_up() {
     let done = run(cmd, "");
     assert_eq!(done.code, Some(0), "{}\n{:#?}", done.stderr, done.lines);
     let mut dirs = BTreeSet::new();
+    let mut hosts = BTreeSet::new();
     for line in &done.lines {
         let r = result(line);
         let out = r["stdout"].as_str().unwrap();
@@ -345,8 +351,14 @@ fn basefiles_and_a_fresh_workdir_are_there_for_every_job_and_cleaned_up() {
             "{pwd}"
         );
         dirs.insert(pwd);
+        hosts.insert(host.name().to_string());
     }
-    assert_eq!(dirs.len(), 2, "one fresh directory per host: {dirs:?}");
+    // (A host that connects late may run no job.)
+    assert_eq!(
+        dirs.len(),
+        hosts.len(),
+        "one fresh directory per host: {dirs:?}"
+    );
     for host in cluster.hosts() {
         assert!(
             !home(host).join(".bakapara").exists(),
@@ -403,4 +415,52 @@ fn bad_file_and_every_host_options_are_usage_errors() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: no job ran");
     }
+}
+
+#[test]
+fn ctrl_c_during_a_transfer_stops_it_and_leaves_no_partial_file_on_the_host() {
+    let cluster = SshCluster::start(&["h1"]);
+    let dir = tempfile::tempdir().unwrap();
+    // Sparse here (no disk used), but 2 GB of bytes to send: the copy takes a while.
+    let big = std::fs::File::create(dir.path().join("big.bin")).unwrap();
+    big.set_len(2 << 30).unwrap();
+    let mut cmd = command(&cluster, dir.path());
+    cmd.args([
+        "-S",
+        "h1",
+        "--workdir",
+        "work",
+        "--transfer",
+        "cat <> | wc -c",
+    ]);
+    let live = Live::spawn_with(&mut cmd, b"big.bin\n".to_vec());
+    let work = home(cluster.host("h1")).join("work");
+    let partial = |work: &Path| {
+        files_under(work)
+            .into_iter()
+            .find(|f| f.starts_with("big.bin.bakapara-part"))
+    };
+    wait_until(Duration::from_secs(120), "the transfer has begun", || {
+        partial(&work).is_some_and(|f| std::fs::metadata(work.join(f)).is_ok_and(|m| m.len() > 0))
+    });
+    live.signal(nix::sys::signal::Signal::SIGINT);
+    let done = live.finish_within(Duration::from_secs(30));
+    assert_eq!(
+        done.signal,
+        Some(2),
+        "bakapara dies of SIGINT: {}",
+        done.stderr
+    );
+    let r = result(&done.lines[0]);
+    assert_eq!(r["status"], "aborted", "{r}");
+    assert!(r["started"].is_null(), "the job never ran: {r}");
+    wait_until(
+        Duration::from_secs(30),
+        "the partial copy is removed",
+        || partial(&work).is_none(),
+    );
+    assert!(
+        !work.join("big.bin").exists(),
+        "no file under the real name"
+    );
 }
