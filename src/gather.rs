@@ -2,7 +2,8 @@
 //! range (`h[1-3,5]`), as ClusterShell's `clush -b` and `dshbak -c` print it.
 //!
 //! The output side hands each finished job's stdout here with its host; at the end of the run
-//! [`Gathered::render`] gives the blocks, in the order their first host appeared.
+//! [`Gathered::render`] gives the blocks, in the order their first host appeared. `--onall
+//! --text` uses it too, without folding: each host's output in one piece.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +12,26 @@ use std::collections::BTreeMap;
 pub struct Gathered {
     /// (seq, host, stdout) of each job, in completion order.
     jobs: Vec<(u64, String, Vec<u8>)>,
+    /// `--onall --text` without `--gather`: each host's output together, as GNU Parallel's
+    /// `--onall --group` prints it, with no header and nothing folded.
+    by_host_only: bool,
 }
 
 impl Gathered {
+    /// `--gather`: identical outputs folded under a host range.
+    pub fn folded() -> Gathered {
+        Gathered::default()
+    }
+
+    /// `--onall --text`: each host's output in one piece, hosts in the order of their first
+    /// job (the `-S` order).
+    pub fn by_host() -> Gathered {
+        Gathered {
+            by_host_only: true,
+            ..Gathered::default()
+        }
+    }
+
     pub fn add(&mut self, seq: u64, host: String, stdout: Vec<u8>) {
         self.jobs.push((seq, host, stdout));
     }
@@ -28,6 +46,9 @@ impl Gathered {
                 Some((_, all)) => all.extend_from_slice(&out),
                 None => hosts.push((host, out)),
             }
+        }
+        if self.by_host_only {
+            return hosts.into_iter().flat_map(|(_, out)| out).collect();
         }
         let mut groups: Vec<(Vec<String>, Vec<u8>)> = Vec::new();
         for (host, out) in hosts {
@@ -156,8 +177,18 @@ mod tests {
     }
 
     #[test]
+    fn by_host_keeps_each_hosts_output_together_in_input_order() {
+        let mut g = Gathered::by_host();
+        g.add(2, "h2".into(), b"a2\n".to_vec());
+        g.add(3, "h1".into(), b"b1\n".to_vec());
+        g.add(1, "h1".into(), b"a1\n".to_vec());
+        g.add(4, "h2".into(), b"b2\n".to_vec());
+        assert_eq!(g.render(), b"a1\nb1\na2\nb2\n");
+    }
+
+    #[test]
     fn identical_outputs_share_one_block() {
-        let mut g = Gathered::default();
+        let mut g = Gathered::folded();
         g.add(1, "h1".into(), b"same\n".to_vec());
         g.add(3, "h3".into(), b"other\n".to_vec());
         g.add(2, "h2".into(), b"same\n".to_vec());

@@ -213,7 +213,14 @@ impl Output {
     /// `--gather` (with `--text`): jobs' stdout is kept until the end of the run, then
     /// printed once per distinct output under the range of the hosts that printed it.
     pub fn gather(mut self) -> Output {
-        self.gathered = Some(crate::gather::Gathered::default());
+        self.gathered = Some(crate::gather::Gathered::folded());
+        self
+    }
+
+    /// `--onall` (with `--text`): each host's output printed in one piece at the end of the
+    /// run, as GNU Parallel groups it per server.
+    pub fn group_by_host(mut self) -> Output {
+        self.gathered = Some(crate::gather::Gathered::by_host());
         self
     }
 
@@ -383,10 +390,11 @@ impl Output {
                     stderr: held(result.stderr.as_ref()),
                 };
                 if let (Some(gathered), Some(host)) = (&mut self.gathered, &result.host) {
-                    let bytes = match block.stdout.take() {
-                        Some(Held::Spool(spool)) => read_spool(&spool),
-                        _ => Vec::new(),
-                    };
+                    let mut bytes = Vec::new();
+                    if let Some(held) = block.stdout.take() {
+                        // (Writing into memory fails only when the spool cannot be read.)
+                        let _ = copy_held(&held, block.tag.as_deref(), &mut bytes);
+                    }
                     gathered.add(job.seq, host.clone(), bytes);
                 }
                 let live = result
@@ -763,21 +771,6 @@ fn capture(stream: Stream, limit: usize) -> Stream {
         name: stream.name,
         captured: capture_from_spool(stream.captured, limit),
     }
-}
-
-/// The whole content of a spool file (`--gather` keeps it; an unreadable rest is lost).
-fn read_spool(spool: &Spool) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut offset = 0u64;
-    while let Ok(n) = spool.file().read_at(&mut chunk, offset) {
-        if n == 0 {
-            break;
-        }
-        bytes.extend_from_slice(&chunk[..n]);
-        offset += n as u64;
-    }
-    bytes
 }
 
 /// A stream's spool, unless it is empty (nothing to print, no file to keep open).

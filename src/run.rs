@@ -165,6 +165,8 @@ async fn run_async(
         }
         if config.gather {
             output = output.gather();
+        } else if config.input.every_host.is_some() && config.live.is_none() {
+            output = output.group_by_host();
         }
         if let Some(live) = &live {
             let local = hosts.iter().filter(|h| h.spec.local);

@@ -285,6 +285,27 @@ fn onall_runs_every_job_on_every_host() {
         .map(|l| result(l)["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, (1..=4).collect(), "each (job, host) has its own seq");
+
+    // --text: each host's output together, as GNU Parallel's --onall --group (hosts in -S
+    // order), whatever order the jobs ended in.
+    let mut cmd = command(&cluster, dir.path());
+    cmd.args([
+        "-S",
+        "h1,h2",
+        "--onall",
+        "--text",
+        "echo <> \"$BAKAPARA_TEST_HOST\"",
+        ":::",
+        "a",
+        "b",
+        "c",
+    ]);
+    let done = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    assert_eq!(done.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout),
+        "a h1\nb h1\nc h1\na h2\nb h2\nc h2\n"
+    );
 }
 
 #[test]
