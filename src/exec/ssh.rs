@@ -450,27 +450,14 @@ impl SshHost {
         }
         let clock = Clock::start();
         if outcome.ran.is_some() {
-            for path in job.returns {
-                match unless_stopped(&mut watch, copier.fetch(path)).await {
-                    Ok(bytes) => {
-                        stats.returned += 1;
-                        stats.returned_bytes += bytes;
-                    }
-                    Err(CopyError::Lost(why)) => {
-                        outcome.ending = self.copy_failure(CopyError::Lost(why), generation);
-                        clock.add_to(&mut stats);
-                        outcome.transfer = Some(stats);
-                        return outcome;
-                    }
-                    Err(CopyError::Failed(why)) => note_return_failure(&mut outcome, why),
-                    Err(CopyError::Stopped) => note_return_failure(
-                        &mut outcome,
-                        format!(
-                            "the run stopped before {path} came back from {}",
-                            self.spec.name
-                        ),
-                    ),
-                }
+            let fetched = self
+                .return_files(&copier, job.returns, &mut stats, &mut outcome, &mut watch)
+                .await;
+            if let Err(why) = fetched {
+                outcome.ending = self.copy_failure(CopyError::Lost(why), generation);
+                clock.add_to(&mut stats);
+                outcome.transfer = Some(stats);
+                return outcome;
             }
         }
         if files.cleanup && copies {
@@ -485,6 +472,36 @@ impl SshHost {
         clock.add_to(&mut stats);
         outcome.transfer = copies.then_some(stats);
         outcome
+    }
+
+    /// Copies a job's files back after it ran; a file that does not come back is noted in
+    /// the outcome. Fails (why) only when the connection is lost.
+    async fn return_files(
+        &self,
+        copier: &Copier<'_>,
+        paths: &[String],
+        stats: &mut TransferStats,
+        outcome: &mut Outcome,
+        stop: &mut watch::Receiver<Stop>,
+    ) -> Result<(), String> {
+        for path in paths {
+            match unless_stopped(stop, copier.fetch(path)).await {
+                Ok(bytes) => {
+                    stats.returned += 1;
+                    stats.returned_bytes += bytes;
+                }
+                Err(CopyError::Lost(why)) => return Err(why),
+                Err(CopyError::Failed(why)) => note_return_failure(outcome, why),
+                Err(CopyError::Stopped) => note_return_failure(
+                    outcome,
+                    format!(
+                        "the run stopped before {path} came back from {}",
+                        self.spec.name
+                    ),
+                ),
+            }
+        }
+        Ok(())
     }
 
     fn copier<'a>(&'a self, master: &'a Arc<Session>) -> Copier<'a> {
