@@ -7,8 +7,12 @@ complete -c bakapara -l resume -d 'Skip every job whose cmd (and cd) already has
 complete -c bakapara -s S -l sshlogin -d 'Hosts to run on, e.g. node01/8,node02/8,: (/N slots; ":" is this machine)' -r
 complete -c bakapara -l sshloginfile -d 'Read hosts from FILE, one entry a line ("#" starts a comment)' -r -F
 complete -c bakapara -l ssh-config -d 'Use this OpenSSH client config instead of ~/.ssh/config' -r -F
-complete -c bakapara -l workdir -d 'Directory remote jobs start in (~ is the login directory) [default: bakapara\'s working directory, the same path on every host]' -r
-complete -c bakapara -l env -d 'Pass the local environment variable NAME to every job, remote ones included. Repeatable' -r
+complete -c bakapara -l workdir -d 'Directory remote jobs start in (~ is the login directory; ... is a fresh directory of this run under ~/.bakapara/tmp, removed with --cleanup) [default: bakapara\'s working directory, the same path on every host]. Created when it does not exist' -r
+complete -c bakapara -l env -d 'Pass the local environment variable NAME to every job, remote ones included; an exported bash function (export -f NAME) is shipped too. Repeatable' -r
+complete -c bakapara -l transferfile -l tf -d 'Before a remote job runs, copy the file named by template T (GNU Parallel\'s --transferfile) to the host, at the same path under the remote working directory' -r
+complete -c bakapara -l return -d 'After a remote job ends (also when it failed), copy the file named by template T back here; it is written under a temp name, then renamed. Repeatable' -r
+complete -c bakapara -l trc -d '--transfer --return T --cleanup. Repeatable' -r
+complete -c bakapara -l basefile -l bf -d 'Copy FILE once to every host before its first job (removed at the end with --cleanup). Repeatable' -r
 complete -c bakapara -l host-timeout -d 'Fail a job when every host it may run on stays down this long' -r
 complete -c bakapara -l colsep -d 'Split each input line into columns <1>, <2>... at matches of REGEX (each column trimmed of white space, as GNU Parallel does: --trim n keeps it)' -r
 complete -c bakapara -s N -l max-replace-args -d 'Up to N input items per job: <1>..<N> are its items, <> all of them (each its own shell word). -N0: one job per item, inserting none of it' -r
@@ -40,6 +44,10 @@ complete -c bakapara -l generate -d 'Print the man page or a shell\'s completion
 bash\t'The bash completion script'
 zsh\t'The zsh completion function (`_bakapara`)'
 fish\t'The fish completion script'"
+complete -c bakapara -l transfer -d '--transferfile \'<>\' (the input item is the file)'
+complete -c bakapara -l cleanup -d 'Remove the transferred and returned files on the host after each job (and the --basefile files and a --workdir ... directory at the end of the run)'
+complete -c bakapara -l nonall -d 'Run TEMPLATE once on every host of -S, with no input (GNU Parallel\'s --nonall): one result line per host'
+complete -c bakapara -l onall -d 'Run every input job on every host of -S: one result line per (job, host)'
 complete -c bakapara -s m -d 'As many input items per job as fit the command-line limit: <> is all of them, each its own shell word'
 complete -c bakapara -s X -d 'As -m, and the word around a <> token is repeated for each item: \'mv -t dir pre-<>\' runs mv -t dir pre-a pre-b... (GNU Parallel\'s context replace)'
 complete -c bakapara -l xargs -d 'As many input items per job as fit the command-line limit, as xargs does (here the same as -m)'
@@ -58,6 +66,7 @@ complete -c bakapara -l text -d 'Print each job\'s output, grouped per job, inst
 complete -c bakapara -l line-buffer -l lb -d 'Pass jobs\' output on as it comes, line by line: lines of different jobs may interleave, a line is never split (text output: implies --text). Local jobs; SSH jobs\' output stays grouped per job'
 complete -c bakapara -s u -l ungroup -d 'Pass jobs\' output on as it comes, in whatever pieces the jobs write: fastest, but output of different jobs may mix within a line (text output: implies --text; no --tag). Local jobs; SSH jobs\' output stays grouped per job'
 complete -c bakapara -l json -d 'Write JSON result lines even when stdout is a terminal (a pipe or a file gets them anyway)'
+complete -c bakapara -l gather -d 'Text output: print the output of all jobs at the end, hosts with the same output folded into one block headed by their host range, e.g. h[1-3,5] (as clush -b and dshbak -c do; implies --text)'
 complete -c bakapara -l tag -d 'Prefix each output line with the job\'s input and a TAB (text output: implies --text)'
 complete -c bakapara -l dry-run -l dryrun -d 'Print the jobs that would run, as JSON lines (with --text: their command lines, as GNU Parallel does), and run nothing'
 complete -c bakapara -s q -l quiet -d 'Print only errors on stderr: failed jobs (with the tail of their stderr), and one line for the jobs Ctrl-C or --halt aborted'

@@ -231,15 +231,58 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", help_heading = "Hosts")]
     pub ssh_config: Option<std::path::PathBuf>,
 
-    /// Directory remote jobs start in (~ is the login directory) [default: bakapara's
-    /// working directory, the same path on every host].
+    /// Directory remote jobs start in (~ is the login directory; ... is a fresh directory of
+    /// this run under ~/.bakapara/tmp, removed with --cleanup) [default: bakapara's working
+    /// directory, the same path on every host]. Created when it does not exist.
     #[arg(long, value_name = "DIR", help_heading = "Hosts")]
     pub workdir: Option<String>,
 
-    /// Pass the local environment variable NAME to every job, remote ones included.
-    /// Repeatable.
+    /// Pass the local environment variable NAME to every job, remote ones included; an
+    /// exported bash function (export -f NAME) is shipped too. Repeatable.
     #[arg(long = "env", value_name = "NAME", action = ArgAction::Append, help_heading = "Hosts")]
     pub env: Vec<String>,
+
+    /// Before a remote job runs, copy the file named by template T (GNU Parallel's
+    /// --transferfile) to the host, at the same path under the remote working directory.
+    ///
+    /// Relative paths are relative to bakapara's working directory here and to --workdir there;
+    /// absolute paths stay absolute. The copy goes over the host's existing connection; a file
+    /// that cannot be copied gives the job an error result naming the file and the host.
+    /// Local jobs skip it. Repeatable.
+    #[arg(long = "transferfile", visible_alias = "tf", value_name = "T", action = ArgAction::Append, help_heading = "Files on hosts")]
+    pub transferfile: Vec<String>,
+
+    /// --transferfile '<>' (the input item is the file).
+    #[arg(long, help_heading = "Files on hosts")]
+    pub transfer: bool,
+
+    /// After a remote job ends (also when it failed), copy the file named by template T back
+    /// here; it is written under a temp name, then renamed. Repeatable.
+    #[arg(long = "return", value_name = "T", action = ArgAction::Append, help_heading = "Files on hosts")]
+    pub return_file: Vec<String>,
+
+    /// Remove the transferred and returned files on the host after each job (and the
+    /// --basefile files and a --workdir ... directory at the end of the run).
+    #[arg(long, help_heading = "Files on hosts")]
+    pub cleanup: bool,
+
+    /// --transfer --return T --cleanup. Repeatable.
+    #[arg(long, value_name = "T", action = ArgAction::Append, help_heading = "Files on hosts")]
+    pub trc: Vec<String>,
+
+    /// Copy FILE once to every host before its first job (removed at the end with --cleanup).
+    /// Repeatable.
+    #[arg(long, visible_alias = "bf", value_name = "FILE", action = ArgAction::Append, help_heading = "Files on hosts")]
+    pub basefile: Vec<String>,
+
+    /// Run TEMPLATE once on every host of -S, with no input (GNU Parallel's --nonall): one
+    /// result line per host.
+    #[arg(long, help_heading = "Hosts")]
+    pub nonall: bool,
+
+    /// Run every input job on every host of -S: one result line per (job, host).
+    #[arg(long, help_heading = "Hosts")]
+    pub onall: bool,
 
     /// Fail a job when every host it may run on stays down this long.
     #[arg(
@@ -501,6 +544,12 @@ pub struct Cli {
     /// anyway).
     #[arg(long, conflicts_with = "text", help_heading = "Output")]
     pub json: bool,
+
+    /// Text output: print the output of all jobs at the end, hosts with the same output
+    /// folded into one block headed by their host range, e.g. h[1-3,5] (as clush -b and
+    /// dshbak -c do; implies --text).
+    #[arg(long, help_heading = "Output")]
+    pub gather: bool,
 
     /// Prefix each output line with the job's input and a TAB (text output: implies --text).
     #[arg(long, help_heading = "Output")]

@@ -41,6 +41,8 @@ pub struct Config {
     pub resume: Option<PathBuf>,
     /// `--text`: job output to stdout/stderr instead of result lines.
     pub text: bool,
+    /// `--gather` (with `--text`): all output at the end, identical outputs of hosts folded.
+    pub gather: bool,
     /// `--tag` (with `--text`).
     pub tag: bool,
     /// `--tagstring`: the `--tag` prefix as a template.
@@ -116,6 +118,38 @@ impl Config {
         if cli.link {
             joins = vec![Join::Wrap; sources.len()];
         }
+        if cli.nonall {
+            if !sources.is_empty() {
+                return Err(invalid(
+                    "--nonall runs its command with no input: it takes no ::: or :::: sources \
+                     (use --onall to run each input job on every host)"
+                        .into(),
+                ));
+            }
+            if cli.template.is_empty() {
+                return Err(invalid(
+                    "--nonall needs a TEMPLATE: the command to run on every host".into(),
+                ));
+            }
+            // One empty item: one job, which the reader copies for each host.
+            sources = vec![Source::Args(vec![String::new()])];
+            joins = vec![Join::Product];
+        }
+        if cli.gather && (cli.line_buffer || cli.ungroup || cli.json) {
+            return Err(invalid(
+                "--gather prints all output at the end: it cannot go with --line-buffer, \
+                 --ungroup or --json"
+                    .into(),
+            ));
+        }
+        let files = crate::transfer::FileOptions::from_cli(&cli).map_err(invalid)?;
+        if (cli.pipe || cli.pipe_part) && (cli.nonall || cli.onall) {
+            return Err(invalid(
+                "--pipe and --pipe-part cut stdin into blocks for jobs: they cannot go with \
+                 --nonall or --onall"
+                    .into(),
+            ));
+        }
         let piped = cli.pipe || cli.pipe_part;
         let several = if piped { None } else { several_items(&cli) };
         if let Some(kind) = cli.generate {
@@ -177,7 +211,8 @@ impl Config {
             Mode::Template => {
                 let t = parse("command", &template_text)?;
                 let insert_none = several.is_some_and(|(n, _)| n == Some(0));
-                if t.has_tokens() || insert_none || piped {
+                // `--nonall` has no input to append.
+                if t.has_tokens() || insert_none || piped || cli.nonall {
                     Some(t)
                 } else {
                     // As GNU Parallel does: `ls *.gz | bakapara gunzip` means `gunzip <>`.
@@ -210,6 +245,22 @@ impl Config {
             None => cmd,
         };
         let grouping = several.map(|(n, _)| grouping(n, cmd.as_ref()));
+        let transfer = files
+            .transfer
+            .iter()
+            .map(|t| path_template("--transferfile", &Some(t.clone())))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let returns = files
+            .returns
+            .iter()
+            .map(|t| path_template("--return", &Some(t.clone())))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         let needs_total = [&cmd, &cd, &out, &err]
             .iter()
             .any(|t| t.as_ref().is_some_and(Template::uses_total));
@@ -223,6 +274,8 @@ impl Config {
             cd,
             out,
             err,
+            transfer,
+            returns,
             quoting: if cli.no_quote {
                 Quoting::Verbatim
             } else {
@@ -326,11 +379,24 @@ impl Config {
                     "--env takes a variable name, not {name:?}"
                 )));
             }
+            // bash keeps an exported function (`export -f f`) in `BASH_FUNC_f%%`.
+            let function = format!("BASH_FUNC_{name}%%");
             match std::env::var(name) {
                 Ok(value) => env.push((name.clone(), value)),
+                Err(std::env::VarError::NotPresent) if std::env::var_os(&function).is_some() => {
+                    match std::env::var(&function) {
+                        Ok(value) => env.push((function, value)),
+                        Err(_) => {
+                            return Err(invalid(format!(
+                                "--env {name}: the function's text is not valid UTF-8"
+                            )))
+                        }
+                    }
+                }
                 Err(std::env::VarError::NotPresent) => {
                     return Err(invalid(format!(
-                        "--env {name}: no such variable in the environment"
+                        "--env {name}: no such variable in the environment (nor a function \
+                         exported with export -f {name})"
                     )))
                 }
                 Err(std::env::VarError::NotUnicode(_)) => {
@@ -350,8 +416,10 @@ impl Config {
                     .to_string(),
             ),
             Some("~") => None,
+            Some("...") => Some(crate::transfer::fresh_workdir()),
             Some(dir) => Some(dir.strip_prefix("~/").unwrap_or(dir).to_string()),
         };
+
         let timeout = match &cli.timeout {
             Some(t) => match timefmt::parse_duration(t) {
                 Ok(d) if !d.is_zero() => Some(d),
@@ -417,7 +485,11 @@ impl Config {
             env,
             connect_timeout: std::time::Duration::from_secs(10),
             control_dir: None,
+            files: files.remote,
         };
+        let every_host = (cli.onall || cli.nonall)
+            .then(|| host_list.iter().map(|h| h.name.clone()).collect::<Vec<_>>())
+            .filter(|names| !names.is_empty());
         let tagstring = cli
             .tagstring
             .as_deref()
@@ -454,6 +526,7 @@ impl Config {
                 needs_total,
                 pipe,
                 shuffle: cli.shuf,
+                every_host,
             },
             templates,
             jobs,
@@ -470,7 +543,8 @@ impl Config {
             },
             halt,
             resume: cli.resume.clone(),
-            text: cli.text || text_option.is_some(),
+            text: cli.text || cli.gather || text_option.is_some(),
+            gather: cli.gather,
             tag: cli.tag || cli.tagstring.is_some(),
             tagstring,
             json: cli.json,

@@ -110,6 +110,10 @@ pub struct Templates {
     pub cd: Option<Template>,
     pub out: Option<Template>,
     pub err: Option<Template>,
+    /// `--transferfile` / `--transfer`: the `transfer` key's paths.
+    pub transfer: Vec<Template>,
+    /// `--return`: the `return` key's paths.
+    pub returns: Vec<Template>,
     pub quoting: Quoting,
     /// `-N`, `-m`...: a job holds several items, so its `input` is always an array.
     pub grouped: bool,
@@ -203,6 +207,23 @@ impl Templates {
                     object.insert(key.to_string(), Value::String(value));
                 }
             }
+            // `--onall` gave the job its host.
+            if let Some(host) = job.object.get("host") {
+                object.insert("host".into(), host.clone());
+            }
+        }
+        for (key, list) in [("transfer", &self.transfer), ("return", &self.returns)] {
+            if list.is_empty() || object.contains_key(key) {
+                continue;
+            }
+            let mut paths = Vec::with_capacity(list.len());
+            for t in list {
+                let path = t
+                    .expand(&ctx, Quoting::Verbatim)
+                    .map_err(|e| e.to_string())?;
+                paths.push(Value::String(path));
+            }
+            object.insert(key.to_string(), Value::Array(paths));
         }
         let spec = Spec::from_object(&object)?;
         Ok((object, spec))
@@ -237,6 +258,9 @@ pub struct InputSpec {
     pub pipe: Option<crate::pipe::PipeSpec>,
     /// `--shuf`: all input is read, then the jobs go in a random order (numbered in it).
     pub shuffle: bool,
+    /// `--onall` / `--nonall`: each job runs once on each of these hosts (its `host` key set),
+    /// as jobs of their own.
+    pub every_host: Option<Vec<String>>,
 }
 
 impl Default for InputSpec {
@@ -253,6 +277,7 @@ impl Default for InputSpec {
             needs_total: false,
             pipe: None,
             shuffle: false,
+            every_host: None,
         }
     }
 }
@@ -288,13 +313,18 @@ impl InputSpec {
             };
             items = items.saturating_mul(len.unwrap_or(0));
         }
-        match self.grouping {
+        let jobs = match self.grouping {
             None => Some(items),
             Some(Grouping {
                 max_items: Some(n), ..
             }) => Some(items.div_ceil(n.max(1) as u64)),
             Some(_) => None,
-        }
+        };
+        let copies = self
+            .every_host
+            .as_ref()
+            .map_or(1, |hosts| hosts.len() as u64);
+        jobs.map(|n| n.saturating_mul(copies))
     }
 
     fn join_of(&self, source: usize) -> Join {
@@ -934,6 +964,28 @@ impl Reader<'_> {
     }
 
     fn send(&mut self, job: Job) -> Result<(), Stopped> {
+        let Some(hosts) = self.spec.every_host.clone() else {
+            return self.send_one(job);
+        };
+        if matches!(job.body, Body::Invalid(_)) {
+            return self.send_one(job);
+        }
+        for (i, host) in hosts.iter().enumerate() {
+            let mut copy = job.clone();
+            if i > 0 {
+                copy.seq = self.next_seq();
+            }
+            copy.object
+                .insert("host".into(), Value::String(host.clone()));
+            if let Body::Ready(spec) = &mut copy.body {
+                spec.hosts = Some(vec![host.clone()]);
+            }
+            self.send_one(copy)?;
+        }
+        Ok(())
+    }
+
+    fn send_one(&mut self, job: Job) -> Result<(), Stopped> {
         if self.spec.needs_total || self.spec.shuffle {
             self.held.push(job);
             return if self.state.stop.load(Ordering::SeqCst) {

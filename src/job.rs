@@ -53,6 +53,10 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub retries: Option<u32>,
+    /// Files copied to a remote host before the job runs (`transfer` key, `--transferfile`).
+    pub transfer: Vec<String>,
+    /// Files copied back from a remote host after it ends (`return` key, `--return`).
+    pub returns: Vec<String>,
 }
 
 impl Spec {
@@ -151,7 +155,26 @@ impl Spec {
             env,
             timeout,
             retries,
+            transfer: path_list(object, "transfer")?,
+            returns: path_list(object, "return")?,
         })
+    }
+}
+
+/// A key holding one path or a list of paths (`transfer`, `return`).
+fn path_list(object: &Map<String, Value>, key: &str) -> Result<Vec<String>, String> {
+    let want = "a path or a list of paths";
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(wrong_type(key, want, other)),
+            })
+            .collect(),
+        Some(other) => Err(wrong_type(key, want, other)),
     }
 }
 
@@ -205,6 +228,9 @@ pub struct JobResult {
     pub received: String,
     pub elapsed: Option<f64>,
     pub msg_id: String,
+    /// A remote job's file copies (`--transferfile`, `--return`): counts, bytes, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<crate::transfer::TransferStats>,
     #[serde(flatten)]
     pub stdout: Option<Stream>,
     #[serde(flatten)]
@@ -306,6 +332,7 @@ impl JobResult {
                 .ran
                 .map(|(started, completed)| timefmt::seconds_between(&started, &completed)),
             msg_id,
+            transfer: outcome.transfer,
             stdout: outcome.stdout.map(|captured| Stream {
                 name: "stdout",
                 captured,
@@ -334,6 +361,7 @@ impl JobResult {
             received: timefmt::rfc3339(&Local::now()),
             elapsed: None,
             msg_id,
+            transfer: None,
             stdout: None,
             stderr: None,
         }
@@ -380,8 +408,8 @@ pub fn encode_line(object: &Map<String, Value>, result: &JobResult, buf: &mut Ve
 }
 
 /// The keys of a job object that bakapara reads (SPEC §3).
-pub const KNOWN_KEYS: [&str; 8] = [
-    "cmd", "cd", "out", "err", "host", "env", "timeout", "retries",
+pub const KNOWN_KEYS: [&str; 10] = [
+    "cmd", "cd", "out", "err", "host", "env", "timeout", "retries", "transfer", "return",
 ];
 
 /// Keys bakapara writes into job objects itself (a template's `input`, a result fed back in, a
@@ -417,8 +445,8 @@ fn normalized_key(key: &str) -> String {
 /// `key` is not itself known, and once case, `-` and `_` are ignored it is a known key, that key
 /// with an `s` added or removed, or another common name for it (`command`, `cwd`, `dir`,
 /// `workdir`, `stdout`, `output`, `stderr`, `hostname`, `environment`, `retry`); or, for the
-/// long keys (`timeout`, `retries`), one edit away: a letter missing, added, changed, or two
-/// neighbours swapped (`timout`, `retires`).
+/// long keys (`timeout`, `retries`, `transfer`, `return`), one edit away: a letter missing,
+/// added, changed, or two neighbours swapped (`timout`, `retires`).
 pub fn near_miss(key: &str) -> Option<&'static str> {
     if KNOWN_KEYS.contains(&key) || OWN_KEYS.contains(&key) {
         return None;

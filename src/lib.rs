@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod exec;
+pub mod gather;
 pub mod generate;
 pub mod halt;
 pub mod hosts;
@@ -36,4 +37,5 @@ pub mod signals;
 pub mod template;
 pub mod throttle;
 pub mod timefmt;
+pub mod transfer;
 pub mod watchdog;

@@ -71,6 +71,8 @@ pub struct Output {
     state: Arc<WriterState>,
     /// Failures already reported by [`Output::new_failure`].
     reported: Reported,
+    /// `--gather`: every job's stdout, printed folded by host at the end.
+    gathered: Option<crate::gather::Gathered>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -204,7 +206,22 @@ impl Output {
             tx: None,
             state: Arc::new(WriterState::default()),
             reported: Reported::default(),
+            gathered: None,
         }
+    }
+
+    /// `--gather` (with `--text`): jobs' stdout is kept until the end of the run, then
+    /// printed once per distinct output under the range of the hosts that printed it.
+    pub fn gather(mut self) -> Output {
+        self.gathered = Some(crate::gather::Gathered::folded());
+        self
+    }
+
+    /// `--onall` (with `--text`): each host's output printed in one piece at the end of the
+    /// run, as GNU Parallel groups it per server.
+    pub fn group_by_host(mut self) -> Output {
+        self.gathered = Some(crate::gather::Gathered::by_host());
+        self
     }
 
     /// `--text`: each job's stdout goes to `out` and its stderr to stderr, whole per job
@@ -364,7 +381,7 @@ impl Output {
                     ..result.clone()
                 };
                 encode_line(&job.object, &bare, &mut line);
-                let block = TextBlock {
+                let mut block = TextBlock {
                     tag: mode.tag.then(|| {
                         let slot = result.engine_id.map_or(0, |e| e + 1);
                         tag_of(job, slot, cmd, mode.tagstring.as_ref())
@@ -372,6 +389,14 @@ impl Output {
                     stdout: held(result.stdout.as_ref()),
                     stderr: held(result.stderr.as_ref()),
                 };
+                if let (Some(gathered), Some(host)) = (&mut self.gathered, &result.host) {
+                    let mut bytes = Vec::new();
+                    if let Some(held) = block.stdout.take() {
+                        // (Writing into memory fails only when the spool cannot be read.)
+                        let _ = copy_held(&held, block.tag.as_deref(), &mut bytes);
+                    }
+                    gathered.add(job.seq, host.clone(), bytes);
+                }
                 let live = result
                     .host
                     .as_ref()
@@ -522,6 +547,12 @@ impl Output {
     pub fn finish(&mut self) {
         for (_, entry) in std::mem::take(&mut self.pending) {
             self.write(entry);
+        }
+        if let Some(gathered) = self.gathered.take() {
+            let text = gathered.render();
+            if !text.is_empty() {
+                self.write_raw(text);
+            }
         }
         self.held_spools = 0;
         self.tx = None;

@@ -163,6 +163,11 @@ async fn run_async(
         if let Some(template) = &config.tagstring {
             output = output.tagstring(template.clone());
         }
+        if config.gather {
+            output = output.gather();
+        } else if config.input.every_host.is_some() && config.live.is_none() {
+            output = output.group_by_host();
+        }
         if let Some(live) = &live {
             let local = hosts.iter().filter(|h| h.spec.local);
             let names = local.map(|h| h.spec.name.clone()).collect();

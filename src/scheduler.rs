@@ -621,6 +621,8 @@ impl Scheduler {
                 err: spec.err.as_deref(),
                 env: &spec.env,
                 live_tag: live_tag.as_deref(),
+                transfer: &spec.transfer,
+                returns: &spec.returns,
             };
             let outcome = match &host.executor {
                 Some(executor) => executor.run(lane, &command, &limits, stop).await,

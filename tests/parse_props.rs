@@ -144,7 +144,8 @@ proptest! {
 // ---------------------------------------------------------------------------------------
 
 const KNOWN_KEYS: &[&str] = &[
-    "cmd", "cd", "out", "err", "host", "env", "timeout", "retries", "result", "input",
+    "cmd", "cd", "out", "err", "host", "env", "timeout", "retries", "result", "input", "transfer",
+    "return",
 ];
 
 fn json_leaf() -> impl Strategy<Value = Value> {

@@ -211,6 +211,7 @@ impl LocalExecutor {
                  bakapara stopped waiting for it"
                     .to_string()
             }),
+            transfer: None,
         }
     }
 }

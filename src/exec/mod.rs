@@ -26,6 +26,10 @@ pub struct Command<'a> {
     pub live_tag: Option<&'a [u8]>,
     /// `--pipe`: what the job reads on its stdin (`None`: `/dev/null`). Local jobs only.
     pub stdin: Option<&'a crate::pipe::Block>,
+    /// Files to copy to a remote host before the job (local jobs ignore them).
+    pub transfer: &'a [String],
+    /// Files to copy back from a remote host after it.
+    pub returns: &'a [String],
 }
 
 /// Per-run limits that every job of the run shares, plus the job's own timeout.
@@ -136,6 +140,8 @@ pub struct Outcome {
     /// Something the result's `error` should also say (e.g. why bakapara stopped waiting
     /// for the job's output).
     pub note: Option<String>,
+    /// What the job's file transfers did (remote jobs with `--transferfile`/`--return`).
+    pub transfer: Option<crate::transfer::TransferStats>,
 }
 
 impl Outcome {
@@ -147,6 +153,7 @@ impl Outcome {
             stdout: None,
             stderr: None,
             note: None,
+            transfer: None,
         }
     }
 }

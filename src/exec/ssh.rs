@@ -22,6 +22,7 @@ use super::{Captured, Command, Ending, Limits, Outcome, Stop};
 use crate::hosts::HostSpec;
 use crate::progress::RunningJobs;
 use crate::template::shell_quote;
+use crate::transfer::{Clock, Copier, CopyError, RemoteFiles, TransferStats};
 
 /// Job sessions per master connection. Stock sshd allows 10 sessions a connection: one is the
 /// keepalive, and the sessions of jobs that just ended take a moment to close, so some are
@@ -45,6 +46,8 @@ pub struct SshOptions {
     /// Where the master connections' control sockets and the generated ssh config live (the
     /// run's own directory, see [`generated_config`]).
     pub control_dir: Option<Arc<ControlDir>>,
+    /// `--basefile`, `--cleanup`, `--workdir ...` (see [`crate::transfer`]).
+    pub files: RemoteFiles,
 }
 
 /// The generated ssh config's name in the control directory.
@@ -215,6 +218,9 @@ pub struct SshHost {
     spool: bool,
     /// Counts this host's running jobs (for the progress display).
     running: Option<RunningJobs>,
+    /// The working directory made and the base files copied (`Some(Ok)`), or why that failed
+    /// for good; `None` until the first job that needs them.
+    prepared: tokio::sync::Mutex<Option<Result<(), String>>>,
 }
 
 #[derive(Debug, Default)]
@@ -256,6 +262,7 @@ impl SshHost {
             down_tx,
             spool: false,
             running: None,
+            prepared: tokio::sync::Mutex::new(None),
         };
         host.install(first).await?;
         Ok(host)
@@ -372,6 +379,7 @@ impl SshHost {
     /// Closes the connections at the end of a run: the masters exit at once, ending their
     /// sessions on the host (nothing of the run stays there for `ControlPersist`).
     pub async fn close(&self) {
+        self.clean_up_run().await;
         let masters = match self.state.lock() {
             Ok(mut state) => {
                 state.keepalives.clear();
@@ -397,8 +405,180 @@ impl SshHost {
         Some((Arc::clone(master), state.generation))
     }
 
-    /// Runs one job in slot `lane` of this host.
+    /// Runs one job in slot `lane` of this host: its files copied there first and back after
+    /// it (see [`crate::transfer`]).
     pub async fn run(
+        &self,
+        lane: usize,
+        job: &Command<'_>,
+        limits: &Limits,
+        stop: watch::Receiver<Stop>,
+    ) -> Outcome {
+        let files = &self.options.files;
+        let copies = !job.transfer.is_empty() || !job.returns.is_empty();
+        let prepare = files.create_workdir || !files.basefiles.is_empty();
+        let Some((master, generation)) = self.master_for(lane).filter(|_| copies || prepare) else {
+            return self.run_job(lane, job, limits, stop).await;
+        };
+        let copier = self.copier(&master);
+        let mut watch = stop.clone();
+        let failed = |e: CopyError, stats: Option<TransferStats>| {
+            let mut outcome = Outcome::not_run(self.copy_failure(e, generation));
+            outcome.transfer = stats;
+            outcome
+        };
+        if prepare {
+            if let Err(e) = unless_stopped(&mut watch, self.prepare(&copier)).await {
+                return failed(e, None);
+            }
+        }
+        let mut stats = TransferStats::default();
+        let clock = Clock::start();
+        let sent = send_files(&copier, job.transfer, &mut stats, &mut watch).await;
+        clock.add_to(&mut stats);
+        if let Err(e) = sent {
+            if files.cleanup && !matches!(e, CopyError::Lost(_)) {
+                let sent: Vec<&str> = job.transfer.iter().map(String::as_str).collect();
+                copier.remove(&sent, false).await;
+            }
+            return failed(e, copies.then_some(stats));
+        }
+        let mut outcome = self.run_job(lane, job, limits, stop).await;
+        if matches!(outcome.ending, Ending::HostLost { .. }) {
+            outcome.transfer = copies.then_some(stats);
+            return outcome;
+        }
+        let clock = Clock::start();
+        if outcome.ran.is_some() {
+            let fetched = self
+                .return_files(&copier, job.returns, &mut stats, &mut outcome, &mut watch)
+                .await;
+            if let Err(why) = fetched {
+                outcome.ending = self.copy_failure(CopyError::Lost(why), generation);
+                clock.add_to(&mut stats);
+                outcome.transfer = Some(stats);
+                return outcome;
+            }
+        }
+        if files.cleanup && copies {
+            let paths: Vec<&str> = job
+                .transfer
+                .iter()
+                .chain(job.returns)
+                .map(String::as_str)
+                .collect();
+            copier.remove(&paths, false).await;
+        }
+        clock.add_to(&mut stats);
+        outcome.transfer = copies.then_some(stats);
+        outcome
+    }
+
+    /// Copies a job's files back after it ran; a file that does not come back is noted in
+    /// the outcome. Fails (why) only when the connection is lost.
+    async fn return_files(
+        &self,
+        copier: &Copier<'_>,
+        paths: &[String],
+        stats: &mut TransferStats,
+        outcome: &mut Outcome,
+        stop: &mut watch::Receiver<Stop>,
+    ) -> Result<(), String> {
+        for path in paths {
+            match unless_stopped(stop, copier.fetch(path)).await {
+                Ok(bytes) => {
+                    stats.returned += 1;
+                    stats.returned_bytes += bytes;
+                }
+                Err(CopyError::Lost(why)) => return Err(why),
+                Err(CopyError::Failed(why)) => note_return_failure(outcome, why),
+                Err(CopyError::Stopped) => note_return_failure(
+                    outcome,
+                    format!(
+                        "the run stopped before {path} came back from {}",
+                        self.spec.name
+                    ),
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    fn copier<'a>(&'a self, master: &'a Arc<Session>) -> Copier<'a> {
+        Copier {
+            master,
+            host: &self.spec.name,
+            workdir: self.options.workdir.as_deref(),
+        }
+    }
+
+    /// Once per host, before its first job: the working directory made, the base files
+    /// copied. A failure that is no lost connection stays: every job there gets it.
+    async fn prepare(&self, copier: &Copier<'_>) -> Result<(), CopyError> {
+        let mut prepared = self.prepared.lock().await;
+        if let Some(done) = &*prepared {
+            return done.clone().map_err(CopyError::Failed);
+        }
+        let result = async {
+            if self.options.files.create_workdir {
+                copier.make_workdir().await?;
+            }
+            for file in &self.options.files.basefiles {
+                copier.send(file).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match &result {
+            Ok(()) => *prepared = Some(Ok(())),
+            Err(CopyError::Failed(why)) => *prepared = Some(Err(why.clone())),
+            Err(CopyError::Lost(_) | CopyError::Stopped) => {}
+        }
+        result
+    }
+
+    /// The ending of a job whose files could not be copied.
+    fn copy_failure(&self, e: CopyError, generation: u64) -> Ending {
+        match e {
+            CopyError::Failed(why) => Ending::CouldNotRun(why),
+            CopyError::Stopped => Ending::Aborted {
+                code: None,
+                signal: None,
+            },
+            CopyError::Lost(why) => {
+                let _ = self.down_tx.send(HostDown {
+                    host: self.index,
+                    generation,
+                    why: why.clone(),
+                });
+                Ending::HostLost { why, generation }
+            }
+        }
+    }
+
+    /// `--cleanup` at the end of the run: the base files and a `--workdir ...` directory go.
+    async fn clean_up_run(&self) {
+        let files = &self.options.files;
+        if !files.cleanup || (files.basefiles.is_empty() && !files.fresh_workdir) {
+            return;
+        }
+        if !matches!(&*self.prepared.lock().await, Some(Ok(()))) {
+            return;
+        }
+        let Some((master, _)) = self.master_for(0) else {
+            return;
+        };
+        let copier = self.copier(&master);
+        if files.fresh_workdir {
+            copier.remove_workdir().await;
+        } else {
+            let bases: Vec<&str> = files.basefiles.iter().map(String::as_str).collect();
+            copier.remove(&bases, false).await;
+        }
+    }
+
+    /// Runs one job in slot `lane` of this host.
+    async fn run_job(
         &self,
         lane: usize,
         job: &Command<'_>,
@@ -556,6 +736,7 @@ impl SshHost {
             stdout,
             stderr,
             note: None,
+            transfer: None,
         }
     }
 
@@ -617,6 +798,50 @@ impl SshHost {
             s.push_str(&shell_quote(&format!("{name}={value}")));
         }
         s
+    }
+}
+
+/// Copies a job's files to the host, one after another, until one fails or the run stops.
+async fn send_files(
+    copier: &Copier<'_>,
+    paths: &[String],
+    stats: &mut TransferStats,
+    stop: &mut watch::Receiver<Stop>,
+) -> Result<(), CopyError> {
+    for path in paths {
+        let bytes = unless_stopped(stop, copier.send(path)).await?;
+        stats.sent += 1;
+        stats.sent_bytes += bytes;
+    }
+    Ok(())
+}
+
+/// A copy, given up when the run stops (Ctrl-C, `--halt`): a big file need not hold it up.
+async fn unless_stopped<T>(
+    stop: &mut watch::Receiver<Stop>,
+    copy: impl std::future::Future<Output = Result<T, CopyError>>,
+) -> Result<T, CopyError> {
+    tokio::select! {
+        done = copy => done,
+        Ok(_) = stop.wait_for(|s| *s != Stop::Run) => Err(CopyError::Stopped),
+    }
+}
+
+/// A file the job should have left could not be returned: a job that exited 0 fails with
+/// that error (its output is not here); a job that failed already keeps its code, and its
+/// error says so too.
+fn note_return_failure(outcome: &mut Outcome, why: String) {
+    match &outcome.ending {
+        Ending::Exited(0) => outcome.ending = Ending::CouldNotRun(why),
+        Ending::CouldNotRun(first) => {
+            outcome.ending = Ending::CouldNotRun(format!("{first}; {why}"));
+        }
+        _ => {
+            outcome.note = Some(match outcome.note.take() {
+                Some(note) => format!("{note}; {why}"),
+                None => why,
+            });
+        }
     }
 }
 

@@ -27,8 +27,17 @@ alive() {
   done
   return 1
 }
-for v in "$@"; do export "$v" 2>/dev/null || t error "bad environment variable ${v%%=*}"; done
-if [ -n "$b" ]; then cd -- "$b" 2>/dev/null || t error "cannot cd to $b on $(hostname 2>/dev/null)"; fi
+for v in "$@"; do
+  case $v in
+    # An exported function (--env NAME of `export -f NAME`), in bash's own environment form.
+    BASH_FUNC_*%%=*)
+      fn_=${v%%=*} fn_=${fn_#BASH_FUNC_} fn_=${fn_%\%\%}
+      { eval "$fn_ ${v#*=}" && export -f "$fn_"; } 2>/dev/null || t error "bad function $fn_" ;;
+    *) export "$v" 2>/dev/null || t error "bad environment variable ${v%%=*}" ;;
+  esac
+done
+# A relative base is relative to the login directory, $HOME (where sshd starts us, usually).
+if [ -n "$b" ]; then case $b in /*) ;; *) cd 2>/dev/null ;; esac; cd -- "$b" 2>/dev/null || t error "cannot cd to $b on $(hostname 2>/dev/null)"; fi
 if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || t error "cannot cd to $d on $(hostname 2>/dev/null)"; fi
 for f in "$o" "$e"; do
   if [ -n "$f" ] && [ "${f%/*}" != "$f" ] && [ -n "${f%/*}" ]; then
