@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::exec::control_dir::ControlDir;
 use crate::exec::local::LocalExecutor;
-use crate::exec::ssh::{self, HostDown, SshHost};
-use crate::exec::Executor;
+use crate::exec::ssh::{self, SshHost};
+use crate::exec::{HostEvent, HostEvents};
 use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
@@ -17,7 +17,7 @@ use crate::live::LiveSink;
 use crate::output::{Output, OutputFailure};
 use crate::progress::{Logger, Verbosity};
 use crate::results::ResultsDir;
-use crate::scheduler::{Host, Joining, Resume, Scheduler, Summary};
+use crate::scheduler::{Host, Resume, Scheduler, Summary};
 use crate::signals::{die_of, AbortReceiver, Controls, Event, Signals};
 use crate::watchdog::Watchdog;
 
@@ -121,7 +121,6 @@ async fn run_async(
         Some(file) => load_resume(file, config.verbosity)?,
         None => Resume::new(),
     };
-    let (down_tx, down_rx) = mpsc::unbounded_channel();
     let joblog = open_joblog(&config)?;
     // A live progress display when stderr is a terminal, log lines otherwise.
     let logger = Logger::for_stderr(config.verbosity).with_input_total(Arc::clone(&state.total));
@@ -146,13 +145,11 @@ async fn run_async(
         Some(mode) => Some(LiveSink::start(mode, logger.suspender())?),
         None => None,
     };
-    let (join_tx, join_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let hosts = connect_hosts(
         &config,
         control_dir.clone(),
-        down_tx,
-        join_tx,
-        &logger,
+        events_tx,
         live.as_ref(),
         &watchdog,
     )
@@ -187,8 +184,7 @@ async fn run_async(
         state,
         Some(reader),
         output,
-        down_rx,
-        join_rx,
+        events_rx,
         config.halt,
         resume,
     )
@@ -235,15 +231,13 @@ fn open_joblog(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
 }
 
 /// The run's hosts, in `-S` order: this machine, and SSH hosts, which connect in the
-/// background and join the run through `join_tx` as each is ready (see [`join`]). Returns once
+/// background and join the run through `events` as each is ready (see [`join`]). Returns once
 /// one host is ready or every SSH host has had its first try, so that jobs start on the first
 /// host that is ready and the run's first line counts the engines there are.
 async fn connect_hosts(
     config: &Config,
     control_dir: Option<Arc<ControlDir>>,
-    down_tx: mpsc::UnboundedSender<HostDown>,
-    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
-    logger: &Logger,
+    events: HostEvents,
     live: Option<&LiveSink>,
     watchdog: &Arc<Watchdog>,
 ) -> Vec<Host> {
@@ -251,12 +245,11 @@ async fn connect_hosts(
         let slots = spec.slots.unwrap_or(config.jobs);
         let executor = LocalExecutor::new(config.base_dir.clone())
             .with_spool(config.text || config.results.is_some())
-            .with_running(logger.running(&spec.name))
             .with_live(live.cloned())
             .with_watchdog(Arc::clone(watchdog));
         Host {
             spec,
-            executor: Some(Executor::Local(executor)),
+            executor: Some(Arc::new(executor)),
             slots,
             joining: false,
         }
@@ -280,11 +273,10 @@ async fn connect_hosts(
             spec: spec.clone(),
             options: options.clone(),
             nonce: nonce.clone(),
-            down_tx: down_tx.clone(),
+            events: events.clone(),
             spool: config.text || config.results.is_some(),
-            running: logger.running(&spec.name),
         };
-        tokio::spawn(join(connection, join_tx.clone(), tried_tx.clone()));
+        tokio::spawn(join(connection, tried_tx.clone()));
         hosts.push(Host {
             spec: spec.clone(),
             executor: None,
@@ -337,18 +329,13 @@ struct Connection {
     spec: HostSpec,
     options: ssh::SshOptions,
     nonce: String,
-    down_tx: mpsc::UnboundedSender<HostDown>,
+    events: HostEvents,
     spool: bool,
-    running: crate::progress::RunningJobs,
 }
 
 /// Connects one SSH host, trying again with back-off while it cannot be reached, until it is
 /// up (it joins the run), its failure is one that lasts (it is left out), or the run is over.
-async fn join(
-    c: Connection,
-    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
-    tried_tx: tokio::sync::watch::Sender<(usize, bool)>,
-) {
+async fn join(c: Connection, tried_tx: tokio::sync::watch::Sender<(usize, bool)>) {
     let mut pause = std::time::Duration::from_millis(250);
     let mut first = true;
     let mut reported = false;
@@ -358,7 +345,7 @@ async fn join(
             c.spec.clone(),
             c.options.clone(),
             c.nonce.clone(),
-            c.down_tx.clone(),
+            c.events.clone(),
         )
         .await;
         if first {
@@ -371,11 +358,11 @@ async fn join(
         }
         let news = match connected {
             Ok(ssh) => {
-                let ssh = Arc::new(ssh.with_spool(c.spool).with_running(c.running.clone()));
+                let ssh = ssh.with_spool(c.spool).start();
                 let slots = ssh.slots();
-                let executor = Executor::Ssh(Arc::clone(&ssh));
-                if join_tx
-                    .send((c.index, Joining::Up { executor, slots }))
+                let executor = Arc::clone(&ssh) as Arc<dyn crate::exec::Executor>;
+                if c.events
+                    .send((c.index, HostEvent::Joined { executor, slots }))
                     .is_err()
                 {
                     // The run ended meanwhile.
@@ -384,18 +371,18 @@ async fn join(
                 return;
             }
             Err(why) if ssh::lasting_failure(&why) => {
-                let _ = join_tx.send((c.index, Joining::LeftOut(why)));
+                let _ = c.events.send((c.index, HostEvent::LeftOut(why)));
                 return;
             }
-            Err(why) => Joining::Unreachable(why),
+            Err(why) => HostEvent::Unreachable(why),
         };
-        if !reported && join_tx.send((c.index, news)).is_err() {
+        if !reported && c.events.send((c.index, news)).is_err() {
             return;
         }
         reported = true;
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = join_tx.closed() => return,
+            () = c.events.closed() => return,
         }
         pause = (pause * 2).min(std::time::Duration::from_secs(10));
     }
