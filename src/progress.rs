@@ -124,6 +124,12 @@ impl Suspender {
     }
 }
 
+impl crate::live::Suspend for Suspender {
+    fn around(&self, write: &mut dyn FnMut()) {
+        self.suspend(write);
+    }
+}
+
 /// The live display while it is shown: the bar and the thread that refreshes it.
 #[derive(Debug)]
 struct Display {

@@ -2,7 +2,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -970,29 +969,13 @@ impl Scheduler {
         if !self.input_open {
             return;
         }
-        self.reader.stop.store(true, Ordering::SeqCst);
-        self.reader.wake();
-        loop {
-            match self.rx.try_recv() {
-                Ok(job) => {
-                    self.reader.taken(&job);
-                    self.received += 1;
-                    if let Body::Invalid(why) = &job.body {
-                        let why = why.clone();
-                        self.settle(job, Status::Error, why);
-                    } else {
-                        self.settle_halted(job);
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // The reader may be between reading a line and sending its job: that
-                    // takes it microseconds, on its own thread.
-                    if self.reader.in_flight.load(Ordering::SeqCst) == 0 {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+        for job in self.reader.stop_and_drain(&mut self.rx) {
+            self.received += 1;
+            if let Body::Invalid(why) = &job.body {
+                let why = why.clone();
+                self.settle(job, Status::Error, why);
+            } else {
+                self.settle_halted(job);
             }
         }
         // The reader may be blocked reading a terminal or a pipe: leave it; nothing it reads
