@@ -69,8 +69,11 @@ pub fn run_with<W: Write + Send>(
                     .spawn_scoped(scope, move || thread.run())
                     .map(|_| ())
             },
-            handle_signals,
-            abort,
+            Plumbing {
+                handle_signals,
+                abort,
+                ..Plumbing::default()
+            },
         ));
         let abandoned = writer.is_some_and(|state| state.abandoned());
         if let (
@@ -89,24 +92,78 @@ pub fn run_with<W: Write + Send>(
     })
 }
 
+/// How a run is connected to the world beyond its config: the command line's signals and
+/// stdin, or a library caller's jobs, events and silence.
+#[derive(Debug, Default)]
+pub(crate) struct Plumbing {
+    /// SIGINT / SIGTERM / SIGHUP stop the run (SPEC §5).
+    pub handle_signals: bool,
+    /// Stops the run from elsewhere, as a signal would.
+    pub abort: Option<AbortReceiver>,
+    /// Jobs from a library caller, instead of the config's input.
+    pub jobs: Option<mpsc::Receiver<crate::job::Job>>,
+    /// Nothing on stderr: no log line, no display, no hint.
+    pub silent: bool,
+    /// Where the scheduler's events go.
+    pub events: Option<mpsc::UnboundedSender<crate::scheduler::RunEvent>>,
+}
+
+/// A run on the caller's Tokio runtime (the library's [`crate::api`]): result lines go to `out`
+/// from a thread of its own.
+pub(crate) async fn run_spawned<W: Write + Send + 'static>(
+    config: Config,
+    out: W,
+    plumbing: Plumbing,
+) -> anyhow::Result<Summary> {
+    let mut writer = None;
+    let summary = run_async(
+        config,
+        |output: &mut Output| {
+            let thread = output.writer(out);
+            std::thread::Builder::new()
+                .name("bakapara-output".into())
+                .spawn(move || thread.run())
+                .map(|handle| writer = Some(handle))
+        },
+        plumbing,
+    )
+    .await;
+    if let Some(writer) = writer {
+        // The writer has written everything by now (the scheduler waited for it).
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    }
+    summary
+}
+
 async fn run_async(
     config: Config,
     start_writer: impl FnOnce(&mut Output) -> std::io::Result<()>,
-    handle_signals: bool,
-    abort: Option<AbortReceiver>,
+    plumbing: Plumbing,
 ) -> anyhow::Result<Summary> {
+    let Plumbing {
+        handle_signals,
+        abort,
+        jobs,
+        silent,
+        events,
+    } = plumbing;
     // Signals are taken over before anything starts, so no Ctrl-C is lost.
     let signals = if handle_signals {
         Some(Signals::new()?)
     } else {
         None
     };
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     // The reader's total is also the templates' `<##>`.
     let state = Arc::new(ReaderState::with_total(Arc::clone(&config.templates.total)));
-    let known_total = config.input.known_total();
-    let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
-    if config.input.reads_stdin() && std::io::stdin().is_terminal() {
+    let (known_total, reader, rx) = match jobs {
+        Some(rx) => (None, None, rx),
+        None => {
+            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+            let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
+            (config.input.known_total(), Some(reader), rx)
+        }
+    };
+    if reader.is_some() && config.input.reads_stdin() && std::io::stdin().is_terminal() {
         // Before any display starts; a closed or full stderr must not stop the run.
         let _ = writeln!(std::io::stderr(), "{TERMINAL_INPUT_HINT}");
     }
@@ -123,7 +180,12 @@ async fn run_async(
     };
     let joblog = open_joblog(&config)?;
     // A live progress display when stderr is a terminal, log lines otherwise.
-    let logger = Logger::for_stderr(config.verbosity).with_input_total(Arc::clone(&state.total));
+    let logger = if silent {
+        Logger::silent()
+    } else {
+        Logger::for_stderr(config.verbosity)
+    };
+    let logger = logger.with_input_total(Arc::clone(&state.total));
     let watchdog = Arc::new(Watchdog::start().unwrap_or_else(|e| {
         logger.warn(&format!(
             "bakapara: cannot start the watchdog ({e}): jobs would outlive a killed bakapara"
@@ -182,13 +244,14 @@ async fn run_async(
         config.settings,
         rx,
         state,
-        Some(reader),
+        reader,
         output,
         events_rx,
         config.halt,
         resume,
     )
-    .with_jobserver(config.jobserver.as_ref());
+    .with_jobserver(config.jobserver.as_ref())
+    .with_events(events);
     let mut summary = scheduler.run(known_total, controls).await;
     if let Some(live) = &live {
         live.flush().await;
@@ -458,7 +521,7 @@ async fn dry_run(
     config: Config,
     mut rx: mpsc::Receiver<crate::job::Job>,
     mut output: Output,
-    reader: std::thread::JoinHandle<Result<(), String>>,
+    reader: Option<std::thread::JoinHandle<Result<(), String>>>,
     state: Arc<ReaderState>,
     controls: &mut Controls,
 ) -> Summary {
@@ -549,7 +612,7 @@ async fn dry_run(
             }
         }
     }
-    if input_ended {
+    if let (true, Some(reader)) = (input_ended, reader) {
         if let Ok(Err(e)) = reader.join() {
             summary.fatal.get_or_insert(e);
         }

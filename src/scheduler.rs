@@ -96,6 +96,18 @@ pub struct Summary {
     pub broken_pipe: bool,
 }
 
+/// What the scheduler tells a library caller as the run goes on (results come from the
+/// result lines, see `api`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEvent {
+    /// A job (by input position) started on a host (its name as given).
+    Started { seq: u64, host: String },
+    /// A host's connection was lost (why); jobs wait for it or move to other hosts.
+    HostDown { host: String, why: String },
+    /// A host is back after [`RunEvent::HostDown`].
+    HostUp { host: String },
+}
+
 /// How many jobs may wait in the scheduler for a host of their own, beyond the input channel.
 const LOOKAHEAD: usize = 1024;
 
@@ -154,6 +166,8 @@ pub struct Scheduler {
     tokens: Option<Tokens>,
     /// Job keys that look like misspelt known keys, reported once each.
     near_misses: crate::job::NearMisses,
+    /// Where [`RunEvent`]s go, when someone listens.
+    events: Option<mpsc::UnboundedSender<RunEvent>>,
 }
 
 /// Result lines of an earlier run (`--resume FILE`) whose jobs need not run again.
@@ -219,6 +233,19 @@ impl Scheduler {
             resume,
             tokens: None,
             near_misses: Default::default(),
+            events: None,
+        }
+    }
+
+    /// Sends [`RunEvent`]s to `events` as the run goes on.
+    pub fn with_events(mut self, events: Option<mpsc::UnboundedSender<RunEvent>>) -> Scheduler {
+        self.events = events;
+        self
+    }
+
+    fn tell(&self, event: impl FnOnce() -> RunEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event());
         }
     }
 
@@ -571,6 +598,10 @@ impl Scheduler {
         self.output
             .logger()
             .started(job.seq, &host.spec.name, &spec.cmd);
+        self.tell(|| RunEvent::Started {
+            seq: job.seq,
+            host: host.spec.name.clone(),
+        });
         let live_tag = self.output.live_tag(&job, slot);
         let stop = self.stop_tx.subscribe();
         let limits = Limits {
@@ -757,6 +788,7 @@ impl Scheduler {
         self.output.logger().warn(&format!(
             "bakapara: host {name} is down: {why}; reconnecting"
         ));
+        self.tell(|| RunEvent::HostDown { host: name, why });
     }
 
     fn host_up(&mut self, host: usize) {
@@ -766,6 +798,8 @@ impl Scheduler {
             self.output
                 .logger()
                 .warn(&format!("bakapara: host {name} is back"));
+            let host = name.clone();
+            self.tell(|| RunEvent::HostUp { host });
         }
     }
 
