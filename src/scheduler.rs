@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::exec::{Command, Ending, Executor, HostEvent, Limits, Outcome, Stop};
+use crate::exec::{Command, Ending, Executor, HostEvent, Limits, Outcome, Stop, Task};
 use crate::halt::{HaltPolicy, What, When};
 use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
@@ -620,7 +620,15 @@ impl Scheduler {
                 live_tag: live_tag.as_deref(),
             };
             let outcome = match &host.executor {
-                Some(executor) => executor.run(lane, &command, &limits, stop).await,
+                Some(executor) => {
+                    let task = Task {
+                        lane,
+                        job: &command,
+                        limits: &limits,
+                        stop,
+                    };
+                    executor.run(task).await
+                }
                 None => Outcome::not_run(Ending::CouldNotRun(
                     "internal error: the host was left out".into(),
                 )),

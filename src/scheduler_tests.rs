@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{Host, Resume, RunSettings, Scheduler, Summary};
-use crate::exec::{Captured, Stop};
+use crate::exec::{Captured, Stop, Task};
 use crate::exec::{Command, Ending, Executor, HostEvent, HostEvents, Limits, Outcome, RunFuture};
 use crate::halt::HaltPolicy;
 use crate::hosts::HostSpec;
@@ -117,14 +117,8 @@ impl Fake {
 }
 
 impl Executor for Fake {
-    fn run<'a>(
-        &'a self,
-        _lane: usize,
-        job: &'a Command<'a>,
-        limits: &'a Limits,
-        stop: watch::Receiver<Stop>,
-    ) -> RunFuture<'a> {
-        Box::pin(self.run_job(job, limits, stop))
+    fn run<'a>(&'a self, task: Task<'a>) -> RunFuture<'a> {
+        Box::pin(self.run_job(task.job, task.limits, task.stop))
     }
 
     fn is_up(&self) -> bool {

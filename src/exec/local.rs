@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::capture::read_capped;
 use super::spawn::{look, spawn, Sink, State};
 use super::stopper::{Cause, Order, Stopper};
-use super::{Captured, Command, Ending, Executor, Limits, Outcome, RunFuture, Stop};
+use super::{Captured, Command, Ending, Executor, Limits, Outcome, RunFuture, Stop, Task};
 use crate::live::{Fd, LiveSink};
 use crate::watchdog::Watchdog;
 
@@ -147,14 +147,8 @@ impl LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
-    fn run<'a>(
-        &'a self,
-        _lane: usize,
-        job: &'a Command<'a>,
-        limits: &'a Limits,
-        stop: watch::Receiver<Stop>,
-    ) -> RunFuture<'a> {
-        Box::pin(LocalExecutor::run(self, job, limits, stop))
+    fn run<'a>(&'a self, task: Task<'a>) -> RunFuture<'a> {
+        Box::pin(LocalExecutor::run(self, task.job, task.limits, task.stop))
     }
 }
 

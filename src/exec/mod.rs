@@ -156,6 +156,16 @@ impl Outcome {
     }
 }
 
+/// One job run for an executor: the job in slot `lane` of the host (lanes count from 0), with
+/// its limits, stopped when `stop` says so or its timeout passes.
+#[derive(Debug)]
+pub struct Task<'a> {
+    pub lane: usize,
+    pub job: &'a Command<'a>,
+    pub limits: &'a Limits,
+    pub stop: watch::Receiver<Stop>,
+}
+
 /// The future of one job run (see [`Executor::run`]).
 pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
@@ -164,15 +174,8 @@ pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 /// [`HostEvent`]s its executor sends; how the executor connects, notices a lost connection
 /// and makes it again is its own business.
 pub trait Executor: Send + Sync + std::fmt::Debug {
-    /// Runs one job to its end in slot `lane` of the host (lanes count from 0), stopping it
-    /// when `stop` says so or its timeout passes.
-    fn run<'a>(
-        &'a self,
-        lane: usize,
-        job: &'a Command<'a>,
-        limits: &'a Limits,
-        stop: watch::Receiver<Stop>,
-    ) -> RunFuture<'a>;
+    /// Runs one job to its end (see [`Task`]).
+    fn run<'a>(&'a self, task: Task<'a>) -> RunFuture<'a>;
 
     /// Whether jobs can start here now: false while a lost connection is being made again
     /// (a [`HostEvent::Up`] follows).

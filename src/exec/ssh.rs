@@ -22,6 +22,7 @@ use super::control_dir::ControlDir;
 use super::stopper::{Cause, Order, Stopper};
 use super::{
     Captured, Command, Ending, Executor, HostEvent, HostEvents, Limits, Outcome, RunFuture, Stop,
+    Task,
 };
 use crate::hosts::HostSpec;
 use crate::template::shell_quote;
@@ -600,14 +601,8 @@ impl SshHost {
 }
 
 impl Executor for SshHost {
-    fn run<'a>(
-        &'a self,
-        lane: usize,
-        job: &'a Command<'a>,
-        limits: &'a Limits,
-        stop: watch::Receiver<Stop>,
-    ) -> RunFuture<'a> {
-        Box::pin(self.run_job(lane, job, limits, stop))
+    fn run<'a>(&'a self, task: Task<'a>) -> RunFuture<'a> {
+        Box::pin(self.run_job(task.lane, task.job, task.limits, task.stop))
     }
 
     fn is_up(&self) -> bool {
