@@ -287,22 +287,21 @@ pub struct Summary {
     pub results: Vec<(Job, JobResult)>,
     /// Jobs with a result.
     pub done: u64,
-    /// Of those, the failed ones.
+    /// Of those, the failed ones (a job a `halt` policy stopped does not count).
     pub failed: u64,
     /// An abort or a kill stopped the run.
     pub aborted: bool,
     /// A `halt` policy stopped the run: the exit status it calls for.
     pub halt_status: Option<u8>,
+    /// The exit status the command line would give this run (see [`Summary::exit_code`]).
+    code: u8,
 }
 
 impl Summary {
     /// The command line's exit status for this run: 0 when every job succeeded, the number of
     /// failed jobs up to 101, the halt policy's status when one stopped the run.
     pub fn exit_code(&self) -> u8 {
-        if let Some(status) = self.halt_status {
-            return status;
-        }
-        u8::try_from(self.failed.min(101)).unwrap_or(101)
+        self.code
     }
 }
 
@@ -505,7 +504,7 @@ impl Handle {
         };
         // Every event is in once the channel closes: the results too.
         while events.recv().await.is_some() {}
-        if let Some(fatal) = summary.fatal {
+        if let Some(fatal) = summary.fatal.clone() {
             return Err(Error::Fatal(fatal));
         }
         let mut results = shared
@@ -513,13 +512,13 @@ impl Handle {
             .map(|mut s| std::mem::take(&mut s.results))
             .unwrap_or_default();
         results.sort_by_key(|(_, r)| r.seq);
-        let failed = results.iter().filter(|(_, r)| r.failed()).count() as u64;
         Ok(Summary {
-            done: results.len() as u64,
-            failed,
+            done: summary.done,
+            failed: summary.failed,
             results,
             aborted: summary.interrupted_by.is_some(),
             halt_status: summary.halt_status,
+            code: summary.exit_code(),
         })
     }
 }

@@ -108,6 +108,25 @@ pub enum RunEvent {
     HostUp { host: String },
 }
 
+impl Summary {
+    /// The exit status a run that ended this way calls for (when no signal stopped it, see
+    /// [`Summary::interrupted_by`]): 255 after a fatal problem, 141 when the reader of stdout
+    /// went away, a `--halt` policy's status, else the number of failed jobs up to 101.
+    pub fn exit_code(&self) -> u8 {
+        if self.fatal.is_some() {
+            return 255;
+        }
+        if self.broken_pipe {
+            // As a filter killed by SIGPIPE is seen by its shell, without the noise of dying of it.
+            return 141;
+        }
+        if let Some(status) = self.halt_status {
+            return status;
+        }
+        u8::try_from(self.failed.min(101)).unwrap_or(101)
+    }
+}
+
 /// How many jobs may wait in the scheduler for a host of their own, beyond the input channel.
 const LOOKAHEAD: usize = 1024;
 
