@@ -500,3 +500,24 @@ async fn a_job_past_its_timeout_is_stopped_and_reported() {
     assert_eq!(ran.status("sleep 10"), "ok");
     assert_eq!(ran.took, 2010);
 }
+
+#[test]
+fn the_exit_status_follows_fatal_broken_pipe_halt_then_failures() {
+    let summary = |f: fn(&mut Summary)| {
+        let mut s = Summary::default();
+        f(&mut s);
+        s.exit_code()
+    };
+    assert_eq!(summary(|_| {}), 0);
+    assert_eq!(summary(|s| s.failed = 3), 3);
+    assert_eq!(summary(|s| s.failed = 500), 101);
+    assert_eq!(summary(|s| (s.failed, s.halt_status) = (2, Some(4))), 4);
+    assert_eq!(
+        summary(|s| (s.halt_status, s.broken_pipe) = (Some(4), true)),
+        141
+    );
+    assert_eq!(
+        summary(|s| (s.fatal, s.broken_pipe) = (Some("x".into()), true)),
+        255
+    );
+}

@@ -191,3 +191,20 @@ async fn typed_jobs_run_inside_a_tokio_runtime_with_events_status_and_an_abort()
     assert_eq!(summary.failed, 4);
     assert_eq!(sleepers(&marker), 0, "no job process is left");
 }
+
+#[tokio::test]
+async fn the_blocking_run_works_inside_a_tokio_runtime_and_keeps_input_order() {
+    use bakapara::{Job, Runner, Status};
+    let jobs = ["sleep 0.3; echo a", "echo b", "exit 7", "echo {"].map(Job::new);
+    let results = Runner::new()
+        .slots(4)
+        .timeout(Duration::from_secs(30))
+        .run(jobs)
+        .expect("the run works");
+    let out: Vec<Option<&str>> = results.iter().map(|(_, r)| r.stdout.as_deref()).collect();
+    assert_eq!(out, [Some("a\n"), Some("b\n"), Some(""), Some("{\n")]);
+    assert_eq!(results[2].1.code, Some(7));
+    assert!(results.iter().all(|(_, r)| r.status == Status::Ok));
+    let seqs: Vec<u64> = results.iter().map(|(_, r)| r.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+}
