@@ -410,6 +410,32 @@ impl ReaderState {
         self.room.notify_all();
     }
 
+    /// Stops the reader and takes from `rx` every job it had read: nothing it reads from now
+    /// on is sent. The reader may be blocked reading a terminal or a pipe: it is left there.
+    pub fn stop_and_drain(&self, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake();
+        let mut jobs = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(job) => {
+                    self.taken(&job);
+                    jobs.push(job);
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // The reader may be between reading a line and sending its job: that
+                    // takes it microseconds, on its own thread.
+                    if self.in_flight.load(Ordering::SeqCst) == 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        jobs
+    }
+
     /// Waits until `w` more bytes fit in the read-ahead (or a stop was asked: then the job is
     /// sent at once, for the scheduler's drain to give it its line).
     fn reserve(&self, w: usize) {

@@ -311,7 +311,7 @@ impl JobResult {
                 Some(STOPPED_BY_BAKAPARA.to_string()),
             ),
             Ending::CouldNotRun(why) => (Status::Error, None, None, Some(why)),
-            Ending::HostLost { why, .. } => (Status::Error, None, None, Some(why)),
+            Ending::HostLost(why) => (Status::Error, None, None, Some(why)),
         };
         JobResult {
             status,

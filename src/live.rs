@@ -16,8 +16,6 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::progress::Suspender;
-
 /// How live output is cut into writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveMode {
@@ -65,10 +63,17 @@ impl std::fmt::Debug for Message {
     }
 }
 
+/// Whatever else draws on the terminal (the progress display): it takes itself off the screen
+/// around each write of live output. This module knows it only through this trait.
+pub trait Suspend: Send + 'static {
+    /// Runs `write` with the other drawing off the screen.
+    fn around(&self, write: &mut dyn FnMut());
+}
+
 impl LiveSink {
     /// Starts the writer thread. `suspend` takes the live progress display off the screen
     /// around writes to a terminal it is drawn on.
-    pub fn start(mode: LiveMode, suspend: Suspender) -> std::io::Result<LiveSink> {
+    pub fn start(mode: LiveMode, suspend: impl Suspend) -> std::io::Result<LiveSink> {
         let stdout = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
         let stderr = File::from(std::io::stderr().as_fd().try_clone_to_owned()?);
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -181,7 +186,7 @@ fn write_all(
     mut rx: mpsc::Receiver<Message>,
     mut stdout: File,
     mut stderr: File,
-    suspend: &Suspender,
+    suspend: &impl Suspend,
     error: &Mutex<Option<std::io::Error>>,
 ) {
     let mut failed = false;
@@ -197,7 +202,8 @@ fn write_all(
                     Fd::Out => &mut stdout,
                     Fd::Err => &mut stderr,
                 };
-                let written = suspend.suspend(|| to.write_all(&bytes));
+                let mut written = Ok(());
+                suspend.around(&mut || written = to.write_all(&bytes));
                 if let Err(e) = written {
                     if fd == Fd::Out {
                         failed = true;

@@ -65,20 +65,8 @@ fn main() -> ExitCode {
     }
     if let Some(fatal) = &summary.fatal {
         say(&format!("bakapara: error: {fatal}"));
-        return ExitCode::from(255);
     }
-    if summary.broken_pipe {
-        // As a filter killed by SIGPIPE is seen by its shell, without the noise of dying of it.
-        return ExitCode::from(141);
-    }
-    if let Some(status) = summary.halt_status {
-        return ExitCode::from(status);
-    }
-    ExitCode::from(match summary.failed {
-        0 => 0,
-        n @ 1..=100 => n as u8,
-        _ => 101,
-    })
+    ExitCode::from(summary.exit_code())
 }
 
 /// Writes what the command line asked for (`--generate`) to stdout: a reader that went away is

@@ -67,6 +67,8 @@ pub struct Logger {
     /// With `-q`: jobs bakapara itself stopped or never started (Ctrl-C, `--halt`); told in
     /// one line at the end instead of one line each.
     quiet_aborts: Mutex<QuietAborts>,
+    /// Writes nothing to stderr (see [`Logger::silent`]).
+    silent: bool,
 }
 
 /// What the live display shows, updated by the run and read by the refresh thread.
@@ -124,6 +126,12 @@ impl Suspender {
     }
 }
 
+impl crate::live::Suspend for Suspender {
+    fn around(&self, write: &mut dyn FnMut()) {
+        self.suspend(write);
+    }
+}
+
 /// The live display while it is shown: the bar and the thread that refreshes it.
 #[derive(Debug)]
 struct Display {
@@ -156,7 +164,15 @@ impl Logger {
             }),
             display: Mutex::new(None),
             quiet_aborts: Mutex::default(),
+            silent: false,
         }
+    }
+
+    /// No log line and no display at all: stderr is not touched (the library's default).
+    pub fn silent() -> Logger {
+        let mut logger = Logger::new(Verbosity::Quiet);
+        logger.silent = true;
+        logger
     }
 
     /// The live display when stderr is a terminal (not with `-q`, nor on a `TERM=dumb` one),
@@ -220,6 +236,9 @@ impl Logger {
     /// A log line followed by `more` (whole lines, each ending with a newline), written at once
     /// so that no other line comes between.
     fn line_and(&self, text: std::fmt::Arguments<'_>, more: &str) {
+        if self.silent {
+            return;
+        }
         let line = format!("{} {}\n{more}", timefmt::log_stamp(&Local::now()), text);
         // A closed or full stderr must not stop the run.
         self.suspend(|| {

@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::exec::control_dir::ControlDir;
 use crate::exec::local::LocalExecutor;
-use crate::exec::ssh::{self, HostDown, SshHost};
-use crate::exec::Executor;
+use crate::exec::ssh::{self, SshHost};
+use crate::exec::{HostEvent, HostEvents};
 use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
@@ -17,7 +17,7 @@ use crate::live::LiveSink;
 use crate::output::{Output, OutputFailure};
 use crate::progress::{Logger, Verbosity};
 use crate::results::ResultsDir;
-use crate::scheduler::{Host, Joining, Resume, Scheduler, Summary};
+use crate::scheduler::{Host, Resume, Scheduler, Summary};
 use crate::signals::{die_of, AbortReceiver, Controls, Event, Signals};
 use crate::watchdog::Watchdog;
 
@@ -69,8 +69,11 @@ pub fn run_with<W: Write + Send>(
                     .spawn_scoped(scope, move || thread.run())
                     .map(|_| ())
             },
-            handle_signals,
-            abort,
+            Plumbing {
+                handle_signals,
+                abort,
+                ..Plumbing::default()
+            },
         ));
         let abandoned = writer.is_some_and(|state| state.abandoned());
         if let (
@@ -89,24 +92,78 @@ pub fn run_with<W: Write + Send>(
     })
 }
 
+/// How a run is connected to the world beyond its config: the command line's signals and
+/// stdin, or a library caller's jobs, events and silence.
+#[derive(Debug, Default)]
+pub(crate) struct Plumbing {
+    /// SIGINT / SIGTERM / SIGHUP stop the run (SPEC §5).
+    pub handle_signals: bool,
+    /// Stops the run from elsewhere, as a signal would.
+    pub abort: Option<AbortReceiver>,
+    /// Jobs from a library caller, instead of the config's input.
+    pub jobs: Option<mpsc::Receiver<crate::job::Job>>,
+    /// Nothing on stderr: no log line, no display, no hint.
+    pub silent: bool,
+    /// Where the scheduler's events go.
+    pub events: Option<mpsc::UnboundedSender<crate::scheduler::RunEvent>>,
+}
+
+/// A run on the caller's Tokio runtime (the library's [`crate::api`]): result lines go to `out`
+/// from a thread of its own.
+pub(crate) async fn run_spawned<W: Write + Send + 'static>(
+    config: Config,
+    out: W,
+    plumbing: Plumbing,
+) -> anyhow::Result<Summary> {
+    let mut writer = None;
+    let summary = run_async(
+        config,
+        |output: &mut Output| {
+            let thread = output.writer(out);
+            std::thread::Builder::new()
+                .name("bakapara-output".into())
+                .spawn(move || thread.run())
+                .map(|handle| writer = Some(handle))
+        },
+        plumbing,
+    )
+    .await;
+    if let Some(writer) = writer {
+        // The writer has written everything by now (the scheduler waited for it).
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    }
+    summary
+}
+
 async fn run_async(
     config: Config,
     start_writer: impl FnOnce(&mut Output) -> std::io::Result<()>,
-    handle_signals: bool,
-    abort: Option<AbortReceiver>,
+    plumbing: Plumbing,
 ) -> anyhow::Result<Summary> {
+    let Plumbing {
+        handle_signals,
+        abort,
+        jobs,
+        silent,
+        events,
+    } = plumbing;
     // Signals are taken over before anything starts, so no Ctrl-C is lost.
     let signals = if handle_signals {
         Some(Signals::new()?)
     } else {
         None
     };
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     // The reader's total is also the templates' `<##>`.
     let state = Arc::new(ReaderState::with_total(Arc::clone(&config.templates.total)));
-    let known_total = config.input.known_total();
-    let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
-    if config.input.reads_stdin() && std::io::stdin().is_terminal() {
+    let (known_total, reader, rx) = match jobs {
+        Some(rx) => (None, None, rx),
+        None => {
+            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+            let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
+            (config.input.known_total(), Some(reader), rx)
+        }
+    };
+    if reader.is_some() && config.input.reads_stdin() && std::io::stdin().is_terminal() {
         // Before any display starts; a closed or full stderr must not stop the run.
         let _ = writeln!(std::io::stderr(), "{TERMINAL_INPUT_HINT}");
     }
@@ -121,10 +178,14 @@ async fn run_async(
         Some(file) => load_resume(file, config.verbosity)?,
         None => Resume::new(),
     };
-    let (down_tx, down_rx) = mpsc::unbounded_channel();
     let joblog = open_joblog(&config)?;
     // A live progress display when stderr is a terminal, log lines otherwise.
-    let logger = Logger::for_stderr(config.verbosity).with_input_total(Arc::clone(&state.total));
+    let logger = if silent {
+        Logger::silent()
+    } else {
+        Logger::for_stderr(config.verbosity)
+    };
+    let logger = logger.with_input_total(Arc::clone(&state.total));
     let watchdog = Arc::new(Watchdog::start().unwrap_or_else(|e| {
         logger.warn(&format!(
             "bakapara: cannot start the watchdog ({e}): jobs would outlive a killed bakapara"
@@ -146,13 +207,11 @@ async fn run_async(
         Some(mode) => Some(LiveSink::start(mode, logger.suspender())?),
         None => None,
     };
-    let (join_tx, join_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let hosts = connect_hosts(
         &config,
         control_dir.clone(),
-        down_tx,
-        join_tx,
-        &logger,
+        events_tx,
         live.as_ref(),
         &watchdog,
     )
@@ -190,14 +249,14 @@ async fn run_async(
         config.settings,
         rx,
         state,
-        Some(reader),
+        reader,
         output,
-        down_rx,
-        join_rx,
+        events_rx,
         config.halt,
         resume,
     )
-    .with_jobserver(config.jobserver.as_ref());
+    .with_jobserver(config.jobserver.as_ref())
+    .with_events(events);
     let mut summary = scheduler.run(known_total, controls).await;
     if let Some(live) = &live {
         live.flush().await;
@@ -240,15 +299,13 @@ fn open_joblog(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
 }
 
 /// The run's hosts, in `-S` order: this machine, and SSH hosts, which connect in the
-/// background and join the run through `join_tx` as each is ready (see [`join`]). Returns once
+/// background and join the run through `events` as each is ready (see [`join`]). Returns once
 /// one host is ready or every SSH host has had its first try, so that jobs start on the first
 /// host that is ready and the run's first line counts the engines there are.
 async fn connect_hosts(
     config: &Config,
     control_dir: Option<Arc<ControlDir>>,
-    down_tx: mpsc::UnboundedSender<HostDown>,
-    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
-    logger: &Logger,
+    events: HostEvents,
     live: Option<&LiveSink>,
     watchdog: &Arc<Watchdog>,
 ) -> Vec<Host> {
@@ -256,12 +313,11 @@ async fn connect_hosts(
         let slots = spec.slots.unwrap_or(config.jobs);
         let executor = LocalExecutor::new(config.base_dir.clone())
             .with_spool(config.text || config.results.is_some())
-            .with_running(logger.running(&spec.name))
             .with_live(live.cloned())
             .with_watchdog(Arc::clone(watchdog));
         Host {
             spec,
-            executor: Some(Executor::Local(executor)),
+            executor: Some(Arc::new(executor)),
             slots,
             joining: false,
         }
@@ -285,11 +341,10 @@ async fn connect_hosts(
             spec: spec.clone(),
             options: options.clone(),
             nonce: nonce.clone(),
-            down_tx: down_tx.clone(),
+            events: events.clone(),
             spool: config.text || config.results.is_some(),
-            running: logger.running(&spec.name),
         };
-        tokio::spawn(join(connection, join_tx.clone(), tried_tx.clone()));
+        tokio::spawn(join(connection, tried_tx.clone()));
         hosts.push(Host {
             spec: spec.clone(),
             executor: None,
@@ -342,18 +397,13 @@ struct Connection {
     spec: HostSpec,
     options: ssh::SshOptions,
     nonce: String,
-    down_tx: mpsc::UnboundedSender<HostDown>,
+    events: HostEvents,
     spool: bool,
-    running: crate::progress::RunningJobs,
 }
 
 /// Connects one SSH host, trying again with back-off while it cannot be reached, until it is
 /// up (it joins the run), its failure is one that lasts (it is left out), or the run is over.
-async fn join(
-    c: Connection,
-    join_tx: mpsc::UnboundedSender<(usize, Joining)>,
-    tried_tx: tokio::sync::watch::Sender<(usize, bool)>,
-) {
+async fn join(c: Connection, tried_tx: tokio::sync::watch::Sender<(usize, bool)>) {
     let mut pause = std::time::Duration::from_millis(250);
     let mut first = true;
     let mut reported = false;
@@ -363,7 +413,7 @@ async fn join(
             c.spec.clone(),
             c.options.clone(),
             c.nonce.clone(),
-            c.down_tx.clone(),
+            c.events.clone(),
         )
         .await;
         if first {
@@ -376,11 +426,11 @@ async fn join(
         }
         let news = match connected {
             Ok(ssh) => {
-                let ssh = Arc::new(ssh.with_spool(c.spool).with_running(c.running.clone()));
+                let ssh = ssh.with_spool(c.spool).start();
                 let slots = ssh.slots();
-                let executor = Executor::Ssh(Arc::clone(&ssh));
-                if join_tx
-                    .send((c.index, Joining::Up { executor, slots }))
+                let executor = Arc::clone(&ssh) as Arc<dyn crate::exec::Executor>;
+                if c.events
+                    .send((c.index, HostEvent::Joined { executor, slots }))
                     .is_err()
                 {
                     // The run ended meanwhile.
@@ -389,18 +439,18 @@ async fn join(
                 return;
             }
             Err(why) if ssh::lasting_failure(&why) => {
-                let _ = join_tx.send((c.index, Joining::LeftOut(why)));
+                let _ = c.events.send((c.index, HostEvent::LeftOut(why)));
                 return;
             }
-            Err(why) => Joining::Unreachable(why),
+            Err(why) => HostEvent::Unreachable(why),
         };
-        if !reported && join_tx.send((c.index, news)).is_err() {
+        if !reported && c.events.send((c.index, news)).is_err() {
             return;
         }
         reported = true;
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
-            () = join_tx.closed() => return,
+            () = c.events.closed() => return,
         }
         pause = (pause * 2).min(std::time::Duration::from_secs(10));
     }
@@ -476,7 +526,7 @@ async fn dry_run(
     config: Config,
     mut rx: mpsc::Receiver<crate::job::Job>,
     mut output: Output,
-    reader: std::thread::JoinHandle<Result<(), String>>,
+    reader: Option<std::thread::JoinHandle<Result<(), String>>>,
     state: Arc<ReaderState>,
     controls: &mut Controls,
 ) -> Summary {
@@ -567,7 +617,7 @@ async fn dry_run(
             }
         }
     }
-    if input_ended {
+    if let (true, Some(reader)) = (input_ended, reader) {
         if let Ok(Err(e)) = reader.join() {
             summary.fatal.get_or_insert(e);
         }

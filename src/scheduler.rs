@@ -2,7 +2,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +12,14 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::exec::ssh::HostDown;
-use crate::exec::{Command, Ending, Executor, Limits, Outcome, Stop};
+use crate::exec::{Command, Ending, Executor, HostEvent, Limits, Outcome, Stop, Task};
 use crate::halt::{HaltPolicy, What, When};
 use crate::hosts::HostSpec;
 use crate::input::{ReaderState, Templates};
 use crate::job::{Body, Job, JobResult, Placement, Status, STOPPED_BY_BAKAPARA};
 use crate::jobserver::{Jobserver, Tokens};
 use crate::output::{Output, OutputFailure};
+use crate::progress::RunningJobs;
 use crate::signals::{Controls, Event};
 use crate::throttle::Throttle;
 
@@ -30,22 +29,11 @@ pub struct Host {
     /// The entry as given in `-S` (its `name` is what results report).
     pub spec: HostSpec,
     /// How jobs run there; `None` while it connects (`joining`), or when it was left out.
-    pub executor: Option<Executor>,
+    pub executor: Option<Arc<dyn Executor>>,
     pub slots: usize,
-    /// Still connecting in the background: it joins the run, or is left out, by a
-    /// [`Joining`] message.
+    /// Still connecting in the background: it joins the run ([`HostEvent::Joined`]), or is
+    /// left out ([`HostEvent::LeftOut`]).
     pub joining: bool,
-}
-
-/// News of a host that was still connecting when the run started (index in the host list).
-#[derive(Debug)]
-pub enum Joining {
-    /// Connected: jobs can run there now.
-    Up { executor: Executor, slots: usize },
-    /// Cannot be reached for now (reported once); it is tried again with back-off.
-    Unreachable(String),
-    /// Cannot be used in this run (its key or the login was refused...): why.
-    LeftOut(String),
 }
 
 /// What the scheduler knows of a host while the run goes on.
@@ -59,6 +47,8 @@ struct HostState {
     joining: bool,
     /// Reported unreachable (its first connection failed; it is tried again).
     reported: bool,
+    /// Counts the host's running jobs, for the progress display.
+    running: RunningJobs,
 }
 
 impl HostState {
@@ -109,6 +99,37 @@ pub struct Summary {
     pub broken_pipe: bool,
 }
 
+/// What the scheduler tells a library caller as the run goes on (results come from the
+/// result lines, see `api`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEvent {
+    /// A job (by input position) started on a host (its name as given).
+    Started { seq: u64, host: String },
+    /// A host's connection was lost (why); jobs wait for it or move to other hosts.
+    HostDown { host: String, why: String },
+    /// A host is back after [`RunEvent::HostDown`].
+    HostUp { host: String },
+}
+
+impl Summary {
+    /// The exit status a run that ended this way calls for (when no signal stopped it, see
+    /// [`Summary::interrupted_by`]): 255 after a fatal problem, 141 when the reader of stdout
+    /// went away, a `--halt` policy's status, else the number of failed jobs up to 101.
+    pub fn exit_code(&self) -> u8 {
+        if self.fatal.is_some() {
+            return 255;
+        }
+        if self.broken_pipe {
+            // As a filter killed by SIGPIPE is seen by its shell, without the noise of dying of it.
+            return 141;
+        }
+        if let Some(status) = self.halt_status {
+            return status;
+        }
+        u8::try_from(self.failed.min(101)).unwrap_or(101)
+    }
+}
+
 /// How many jobs may wait in the scheduler for a host of their own, beyond the input channel.
 const LOOKAHEAD: usize = 1024;
 
@@ -155,13 +176,9 @@ pub struct Scheduler {
     run_id: String,
     fatal: Option<String>,
     broken_pipe: bool,
-    /// Lost connections, reported by keepalives and by jobs.
-    down_rx: mpsc::UnboundedReceiver<HostDown>,
-    /// Hosts that came back after a loss.
-    up_tx: mpsc::UnboundedSender<usize>,
-    up_rx: mpsc::UnboundedReceiver<usize>,
-    /// Hosts connecting in the background: they join, or are left out.
-    join_rx: mpsc::UnboundedReceiver<(usize, Joining)>,
+    /// News of the hosts' connections (by index in the host list), from their executors and
+    /// from the background connects: joined, left out, down, back.
+    host_events: mpsc::UnboundedReceiver<(usize, HostEvent)>,
     /// The last start (time, slot) of each job waiting to run again after its host was lost.
     lost_runs: std::collections::HashMap<u64, (chrono::DateTime<chrono::Local>, usize)>,
     halt_policy: Option<HaltPolicy>,
@@ -173,6 +190,8 @@ pub struct Scheduler {
     throttle: Throttle,
     /// Job keys that look like misspelt known keys, reported once each.
     near_misses: crate::job::NearMisses,
+    /// Where [`RunEvent`]s go, when someone listens.
+    events: Option<mpsc::UnboundedSender<RunEvent>>,
 }
 
 /// Result lines of an earlier run (`--resume FILE`) whose jobs need not run again.
@@ -188,8 +207,7 @@ impl Scheduler {
         reader: Arc<ReaderState>,
         reader_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
         output: Output,
-        down_rx: mpsc::UnboundedReceiver<HostDown>,
-        join_rx: mpsc::UnboundedReceiver<(usize, Joining)>,
+        host_events: mpsc::UnboundedReceiver<(usize, HostEvent)>,
         halt_policy: Option<HaltPolicy>,
         resume: Resume,
     ) -> Scheduler {
@@ -200,14 +218,15 @@ impl Scheduler {
                 slots.extend((0..host.slots).map(|lane| Slot { host: index, lane }));
             }
             let joining = host.joining;
+            let running = output.logger().running(&host.spec.name);
             host_list.push(HostState {
                 host: Arc::new(host),
                 down: joining.then(|| (Instant::now(), "still connecting".to_string())),
                 joining,
                 reported: false,
+                running,
             });
         }
-        let (up_tx, up_rx) = mpsc::unbounded_channel();
         let free = (0..slots.len()).map(Reverse).collect();
         let (stop_tx, _) = watch::channel(Stop::Run);
         Scheduler {
@@ -233,15 +252,25 @@ impl Scheduler {
             run_id: run_id(),
             fatal: None,
             broken_pipe: false,
-            down_rx,
-            up_tx,
-            up_rx,
-            join_rx,
+            host_events,
             lost_runs: std::collections::HashMap::new(),
             halt_policy,
             resume,
             tokens: None,
             near_misses: Default::default(),
+            events: None,
+        }
+    }
+
+    /// Sends [`RunEvent`]s to `events` as the run goes on.
+    pub fn with_events(mut self, events: Option<mpsc::UnboundedSender<RunEvent>>) -> Scheduler {
+        self.events = events;
+        self
+    }
+
+    fn tell(&self, event: impl FnOnce() -> RunEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event());
         }
     }
 
@@ -262,8 +291,8 @@ impl Scheduler {
     /// Runs every job to its result line.
     pub async fn run(mut self, known_total: Option<u64>, mut controls: Controls) -> Summary {
         // News from the first connections, so the count of engines includes them.
-        while let Ok((host, news)) = self.join_rx.try_recv() {
-            self.host_joining(host, news);
+        while let Ok((host, news)) = self.host_events.try_recv() {
+            self.host_event(host, news);
         }
         self.output.logger().start(known_total, self.slots.len());
         self.total = known_total;
@@ -308,9 +337,7 @@ impl Scheduler {
                     None => self.input_closed(),
                 },
                 event = controls.next() => self.on_signal(event),
-                Some(down) = self.down_rx.recv() => self.host_down(down.host, down.generation, down.why),
-                Some(host) = self.up_rx.recv() => self.host_up(host),
-                Some((host, news)) = self.join_rx.recv() => self.host_joining(host, news),
+                Some((host, news)) = self.host_events.recv() => self.host_event(host, news),
                 _ = host_check.tick(), if self.waiting_on_down_hosts() => {
                     self.fail_jobs_of_dead_hosts();
                 }
@@ -326,8 +353,8 @@ impl Scheduler {
         }
         self.output_changed();
         for h in &self.hosts {
-            if let Some(Executor::Ssh(ssh)) = &h.host.executor {
-                ssh.close().await;
+            if let Some(executor) = &h.host.executor {
+                executor.close().await;
             }
         }
         Summary {
@@ -600,10 +627,15 @@ impl Scheduler {
         job.attempts += 1;
         self.throttle.started();
         let Slot { host, lane } = self.slots[slot];
+        let running = self.hosts[host].running.clone();
         let host = Arc::clone(&self.hosts[host].host);
         self.output
             .logger()
             .started(job.seq, &host.spec.name, &spec.cmd);
+        self.tell(|| RunEvent::Started {
+            seq: job.seq,
+            host: host.spec.name.clone(),
+        });
         let live_tag = self.output.live_tag(&job, slot);
         let stop = self.stop_tx.subscribe();
         let limits = Limits {
@@ -613,6 +645,7 @@ impl Scheduler {
         };
         let stdin = job.stdin.clone();
         self.running.spawn(async move {
+            let _running = running.enter();
             let command = Command {
                 stdin: stdin.as_ref(),
                 cmd: &spec.cmd,
@@ -625,7 +658,15 @@ impl Scheduler {
                 returns: &spec.returns,
             };
             let outcome = match &host.executor {
-                Some(executor) => executor.run(lane, &command, &limits, stop).await,
+                Some(executor) => {
+                    let task = Task {
+                        lane,
+                        job: &command,
+                        limits: &limits,
+                        stop,
+                    };
+                    executor.run(task).await
+                }
                 None => Outcome::not_run(Ending::CouldNotRun(
                     "internal error: the host was left out".into(),
                 )),
@@ -644,8 +685,16 @@ impl Scheduler {
         } = done;
         self.free.push(Reverse(slot));
         let host = self.slots[slot].host;
-        if let Ending::HostLost { why, generation } = &outcome.ending {
-            self.host_down(host, *generation, why.clone());
+        if let Ending::HostLost(why) = &outcome.ending {
+            // The executor says so too (a HostEvent), but no job may start there meanwhile.
+            let up = self.hosts[host]
+                .host
+                .executor
+                .as_ref()
+                .is_some_and(|e| e.is_up());
+            if !up {
+                self.host_down(host, why.clone());
+            }
             job.host_losses += 1;
             if let Some((started, _)) = outcome.ran {
                 self.lost_runs.insert(job.seq, (started, slot));
@@ -764,38 +813,28 @@ impl Scheduler {
         }
     }
 
-    /// A host's connections of `generation` were lost: stop using it, and reconnect with
-    /// back-off until it is back.
-    fn host_down(&mut self, host: usize, generation: u64, why: String) {
-        let state = &mut self.hosts[host];
-        let Some(Executor::Ssh(ssh)) = &state.host.executor else {
-            return;
-        };
-        if ssh.generation_if_up() != Some(generation) {
-            return; // Already known, or a newer connection is up.
+    /// News of a host's connection.
+    fn host_event(&mut self, host: usize, news: HostEvent) {
+        match news {
+            HostEvent::Down(why) => self.host_down(host, why),
+            HostEvent::Up => self.host_up(host),
+            news => self.host_joining(host, news),
         }
-        ssh.mark_down(generation);
+    }
+
+    /// A host's connection was lost: no job starts there until it is back (its executor
+    /// reconnects with back-off).
+    fn host_down(&mut self, host: usize, why: String) {
+        let state = &mut self.hosts[host];
+        if state.down.is_some() || state.host.executor.is_none() {
+            return; // Already known.
+        }
         let name = state.host.spec.name.clone();
         state.down = Some((Instant::now(), why.clone()));
         self.output.logger().warn(&format!(
             "bakapara: host {name} is down: {why}; reconnecting"
         ));
-        let ssh = Arc::clone(ssh);
-        let up = self.up_tx.clone();
-        tokio::spawn(async move {
-            let mut pause = Duration::from_millis(250);
-            loop {
-                tokio::time::sleep(pause).await;
-                if ssh.reconnect().await.is_ok() {
-                    let _ = up.send(host);
-                    return;
-                }
-                if up.is_closed() {
-                    return;
-                }
-                pause = (pause * 2).min(Duration::from_secs(10));
-            }
-        });
+        self.tell(|| RunEvent::HostDown { host: name, why });
     }
 
     fn host_up(&mut self, host: usize) {
@@ -805,16 +844,18 @@ impl Scheduler {
             self.output
                 .logger()
                 .warn(&format!("bakapara: host {name} is back"));
+            let host = name.clone();
+            self.tell(|| RunEvent::HostUp { host });
         }
     }
 
     /// A host that was connecting in the background joined the run, failed for now, or was
     /// left out.
-    fn host_joining(&mut self, host: usize, news: Joining) {
+    fn host_joining(&mut self, host: usize, news: HostEvent) {
         let state = &mut self.hosts[host];
         let name = state.host.spec.name.clone();
         match news {
-            Joining::Up { executor, slots } => {
+            HostEvent::Joined { executor, slots } => {
                 if !state.joining {
                     return;
                 }
@@ -837,7 +878,7 @@ impl Scheduler {
                         .warn(&format!("bakapara: host {name} joined the run"));
                 }
             }
-            Joining::Unreachable(why) => {
+            HostEvent::Unreachable(why) => {
                 state.reported = true;
                 self.output.logger().warn(&format!(
                     "bakapara: host {name} cannot be reached: {why}; trying again in the background"
@@ -851,7 +892,7 @@ impl Scheduler {
                     format!("could not be reached since the start ({why})"),
                 ));
             }
-            Joining::LeftOut(why) => {
+            HostEvent::LeftOut(why) => {
                 self.output
                     .logger()
                     .warn(&format!("bakapara: leaving out host {name}: {why}"));
@@ -859,6 +900,7 @@ impl Scheduler {
                 state.down = Some((Instant::now(), why));
                 self.fail_jobs_no_host_can_run();
             }
+            HostEvent::Down(_) | HostEvent::Up => {}
         }
     }
 
@@ -1007,29 +1049,13 @@ impl Scheduler {
         if !self.input_open {
             return;
         }
-        self.reader.stop.store(true, Ordering::SeqCst);
-        self.reader.wake();
-        loop {
-            match self.rx.try_recv() {
-                Ok(job) => {
-                    self.reader.taken(&job);
-                    self.received += 1;
-                    if let Body::Invalid(why) = &job.body {
-                        let why = why.clone();
-                        self.settle(job, Status::Error, why);
-                    } else {
-                        self.settle_halted(job);
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // The reader may be between reading a line and sending its job: that
-                    // takes it microseconds, on its own thread.
-                    if self.reader.in_flight.load(Ordering::SeqCst) == 0 {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+        for job in self.reader.stop_and_drain(&mut self.rx) {
+            self.received += 1;
+            if let Body::Invalid(why) = &job.body {
+                let why = why.clone();
+                self.settle(job, Status::Error, why);
+            } else {
+                self.settle_halted(job);
             }
         }
         // The reader may be blocked reading a terminal or a pipe: leave it; nothing it reads
@@ -1104,3 +1130,7 @@ fn run_id() -> String {
     let mixed = (nanos ^ (u64::from(std::process::id()) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     format!("{mixed:016x}")
 }
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

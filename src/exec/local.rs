@@ -10,15 +10,16 @@ use std::time::Duration;
 use chrono::Local;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio::signal::unix::{signal as unix_signal, SignalKind};
 use tokio::sync::watch;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
+use super::capture::read_capped;
 use super::spawn::{look, spawn, Sink, State};
-use super::{Captured, Command, Ending, Limits, Outcome, Stop};
+use super::stopper::{Cause, Order, Stopper};
+use super::{Captured, Command, Ending, Executor, Limits, Outcome, RunFuture, Stop, Task};
 use crate::live::{Fd, LiveSink};
-use crate::progress::RunningJobs;
 use crate::watchdog::Watchdog;
 
 /// Runs jobs on this machine.
@@ -28,8 +29,6 @@ pub struct LocalExecutor {
     base: PathBuf,
     /// `--text`: a job's stdout / stderr go to temp files (see [`Captured::spooled`]).
     spool: bool,
-    /// Counts this host's running jobs (for the progress display).
-    running: Option<RunningJobs>,
     /// The run's record of job process groups (Ctrl-Z, and cleanup if bakapara dies).
     watchdog: Option<Arc<Watchdog>>,
     /// `--line-buffer` / `--ungroup`: uncaptured streams go to bakapara's own as they come.
@@ -41,7 +40,6 @@ impl LocalExecutor {
         LocalExecutor {
             base,
             spool: false,
-            running: None,
             watchdog: None,
             live: None,
         }
@@ -66,12 +64,6 @@ impl LocalExecutor {
         self
     }
 
-    /// Counts running jobs in `running` (from start to end of each job).
-    pub fn with_running(mut self, running: RunningJobs) -> LocalExecutor {
-        self.running = Some(running);
-        self
-    }
-
     /// Runs one job to its end, stopping it when `stop` says so or its timeout passes.
     pub async fn run(
         &self,
@@ -89,57 +81,13 @@ impl LocalExecutor {
             }
         }
         let job_dir = dir.as_deref().unwrap_or(&self.base);
-        // With --text, an uncaptured stream goes straight into an unlinked temp file: the job
-        // writes it at full speed and bakapara holds none of it in memory.
-        let mut spooled_out = None;
-        let mut spooled_err = None;
-        let live_spool = || match self.spool {
-            true => tempfile::tempfile()
-                .map(Some)
-                .map_err(|e| format!("cannot create a temp file for the job's output: {e}")),
-            false => Ok(None),
+        let (stdout, spooled_out) = match self.sink(job_dir, job.out) {
+            Ok(sink) => sink,
+            Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
         };
-        let stdout = match job.out {
-            Some(path) => match open_output(job_dir, path) {
-                Ok(f) => Sink::File(f),
-                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
-            },
-            None if self.live.is_some() => match live_spool() {
-                Ok(spool) => {
-                    spooled_out = spool;
-                    Sink::Pipe
-                }
-                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
-            },
-            None if self.spool => match spool_file() {
-                Ok((ours, theirs)) => {
-                    spooled_out = Some(ours);
-                    Sink::File(theirs)
-                }
-                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
-            },
-            None => Sink::Pipe,
-        };
-        let stderr = match job.err {
-            Some(path) => match open_output(job_dir, path) {
-                Ok(f) => Sink::File(f),
-                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
-            },
-            None if self.live.is_some() => match live_spool() {
-                Ok(spool) => {
-                    spooled_err = spool;
-                    Sink::Pipe
-                }
-                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
-            },
-            None if self.spool => match spool_file() {
-                Ok((ours, theirs)) => {
-                    spooled_err = Some(ours);
-                    Sink::File(theirs)
-                }
-                Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
-            },
-            None => Sink::Pipe,
+        let (stderr, spooled_err) = match self.sink(job_dir, job.err) {
+            Ok(sink) => sink,
+            Err(e) => return Outcome::not_run(Ending::CouldNotRun(e)),
         };
         // Listening before the process starts, so that no SIGCHLD of its is missed.
         let sigchld = unix_signal(SignalKind::child()).ok();
@@ -160,7 +108,6 @@ impl LocalExecutor {
         // The job leads its own session and process group: its pid is the group id.
         let pid = spawned.pid;
         let _watched = self.watchdog.as_ref().map(|w| w.watch_group(pid));
-        let _running = self.running.as_ref().map(RunningJobs::enter);
         let started = Local::now();
         let limit = limits.capture_limit;
         let live = self.live.as_ref();
@@ -216,6 +163,32 @@ impl LocalExecutor {
     }
 }
 
+impl Executor for LocalExecutor {
+    fn run<'a>(&'a self, task: Task<'a>) -> RunFuture<'a> {
+        Box::pin(LocalExecutor::run(self, task.job, task.limits, task.stop))
+    }
+}
+
+impl LocalExecutor {
+    /// Where a job's stream goes (its `out` / `err` file, else a pipe or a spool file), and
+    /// bakapara's handle of the spool file if there is one. With --text, an uncaptured stream
+    /// goes straight into an unlinked temp file: the job writes it at full speed and bakapara
+    /// holds none of it in memory.
+    fn sink(&self, job_dir: &Path, path: Option<&str>) -> Result<(Sink, Option<File>), String> {
+        match path {
+            Some(path) => Ok((Sink::File(open_output(job_dir, path)?), None)),
+            // Passed on live through a pipe; spooled as well for --results.
+            None if self.live.is_some() && self.spool => Ok((Sink::Pipe, Some(spool_file()?.0))),
+            None if self.live.is_some() => Ok((Sink::Pipe, None)),
+            None if self.spool => {
+                let (ours, theirs) = spool_file()?;
+                Ok((Sink::File(theirs), Some(ours)))
+            }
+            None => Ok((Sink::Pipe, None)),
+        }
+    }
+}
+
 /// An unlinked temp file for a spooled stream: bakapara's handle and the job's.
 fn spool_file() -> Result<(File, File), String> {
     let spool_error =
@@ -234,15 +207,6 @@ struct Started<'a> {
     watchdog: Option<&'a Watchdog>,
 }
 
-/// Why bakapara is stopping a job, once it is.
-#[derive(Clone, Copy, PartialEq)]
-enum Cause {
-    Timeout,
-    Abort,
-    /// The job's shell stopped itself (SIGSTOP) again after it was continued once.
-    Stopped(Signal),
-}
-
 /// How often the group of a stopped job whose output stays open is looked at.
 const HELD_CHECK: Duration = Duration::from_millis(20);
 
@@ -259,7 +223,7 @@ const HELD_CHECK: Duration = Duration::from_millis(20);
 async fn supervise(
     job: Started<'_>,
     limits: &Limits,
-    mut stop: watch::Receiver<Stop>,
+    stop: watch::Receiver<Stop>,
     outputs: impl Future<Output = ()>,
 ) -> (Ending, bool) {
     tokio::pin!(outputs);
@@ -270,11 +234,11 @@ async fn supervise(
     } = job;
     let group = Some(pid);
     let paused = || watchdog.map_or(Duration::ZERO, Watchdog::paused);
-    let mut counted_pause = paused();
-    let mut deadline = limits.timeout.map(|t| Instant::now() + t);
-    let mut cause: Option<Cause> = None;
-    let mut kill_at: Option<Instant> = None;
-    let mut stop_open = true;
+    let mut stopper = Stopper::new(stop, limits, true, paused());
+    let carry_out = |order: Order| match order {
+        Order::Term => signal_group(group, Signal::SIGTERM),
+        Order::Kill => signal_group(group, Signal::SIGKILL),
+    };
     let mut status = None;
     let mut closed = false;
     let mut held = false;
@@ -287,61 +251,30 @@ async fn supervise(
             }
         }
         // A stop that was ordered before this job started is seen at once.
-        if stop_open {
-            let wanted = *stop.borrow_and_update();
-            match wanted {
-                Stop::Run => {}
-                Stop::Term if cause.is_none() => {
-                    cause = Some(Cause::Abort);
-                    signal_group(group, Signal::SIGTERM);
-                    kill_at = Some(Instant::now() + limits.grace);
-                }
-                Stop::Term => {}
-                Stop::Kill => {
-                    cause.get_or_insert(Cause::Abort);
-                    signal_group(group, Signal::SIGKILL);
-                    kill_at = None;
-                    stop_open = false;
-                }
-            }
+        if let Some(order) = stopper.ordered() {
+            carry_out(order);
         }
         // Killed, the shell gone, and still the output is open: who holds it?
-        let check_held = cause.is_some() && kill_at.is_none() && status.is_some();
+        let check_held =
+            stopper.cause().is_some() && stopper.kill_at().is_none() && status.is_some();
         tokio::select! {
             () = &mut outputs, if !closed => closed = true,
-            changed = stop.changed(), if stop_open => {
-                if changed.is_err() {
-                    stop_open = false;
+            order = stopper.next(paused) => {
+                if let Some(order) = order {
+                    carry_out(order);
                 }
-            }
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && cause.is_none() => {
-                let now_paused = paused();
-                if now_paused > counted_pause {
-                    deadline = deadline.map(|d| d + (now_paused - counted_pause));
-                    counted_pause = now_paused;
-                } else {
-                    cause = Some(Cause::Timeout);
-                    signal_group(group, Signal::SIGTERM);
-                    kill_at = Some(Instant::now() + limits.grace);
-                }
-            }
-            _ = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
-                signal_group(group, Signal::SIGKILL);
-                kill_at = None;
             }
             Some(()) = next_signal(&mut sigchld), if status.is_none() => match look(pid) {
                 State::Running => {}
                 State::Ended { code, signal } => status = Some(Ok((code, signal))),
                 State::Lost(e) => status = Some(Err(e)),
-                State::Stopped(_) if cause.is_some() => {}
+                State::Stopped(_) if stopper.cause().is_some() => {}
                 State::Stopped(sig) => {
                     self_stops += 1;
                     if self_stops == 1 {
                         signal_group(group, Signal::SIGCONT);
                     } else {
-                        cause = Some(Cause::Stopped(sig));
-                        signal_group(group, Signal::SIGTERM);
-                        kill_at = Some(Instant::now() + limits.grace);
+                        carry_out(stopper.stop_for(Cause::Stopped(sig)));
                     }
                 }
             },
@@ -355,8 +288,10 @@ async fn supervise(
             }
         }
     };
+    let cause = stopper.cause();
     if cause.is_some() {
-        reap_group(group, kill_at, &mut stop).await;
+        let kill_at = stopper.kill_at();
+        reap_group(group, kill_at, stopper.stop_channel()).await;
     }
     let (code, signal) = match status {
         Ok(ended) => ended,
@@ -508,37 +443,6 @@ async fn read_optional(
     into: Option<&mut Captured>,
 ) {
     if let (Some(stream), Some(into)) = (stream, into) {
-        read_capped(stream, limit, into).await;
-    }
-}
-
-/// Reads a stream to its end into `into`, keeping the first `limit` bytes. The buffer grows
-/// with what comes (most jobs print little), and what is past the limit is read and dropped.
-/// What was read is in `into` even if the reading is given up before the end.
-async fn read_capped(mut stream: impl AsyncRead + Unpin, limit: usize, into: &mut Captured) {
-    let kept = &mut into.bytes;
-    let mut scratch: Vec<u8> = Vec::new();
-    loop {
-        let read = if kept.len() < limit {
-            if kept.len() == kept.capacity() {
-                kept.reserve((limit - kept.len()).min(kept.len().max(1024)));
-            }
-            stream.read_buf(kept).await
-        } else {
-            if scratch.is_empty() {
-                scratch = vec![0; 16 * 1024];
-            }
-            stream.read(&mut scratch).await
-        };
-        match read {
-            Ok(0) => break,
-            Ok(_) if kept.len() >= limit => {
-                into.truncated |= kept.len() > limit || !scratch.is_empty();
-                kept.truncate(limit);
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
+        read_capped(stream, limit, into, |_| {}).await;
     }
 }

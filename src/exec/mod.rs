@@ -1,11 +1,18 @@
 //! Executors: how one job's command is run on one host (local process groups, or SSH).
 
+mod capture;
 pub mod control_dir;
 pub mod local;
 mod spawn;
 pub mod ssh;
+mod stopper;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use chrono::{DateTime, Local};
 
@@ -121,9 +128,9 @@ pub enum Ending {
     },
     /// The command could not be started (bad `cd`, unwritable `out`, spawn failure): why.
     CouldNotRun(String),
-    /// The host was lost while the job ran (transport failure): the job should run again.
-    /// `generation` names the host's connections that were lost.
-    HostLost { why: String, generation: u64 },
+    /// The host was lost while the job ran (transport failure): the job should run again
+    /// (the executor reports the loss, and the host's return, as [`HostEvent`]s).
+    HostLost(String),
 }
 
 /// The outcome of one job run.
@@ -158,27 +165,58 @@ impl Outcome {
     }
 }
 
-/// A host's way of running jobs.
-#[derive(Debug, Clone)]
-pub enum Executor {
-    Local(local::LocalExecutor),
-    Ssh(std::sync::Arc<ssh::SshHost>),
+/// One job run for an executor: the job in slot `lane` of the host (lanes count from 0), with
+/// its limits, stopped when `stop` says so or its timeout passes.
+#[derive(Debug)]
+pub struct Task<'a> {
+    pub lane: usize,
+    pub job: &'a Command<'a>,
+    pub limits: &'a Limits,
+    pub stop: watch::Receiver<Stop>,
 }
 
-impl Executor {
-    /// Runs one job to its end in slot `lane` of the host (see [`local::LocalExecutor::run`]).
-    pub async fn run(
-        &self,
-        lane: usize,
-        job: &Command<'_>,
-        limits: &Limits,
-        stop: tokio::sync::watch::Receiver<Stop>,
-    ) -> Outcome {
-        match self {
-            Executor::Local(local) => local.run(job, limits, stop).await,
-            // Boxed: an SSH run's state is large, and a local job's future (moved into every
-            // spawned task) should not be as large as it.
-            Executor::Ssh(host) => Box::pin(host.run(lane, job, limits, stop)).await,
-        }
+/// The future of one job run (see [`Executor::run`]).
+pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// A host's way of running jobs: this machine, an SSH host, or (in tests) a fake with
+/// scripted outcomes. The scheduler sees a host only through this trait and the
+/// [`HostEvent`]s its executor sends; how the executor connects, notices a lost connection
+/// and makes it again is its own business.
+pub trait Executor: Send + Sync + std::fmt::Debug {
+    /// Runs one job to its end (see [`Task`]).
+    fn run<'a>(&'a self, task: Task<'a>) -> RunFuture<'a>;
+
+    /// Whether jobs can start here now: false while a lost connection is being made again
+    /// (a [`HostEvent::Up`] follows).
+    fn is_up(&self) -> bool {
+        true
+    }
+
+    /// Ends the host's connections at the end of the run.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
     }
 }
+
+/// News of a host's connection, from its executor (or from whatever connects it) to the
+/// scheduler, with the host's index in the run's host list.
+#[derive(Debug)]
+pub enum HostEvent {
+    /// A host that was connecting in the background is ready: jobs can run there now.
+    Joined {
+        executor: Arc<dyn Executor>,
+        slots: usize,
+    },
+    /// A host connecting in the background cannot be reached for now (said once); it is
+    /// tried again with back-off.
+    Unreachable(String),
+    /// The host cannot be used in this run (its key or the login was refused...): why.
+    LeftOut(String),
+    /// The host's connection was lost: why. The executor makes it again with back-off.
+    Down(String),
+    /// The host is back after [`HostEvent::Down`].
+    Up,
+}
+
+/// Where executors send their [`HostEvent`]s.
+pub type HostEvents = tokio::sync::mpsc::UnboundedSender<(usize, HostEvent)>;

@@ -7,20 +7,24 @@
 //! once. A job runs through a small bash wrapper (`wrapper.sh`) that gives it its own process
 //! group and kills that group when bakapara asks, or when the channel closes.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, Instant};
 
+use super::capture::read_capped;
 use super::control_dir::ControlDir;
-use super::{Captured, Command, Ending, Limits, Outcome, Stop};
+use super::stopper::{Cause, Order, Stopper};
+use super::{
+    Captured, Command, Ending, Executor, HostEvent, HostEvents, Limits, Outcome, RunFuture, Stop,
+    Task,
+};
 use crate::hosts::HostSpec;
-use crate::progress::RunningJobs;
 use crate::template::shell_quote;
 use crate::transfer::{Clock, Copier, CopyError, RemoteFiles, TransferStats};
 
@@ -194,13 +198,9 @@ fn config_path(options: &SshOptions) -> Option<PathBuf> {
     }
 }
 
-/// A message from a host's keepalive: its connection (of this generation) ended.
-#[derive(Debug, Clone)]
-pub struct HostDown {
-    pub host: usize,
-    pub generation: u64,
-    pub why: String,
-}
+/// A loss of the connections of one generation, from a keepalive or a job, to the host's own
+/// reconnect loop (see [`SshHost::start`]).
+type Loss = (u64, String);
 
 /// One remote host and its master connections.
 #[derive(Debug)]
@@ -210,14 +210,16 @@ pub struct SshHost {
     options: SshOptions,
     settings: Settings,
     slots: usize,
-    state: Mutex<Connections>,
+    state: Arc<Mutex<Connections>>,
     /// Marks the wrapper's report on stderr; random per run so no job can forge it.
     nonce: String,
-    down_tx: mpsc::UnboundedSender<HostDown>,
+    /// The scheduler's side: the host is down, or back.
+    events: HostEvents,
+    /// Losses, to the reconnect loop; its receiving end until [`SshHost::start`] takes it.
+    loss_tx: mpsc::UnboundedSender<Loss>,
+    loss_rx: Mutex<Option<mpsc::UnboundedReceiver<Loss>>>,
     /// `--text`: a job's streams are written to temp files (see [`Captured::spooled`]).
     spool: bool,
-    /// Counts this host's running jobs (for the progress display).
-    running: Option<RunningJobs>,
     /// The working directory made and the base files copied (`Some(Ok)`), or why that failed
     /// for good; `None` until the first job that needs them.
     prepared: tokio::sync::Mutex<Option<Result<(), String>>>,
@@ -239,8 +241,9 @@ impl SshHost {
         spec: HostSpec,
         options: SshOptions,
         nonce: String,
-        down_tx: mpsc::UnboundedSender<HostDown>,
+        events: HostEvents,
     ) -> Result<SshHost, String> {
+        let (loss_tx, loss_rx) = mpsc::unbounded_channel();
         let settings = Settings::of(&spec, &options)
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", spec.name))?;
@@ -257,11 +260,12 @@ impl SshHost {
             options,
             settings,
             slots,
-            state: Mutex::new(Connections::default()),
+            state: Arc::new(Mutex::new(Connections::default())),
             nonce,
-            down_tx,
+            events,
+            loss_tx,
+            loss_rx: Mutex::new(Some(loss_rx)),
             spool: false,
-            running: None,
             prepared: tokio::sync::Mutex::new(None),
         };
         host.install(first).await?;
@@ -274,10 +278,16 @@ impl SshHost {
         self
     }
 
-    /// Counts running jobs in `running` (from start to end of each job).
-    pub fn with_running(mut self, running: RunningJobs) -> SshHost {
-        self.running = Some(running);
-        self
+    /// Makes the host an executor of the run: from now on it watches its own connections,
+    /// and when they are lost it says so ([`HostEvent::Down`]), connects again with back-off
+    /// (250 ms doubling to 10 s) and says when it is back ([`HostEvent::Up`]).
+    pub fn start(self) -> Arc<SshHost> {
+        let losses = self.loss_rx.lock().ok().and_then(|mut rx| rx.take());
+        let host = Arc::new(self);
+        if let Some(losses) = losses {
+            tokio::spawn(reconnect_loop(Arc::downgrade(&host), losses));
+        }
+        host
     }
 
     pub fn spec(&self) -> &HostSpec {
@@ -344,36 +354,25 @@ impl SshHost {
             .stdin()
             .take()
             .ok_or_else(|| format!("{}: the keepalive session has no stdin", self.spec.name))?;
-        let tx = self.down_tx.clone();
-        let host = self.index;
+        let losses = self.loss_tx.clone();
+        let state = Arc::clone(&self.state);
         tokio::spawn(async move {
             let why = match child.wait().await {
                 Ok(_) => "the connection closed".to_string(),
                 Err(e) => format!("the connection was lost ({e})"),
             };
-            let _ = tx.send(HostDown {
-                host,
-                generation,
-                why,
-            });
+            if mark_lost(&state, generation) {
+                let _ = losses.send((generation, why));
+            }
         });
         Ok(stdin)
     }
 
-    /// Drops the connections of `generation` (a newer one is kept).
-    pub fn mark_down(&self, generation: u64) {
-        if let Ok(mut state) = self.state.lock() {
-            if state.generation == generation {
-                state.masters.clear();
-                state.keepalives.clear();
-            }
-        }
-    }
-
-    /// The generation of the current connections, when the host is up.
-    pub fn generation_if_up(&self) -> Option<u64> {
-        let state = self.state.lock().ok()?;
-        (!state.masters.is_empty()).then_some(state.generation)
+    /// Whether the host's connections are up.
+    fn connected(&self) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|state| !state.masters.is_empty())
     }
 
     /// Closes the connections at the end of a run: the masters exit at once, ending their
@@ -391,7 +390,7 @@ impl SshHost {
     }
 
     /// Opens new connections after a loss.
-    pub async fn reconnect(&self) -> Result<(), String> {
+    async fn reconnect(&self) -> Result<(), String> {
         let first = open_master(&self.spec, &self.options, &self.settings).await?;
         self.install(first).await
     }
@@ -407,7 +406,7 @@ impl SshHost {
 
     /// Runs one job in slot `lane` of this host: its files copied there first and back after
     /// it (see [`crate::transfer`]).
-    pub async fn run(
+    async fn run_with_files(
         &self,
         lane: usize,
         job: &Command<'_>,
@@ -444,7 +443,7 @@ impl SshHost {
             return failed(e, copies.then_some(stats));
         }
         let mut outcome = self.run_job(lane, job, limits, stop).await;
-        if matches!(outcome.ending, Ending::HostLost { .. }) {
+        if matches!(outcome.ending, Ending::HostLost(_)) {
             outcome.transfer = copies.then_some(stats);
             return outcome;
         }
@@ -546,12 +545,10 @@ impl SshHost {
                 signal: None,
             },
             CopyError::Lost(why) => {
-                let _ = self.down_tx.send(HostDown {
-                    host: self.index,
-                    generation,
-                    why: why.clone(),
-                });
-                Ending::HostLost { why, generation }
+                if mark_lost(&self.state, generation) {
+                    let _ = self.loss_tx.send((generation, why.clone()));
+                }
+                Ending::HostLost(why)
             }
         }
     }
@@ -583,14 +580,10 @@ impl SshHost {
         lane: usize,
         job: &Command<'_>,
         limits: &Limits,
-        mut stop: watch::Receiver<Stop>,
+        stop: watch::Receiver<Stop>,
     ) -> Outcome {
         let Some((master, generation)) = self.master_for(lane) else {
-            let generation = self.state.lock().map(|s| s.generation).unwrap_or(0);
-            return Outcome::not_run(Ending::HostLost {
-                why: format!("{} is down", self.spec.name),
-                generation,
-            });
+            return Outcome::not_run(Ending::HostLost(format!("{} is down", self.spec.name)));
         };
         let remote = self.remote_command(job, limits);
         let spool = |wanted: bool| -> Result<Option<std::fs::File>, Ending> {
@@ -629,15 +622,19 @@ impl SshHost {
                 }
             }
         };
-        let _running = self.running.as_ref().map(RunningJobs::enter);
         let started = Local::now();
         let mut stdin = child.stdin().take();
         let stdout = child.stdout().take();
         let stderr = child.stderr().take();
         let limit = limits.capture_limit;
-        let deadline = limits.timeout.map(|t| Instant::now() + t);
-        let mut cause: Option<Cause> = None;
-        let mut stop_open = true;
+        // The wrapper on the host sends KILL after the grace period itself.
+        let mut stopper = Stopper::new(stop, limits, false, Duration::ZERO);
+        let order_line = |order: Order| -> &'static [u8] {
+            match order {
+                Order::Term => b"T\n",
+                Order::Kill => b"K\n",
+            }
+        };
         // The wrapper keeps the channel open after its report until it hears back: OpenSSH's
         // multiplexing master may drop stderr that arrives together with the channel's close,
         // so bakapara acknowledges the report (the end of stderr) before the channel closes.
@@ -652,21 +649,8 @@ impl SshHost {
             tokio::pin!(report_rx);
             let mut acknowledged = false;
             loop {
-                if stop_open {
-                    let wanted = *stop.borrow_and_update();
-                    let line: &[u8] = match wanted {
-                        Stop::Run => b"",
-                        Stop::Term if cause.is_none() => b"T\n",
-                        Stop::Term => b"",
-                        Stop::Kill => b"K\n",
-                    };
-                    if !line.is_empty() {
-                        cause.get_or_insert(Cause::Abort);
-                        send_line(&mut stdin, line).await;
-                    }
-                    if wanted == Stop::Kill {
-                        stop_open = false;
-                    }
+                if let Some(order) = stopper.ordered() {
+                    send_line(&mut stdin, order_line(order)).await;
                 }
                 tokio::select! {
                     status = &mut wait => break status,
@@ -677,14 +661,10 @@ impl SshHost {
                             send_line(&mut stdin, b"A\n").await;
                         }
                     }
-                    changed = stop.changed(), if stop_open => {
-                        if changed.is_err() {
-                            stop_open = false;
+                    order = stopper.next(|| Duration::ZERO) => {
+                        if let Some(order) = order {
+                            send_line(&mut stdin, order_line(order)).await;
                         }
-                    }
-                    _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && cause.is_none() => {
-                        cause = Some(Cause::Timeout);
-                        send_line(&mut stdin, b"T\n").await;
                     }
                 }
             }
@@ -693,20 +673,21 @@ impl SshHost {
             supervise,
             async {
                 match stdout {
-                    Some(s) => Some(read_capped(s, limit, out_spool, None).await.0),
+                    Some(s) => Some(read_stream(s, limit, out_spool, None).await.0),
                     None => None,
                 }
             },
             async {
                 match stderr {
                     Some(s) => {
-                        Some(read_capped(s, limit, err_spool, Some((&marker, report_tx))).await)
+                        Some(read_stream(s, limit, err_spool, Some((&marker, report_tx))).await)
                     }
                     None => None,
                 }
             },
         );
         drop(stdin);
+        let cause = stopper.cause();
         let completed = reported_at.unwrap_or_else(Local::now);
         let (stderr, report) = match stderr {
             Some((captured, tail, total)) => {
@@ -749,15 +730,12 @@ impl SshHost {
     ) -> Ending {
         match master.check().await {
             Err(_) => {
-                let _ = self.down_tx.send(HostDown {
-                    host: self.index,
-                    generation,
-                    why: format!("the connection was lost ({e})"),
-                });
-                Ending::HostLost {
-                    why: format!("lost the connection to {} ({e})", self.spec.name),
-                    generation,
+                if mark_lost(&self.state, generation) {
+                    let _ = self
+                        .loss_tx
+                        .send((generation, format!("the connection was lost ({e})")));
                 }
+                Ending::HostLost(format!("lost the connection to {} ({e})", self.spec.name))
             }
             Ok(()) => Ending::CouldNotRun(format!(
                 "cannot run the job on {}: {}",
@@ -845,10 +823,62 @@ fn note_return_failure(outcome: &mut Outcome, why: String) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Cause {
-    Timeout,
-    Abort,
+impl Executor for SshHost {
+    fn run<'a>(&'a self, task: Task<'a>) -> RunFuture<'a> {
+        Box::pin(self.run_with_files(task.lane, task.job, task.limits, task.stop))
+    }
+
+    fn is_up(&self) -> bool {
+        self.connected()
+    }
+
+    fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(SshHost::close(self))
+    }
+}
+
+/// Drops the connections of `generation` when they are the current ones and still up: true
+/// when this is the news of their loss (said once, whoever noticed it first).
+fn mark_lost(state: &Mutex<Connections>, generation: u64) -> bool {
+    let Ok(mut state) = state.lock() else {
+        return false;
+    };
+    if state.generation != generation || state.masters.is_empty() {
+        return false;
+    }
+    state.masters.clear();
+    state.keepalives.clear();
+    true
+}
+
+/// A host's life after a loss: it says it is down, connects again with back-off until it is
+/// back (and says so), and waits for the next loss. Ends with the run (the scheduler gone) or
+/// the host.
+async fn reconnect_loop(host: Weak<SshHost>, mut losses: mpsc::UnboundedReceiver<Loss>) {
+    while let Some((_generation, why)) = losses.recv().await {
+        let Some(events) = host.upgrade().map(|h| (h.index, h.events.clone())) else {
+            return;
+        };
+        let (index, events) = events;
+        if events.send((index, HostEvent::Down(why))).is_err() {
+            return;
+        }
+        let mut pause = Duration::from_millis(250);
+        loop {
+            tokio::time::sleep(pause).await;
+            let Some(ssh) = host.upgrade() else {
+                return;
+            };
+            if ssh.reconnect().await.is_ok() {
+                let _ = events.send((index, HostEvent::Up));
+                break;
+            }
+            if events.is_closed() {
+                return;
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
 }
 
 async fn send_line(stdin: &mut Option<openssh::ChildStdin>, line: &[u8]) {
@@ -1023,70 +1053,48 @@ impl Report {
 /// Bytes kept from the end of stderr to find the wrapper's report in.
 const TAIL: usize = 8 * 1024;
 
-/// Reads a stream to its end, keeping the first `limit` bytes, the last [`TAIL`] bytes, and
-/// the total length. With a `spool` file, the whole stream goes there instead of the first
-/// `limit` bytes (see [`Captured::spooled`]).
-async fn read_capped(
-    mut stream: impl AsyncRead + Unpin,
+/// Reads a stream to its end (see [`read_capped`]), keeping the first `limit` bytes, the last
+/// [`TAIL`] bytes, and the total length. With a `spool` file, the whole stream goes there
+/// instead of the first `limit` bytes (see [`Captured::spooled`]). `report_seen` hears when
+/// the wrapper's report (starting with its marker) has come whole.
+async fn read_stream(
+    stream: impl AsyncRead + Unpin,
     limit: usize,
     spool: Option<std::fs::File>,
     mut report_seen: Option<(&[u8], tokio::sync::oneshot::Sender<DateTime<Local>>)>,
 ) -> (Captured, Vec<u8>, usize) {
     let limit = if spool.is_some() { 0 } else { limit };
-    let mut sink = match &spool {
-        Some(file) => file.try_clone().ok().map(tokio::fs::File::from_std),
-        None => None,
-    };
-    let mut kept = Vec::new();
+    let mut sink = spool.as_ref();
     let mut tail: Vec<u8> = Vec::new();
     let mut total = 0usize;
-    let mut truncated = false;
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut chunk).await {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n;
-                let room = limit.saturating_sub(kept.len());
-                if n > room {
-                    truncated = true;
-                }
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-                if let Some(file) = &mut sink {
-                    if file.write_all(&chunk[..n]).await.is_err() {
-                        // A full disk: the rest of this stream is lost, the job goes on.
-                        sink = None;
-                    }
-                }
-                tail.extend_from_slice(&chunk[..n]);
-                if tail.len() > 2 * TAIL {
-                    tail.drain(..tail.len() - TAIL);
-                }
-                // The wrapper's report is its last line: say so once it is here whole.
-                let complete = report_seen.as_ref().is_some_and(|(marker, _)| {
-                    tail.ends_with(b"\n") && tail.windows(marker.len()).any(|w| w == *marker)
-                });
-                if complete {
-                    if let Some((_, seen)) = report_seen.take() {
-                        let _ = seen.send(Local::now());
-                    }
-                }
+    let mut captured = Captured::default();
+    read_capped(stream, limit, &mut captured, |chunk| {
+        total += chunk.len();
+        if let Some(mut file) = sink {
+            // A temp file: the write goes to the page cache. A full disk: the rest of this
+            // stream is lost, the job goes on.
+            if file.write_all(chunk).is_err() {
+                sink = None;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
         }
-    }
-    if let Some(file) = &mut sink {
-        // Waits for the last write to reach the file.
-        let _ = file.flush().await;
-    }
+        tail.extend_from_slice(chunk);
+        if tail.len() > 2 * TAIL {
+            tail.drain(..tail.len() - TAIL);
+        }
+        // The wrapper's report is its last line: say so once it is here whole.
+        let complete = report_seen.as_ref().is_some_and(|(marker, _)| {
+            tail.ends_with(b"\n") && tail.windows(marker.len()).any(|w| w == *marker)
+        });
+        if complete {
+            if let Some((_, seen)) = report_seen.take() {
+                let _ = seen.send(Local::now());
+            }
+        }
+    })
+    .await;
     let captured = match spool {
         Some(file) => Captured::spooled(file),
-        None => Captured {
-            bytes: kept,
-            truncated,
-            spool: None,
-        },
+        None => captured,
     };
     (captured, tail, total)
 }
