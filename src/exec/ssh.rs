@@ -638,8 +638,11 @@ impl SshHost {
         // The wrapper keeps the channel open after its report until it hears back: OpenSSH's
         // multiplexing master may drop stderr that arrives together with the channel's close,
         // so bakapara acknowledges the report (the end of stderr) before the channel closes.
+        // The same holds for stdout (openssh-rust/openssh#103): the wrapper ends it with an end
+        // line, and the acknowledgement waits for that too.
         let marker = report_marker(&self.nonce);
         let (report_tx, report_rx) = tokio::sync::oneshot::channel::<DateTime<Local>>();
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<DateTime<Local>>();
         // When the report came: the job's end. The channel may close much later (the
         // acknowledgement has to reach the host first), and that wait is no part of the job.
         let mut reported_at = None;
@@ -647,20 +650,24 @@ impl SshHost {
             let wait = child.wait();
             tokio::pin!(wait);
             tokio::pin!(report_rx);
-            let mut acknowledged = false;
+            tokio::pin!(end_rx);
+            let (mut report_done, mut stdout_ended, mut acknowledged) = (false, false, false);
             loop {
                 if let Some(order) = stopper.ordered() {
                     send_line(&mut stdin, order_line(order)).await;
                 }
+                if !acknowledged && stdout_ended && reported_at.is_some() {
+                    acknowledged = true;
+                    send_line(&mut stdin, b"A\n").await;
+                }
                 tokio::select! {
                     status = &mut wait => break status,
-                    seen = &mut report_rx, if !acknowledged => {
-                        acknowledged = true;
-                        if let Ok(at) = seen {
-                            reported_at = Some(at);
-                            send_line(&mut stdin, b"A\n").await;
-                        }
+                    seen = &mut report_rx, if !report_done => {
+                        report_done = true;
+                        reported_at = seen.ok();
                     }
+                    // The end line, or stdout ended without one: nothing more to wait for.
+                    _ = &mut end_rx, if !stdout_ended => stdout_ended = true,
                     order = stopper.next(|| Duration::ZERO) => {
                         if let Some(order) = order {
                             send_line(&mut stdin, order_line(order)).await;
@@ -673,7 +680,12 @@ impl SshHost {
             supervise,
             async {
                 match stdout {
-                    Some(s) => Some(read_stream(s, limit, out_spool, None).await.0),
+                    Some(s) => {
+                        let (captured, tail, total) =
+                            read_stream(s, limit, out_spool, Some((&marker, end_tx))).await;
+                        // The wrapper's end line goes (it cuts the capture where it starts).
+                        Some(split_report(captured, &tail, total, &self.nonce).0)
+                    }
                     None => None,
                 }
             },
@@ -1108,7 +1120,8 @@ fn report_marker(nonce: &str) -> Vec<u8> {
     marker
 }
 
-/// Finds the wrapper's report at the end of stderr and removes it from what was captured.
+/// Finds the wrapper's report at the end of stderr (or its end line at the end of stdout) and
+/// removes it from what was captured.
 fn split_report(
     mut captured: Captured,
     tail: &[u8],

@@ -5,12 +5,14 @@
 # with stdin from /dev/null. The wrapper's stdin is the SSH channel: a line `T` asks for TERM
 # (KILL after GRACE_MS), `K` for KILL at once, and EOF (bakapara or the connection is gone) acts
 # as `T`, so a job never outlives its run. The last thing written to stderr is a report,
-# NUL NONCE done|stopped STATUS, or NUL NONCE error MESSAGE; bakapara strips it. The wrapper
-# then waits for bakapara's `A` (any line, or EOF): the channel stays open until bakapara has
-# read all of stderr, which OpenSSH's multiplexing may otherwise cut at the close.
+# NUL NONCE done|stopped STATUS, or NUL NONCE error MESSAGE; bakapara strips it. Just before
+# it, stdout gets an end line, NUL NONCE end, stripped too. The wrapper then waits for
+# bakapara's `A` (any line, or EOF): the channel stays open until bakapara has read all of
+# stdout and stderr, which OpenSSH's multiplexing may otherwise cut at the close.
 n=$1 g=$2 b=$3 d=$4 o=$5 e=$6 c=$7
 shift 7
 t() {
+  printf '\0%s end\n' "$n"
   printf '\0%s %s\n' "$n" "$*" >&2
   IFS= read -r -t 30 _
   exit 0
