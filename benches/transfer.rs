@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../tests/common/sshd.rs"]
+#[path = "../tests/integration/common/sshd.rs"]
 mod sshd;
 
 const BAKAPARA: &str = env!("CARGO_BIN_EXE_bakapara");

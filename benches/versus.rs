@@ -32,7 +32,7 @@
 //!   `ssh -F CONFIG "$@"` (GNU Parallel starts its master with `--ssh` as one program name: with
 //!   `--ssh 'ssh -F CONFIG'` the master never starts and every job logs in afresh).
 //!
-//! The hosts are real sshd processes on 127.0.0.1 (tests/common/sshd.rs, throwaway keys). As
+//! The hosts are real sshd processes on 127.0.0.1 (tests/integration/common/sshd.rs, throwaway keys). As
 //! root the jobs log in as a dedicated user `bakabench` (created when missing, with an empty
 //! `.bashrc`), so that root's shell start-up files do not dominate every tool's time.
 //!
@@ -583,7 +583,7 @@ fn timing(opts: &Opts) {
 // ---------------------------------------------------------------------------------------------
 // SSH
 
-#[path = "../tests/common/sshd.rs"]
+#[path = "../tests/integration/common/sshd.rs"]
 mod sshd;
 
 /// A remote command that proves where and as whom a job ran: `<host name> <user>` (the test

@@ -1,6 +1,6 @@
 //! `--generate`: the man page and the shell completions, rendered from the clap definition
 //! [`crate::cli::Cli`]. The committed `man/` and `completions/` files are this output
-//! (tests/generated_docs.rs fails when they are stale); after `cargo install` the binary prints
+//! (tests/integration/generated_docs.rs fails when they are stale); after `cargo install` the binary prints
 //! them itself, as ripgrep's `--generate` does.
 
 use std::io::Write;

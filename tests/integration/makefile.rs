@@ -1,14 +1,12 @@
 //! bakapara in a Makefile (SPEC §5, §6): a failed job's log line with the tail of its stderr,
 //! `-q` showing failures only, and make's own view (exit status, output) under real GNU make.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::Signal;
 
-use common::bin::*;
+use crate::common::bin::*;
 
 /// The directory of the bakapara binary, for a Makefile's PATH.
 fn bin_dir() -> String {

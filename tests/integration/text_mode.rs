@@ -1,15 +1,13 @@
 //! End-to-end tests of `--text`, `--tag` and `--joblog` (SPEC §6): the real binary, real
 //! `/bin/bash` jobs.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::sshd::{wait_until, SshCluster};
+use crate::common::sshd::{wait_until, SshCluster};
 use serde_json::Value;
 
 fn bakapara() -> Command {

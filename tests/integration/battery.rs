@@ -2,15 +2,13 @@
 //! STDERRMERGE, RAM, CLEANUP, SPCCHAR, COMPOSED, ONEREP, INPUTSIZE and NUMWORDS), adapted to
 //! bakapara's JSON result lines. The real binary runs real /bin/bash jobs.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::bin::*;
+use crate::common::bin::*;
 
 /// Processes whose command line starts with `prefix` (argv joined by spaces) and holds
 /// `marker`.

@@ -1,7 +1,5 @@
 //! End-to-end tests of SSH runs against real sshd instances started by the test harness.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -10,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::bin::{Finished, Live};
-use common::sshd::{pids_with_cmdline_containing, wait_until, SshCluster, SshdHost};
+use crate::common::bin::{Finished, Live};
+use crate::common::sshd::{pids_with_cmdline_containing, wait_until, SshCluster, SshdHost};
 use serde_json::{json, Value};
 
 /// How long one bakapara run may take before the test gives up (the machine is busy).
@@ -20,7 +18,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 const WAIT: Duration = Duration::from_secs(60);
 
 fn bakapara(cluster: &SshCluster) -> Command {
-    let mut cmd = common::bin::bakapara();
+    let mut cmd = crate::common::bin::bakapara();
     cmd.arg("--ssh-config").arg(cluster.ssh_config_path());
     cmd
 }
@@ -717,7 +715,7 @@ fn the_users_strict_host_key_checking_refuses_an_unknown_host() {
                 &format!("UserKnownHostsFile {}", known.display()),
             )
     });
-    let mut cmd = common::bin::bakapara();
+    let mut cmd = crate::common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&strict);
     cmd.args(["-S", "h1/1", "--host-timeout", "1s", "echo <>"]);
     let (_, lines, stderr) = run(cmd, "a\n");
@@ -742,7 +740,7 @@ fn the_users_strict_host_key_checking_refuses_an_unknown_host() {
             &format!("UserKnownHostsFile {}", known.display()),
         )
     });
-    let mut cmd = common::bin::bakapara();
+    let mut cmd = crate::common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&lax);
     cmd.args(["-S", "h1/1", "echo <>"]);
     let (code, lines, stderr) = run(cmd, "a\n");
@@ -924,7 +922,7 @@ fn ipv6_literals_work_in_sshlogin() {
     let host = SshdHost::builder("h6").ipv6().start();
     let dir = tempdir();
     let config = dir.path().join("ssh_config");
-    let user = common::sshd::current_user();
+    let user = crate::common::sshd::current_user();
     let block = format!(
         "    User {user}\n    IdentityFile \"{key}\"\n    IdentitiesOnly yes\n\
          \x20   StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n\
@@ -938,7 +936,7 @@ fn ipv6_literals_work_in_sshlogin() {
     )
     .unwrap();
     for sshlogin in [format!("[::1]:{}/2", host.port()), "::1/2".to_string()] {
-        let mut cmd = common::bin::bakapara();
+        let mut cmd = crate::common::bin::bakapara();
         cmd.arg("--ssh-config").arg(&config);
         cmd.args(["-S", &sshlogin, "echo $BAKAPARA_TEST_HOST <>"]);
         let (code, lines, stderr) = run(cmd, "a\nb\n");
@@ -973,7 +971,7 @@ fn jobs_start_on_the_first_ready_host_without_waiting_for_a_hanging_one() {
         text
     });
     let started = dir.path().join("started");
-    let mut cmd = common::bin::bakapara();
+    let mut cmd = crate::common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&config);
     cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "5s"]);
     let input = [
@@ -1088,7 +1086,7 @@ fn every_job_gets_an_error_line_when_no_host_can_be_reached() {
             )
     });
     cluster.host("h1").restart();
-    let mut cmd = common::bin::bakapara();
+    let mut cmd = crate::common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&strict);
     cmd.args(["-S", "h1/1", "--host-timeout", "1h", "echo <>"]);
     let (code, lines, stderr) = run(cmd, "a\nb\n");
@@ -1218,7 +1216,7 @@ fn a_result_that_arrived_keeps_its_own_elapsed_when_the_hosts_inbound_traffic_is
         started.display(),
         cut.display()
     );
-    let mut cmd = common::bin::bakapara();
+    let mut cmd = crate::common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&config);
     cmd.args(["-S", "h1/1", "--host-timeout", "1s"]);
     let live = start(cmd, &job_line(json!({ "cmd": job })));
@@ -1289,7 +1287,7 @@ fn the_users_connect_timeout_wins_over_bakaparas_default() {
         ));
         text
     });
-    let mut cmd = common::bin::bakapara();
+    let mut cmd = crate::common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&config);
     cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "6s"]);
     let input = job_line(json!({"cmd": "true", "host": "hang"}));

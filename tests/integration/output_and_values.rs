@@ -3,14 +3,12 @@
 //! The real binary runs real /bin/bash jobs; the tests wait for conditions, never for a fixed
 //! time.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use common::bin::*;
+use crate::common::bin::*;
 
 fn dev_full() -> Stdio {
     Stdio::from(

@@ -1,7 +1,7 @@
 //! The man page `man/bakapara.1` and the shell completions in `completions/` are generated from
 //! the clap definition [`bakapara::cli::Cli`] (by `bakapara::generate`, which `bakapara --generate
 //! man|bash|zsh|fish` prints) and committed (SPEC §6). `generated_files_are_fresh` fails when
-//! they are stale; `BAKAPARA_BLESS=1 cargo test --test generated_docs` rewrites them.
+//! they are stale; `BAKAPARA_BLESS=1 cargo test --test integration generated_docs` rewrites them.
 //! The other tests check that the committed files work for a person: the page renders without
 //! groff warnings and the completions load and complete in bash, zsh and fish.
 
@@ -22,7 +22,7 @@ use clap_mangen::roff::Roff;
 
 /// Set this (to anything but empty or `0`) to rewrite the generated files instead of checking.
 const BLESS_VAR: &str = "BAKAPARA_BLESS";
-const BLESS_COMMAND: &str = "BAKAPARA_BLESS=1 cargo test --test generated_docs";
+const BLESS_COMMAND: &str = "BAKAPARA_BLESS=1 cargo test --test integration generated_docs";
 
 const MAN_PAGE: &str = "man/bakapara.1";
 const BASH_COMPLETION: &str = "completions/bakapara.bash";

@@ -3,8 +3,6 @@
 //! the tests wait for conditions (processes in /proc, marker files, result lines), never for
 //! a fixed time.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -13,7 +11,7 @@ use base64::Engine as _;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use common::bin::*;
+use crate::common::bin::*;
 
 /// The result lines keyed by `result.seq`; fails on a seq seen twice.
 fn by_seq(lines: &[Value]) -> BTreeMap<u64, &Value> {

@@ -5,15 +5,13 @@
 //! the very same command line; the outputs of their real `/bin/bash` jobs are compared, in
 //! input order (`-k`).
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use common::bin::{bakapara, parse_lines};
+use crate::common::bin::{bakapara, parse_lines};
 
 fn run_with_stdin(mut command: Command, stdin: &[u8]) -> Output {
     let mut child = command

@@ -2,14 +2,12 @@
 //! test says so, its stdout and stdin) is a terminal, and the test reads the screen: the live
 //! progress display, human output instead of JSON, the hint for input typed at the terminal.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::tmux::{quote, Tmux, WAIT};
+use crate::common::tmux::{quote, Tmux, WAIT};
 
 use serde_json::Value;
 

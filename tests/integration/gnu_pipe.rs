@@ -4,15 +4,13 @@
 //! (as a set). The jobs are real `/bin/bash` commands that mark where their block starts and
 //! ends, so the outputs show the cuts; they are compared in input order (`-k`).
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use common::bin::{bakapara, parse_lines};
+use crate::common::bin::{bakapara, parse_lines};
 
 fn run_with_stdin(mut command: Command, stdin: &[u8]) -> Output {
     let mut child = command

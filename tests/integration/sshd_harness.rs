@@ -1,13 +1,11 @@
 //! Tests of the sshd test harness itself (tests/common/sshd.rs): real OpenSSH servers on
 //! 127.0.0.1, reached by name through one client config, killed and restarted.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::sshd::{pids_with_cmdline_containing, wait_until, SshCluster, SshdHost};
+use crate::common::sshd::{pids_with_cmdline_containing, wait_until, SshCluster, SshdHost};
 
 const T: Duration = Duration::from_secs(15);
 

@@ -7,14 +7,12 @@
 //! never reads. A job there can only see a local file that went through the transfer, and a
 //! file it writes is only here when it came back through the return.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::bin::{bakapara, Live};
-use common::sshd::{wait_until, SshCluster, SshdHost};
+use crate::common::bin::{bakapara, Live};
+use crate::common::sshd::{wait_until, SshCluster, SshdHost};
 use serde_json::Value;
 
 fn command(cluster: &SshCluster, dir: &Path) -> std::process::Command {
@@ -25,7 +23,7 @@ fn command(cluster: &SshCluster, dir: &Path) -> std::process::Command {
     cmd
 }
 
-fn run(mut cmd: std::process::Command, stdin: &str) -> common::bin::Finished {
+fn run(mut cmd: std::process::Command, stdin: &str) -> crate::common::bin::Finished {
     Live::spawn_with(&mut cmd, stdin.as_bytes().to_vec()).finish()
 }
 

@@ -3,16 +3,14 @@
 //! stops itself, and a process that leaves its job's group holding the output. Real bakapara,
 //! real `/bin/bash` jobs; the terminal cases run an interactive bash in tmux.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use common::bin::*;
-use common::tmux::{quote, Tmux};
+use crate::common::bin::*;
+use crate::common::tmux::{quote, Tmux};
 
 /// The processes of jobs holding `marker`: their shells and their `sleep`s (not bakapara,
 /// whose command line holds the template too).

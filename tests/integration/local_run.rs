@@ -1,7 +1,5 @@
 //! End-to-end tests of local runs: the real binary, real `/bin/bash` jobs.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,7 +7,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
 
-use common::bin::{parse_lines, pids_with, wait_until};
+use crate::common::bin::{parse_lines, pids_with, wait_until};
 
 /// The binary, with stderr piped (the tests read the log lines).
 fn bakapara() -> Command {

@@ -3,8 +3,6 @@
 //! does not read its stdin ends, wrong combinations exit 255 before any job; and the start
 //! throttles `--delay`, `--memfree`, `--load`.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use common::bin::{parse_lines, Live};
+use crate::common::bin::{parse_lines, Live};
 
 /// bakapara's exit code, result lines and stderr for `ARGS` with `stdin`, in `dir`.
 fn run(dir: &std::path::Path, args: &[&str], stdin: &[u8]) -> (Option<i32>, Vec<Value>, String) {

@@ -2,14 +2,12 @@
 //! template, `--braces`, and job keys that are near-misses of known ones. The real binary, real
 //! `/bin/bash` jobs.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use common::bin::{bakapara, parse_lines};
+use crate::common::bin::{bakapara, parse_lines};
 
 /// Runs bakapara in `dir` with stdin from `/dev/null`.
 fn run_in(dir: &Path, args: &[&str]) -> Output {

@@ -1,0 +1,6 @@
+//! Helpers shared by the integration test modules.
+#![allow(dead_code)]
+
+pub mod bin;
+pub mod sshd;
+pub mod tmux;
