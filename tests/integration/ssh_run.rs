@@ -543,6 +543,24 @@ fn cd_out_err_and_env_act_on_the_remote_host() {
 }
 
 #[test]
+fn remote_output_comes_back_byte_exact_without_the_wrappers_end_lines() {
+    // The wrapper ends stdout with an end line and stderr with its report; neither may show,
+    // and what the job wrote before them must be whole: NUL bytes, no final newline.
+    let cluster = SshCluster::start(&["h1"]);
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/2", "printf 'a\\0b\\n\\0<>'; printf 'e\\0<>' >&2"]);
+    let (code, lines, stderr) = run(cmd, "x\ny\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(lines.len(), 2, "{stderr}");
+    for l in &lines {
+        let i = l["input"].as_str().unwrap();
+        let r = result(l);
+        assert_eq!(r["stdout"], format!("a\0b\n\0{i}"), "{r}");
+        assert_eq!(r["stderr"], format!("e\0{i}"), "{r}");
+    }
+}
+
+#[test]
 fn remote_exit_codes_255_and_127_are_the_jobs_codes_not_transport_failures() {
     let cluster = SshCluster::start(&["h1"]);
     let mut cmd = bakapara(&cluster);
