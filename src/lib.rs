@@ -39,6 +39,8 @@
 
 mod api;
 #[doc(hidden)]
+pub mod app;
+#[doc(hidden)]
 pub mod cli;
 #[doc(hidden)]
 pub mod config;
