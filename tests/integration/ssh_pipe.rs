@@ -209,9 +209,18 @@ fn a_piped_remote_job_still_stops_on_timeout_and_on_ctrl_c() {
     ]);
     let live = Live::spawn_with(&mut cmd, b"x\ny\n".to_vec());
     let needle = format!("{marker}2");
-    wait_until(WAIT, "the remote sleep", || {
-        !pids_with_cmdline_containing(&format!("sleep {needle}")).is_empty()
-    });
+    // The job's own `sleep` (the wrapper's command line holds the job's text too).
+    let sleeping = || {
+        pids_with_cmdline_containing(&needle)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|raw| raw == format!("sleep\0{needle}\0").as_bytes())
+                    .unwrap_or(false)
+            })
+            .count()
+    };
+    wait_until(WAIT, "the remote sleep", || sleeping() > 0);
     nix::sys::signal::kill(live.pid(), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     let Finished {
         status,
@@ -223,7 +232,7 @@ fn a_piped_remote_job_still_stops_on_timeout_and_on_ctrl_c() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert_eq!(result(&lines[0])["status"], "aborted", "{}", lines[0]);
     wait_until(Duration::from_secs(10), "no job process left", || {
-        pids_with_cmdline_containing(&format!("sleep {needle}")).is_empty()
+        pids_with_cmdline_containing(&needle).is_empty()
     });
 }
 
