@@ -34,8 +34,8 @@ complete -c bakapara -l block -l block-size -d '--pipe: the bytes read for a blo
 complete -c bakapara -l recend -d '--pipe: what ends a record [default: \\n, or nothing when only --recstart is given]. C escapes (\\n, \\t, \\0, \\xHH) are understood; with --regexp it is a regex' -r
 complete -c bakapara -l recstart -d '--pipe: what starts a record [default: nothing]. A block is cut only where a record end is followed by a record start' -r
 complete -c bakapara -l delay -d 'Wait at least D between two job starts (30, 1.5, 500ms, 2s...)' -r
-complete -c bakapara -l memfree -d 'Start a job only when at least SIZE of memory is available (MemAvailable of /proc/meminfo on this machine; 512M, 2G...)' -r
-complete -c bakapara -l load -d 'Start a job only while this machine\'s 1-minute load average is below MAX (a number, or as GNU Parallel a percentage of the CPUs: 100% is one per CPU). Also for -S hosts' -r
+complete -c bakapara -l memfree -d 'Start a job only when at least SIZE of memory is available (MemAvailable of /proc/meminfo where the job runs; 512M, 2G...)' -r
+complete -c bakapara -l load -d 'Start a job only while the 1-minute load average where it runs is below MAX (a number, or as GNU Parallel a percentage of this machine\'s CPUs: 100% is one per CPU). On -S remote hosts as --memfree: checked there, the job holding its slot while it waits' -r
 complete -c bakapara -l tagstring -d 'Prefix each output line with TEMPLATE expanded for the job, then a TAB (implies --tag). Values go in as text, never quoted: --tagstring \'<#> <1/>\' prints "3 a.txt<TAB>..."' -r
 complete -c bakapara -l results -d 'Also write each job\'s stdout, stderr and seq as files under DIR, in GNU Parallel\'s layout: DIR/1/<value of source 1>/2/<value of source 2>/stdout (a "/" in a value is written "\\_", a "\\" as "\\\\"); job lines without input use their command as the value' -r -F
 complete -c bakapara -l joblog -d 'Also write every result line to FILE' -r -F

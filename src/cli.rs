@@ -439,9 +439,9 @@ pub struct Cli {
     /// A block is --block bytes read, cut back to the last record end in them (the rest
     /// starts the next block); a record longer than --block makes its block longer. With -N n
     /// each block is n records. Blocks in memory are bounded: about (-j + 2) x --block bytes.
-    /// With a :::: FILE (or -a FILE) source the file is read instead of stdin. Local hosts
-    /// only: SSH jobs' stdin carries bakapara's control lines, so --pipe with -S remote hosts
-    /// is refused. A job's result line has no "input" key.
+    /// With a :::: FILE (or -a FILE) source the file is read instead of stdin. On -S remote
+    /// hosts the block goes over the SSH channel first and the remote job reads it from a temp
+    /// file there (mktemp; removed as the job starts). A job's result line has no "input" key.
     #[arg(long, visible_alias = "spreadstdin", help_heading = "Pipe")]
     pub pipe: bool,
 
@@ -500,15 +500,18 @@ pub struct Cli {
     pub delay: Option<String>,
 
     /// Start a job only when at least SIZE of memory is available (MemAvailable of
-    /// /proc/meminfo on this machine; 512M, 2G...).
+    /// /proc/meminfo where the job runs; 512M, 2G...).
     ///
-    /// Unlike GNU Parallel, a running job is never killed when memory gets low. Only this
-    /// machine's memory is checked, also for jobs on -S hosts.
+    /// Unlike GNU Parallel, a running job is never killed when memory gets low. A job for a -S
+    /// remote host waits on that host, checked there every 0.2 s, and holds its slot while it
+    /// waits; this machine's memory holds jobs back only when a local host (: or none) is in
+    /// the run.
     #[arg(long, value_name = "SIZE", help_heading = "Running")]
     pub memfree: Option<String>,
 
-    /// Start a job only while this machine's 1-minute load average is below MAX (a number, or
-    /// as GNU Parallel a percentage of the CPUs: 100% is one per CPU). Also for -S hosts.
+    /// Start a job only while the 1-minute load average where it runs is below MAX (a number,
+    /// or as GNU Parallel a percentage of this machine's CPUs: 100% is one per CPU). On -S
+    /// remote hosts as --memfree: checked there, the job holding its slot while it waits.
     #[arg(long, value_name = "MAX", help_heading = "Running")]
     pub load: Option<String>,
 

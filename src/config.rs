@@ -479,13 +479,15 @@ impl Config {
         }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)
             .map_err(|e| invalid(format!("--host-timeout: {e}")))?;
-        let ssh = SshOptions {
+        let mut ssh = SshOptions {
             config_file: cli.ssh_config.clone(),
             workdir,
             env,
             connect_timeout: std::time::Duration::from_secs(10),
             control_dir: None,
             files: files.remote,
+            memfree: None,
+            load: None,
         };
         let every_host = (cli.onall || cli.nonall)
             .then(|| host_list.iter().map(|h| h.name.clone()).collect::<Vec<_>>())
@@ -497,7 +499,7 @@ impl Config {
             .transpose()?;
         warnings.extend(jobs_warning);
         // With --pipe, the one `::::` source (if any) is what is cut into blocks.
-        let pipe = pipe_spec(&cli, mode, &sources, jobs, &host_list)?;
+        let pipe = pipe_spec(&cli, mode, &sources, jobs)?;
         if pipe.is_some() && needs_total {
             // Every block would be held until the end of input: memory would not be bounded.
             return Err(invalid(
@@ -505,7 +507,16 @@ impl Config {
                     .into(),
             ));
         }
-        let throttle = throttle(&cli, cpus)?;
+        let mut throttle = throttle(&cli, cpus)?;
+        // --memfree and --load are checked where the job runs: by the wrapper on a remote host
+        // (see wrapper.sh), here for local jobs. Without a local host, this machine's memory and
+        // load hold nothing back.
+        ssh.memfree = throttle.memfree;
+        ssh.load = throttle.load;
+        if !host_list.is_empty() && host_list.iter().all(|h| !h.local) {
+            throttle.memfree = None;
+            throttle.load = None;
+        }
         Ok(Config {
             input: InputSpec {
                 mode,
@@ -598,7 +609,6 @@ fn pipe_spec(
     mode: Mode,
     sources: &[Source],
     jobs: usize,
-    hosts: &[HostSpec],
 ) -> Result<Option<PipeSpec>, ConfigError> {
     let invalid = |m: String| ConfigError::Invalid(m);
     let name = if cli.pipe_part {
@@ -633,13 +643,6 @@ fn pipe_spec(
                 "{name} needs a TEMPLATE: the command each block is piped to"
             )))
         }
-    }
-    if let Some(host) = hosts.iter().find(|h| !h.local) {
-        return Err(invalid(format!(
-            "{name} feeds blocks to local jobs only: -S {} is a remote host (an SSH job's \
-             stdin carries bakapara's control lines)",
-            host.name
-        )));
     }
     if cli.multiple || cli.context_replace || cli.xargs {
         return Err(invalid(format!(

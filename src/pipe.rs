@@ -559,6 +559,49 @@ pub async fn feed(fd: OwnedFd, block: &Block) -> io::Result<()> {
     }
 }
 
+/// Writes `block` into `w` (an SSH channel's stdin) and flushes it; a `--pipe-part` range is
+/// read from its file piece by piece, off the runtime's threads.
+pub async fn feed_writer<W>(w: &mut W, block: &Block) -> io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    match &block.0.data {
+        Data::Bytes(bytes) => w.write_all(bytes).await?,
+        Data::Range {
+            header,
+            file,
+            start,
+            len,
+        } => {
+            w.write_all(header).await?;
+            let (mut offset, end) = (*start, start.saturating_add(*len));
+            while offset < end {
+                let want = usize::try_from((end - offset).min(256 * 1024)).unwrap_or(256 * 1024);
+                let file = Arc::clone(file);
+                let piece = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = vec![0; want];
+                    let n = file.read_at(&mut buf, offset)?;
+                    buf.truncate(n);
+                    Ok::<_, io::Error>(buf)
+                })
+                .await
+                .map_err(io::Error::other)??;
+                if piece.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the --pipe-part file got shorter",
+                    ));
+                }
+                w.write_all(&piece).await?;
+                offset += piece.len() as u64;
+            }
+        }
+    }
+    w.flush().await
+}
+
 async fn write_all(fd: &tokio::io::unix::AsyncFd<OwnedFd>, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         let mut ready = fd.writable().await?;

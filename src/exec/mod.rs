@@ -31,7 +31,7 @@ pub struct Command<'a> {
     pub env: &'a [(String, String)],
     /// `--line-buffer --tag`: the prefix of each line of output passed on as it comes.
     pub live_tag: Option<&'a [u8]>,
-    /// `--pipe`: what the job reads on its stdin (`None`: `/dev/null`). Local jobs only.
+    /// `--pipe`: what the job reads on its stdin (`None`: `/dev/null`).
     pub stdin: Option<&'a crate::pipe::Block>,
     /// Files to copy to a remote host before the job (local jobs ignore them).
     pub transfer: &'a [String],

@@ -52,6 +52,10 @@ pub struct SshOptions {
     pub control_dir: Option<Arc<ControlDir>>,
     /// `--basefile`, `--cleanup`, `--workdir ...` (see [`crate::transfer`]).
     pub files: RemoteFiles,
+    /// `--memfree` in bytes: the wrapper holds each job until the host has that much available.
+    pub memfree: Option<u64>,
+    /// `--load`: the wrapper holds each job while the host's 1-minute load average is not below.
+    pub load: Option<f64>,
 }
 
 /// The generated ssh config's name in the control directory.
@@ -647,6 +651,24 @@ impl SshHost {
         // acknowledgement has to reach the host first), and that wait is no part of the job.
         let mut reported_at = None;
         let supervise = async {
+            // --pipe: the block goes first, before any control line (see wrapper.sh). A stop
+            // while it goes closes the channel's stdin: the wrapper, short of bytes, stops.
+            let block = job.stdin.filter(|b| !b.is_empty());
+            if let (Some(block), Some(pipe)) = (block, stdin.as_mut()) {
+                let fed = {
+                    let feeding = crate::pipe::feed_writer(pipe, block);
+                    tokio::pin!(feeding);
+                    loop {
+                        tokio::select! {
+                            fed = &mut feeding => break fed.is_ok(),
+                            order = stopper.next(|| Duration::ZERO) => if order.is_some() { break false },
+                        }
+                    }
+                };
+                if !fed {
+                    stdin = None;
+                }
+            }
             let wait = child.wait();
             tokio::pin!(wait);
             tokio::pin!(report_rx);
@@ -765,6 +787,19 @@ impl SshHost {
             .min(u128::from(u32::MAX))
             .to_string();
         let base = self.options.workdir.as_deref().unwrap_or("");
+        let block_len = job.stdin.map_or(0, |b| b.len()).to_string();
+        let memfree = self
+            .options
+            .memfree
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        // The wrapper compares in hundredths (/proc/loadavg has two decimals): "below L" is
+        // "below ceil(L × 100) hundredths". `as` saturates a huge limit.
+        let load = self
+            .options
+            .load
+            .map(|l| ((l * 100.0).ceil().max(0.0) as u64).to_string())
+            .unwrap_or_default();
         let mut s = String::with_capacity(WRAPPER.len() + job.cmd.len() + 128);
         // --norc: the login shell has read ~/.bashrc already (Debian's bash reads it again for a
         // shell started over ssh, which costs every job its time once more).
@@ -778,6 +813,9 @@ impl SshHost {
             job.cd.unwrap_or(""),
             job.out.unwrap_or(""),
             job.err.unwrap_or(""),
+            block_len.as_str(),
+            memfree.as_str(),
+            load.as_str(),
             job.cmd,
         ] {
             s.push(' ');

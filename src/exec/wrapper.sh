@@ -1,17 +1,24 @@
 # bakapara's remote job wrapper: runs one job on an SSH host and reports how it ended.
-# Needs nothing but bash (>= 4.3). Arguments: NONCE GRACE_MS BASE CD OUT ERR CMD [NAME=VALUE]...
+# Needs nothing but bash (>= 4.3), and coreutils' head, wc and mktemp for --pipe. Arguments:
+# NONCE GRACE_MS BASE CD OUT ERR LEN MEMFREE LOAD CMD [NAME=VALUE]...
 #
 # The job runs as `bash -o pipefail -c CMD` in its own process group (job control, `set -m`)
-# with stdin from /dev/null. The wrapper's stdin is the SSH channel: a line `T` asks for TERM
+# with stdin from /dev/null, or with --pipe (LEN > 0) from the block: the first LEN bytes of the
+# wrapper's stdin, kept in a temp file (unlinked once the job has it open). MEMFREE (bytes) and
+# LOAD (the load average × 100), when not empty, hold the job back until this host has that
+# much memory available (MemAvailable) and a 1-minute load average below LOAD; a `T`, `K` or
+# EOF while it waits stops it there. The wrapper's stdin is the SSH channel: a line `T` asks for TERM
 # (KILL after GRACE_MS), `K` for KILL at once, and EOF (bakapara or the connection is gone) acts
 # as `T`, so a job never outlives its run. The last thing written to stderr is a report,
 # NUL NONCE done|stopped STATUS, or NUL NONCE error MESSAGE; bakapara strips it. Just before
 # it, stdout gets an end line, NUL NONCE end, stripped too. The wrapper then waits for
 # bakapara's `A` (any line, or EOF): the channel stays open until bakapara has read all of
 # stdout and stderr, which OpenSSH's multiplexing may otherwise cut at the close.
-n=$1 g=$2 b=$3 d=$4 o=$5 e=$6 c=$7
-shift 7
+n=$1 g=$2 b=$3 d=$4 o=$5 e=$6 l=$7 mf=$8 ld=$9 c=${10}
+shift 10
+tmp=
 t() {
+  [ -z "$tmp" ] || rm -f -- "$tmp"
   printf '\0%s end\n' "$n"
   printf '\0%s %s\n' "$n" "$*" >&2
   IFS= read -r -t 30 _
@@ -29,6 +36,39 @@ alive() {
   done
   return 1
 }
+# The block comes first on the channel, before any control line. Fewer bytes than LEN: bakapara
+# closed the channel early, to stop the job.
+exec 6</dev/null
+case $l in 0 | '') ;; *)
+  tmp=$(mktemp 2>/dev/null) || { head -c "$l" >/dev/null; t error "cannot create a temp file for the job's stdin on $(hostname 2>/dev/null)"; }
+  head -c "$l" >"$tmp" 2>/dev/null || t error "cannot store the job's stdin in $tmp on $(hostname 2>/dev/null)"
+  [ "$(wc -c <"$tmp")" = "$l" ] || t stopped 143
+  exec 6<"$tmp"
+  rm -f -- "$tmp"
+  tmp= ;;
+esac
+# Whether this host has MEMFREE bytes available and a load below LOAD (a check this host cannot
+# make, without /proc, passes).
+room() {
+  local k v u a
+  if [ -n "$mf" ] && [ -r /proc/meminfo ]; then
+    while read -r k v u; do [ "$k" = MemAvailable: ] && break; done </proc/meminfo
+    [ "$k" = MemAvailable: ] && [ $((v * 1024)) -lt "$mf" ] && return 1
+  fi
+  if [ -n "$ld" ] && [ -r /proc/loadavg ]; then
+    read -r a u </proc/loadavg
+    a=${a/./}
+    [ $((10#$a)) -ge "$ld" ] && return 1
+  fi
+  return 0
+}
+if [ -n "$mf$ld" ]; then
+  while ! room; do
+    IFS= read -r -t 0.2 m
+    r=$?
+    if [ "$r" = 0 ] && [ "$m" = K ]; then t stopped 137; elif [ "$r" -le 128 ]; then t stopped 143; fi
+  done
+fi
 for v in "$@"; do
   case $v in
     # An exported function (--env NAME of `export -f NAME`), in bash's own environment form.
@@ -58,9 +98,9 @@ trap 'stopped=K' USR2
 # keep that stderr aside until the report.
 exec 5>&2 2>/dev/null
 set -m
-bash -o pipefail -c "$c" </dev/null >&3 2>&4 3>&- 4>&- 5>&- &
+bash -o pipefail -c "$c" <&6 >&3 2>&4 3>&- 4>&- 5>&- 6<&- &
 p=$!
-exec 3>&- 4>&-
+exec 3>&- 4>&- 6<&-
 {
   exec 5>&-
   IFS= read -r m

@@ -19,6 +19,7 @@ mod progress_tty;
 mod readme;
 mod reliability;
 mod ssh_files;
+mod ssh_pipe;
 mod ssh_run;
 mod sshd_harness;
 mod text_mode;

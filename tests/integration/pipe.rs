@@ -142,7 +142,6 @@ fn a_file_source_is_read_instead_of_stdin() {
 fn wrong_pipe_command_lines_exit_255_naming_the_problem() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cases: &[(&[&str], &str)] = &[
-        (&["--pipe", "-S", "user@elsewhere", "cat"], "remote host"),
         (&["--block", "1M", "cat"], "--block is for --pipe"),
         (&["--recend", ";", "cat"], "--recend is for --pipe"),
         (&["--pipe"], "needs a TEMPLATE"),
