@@ -289,37 +289,3 @@ fn a_load_limit_the_host_is_below_lets_remote_jobs_run() {
         assert!(dir.path().join(name).exists(), "{name}: the job ran");
     }
 }
-
-#[test]
-#[ignore = "a measurement: cargo test --test integration ssh_pipe::measure -- --ignored --nocapture"]
-fn measure_pipe_throughput_over_ssh() {
-    let cluster = SshCluster::start(&["h1"]);
-    let dir = tempdir();
-    let input: Vec<u8> = (0..(256u64 * 1024 * 1024 / 16))
-        .flat_map(|i| format!("{i:015}\n").into_bytes())
-        .collect();
-    for hosts in [None, Some("h1/2")] {
-        let mut cmd = bakapara(&cluster, dir.path());
-        cmd.args(["--json", "-j", "2", "--block", "4M"]);
-        if let Some(h) = hosts {
-            cmd.args(["-S", h]);
-        }
-        cmd.args(["--pipe", "wc -c"]);
-        let started = Instant::now();
-        let Finished { code, lines, .. } =
-            Live::spawn_with(&mut cmd, input.clone()).finish_within(RUN_TIMEOUT);
-        let secs = started.elapsed().as_secs_f64();
-        assert_eq!(code, Some(0));
-        let total: u64 = lines
-            .iter()
-            .filter_map(|l| result(l)["stdout"].as_str()?.trim().parse::<u64>().ok())
-            .sum();
-        assert_eq!(total, input.len() as u64);
-        println!(
-            "{:?}: {} MiB in {secs:.2} s = {:.0} MiB/s",
-            hosts,
-            input.len() >> 20,
-            (input.len() >> 20) as f64 / secs
-        );
-    }
-}
