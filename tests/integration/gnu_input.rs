@@ -5,85 +5,12 @@
 //! the very same command line; the outputs of their real `/bin/bash` jobs are compared, in
 //! input order (`-k`).
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
 
 use crate::common::bin::{bakapara, parse_lines};
-
-fn run_with_stdin(mut command: Command, stdin: &[u8]) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                panic!(
-                    "GNU Parallel is not installed: apt-get install parallel (.ci/run does this)"
-                )
-            }
-            panic!("spawning {command:?}: {e}")
-        });
-    let mut pipe = child.stdin.take().expect("stdin pipe");
-    let input = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        // A run that reads no stdin closes it early: that is not a failure of the test.
-        let _ = pipe.write_all(&input);
-    });
-    let output = child.wait_with_output().expect("waiting for the run");
-    writer.join().expect("stdin writer");
-    output
-}
-
-/// GNU Parallel's stdout for `parallel -k ARGS` in `dir`.
-fn gnu(dir: &Path, args: &[&str], stdin: &[u8]) -> String {
-    let mut command = Command::new("parallel");
-    command
-        .arg("--will-cite")
-        .arg("-k")
-        .args(args)
-        .current_dir(dir)
-        .env("PARALLEL_HOME", dir.join(".parallel"));
-    let output = run_with_stdin(command, stdin);
-    assert!(
-        output.status.success(),
-        "parallel {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("parallel prints UTF-8 here")
-}
-
-/// bakapara's result lines for `bakapara --braces -k ARGS` in `dir`.
-fn ours(dir: &Path, args: &[&str], stdin: &[u8]) -> Vec<Value> {
-    let mut command = bakapara();
-    command
-        .args(["--json", "--braces", "-k"])
-        .args(args)
-        .current_dir(dir);
-    let output = run_with_stdin(command, stdin);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "bakapara {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    parse_lines(&output.stdout)
-}
-
-/// The jobs' stdout, concatenated in input order.
-fn stdout_of(results: &[Value]) -> String {
-    results
-        .iter()
-        .map(|r| {
-            r["result"]["stdout"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no stdout in {r}"))
-        })
-        .collect()
-}
+use crate::common::gnu::{folder, gnu, ours, run_with_stdin, stdout_of};
 
 /// Asserts that both tools print the same for each case (arguments, stdin), in a folder
 /// holding the files `f` (`f1`, `f2`) and `g` (`x`, `y`, `z`).
@@ -95,8 +22,7 @@ fn same_as_gnu(cases: &[(&[&str], &[u8])]) {
             .map(|a| a.to_string())
             .collect()
     };
-    let dir = tempfile::tempdir().expect("temporary folder");
-    std::fs::create_dir(dir.path().join(".parallel")).expect("PARALLEL_HOME");
+    let dir = folder();
     std::fs::write(dir.path().join("f"), "f1\nf2\n").expect("writing f");
     std::fs::write(dir.path().join("g"), "x\ny\nz\n").expect("writing g");
     let mut wrong = Vec::new();
@@ -169,8 +95,7 @@ fn a_job_of_several_items_keeps_them_apart() {
 #[test]
 fn many_items_fill_jobs_up_to_the_command_line_limit() {
     let items: String = (1..=60_000).map(|i| format!("{i}\n")).collect();
-    let dir = tempfile::tempdir().expect("temporary folder");
-    std::fs::create_dir(dir.path().join(".parallel")).expect("PARALLEL_HOME");
+    let dir = folder();
     for option in ["-m", "--xargs"] {
         let results = ours(dir.path(), &["-j1", option, "echo"], items.as_bytes());
         assert!(
@@ -375,8 +300,7 @@ fn plus_tokens_in_the_default_syntax() {
 /// that both quote alike), running nothing; `--dryrun` is the same option.
 #[test]
 fn dry_run_with_text_prints_the_command_lines_as_gnu() {
-    let dir = tempfile::tempdir().expect("temporary folder");
-    std::fs::create_dir(dir.path().join(".parallel")).expect("PARALLEL_HOME");
+    let dir = folder();
     let marker = dir.path().join("ran");
     let touch = format!("touch {} && echo", marker.display());
     let cases: [&[&str]; 5] = [

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod gnu;
 pub mod sshd;
 pub mod tmux;
