@@ -53,6 +53,9 @@ pub struct HostSpec {
     pub slots: Option<usize>,
     /// This machine (`:` or `localhost` without user or port): jobs run without SSH.
     pub local: bool,
+    /// The command that starts this host's agent (a template with `<host>`); `None`: SSH,
+    /// or the run's `--launcher`.
+    pub launcher: Option<String>,
 }
 
 /// A host entry that could not be parsed. Every message names the offending entry.
@@ -100,6 +103,7 @@ impl HostSpec {
             port: None,
             slots,
             local: true,
+            launcher: None,
         }
     }
 
@@ -331,6 +335,7 @@ fn parse_entry(raw: &str) -> Result<HostSpec, HostError> {
         port,
         slots,
         local: false,
+        launcher: None,
     })
 }
 
@@ -385,6 +390,7 @@ mod tests {
             port,
             slots,
             local: false,
+            launcher: None,
         }
     }
 

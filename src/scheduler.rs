@@ -78,6 +78,8 @@ pub struct RunSettings {
     pub retries: u32,
     /// How long a job waits for a lost host to come back before it fails.
     pub host_timeout: Duration,
+    /// A job whose host was lost under it this many times fails (`--host-loss-limit`).
+    pub host_loss_limit: u32,
     /// `--delay`, `--memfree`, `--load`: when a job may start besides a free slot.
     pub throttle: Throttle,
 }
@@ -698,6 +700,13 @@ impl Scheduler {
             job.host_losses += 1;
             if let Some((started, _)) = outcome.ran {
                 self.lost_runs.insert(job.seq, (started, slot));
+            }
+            if job.host_losses >= self.settings.host_loss_limit && self.halt.is_none() {
+                let why = format!(
+                    "its host was lost under it {} times (--host-loss-limit {}); last: {why}",
+                    job.host_losses, self.settings.host_loss_limit
+                );
+                return self.settle(job, Status::Error, why);
             }
             if self.halt.is_none() {
                 self.queue.push_front(job);

@@ -190,6 +190,7 @@ impl Run {
                 timeout: None,
                 retries: 0,
                 host_timeout: Duration::from_secs(30),
+                host_loss_limit: 5,
                 throttle: Throttle::default(),
             },
             halt: None,

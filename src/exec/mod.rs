@@ -1,5 +1,6 @@
 //! Executors: how one job's command is run on one host (local process groups, or SSH).
 
+mod agent;
 mod capture;
 pub mod control_dir;
 pub mod local;
