@@ -152,8 +152,9 @@ job() {
     done
     { exec <"$i"; } 2>/dev/null || x "cannot read the job's stdin on $h"
     if [ -n "$o" ]; then { exec >"$o"; } 2>/dev/null || x "cannot write $o"; else exec >"$so"; fi
-    if [ -n "$e" ]; then { exec 2>"$e"; } 2>/dev/null || x "cannot write $e"; else exec 2>"$se"; fi
-    exec 7>&- 8<&- 9<&-
+    # (A redirection of the group around `exec 2>` would undo it: fd 4 first.)
+    if [ -n "$e" ]; then { exec 4>"$e"; } 2>/dev/null || x "cannot write $e"; else exec 4>"$se"; fi
+    exec 2>&4 4>&- 7>&- 8<&- 9<&-
     exec /bin/bash -o pipefail -c "$c"
     exec 2>/dev/null
     x "cannot run the job on $h (its command is ${#c} bytes: too long for one argument here?)"
