@@ -49,6 +49,8 @@ struct HostState {
     reported: bool,
     /// Counts the host's running jobs, for the progress display.
     running: RunningJobs,
+    /// How many lanes the host has (its slots, times 1 + the jobs queued per slot).
+    lanes: usize,
 }
 
 impl HostState {
@@ -58,13 +60,33 @@ impl HostState {
     }
 }
 
-/// One place a job can run: a slot on a host.
+/// One place a job can run: a lane on a host. A host whose executor keeps `depth` jobs queued
+/// per slot ([`Executor::queued_per_slot`]) has `slots × (1 + depth)` lanes; lane `l` runs on
+/// the host's slot `l % slots`, so a job waits there, already sent, while the one before it
+/// runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
     /// Index into the host list.
     pub host: usize,
-    /// The slot's number on its host, from 0 (picks the master connection).
+    /// The slot's number on its host, from 0 (the executor's slot).
     pub lane: usize,
+    /// The slot's number in the whole run (`engine_id`, `<%>` − 1): lanes of one host slot
+    /// share it.
+    pub engine: usize,
+}
+
+/// The lanes of host `host` with `slots` slots, whose engine numbers start at `first_engine`.
+fn lanes(
+    host: usize,
+    slots: usize,
+    depth: usize,
+    first_engine: usize,
+) -> impl Iterator<Item = Slot> {
+    (0..slots * (1 + depth)).map(move |l| Slot {
+        host,
+        lane: l % slots,
+        engine: first_engine + l % slots,
+    })
 }
 
 /// Settings every job of the run shares.
@@ -154,6 +176,8 @@ enum Halt {
 pub struct Scheduler {
     hosts: Vec<HostState>,
     slots: Vec<Slot>,
+    /// Slots of the run's hosts so far (engine numbers handed out).
+    engines: usize,
     /// Free slot indices; the lowest is used first, as GNU Parallel's `{%}` does.
     free: BinaryHeap<Reverse<usize>>,
     /// Jobs received but waiting for a slot on one of their hosts.
@@ -215,9 +239,19 @@ impl Scheduler {
     ) -> Scheduler {
         let mut slots = Vec::new();
         let mut host_list = Vec::new();
+        let mut engines = 0;
         for (index, host) in hosts.into_iter().enumerate() {
-            if host.executor.is_some() {
-                slots.extend((0..host.slots).map(|lane| Slot { host: index, lane }));
+            let mut host_lanes = 0;
+            if let Some(executor) = &host.executor {
+                let before = slots.len();
+                slots.extend(lanes(
+                    index,
+                    host.slots,
+                    executor.queued_per_slot(),
+                    engines,
+                ));
+                host_lanes = slots.len() - before;
+                engines += host.slots;
             }
             let joining = host.joining;
             let running = output.logger().running(&host.spec.name);
@@ -227,6 +261,7 @@ impl Scheduler {
                 joining,
                 reported: false,
                 running,
+                lanes: host_lanes,
             });
         }
         let free = (0..slots.len()).map(Reverse).collect();
@@ -234,6 +269,7 @@ impl Scheduler {
         Scheduler {
             hosts: host_list,
             slots,
+            engines,
             free,
             queue: VecDeque::new(),
             running: JoinSet::new(),
@@ -296,7 +332,7 @@ impl Scheduler {
         while let Ok((host, news)) = self.host_events.try_recv() {
             self.host_event(host, news);
         }
-        self.output.logger().start(known_total, self.slots.len());
+        self.output.logger().start(known_total, self.engines);
         self.total = known_total;
         // Checks jobs waiting for lost hosts against --host-timeout; a steady tick, so that a
         // busy run (other events all the time) still gets to it.
@@ -572,7 +608,7 @@ impl Scheduler {
             free_on[h] += 1;
             lowest[h] = lowest[h].min(*s);
         }
-        let busy = |h: usize| self.hosts[h].host.slots.saturating_sub(free_on[h]);
+        let busy = |h: usize| self.hosts[h].lanes.saturating_sub(free_on[h]);
         let pick = |skip: Option<usize>| {
             (0..self.hosts.len())
                 .filter(|&h| {
@@ -582,7 +618,7 @@ impl Scheduler {
                         && fits(&self.hosts[h])
                 })
                 .min_by(|&a, &b| {
-                    let (slots_a, slots_b) = (self.hosts[a].host.slots, self.hosts[b].host.slots);
+                    let (slots_a, slots_b) = (self.hosts[a].lanes, self.hosts[b].lanes);
                     (busy(a) * slots_b)
                         .cmp(&(busy(b) * slots_a))
                         .then(lowest[a].cmp(&lowest[b]))
@@ -609,7 +645,8 @@ impl Scheduler {
 
     /// Runs a job on a slot (expanding its template for that slot first).
     fn start(&mut self, mut job: Job, slot: usize) {
-        self.templates.materialize(&mut job, slot + 1);
+        let engine = self.slots[slot].engine;
+        self.templates.materialize(&mut job, engine + 1);
         let spec = match &job.body {
             Body::Ready(spec) => spec.clone(),
             Body::Invalid(why) => {
@@ -628,7 +665,7 @@ impl Scheduler {
         };
         job.attempts += 1;
         self.throttle.started();
-        let Slot { host, lane } = self.slots[slot];
+        let Slot { host, lane, .. } = self.slots[slot];
         let running = self.hosts[host].running.clone();
         let host = Arc::clone(&self.hosts[host].host);
         self.output
@@ -638,7 +675,7 @@ impl Scheduler {
             seq: job.seq,
             host: host.spec.name.clone(),
         });
-        let live_tag = self.output.live_tag(&job, slot);
+        let live_tag = self.output.live_tag(&job, engine);
         let stop = self.stop_tx.subscribe();
         let limits = Limits {
             capture_limit: self.settings.capture_limit,
@@ -717,6 +754,11 @@ impl Scheduler {
                 signal: None,
             };
         }
+        if outcome.ran.is_none() && matches!(outcome.ending, Ending::Aborted { .. }) {
+            // Stopped while it waited, queued on its host: it never started.
+            job.attempts = job.attempts.saturating_sub(1);
+            return self.settle_halted(job);
+        }
         if outcome.ran.is_some() {
             self.lost_runs.remove(&job.seq);
         }
@@ -724,7 +766,7 @@ impl Scheduler {
         let timed_out = matches!(outcome.ending, Ending::TimedOut { .. });
         let place = Placement {
             host: self.hosts[host].host.spec.name.clone(),
-            engine_id: slot,
+            engine_id: self.slots[slot].engine,
         };
         let msg_id = self.msg_id(&job);
         let note = outcome.note.take();
@@ -868,6 +910,7 @@ impl Scheduler {
                 if !state.joining {
                     return;
                 }
+                let depth = executor.queued_per_slot();
                 let reported = state.reported;
                 state.down = None;
                 state.joining = false;
@@ -878,8 +921,9 @@ impl Scheduler {
                     joining: false,
                 });
                 let first = self.slots.len();
-                self.slots
-                    .extend((0..slots).map(|lane| Slot { host, lane }));
+                self.slots.extend(lanes(host, slots, depth, self.engines));
+                self.engines += slots;
+                state.lanes = self.slots.len() - first;
                 self.free.extend((first..self.slots.len()).map(Reverse));
                 if reported {
                     self.output
@@ -996,7 +1040,7 @@ impl Scheduler {
         if let Some((started, slot)) = self.lost_runs.remove(&job.seq) {
             result.started = Some(crate::timefmt::rfc3339(&started));
             result.host = Some(self.hosts[self.slots[slot].host].host.spec.name.clone());
-            result.engine_id = Some(slot);
+            result.engine_id = Some(self.slots[slot].engine);
         }
         self.emit(&job, &result, halted);
     }

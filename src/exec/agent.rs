@@ -464,6 +464,11 @@ impl Agent {
                 let (code, signal) = split(s);
                 Ending::TimedOut { code, signal }
             }
+            // Stopped while it waited in its slot's queue there: it never ran.
+            ("stopped", Some(_), _) if started.is_none() => Ending::Aborted {
+                code: None,
+                signal: None,
+            },
             ("stopped", Some(s), _) => {
                 let (code, signal) = split(s);
                 Ending::Aborted { code, signal }

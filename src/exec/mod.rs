@@ -193,6 +193,13 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// How many jobs beyond the running one each slot holds queued (already sent to the
+    /// host, so that on a slow link the next job costs no round trip): the scheduler gives
+    /// the host `slots × (1 + this)` lanes. Lane `l` is the executor's slot `l % slots`.
+    fn queued_per_slot(&self) -> usize {
+        0
+    }
+
     /// Ends the host's connections at the end of the run.
     fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async {})

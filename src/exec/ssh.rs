@@ -745,6 +745,11 @@ impl Executor for SshHost {
         self.connected()
     }
 
+    /// One job queued per slot at the agent while the slot's job runs.
+    fn queued_per_slot(&self) -> usize {
+        1
+    }
+
     fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(SshHost::close(self))
     }
