@@ -831,9 +831,9 @@ mod tests {
             line.push(' ');
             line.push_str(&word(v).unwrap());
         }
-        let script = format!("eval \"$(head -n1)\"; for a; do printf '%s|' \"$a\"; done");
+        let script = "eval \"$(head -n1)\"; for a; do printf '%s|' \"$a\"; done";
         let mut child = std::process::Command::new("bash")
-            .args(["--norc", "-c", &script])
+            .args(["--norc", "-c", script])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
