@@ -19,7 +19,7 @@ use crate::input::{ReaderState, Templates};
 use crate::job::{Body, Job, JobResult, Placement, Status, STOPPED_BY_BAKAPARA};
 use crate::jobserver::{Jobserver, Tokens};
 use crate::output::{Output, OutputFailure};
-use crate::progress::RunningJobs;
+use crate::progress::{RunningGuard, RunningJobs};
 use crate::signals::{Controls, Event};
 use crate::throttle::Throttle;
 
@@ -178,6 +178,9 @@ pub struct Scheduler {
     slots: Vec<Slot>,
     /// Slots of the run's hosts so far (engine numbers handed out).
     engines: usize,
+    /// Per engine: its jobs (running, or queued on the host behind the running one), and while
+    /// it has any, its count in the host's running jobs (a slot runs one job at a time).
+    occupied: Vec<(usize, Option<RunningGuard>)>,
     /// Free slot indices; the lowest is used first, as GNU Parallel's `{%}` does.
     free: BinaryHeap<Reverse<usize>>,
     /// Jobs received but waiting for a slot on one of their hosts.
@@ -270,6 +273,7 @@ impl Scheduler {
             hosts: host_list,
             slots,
             engines,
+            occupied: Vec::new(),
             free,
             queue: VecDeque::new(),
             running: JoinSet::new(),
@@ -666,7 +670,15 @@ impl Scheduler {
         job.attempts += 1;
         self.throttle.started();
         let Slot { host, lane, .. } = self.slots[slot];
-        let running = self.hosts[host].running.clone();
+        let engine_index = self.slots[slot].engine;
+        if self.occupied.len() <= engine_index {
+            self.occupied.resize_with(engine_index + 1, || (0, None));
+        }
+        let occupied = &mut self.occupied[engine_index];
+        occupied.0 += 1;
+        if occupied.1.is_none() {
+            occupied.1 = Some(self.hosts[host].running.enter());
+        }
         let host = Arc::clone(&self.hosts[host].host);
         self.output
             .logger()
@@ -684,7 +696,6 @@ impl Scheduler {
         };
         let stdin = job.stdin.clone();
         self.running.spawn(async move {
-            let _running = running.enter();
             let command = Command {
                 stdin: stdin.as_ref(),
                 cmd: &spec.cmd,
@@ -723,6 +734,12 @@ impl Scheduler {
             mut outcome,
         } = done;
         self.free.push(Reverse(slot));
+        if let Some(occupied) = self.occupied.get_mut(self.slots[slot].engine) {
+            occupied.0 = occupied.0.saturating_sub(1);
+            if occupied.0 == 0 {
+                occupied.1 = None;
+            }
+        }
         let host = self.slots[slot].host;
         if let Ending::HostLost(why) = &outcome.ending {
             // The executor says so too (a HostEvent), but no job may start there meanwhile.
