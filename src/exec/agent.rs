@@ -195,17 +195,32 @@ impl Agent {
         let hello = async {
             stdin.write_all(&first).await.map_err(|e| e.to_string())?;
             stdin.flush().await.map_err(|e| e.to_string())?;
-            let line = frames.line().await.map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&line).to_string();
-            match text.split_once(' ') {
-                Some(("C", n)) => n
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("it answered {text:?} for its CPU count")),
-                Some(("X", why)) => Err(why.to_string()),
-                _ => Err(format!("it answered {text:?}")),
+            // What the login shell's start-up files print before the agent runs is passed over.
+            let mut said = Vec::new();
+            loop {
+                let line = frames.line().await.map_err(|e| {
+                    let before: Vec<u8> = said.join(&b"\n"[..]);
+                    let before = String::from_utf8_lossy(&before).trim().to_string();
+                    if before.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("{e}; it printed {before:?}")
+                    }
+                })?;
+                let text = String::from_utf8_lossy(&line).to_string();
+                match text.split_once(' ') {
+                    Some(("C", n)) => {
+                        break n
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|&n| n > 0)
+                            .ok_or_else(|| format!("it answered {text:?} for its CPU count"))
+                    }
+                    Some(("X", why)) => break Err(why.to_string()),
+                    _ if said.len() < 100 => said.push(line),
+                    _ => break Err(format!("it answered {text:?}")),
+                }
             }
         };
         let cpus = match tokio::time::timeout(within, hello).await {

@@ -1387,7 +1387,8 @@ fn a_launcher_starts_the_agent_without_ssh_and_names_the_host() {
         "-S",
         "node-a/2,node-b",
         "--launcher",
-        "env BKHOST=<host>",
+        // What a login shell's start-up files print before the agent starts is passed over.
+        "echo welcome; env BKHOST=<host>",
         "printf '%s:%s' \"$BKHOST\" <>; pwd >&2",
     ]);
     let (code, lines, stderr) = run(cmd, "1\n2\n3\n4\n5\n6\n");
