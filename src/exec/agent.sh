@@ -99,6 +99,9 @@ report() {
   local kind=$1 st=$2 ot=0 et=0 ol=0 el=0
   st=${st//$'\n'/ }
   if [ -s "$so" ] || [ -s "$se" ]; then
+    # (A stream that went to an `out`/`err` file has no spool: an empty one stands in.)
+    [ -e "$so" ] || : >"$so"
+    [ -e "$se" ] || : >"$se"
     set -- $(stat -c %s -- "$so" "$se" 2>/dev/null)
     ot=${1:-0} et=${2:-0}
     # Copies: a process the job left behind may still write to its stdout or stderr, and a

@@ -1479,3 +1479,27 @@ fn a_job_lost_with_its_host_host_loss_limit_times_fails() {
     assert_eq!(result(by_seq[&2])["stdout"], "fine\n");
     assert_eq!(code, Some(1), "{stderr}");
 }
+
+#[test]
+fn one_stream_to_a_file_and_the_other_captured_each_come_back_right() {
+    let cluster = SshCluster::start(&["h1"]);
+    let dir = tempdir();
+    let mut cmd = bakapara(&cluster);
+    cmd.current_dir(dir.path()).args(["-S", "h1/2"]);
+    let input = [
+        job_line(json!({"cmd": "echo to-file; echo to-err >&2", "out": "o.txt"})),
+        job_line(json!({"cmd": "echo to-out; echo to-file >&2", "err": "e.txt"})),
+    ]
+    .concat();
+    let (code, lines, stderr) = run(cmd, &input);
+    assert_eq!(code, Some(0), "{stderr}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    let first = result(by_seq[&1]);
+    assert!(first.get("stdout").is_none(), "{first}");
+    assert_eq!(first["stderr"], "to-err\n", "{first}");
+    let second = result(by_seq[&2]);
+    assert_eq!(second["stdout"], "to-out\n", "{second}");
+    assert!(second.get("stderr").is_none(), "{second}");
+    assert_eq!(read(&dir.path().join("o.txt")), "to-file\n");
+    assert_eq!(read(&dir.path().join("e.txt")), "to-file\n");
+}
