@@ -165,8 +165,10 @@ fn jobs_run_as_one_step_per_node() {
     // two long jobs, one per slot, to look at the steps while they run
     input.push_str(&format!("sleep 100{m}\nsleep 100{m}\n"));
     let bin = bakapara_path();
+    // a job name of our own: other tests' allocations may be in squeue at the same time
+    let name = format!("bakapara-steps-{m}");
     let mut cmd = c.command("salloc");
-    cmd.args(["-N2", "--"])
+    cmd.args(["-N2", "-J", &name, "--"])
         .arg(&bin)
         .args(["-S", "@slurm"])
         .current_dir(dir.path());
@@ -175,7 +177,7 @@ fn jobs_run_as_one_step_per_node() {
     wait_until("both long jobs running", || sleepers(&m).len() == 2);
     let jobs = c
         .command("squeue")
-        .args(["-h", "-o", "%i"])
+        .args(["-h", "-n", &name, "-o", "%i"])
         .output()
         .expect("run squeue");
     let job = text(&jobs.stdout)
