@@ -52,6 +52,58 @@ fn harness_steps_run_on_both_nodes() {
 }
 
 #[test]
+fn harness_stops_everything_it_started() {
+    // a cluster of its own (one node), dropped while a step runs
+    let c = SlurmCluster::start(&["d1"]);
+    let m = crate::common::bin::marker();
+    let _reaper = Reaper(m.clone());
+    let mut client = c
+        .command("salloc")
+        // through bash, so that the task's argv[0] is `sleep` (srun runs /usr/bin/sleep)
+        .args(["-N1", "srun", "bash", "-c"])
+        .arg(format!("sleep 100{m}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn salloc");
+    wait_until("the step's sleep", || {
+        if let Ok(Some(st)) = client.try_wait() {
+            panic!("salloc ended: {st}\n{}", c.logs());
+        }
+        sleepers(&m).len() == 1
+    });
+    let hostname = std::fs::read_link(format!("/proc/{}/ns/uts", sleepers(&m)[0]))
+        .expect("the step's UTS namespace");
+    let mine = std::fs::read_link("/proc/self/ns/uts").expect("our UTS namespace");
+    assert_ne!(hostname, mine, "the step runs in the node's namespace");
+    let daemons = c.daemon_pids();
+    assert_eq!(daemons.len(), 3, "munged, slurmctld, one slurmd");
+    let dir = c.dir().to_path_buf();
+    drop(c);
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    };
+    assert!(
+        sleepers(&m).is_empty(),
+        "the step's task outlived the cluster"
+    );
+    for pid in daemons {
+        assert!(!alive(pid), "daemon {pid} outlived the cluster");
+    }
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+    // the client was killed with the cluster
+    wait_until("salloc ends", || matches!(client.try_wait(), Ok(Some(_))));
+}
+
+#[test]
 fn slurm_outside_an_allocation_is_a_usage_error() {
     let dir = tempdir();
     let flag = dir.path().join("ran");

@@ -238,6 +238,16 @@ impl SlurmCluster {
         cmd
     }
 
+    /// The pids of the daemons (munged, slurmctld, each slurmd) while they run.
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        lock(&self.daemons).iter().map(|d| d.child.id()).collect()
+    }
+
+    /// The cluster's temp dir (configuration, logs, spool), removed by [`stop`](Self::stop).
+    pub fn dir(&self) -> &Path {
+        &self.dir_path
+    }
+
     /// The daemons' logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
