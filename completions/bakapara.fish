@@ -73,5 +73,6 @@ complete -c bakapara -l tag -d 'Prefix each output line with the job\'s input an
 complete -c bakapara -l dry-run -l dryrun -d 'Print the jobs that would run, as JSON lines (with --text: their command lines, as GNU Parallel does), and run nothing'
 complete -c bakapara -s q -l quiet -d 'Print only errors on stderr: failed jobs (with the tail of their stderr), and one line for the jobs Ctrl-C or --halt aborted'
 complete -c bakapara -s v -l verbose -d 'Also log a line on stderr when each job starts'
+complete -c bakapara -l slurm -d 'Run on the nodes of the Slurm allocation bakapara runs in (under salloc or sbatch), one srun step per node; the same as -S @slurm'
 complete -c bakapara -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bakapara -s V -l version -d 'Print version'

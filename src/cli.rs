@@ -219,7 +219,9 @@ pub struct Cli {
     /// Hosts to run on, e.g. node01/8,node02/8,: (/N slots; ":" is this machine).
     ///
     /// Comma-separated [user@]host[:port][/N] (N slots; default: its CPU count); ":" or
-    /// "localhost" is this machine. Repeatable.
+    /// "localhost" is this machine. Repeatable. Host ranges: node[01-12]/4, n[1-3,7].
+    /// ENTRY=CMD starts that entry's agent with the command CMD (<host> = the host name),
+    /// not SSH; @slurm is the nodes of the Slurm allocation (see --slurm).
     #[arg(short = 'S', long = "sshlogin", value_name = "LIST", action = ArgAction::Append, help_heading = "Hosts")]
     pub sshlogin: Vec<String>,
 
@@ -613,6 +615,15 @@ pub struct Cli {
     /// job that kills its host cannot take down every host in turn). N >= 1; 1: never again.
     #[arg(long, value_name = "N", default_value_t = 5, help_heading = "Hosts")]
     pub host_loss_limit: u32,
+
+    /// Run on the nodes of the Slurm allocation bakapara runs in (under salloc or sbatch),
+    /// one srun step per node; the same as -S @slurm.
+    ///
+    /// Nodes from SLURM_JOB_NODELIST; slots from SLURM_TASKS_PER_NODE when the allocation
+    /// asked for tasks (-n, --ntasks-per-node), else SLURM_JOB_CPUS_PER_NODE. -S @slurm/N
+    /// gives every node N slots.
+    #[arg(long, help_heading = "Hosts")]
+    pub slurm: bool,
 }
 
 /// What `--generate` prints.

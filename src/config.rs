@@ -366,6 +366,14 @@ impl Config {
                 )));
             }
         }
+        if cli.slurm {
+            let nodes = HostSpec::slurm_nodes("--slurm", None, &|name| std::env::var(name).ok())
+                .map_err(|e| match e {
+                    hosts::HostError::Slurm { reason, .. } => invalid(format!("--slurm: {reason}")),
+                    other => invalid(format!("--slurm: {other}")),
+                })?;
+            host_list.extend(nodes);
+        }
         hosts::check_unique(&host_list).map_err(|e| invalid(e.to_string()))?;
         if let Some(file) = &cli.ssh_config {
             std::fs::File::open(file).map_err(|e| {

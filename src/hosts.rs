@@ -12,8 +12,22 @@
 //! | `[::1]:2222/2`, `::1` | IPv6 addresses (brackets are needed to give a port) |
 //! | `:`, `:/4`, `4/:`, `localhost`, `localhost/4` | this machine, without SSH |
 //!
+//! | `alice@node[01-12]:2222/4` | a host range ([`crate::hostlist`]): one entry per host, each with the user, port and slots |
+//! | `node[1-4]=docker exec -i <host>` | a launcher: the agent starts through that command, not SSH |
+//! | `@slurm`, `@slurm/2` | the nodes of the Slurm allocation this runs in ([`crate::slurm`]), slots from it or `/N` |
+//!
 //! `localhost` with a user or a port (`alice@localhost`, `localhost:22`) is an SSH host like
 //! any other. Whitespace around an entry is ignored.
+//!
+//! # Lists and launchers
+//!
+//! A `-S` list is split at the commas outside brackets (`n[1-3,7],m1` is two entries). An
+//! entry `ENTRY=CMD` gives its hosts the launcher `CMD` ([`HostSpec::launcher`]): a command
+//! template in which `<host>` stands for the host name, whitespace allowed; it runs to the end
+//! of the entry, which in `-S` is the next comma (brackets no longer count after the `=`), so
+//! a launcher holding a comma goes in an `--sshloginfile`, where `ENTRY=CMD` takes the rest of
+//! its line (up to a `#` comment). A launcher entry is never this machine: `:=CMD` is an error.
+//! `@slurm` takes the launcher [`crate::slurm::LAUNCHER`] unless it names its own.
 //!
 //! # Names
 //!
@@ -53,8 +67,9 @@ pub struct HostSpec {
     pub slots: Option<usize>,
     /// This machine (`:` or `localhost` without user or port): jobs run without SSH.
     pub local: bool,
-    /// The command that starts this host's agent (a template with `<host>`); `None`: SSH,
-    /// or the run's `--launcher`.
+    /// How the host's agent starts when not over SSH: a command template in which `<host>`
+    /// stands for the shell-quoted host name (`srun --overlap -u -N1 -n1 -w <host> --`,
+    /// `docker exec -i <host>`). `None`: over SSH (or locally, for this machine).
     pub launcher: Option<String>,
 }
 
@@ -81,6 +96,9 @@ pub enum HostError {
     /// Any other malformed entry (whitespace inside, a leading `-`, unbalanced brackets...).
     #[error("bad host entry `{entry}`: {reason}")]
     BadEntry { entry: String, reason: String },
+    /// `@slurm` (or `--slurm`) outside an allocation, or an allocation that does not parse.
+    #[error("host entry `{entry}`: {reason}")]
+    Slurm { entry: String, reason: String },
     /// The same host name appears twice.
     #[error("host `{name}` given twice")]
     Duplicate { name: String },
@@ -105,6 +123,33 @@ impl HostSpec {
             local: true,
             launcher: None,
         }
+    }
+
+    /// The nodes of the Slurm allocation that `env` describes (see [`crate::slurm`]), each with
+    /// the Slurm launcher; `slots` overrides the allocation's counts. `entry` names the host
+    /// entry (or option) in errors.
+    pub fn slurm_nodes(
+        entry: &str,
+        slots: Option<usize>,
+        env: EnvLookup<'_>,
+    ) -> Result<Vec<HostSpec>, HostError> {
+        let nodes = crate::slurm::allocation(env).map_err(|reason| HostError::Slurm {
+            entry: entry.to_string(),
+            reason,
+        })?;
+        Ok(nodes
+            .into_iter()
+            .map(|n| HostSpec {
+                name: n.name.clone(),
+                user: None,
+                hostname: n.name,
+                port: None,
+                slots: slots.or(n.slots),
+                // a node of the allocation is reached through srun even when it is this machine
+                local: false,
+                launcher: Some(crate::slurm::LAUNCHER.to_string()),
+            })
+            .collect())
     }
 
     /// Parses one entry (no commas). See the module documentation for the syntax.
@@ -167,13 +212,29 @@ impl fmt::Display for HostSpec {
         if let Some(n) = self.slots {
             write!(f, "/{n}")?;
         }
+        if let Some(cmd) = &self.launcher {
+            write!(f, "={cmd}")?;
+        }
         Ok(())
     }
 }
 
+/// Looks up an environment variable (for `@slurm`): `|name| std::env::var(name).ok()`.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// Parses a comma-separated `-S` list. Empty entries and duplicated names are errors.
+/// `@slurm` reads this process's environment.
 pub fn parse_sshlogin_list(list: &str) -> Result<Vec<HostSpec>, HostError> {
-    let hosts = parse_list_entries(list)?;
+    parse_sshlogin_list_env(list, &process_env)
+}
+
+/// [`parse_sshlogin_list`] with `@slurm` read from `env`.
+pub fn parse_sshlogin_list_env(list: &str, env: EnvLookup<'_>) -> Result<Vec<HostSpec>, HostError> {
+    let hosts = parse_list_entries(list, false, env)?;
     check_unique(&hosts)?;
     Ok(hosts)
 }
@@ -183,6 +244,11 @@ pub fn parse_sshlogin_list(list: &str) -> Result<Vec<HostSpec>, HostError> {
 /// Errors carry the 1-based line number. A file with no entry at all gives an empty list;
 /// duplicated names are errors, also across lines.
 pub fn parse_sshloginfile(text: &str) -> Result<Vec<HostSpec>, HostError> {
+    parse_sshloginfile_env(text, &process_env)
+}
+
+/// [`parse_sshloginfile`] with `@slurm` read from `env`.
+pub fn parse_sshloginfile_env(text: &str, env: EnvLookup<'_>) -> Result<Vec<HostSpec>, HostError> {
     let mut hosts = Vec::new();
     let mut seen = HashSet::new();
     for (i, raw) in text.lines().enumerate() {
@@ -194,7 +260,7 @@ pub fn parse_sshloginfile(text: &str) -> Result<Vec<HostSpec>, HostError> {
             line: i + 1,
             source: Box::new(e),
         };
-        for host in parse_list_entries(line).map_err(wrap)? {
+        for host in parse_list_entries(line, true, env).map_err(wrap)? {
             if !seen.insert(host.name.clone()) {
                 return Err(wrap(HostError::Duplicate { name: host.name }));
             }
@@ -218,18 +284,119 @@ pub fn check_unique(hosts: &[HostSpec]) -> Result<(), HostError> {
     Ok(())
 }
 
-fn parse_list_entries(list: &str) -> Result<Vec<HostSpec>, HostError> {
-    list.split(',')
-        .map(|entry| {
-            if entry.trim().is_empty() {
-                Err(HostError::EmptyEntry {
-                    list: list.to_string(),
-                })
-            } else {
-                parse_entry(entry)
+/// Splits a list into entries at the commas outside brackets. After an entry's `=` (its
+/// launcher) brackets no longer count; with `rest_of_line`, the launcher takes the rest of
+/// the list, commas included (an `--sshloginfile` line).
+fn split_entries(list: &str, rest_of_line: bool) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut depth = 0usize;
+    let mut in_launcher = false;
+    let mut start = 0;
+    for (i, c) in list.char_indices() {
+        match c {
+            '=' if !in_launcher => in_launcher = true,
+            '[' if !in_launcher => depth += 1,
+            ']' if !in_launcher => depth = depth.saturating_sub(1),
+            ',' if (depth == 0 || in_launcher) && !(in_launcher && rest_of_line) => {
+                pieces.push(&list[start..i]);
+                start = i + 1;
+                depth = 0;
+                in_launcher = false;
             }
-        })
-        .collect()
+            _ => {}
+        }
+    }
+    pieces.push(&list[start..]);
+    pieces
+}
+
+fn parse_list_entries(
+    list: &str,
+    rest_of_line: bool,
+    env: EnvLookup<'_>,
+) -> Result<Vec<HostSpec>, HostError> {
+    let mut hosts = Vec::new();
+    for entry in split_entries(list, rest_of_line) {
+        if entry.trim().is_empty() {
+            return Err(HostError::EmptyEntry {
+                list: list.to_string(),
+            });
+        }
+        hosts.extend(parse_expanding(entry, env)?);
+    }
+    Ok(hosts)
+}
+
+/// One entry of a list: `@slurm`, a range, or a plain entry, each with an optional `=CMD`.
+fn parse_expanding(raw: &str, env: EnvLookup<'_>) -> Result<Vec<HostSpec>, HostError> {
+    let whole = raw.trim();
+    let (entry, launcher) = match whole.split_once('=') {
+        None => (whole, None),
+        Some((e, cmd)) => {
+            let cmd = cmd.trim();
+            if cmd.is_empty() {
+                return Err(HostError::BadEntry {
+                    entry: whole.to_string(),
+                    reason: "no launcher command after `=`".to_string(),
+                });
+            }
+            (e.trim(), Some(cmd))
+        }
+    };
+    if let Some(slots) = slurm_entry(entry) {
+        let slots = slots.map_err(|s| HostError::BadSlots {
+            entry: entry.to_string(),
+            slots: s.to_string(),
+        })?;
+        let mut nodes = HostSpec::slurm_nodes(entry, slots, env)?;
+        if let Some(cmd) = launcher {
+            for n in &mut nodes {
+                n.launcher = Some(cmd.to_string());
+            }
+        }
+        return Ok(nodes);
+    }
+    if entry.chars().any(char::is_whitespace) {
+        // before the range expansion, whose errors would say less
+        return parse_entry(entry).map(|h| vec![h]);
+    }
+    let expanded = crate::hostlist::expand_entry(entry).map_err(|e| HostError::BadEntry {
+        entry: entry.to_string(),
+        reason: e.reason,
+    })?;
+    let mut hosts = Vec::with_capacity(expanded.len());
+    for one in &expanded {
+        let mut host = parse_entry(one)?;
+        if let Some(cmd) = launcher {
+            if host.local {
+                return Err(HostError::BadEntry {
+                    entry: whole.to_string(),
+                    reason: "a launcher needs a host name (`:` and `localhost` are this \
+                             machine, run without one)"
+                        .to_string(),
+                });
+            }
+            host.launcher = Some(cmd.to_string());
+        }
+        hosts.push(host);
+    }
+    Ok(hosts)
+}
+
+/// `@slurm`, `@slurm/N` or `N/@slurm`: `Some(Ok(slots))`; a bad `N`: `Some(Err(N))`; any
+/// other entry: `None`.
+fn slurm_entry(entry: &str) -> Option<Result<Option<usize>, &str>> {
+    const NAME: &str = "@slurm";
+    if entry == NAME {
+        return Some(Ok(None));
+    }
+    let n = entry
+        .strip_prefix("@slurm/")
+        .or_else(|| entry.strip_suffix("/@slurm"))?;
+    Some(match n.parse::<usize>() {
+        Ok(k) if k >= 1 && is_digits(n) => Ok(Some(k)),
+        _ => Err(n),
+    })
 }
 
 fn is_digits(s: &str) -> bool {
@@ -724,6 +891,162 @@ alice@node03:2222,:/2
         );
         assert_eq!(one("[::1]:22").ssh_destination(), "ssh://[::1]:22");
         assert_eq!(one("root@::1").ssh_destination(), "ssh://root@[::1]");
+    }
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    fn names(hosts: &[HostSpec]) -> Vec<&str> {
+        hosts.iter().map(|h| h.name.as_str()).collect()
+    }
+
+    #[test]
+    fn ranges_expand_to_one_entry_per_host() {
+        let hosts = parse_sshlogin_list("alice@node[01-03]:2222/4,n[1-2,7],x").unwrap();
+        assert_eq!(
+            names(&hosts),
+            [
+                "alice@node01:2222",
+                "alice@node02:2222",
+                "alice@node03:2222",
+                "n1",
+                "n2",
+                "n7",
+                "x"
+            ]
+        );
+        assert_eq!(
+            hosts[2],
+            remote(
+                "alice@node03:2222",
+                Some("alice"),
+                "node03",
+                Some(2222),
+                Some(4)
+            )
+        );
+        assert!(hosts[2].matches("node03"));
+        let hosts = parse_sshlogin_list("4/r[1-2]n[1-2]").unwrap();
+        assert_eq!(names(&hosts), ["r1n1", "r1n2", "r2n1", "r2n2"]);
+        assert!(hosts.iter().all(|h| h.slots == Some(4)));
+        // IPv6 brackets are not ranges
+        assert_eq!(
+            names(&parse_sshlogin_list("[::1]:22/2,n[1-2]").unwrap()),
+            ["[::1]:22", "n1", "n2"]
+        );
+    }
+
+    #[test]
+    fn range_errors_name_the_entry() {
+        for (list, entry, what) in [
+            ("a,n[1-3", "n[1-3", "closing"),
+            ("n[3-1]/2", "n[3-1]/2", "reversed"),
+            ("n[1-x]", "n[1-x]", "not a number"),
+            ("n[1-200000]", "n[1-200000]", "more than 100000"),
+        ] {
+            let e = parse_sshlogin_list(list).unwrap_err();
+            match &e {
+                HostError::BadEntry { entry: got, reason } => {
+                    assert_eq!(got, entry);
+                    assert!(reason.contains(what), "{list}: {e}");
+                }
+                other => panic!("{list}: {other:?}"),
+            }
+        }
+        // duplicates after expansion
+        let e = parse_sshlogin_list("n[1-3],n2").unwrap_err();
+        assert_eq!(e.to_string(), "host `n2` given twice");
+        assert!(parse_sshlogin_list("n[1-2,2]").is_err());
+    }
+
+    #[test]
+    fn launchers() {
+        let hosts = parse_sshlogin_list(
+            "c[1-2]/2=docker exec -i <host>, plain,k=kubectl exec -i <host> --",
+        )
+        .unwrap();
+        assert_eq!(names(&hosts), ["c1", "c2", "plain", "k"]);
+        assert_eq!(hosts[0].launcher.as_deref(), Some("docker exec -i <host>"));
+        assert_eq!(hosts[1].launcher.as_deref(), Some("docker exec -i <host>"));
+        assert_eq!(hosts[1].slots, Some(2));
+        assert!(!hosts[1].local);
+        assert_eq!(hosts[2].launcher, None);
+        assert_eq!(
+            hosts[3].launcher.as_deref(),
+            Some("kubectl exec -i <host> --")
+        );
+        // brackets inside a launcher do not hold the comma back
+        let hosts = parse_sshlogin_list("a=sh -c '[ -x y', b").unwrap();
+        assert_eq!(names(&hosts), ["a", "b"]);
+        assert_eq!(hosts[0].to_string(), "a=sh -c '[ -x y'");
+        for bad in ["a=", "a= ", ":=docker exec -i x", "localhost/2=x"] {
+            assert!(
+                matches!(parse_sshlogin_list(bad), Err(HostError::BadEntry { .. })),
+                "{bad}"
+            );
+        }
+        // whitespace outside the launcher is still an error
+        assert!(parse_sshlogin_list("a b=cmd").is_err());
+    }
+
+    #[test]
+    fn loginfile_launcher_takes_the_rest_of_the_line() {
+        let text = "a,b=ssh-like -o x,y <host>  # comment\nc[1-2]\n";
+        let hosts = parse_sshloginfile(text).unwrap();
+        assert_eq!(names(&hosts), ["a", "b", "c1", "c2"]);
+        assert_eq!(hosts[1].launcher.as_deref(), Some("ssh-like -o x,y <host>"));
+    }
+
+    #[test]
+    fn slurm_entry() {
+        let env = env_of(&[
+            ("SLURM_JOB_NODELIST", "n[1-2]"),
+            ("SLURM_JOB_CPUS_PER_NODE", "2,1"),
+        ]);
+        let hosts = parse_sshlogin_list_env("@slurm", &env).unwrap();
+        assert_eq!(names(&hosts), ["n1", "n2"]);
+        assert_eq!(hosts[0].slots, Some(2));
+        assert_eq!(hosts[1].slots, Some(1));
+        assert!(hosts
+            .iter()
+            .all(|h| !h.local && h.user.is_none() && h.port.is_none()));
+        assert_eq!(hosts[0].launcher.as_deref(), Some(crate::slurm::LAUNCHER));
+        let hosts = parse_sshlogin_list_env("@slurm/8,:/1", &env).unwrap();
+        assert_eq!(
+            hosts.iter().map(|h| h.slots).collect::<Vec<_>>(),
+            [Some(8), Some(8), Some(1)]
+        );
+        assert_eq!(
+            parse_sshlogin_list_env("3/@slurm", &env).unwrap()[1].slots,
+            Some(3)
+        );
+        let hosts = parse_sshlogin_list_env("@slurm=srun -w <host> --", &env).unwrap();
+        assert_eq!(hosts[1].launcher.as_deref(), Some("srun -w <host> --"));
+        assert!(matches!(
+            parse_sshlogin_list_env("@slurm/0", &env),
+            Err(HostError::BadSlots { .. })
+        ));
+        // a node named twice is a duplicate as any host
+        assert!(parse_sshlogin_list_env("@slurm,n1", &env).is_err());
+        // outside an allocation
+        let none = env_of(&[]);
+        let e = parse_sshlogin_list_env("@slurm", &none).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("host entry `@slurm`: not inside a Slurm allocation"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("SLURM_JOB_NODELIST"), "{e}");
+        // `@slurmx` is not the Slurm entry (and not a valid entry either)
+        assert!(matches!(
+            parse_sshlogin_list_env("@slurmx", &env),
+            Err(HostError::EmptyUser { .. })
+        ));
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub mod generate;
 #[doc(hidden)]
 pub mod halt;
 #[doc(hidden)]
+pub mod hostlist;
+#[doc(hidden)]
 pub mod hosts;
 #[doc(hidden)]
 pub mod input;
@@ -76,6 +78,8 @@ pub mod run;
 pub mod scheduler;
 #[doc(hidden)]
 pub mod signals;
+#[doc(hidden)]
+pub mod slurm;
 #[doc(hidden)]
 pub mod template;
 #[doc(hidden)]

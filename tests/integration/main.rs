@@ -18,6 +18,7 @@ mod processes;
 mod progress_tty;
 mod readme;
 mod reliability;
+mod slurm;
 mod ssh_files;
 mod ssh_pipe;
 mod ssh_run;

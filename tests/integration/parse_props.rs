@@ -471,3 +471,129 @@ fn carried_numbers_come_back_unchanged() {
     }
     assert!(changed.is_empty(), "{changed:#?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// (5) Host lists: ranges, launchers, @slurm
+// ---------------------------------------------------------------------------------------
+
+/// Strings close to the host-list language (ranges, IPv6 brackets, slots, launchers).
+fn host_list_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[a-z]{1,4}",
+        "[0-9]{1,3}",
+        Just("[".to_string()),
+        Just("]".to_string()),
+        Just(",".to_string()),
+        Just("-".to_string()),
+        Just(":".to_string()),
+        Just("/".to_string()),
+        Just("@".to_string()),
+        Just("=".to_string()),
+        Just(" ".to_string()),
+        Just("@slurm".to_string()),
+        Just("<host>".to_string()),
+        Just("[0-99999999]".to_string()),
+    ];
+    prop_oneof![
+        4 => prop::collection::vec(piece, 0..12).prop_map(|v| v.concat()),
+        1 => any::<String>(),
+    ]
+}
+
+/// An `-S` entry with a range: (entry text, expected names, user, port, slots).
+fn range_entry() -> impl Strategy<
+    Value = (
+        String,
+        Vec<String>,
+        Option<String>,
+        Option<u16>,
+        Option<usize>,
+    ),
+> {
+    (
+        prop::option::of("[a-z]{1,5}"),
+        "[a-z]{1,4}",
+        0u64..200,
+        1u64..20,
+        1usize..4,
+        prop::option::of(1u16..65535),
+        prop::option::of(1usize..64),
+    )
+        .prop_map(|(user, prefix, lo, len, width, port, slots)| {
+            let hi = lo + len - 1;
+            let mut entry = String::new();
+            if let Some(u) = &user {
+                entry.push_str(&format!("{u}@"));
+            }
+            entry.push_str(&format!("{prefix}[{lo:0width$}-{hi:0width$}]"));
+            if let Some(p) = port {
+                entry.push_str(&format!(":{p}"));
+            }
+            if let Some(n) = slots {
+                entry.push_str(&format!("/{n}"));
+            }
+            let names = (lo..=hi)
+                .map(|n| {
+                    let mut name = String::new();
+                    if let Some(u) = &user {
+                        name.push_str(&format!("{u}@"));
+                    }
+                    name.push_str(&format!("{prefix}{n:0width$}"));
+                    if let Some(p) = port {
+                        name.push_str(&format!(":{p}"));
+                    }
+                    name
+                })
+                .collect();
+            (entry, names, user, port, slots)
+        })
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// No host list (nor `SLURM_*` value) makes the parser panic or allocate without bound.
+    #[test]
+    fn host_list_parse_never_panics(text in host_list_text(), nodes in host_list_text(), counts in "[0-9x(),]{0,12}") {
+        let env = |k: &str| match k {
+            "SLURM_JOB_NODELIST" => Some(nodes.clone()),
+            "SLURM_JOB_CPUS_PER_NODE" => Some(counts.clone()),
+            _ => None,
+        };
+        let _ = bakapara::hosts::parse_sshlogin_list_env(&text, &env);
+        let _ = bakapara::hosts::parse_sshloginfile_env(&text, &env);
+    }
+
+    /// A range entry expands to one entry per host, each keeping the user, port and slots;
+    /// its names re-compress to a list that expands back to them.
+    #[test]
+    fn range_entries_expand_per_host((entry, names, user, port, slots) in range_entry()) {
+        let hosts = bakapara::hosts::parse_sshlogin_list(&entry).expect("a valid range");
+        let got: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+        prop_assert_eq!(&got, &names);
+        for h in &hosts {
+            prop_assert_eq!(&h.user, &user);
+            prop_assert_eq!(h.port, port);
+            prop_assert_eq!(h.slots, slots);
+            prop_assert!(h.launcher.is_none() && !h.local);
+        }
+        let bare: Vec<&str> = hosts.iter().map(|h| h.hostname.as_str()).collect();
+        let again = bakapara::hostlist::expand(&bakapara::hostlist::compress(&bare)).expect("compressed");
+        prop_assert_eq!(again, bare);
+    }
+
+    /// `ENTRY=CMD` keeps CMD (trimmed, whitespace inside kept) for every host of ENTRY.
+    #[test]
+    fn launcher_entries_keep_their_command(
+        (entry, names, ..) in range_entry(),
+        cmd in "[a-z<>' -]{0,8}[a-z]",
+    ) {
+        let list = format!("{entry}= {cmd} ,other");
+        let hosts = bakapara::hosts::parse_sshlogin_list(&list).expect("a valid list");
+        prop_assert_eq!(hosts.len(), names.len() + 1);
+        for h in &hosts[..names.len()] {
+            prop_assert_eq!(h.launcher.as_deref(), Some(cmd.trim()));
+        }
+        prop_assert!(hosts[names.len()].launcher.is_none());
+    }
+}

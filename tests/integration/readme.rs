@@ -152,6 +152,10 @@ fn readme_test_command_is_ci_run_and_ci_run_runs_cargo_test() {
         "bash-completion",
         "make",
         "parallel",
+        "slurmctld",
+        "slurmd",
+        "slurm-client",
+        "munge",
     ] {
         assert!(
             listed.contains(&package),

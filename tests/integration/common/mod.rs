@@ -3,5 +3,6 @@
 
 pub mod bin;
 pub mod gnu;
+pub mod slurm;
 pub mod sshd;
 pub mod tmux;

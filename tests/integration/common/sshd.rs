@@ -819,7 +819,7 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 
 /// Spawns `cmd` from one thread that lives as long as the process: `PR_SET_PDEATHSIG` fires
 /// when the *thread* that forked the child ends, and test threads end early.
-fn spawn_from_keeper(cmd: Command) -> io::Result<Child> {
+pub fn spawn_from_keeper(cmd: Command) -> io::Result<Child> {
     type Request = (Command, mpsc::Sender<io::Result<Child>>);
     static KEEPER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let sender = KEEPER.get_or_init(|| {
