@@ -3,5 +3,6 @@
 
 pub mod bin;
 pub mod gnu;
+pub mod relay;
 pub mod sshd;
 pub mod tmux;
