@@ -329,6 +329,44 @@ fn ctrl_c_during_a_partition_exits_within_5_s_and_the_fence_ends_the_cut_off_job
     relay.restore();
 }
 
+#[test]
+fn a_timeout_during_a_partition_ends_the_run_and_the_fence_ends_the_job() {
+    let cluster = SshCluster::start(&["h1", "h2"]);
+    let relay = Relay::in_front_of(&cluster, "h2");
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let mut cmd = bakapara(&cluster);
+    cmd.args([
+        "-S",
+        "h1/1,h2/1",
+        "--timeout",
+        "3s",
+        &format!("sleep 100{m}; :"),
+    ]);
+    let live = start(cmd, dir.path(), "a\nb\n".into());
+    let (h1, h2) = (cluster.host("h1"), cluster.host("h2"));
+    wait_until(WAIT, "a job on each host", || {
+        !sleepers_on(h1, &m).is_empty() && !sleepers_on(h2, &m).is_empty()
+    });
+    relay.cut();
+    // Whether the cut-off job times out first or its host is lost first (and it reruns on h1
+    // until its timeout), bakapara does not wait for the silent host.
+    let Finished { lines, stderr, .. } = live.finish_within(Duration::from_secs(15));
+    let by = by_seq(&lines);
+    assert_eq!(by.len(), 2, "{lines:#?}\n{stderr}");
+    for ls in by.values() {
+        assert_eq!(ls.len(), 1, "{ls:#?}");
+        assert_eq!(result(ls[0])["status"], "error", "{}", ls[0]);
+    }
+    wait_until(
+        Duration::from_secs(8),
+        "no job process left, the cut-off one included",
+        || sleepers(&m).is_empty(),
+    );
+    relay.restore();
+}
+
 // ---------------------------------------------------------------------------------------------
 // SIGKILL of bakapara
 
@@ -420,9 +458,10 @@ fn a_job_that_kills_its_host_fails_after_the_host_loss_limit_instead_of_every_ho
 #[test]
 fn a_host_loss_limit_of_zero_or_junk_is_a_usage_error() {
     let dir = tempdir();
-    for bad in ["-1", "x", "99999999999999999999"] {
+    // (`=`: a value starting with `-` would be taken for an option otherwise.)
+    for bad in ["0", "-1", "x", "99999999999999999999"] {
         let out = crate::common::bin::bakapara()
-            .args(["-S", "h1/1", "--host-loss-limit", bad, "true"])
+            .args(["-S", "h1/1", &format!("--host-loss-limit={bad}"), "true"])
             .current_dir(dir.path())
             .stdin(std::process::Stdio::null())
             .output()
@@ -551,6 +590,8 @@ fn a_plain_local_launcher_starts_the_agent_with_the_host_substituted() {
 
 #[test]
 fn an_ssh_launcher_reaches_the_harness_hosts() {
+    // ssh joins its arguments into one string for the remote login shell: the command the
+    // launcher is given must survive that second round of shell parsing.
     let cluster = SshCluster::start(&["h1", "h2"]);
     let dir = tempdir();
     let launcher = format!("ssh -F {} <host>", cluster.ssh_config_path().display());
@@ -559,6 +600,8 @@ fn an_ssh_launcher_reaches_the_harness_hosts() {
     cmd.args([
         "-S",
         "h1/2,h2/2",
+        "--host-timeout",
+        "10s",
         "--launcher",
         &launcher,
         "echo \"$BAKAPARA_TEST_HOST\"; :",
