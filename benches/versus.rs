@@ -1,7 +1,8 @@
 //! Measures bakapara against the spawn floor, `xargs -P` and GNU Parallel on N trivial jobs,
 //! locally and over SSH, and bakapara's peak RSS on a long run. Run: `cargo bench --bench
 //! versus`, or e.g. `cargo bench --bench versus -- --jobs 2000 --parallel 2 --rounds 7`; the
-//! SSH comparison with `-- --ssh`, the memory case with `-- --memory`, everything with
+//! SSH comparison with `-- --ssh`, the remote agent's figures with `-- --agent`, the memory
+//! case with `-- --memory`, everything with
 //! `-- --all` (`--help` lists the sizes that can be changed).
 //!
 //! A plain `main()` benchmark (no criterion): every round runs each tool once, in a rotating
@@ -35,6 +36,15 @@
 //! The hosts are real sshd processes on 127.0.0.1 (tests/integration/common/sshd.rs, throwaway keys). As
 //! root the jobs log in as a dedicated user `bakabench` (created when missing, with an empty
 //! `.bashrc`), so that root's shell start-up files do not dominate every tool's time.
+//!
+//! The remote agent's figures (`--agent`, issue 10, see [`agent_timing`]), each printed beside
+//! its target, medians of `--ssh-rounds` interleaved rounds:
+//! - 400 `true` jobs on 2 hosts x 4 slots, bakapara (logins included) against `ssh-floor`
+//!   above: target at most 0.5x.
+//! - one host behind a relay adding 100 ms of round trip (tests/integration/common/relay.rs in
+//!   delay mode): 40 `true` jobs on 4 slots against 4 jobs, target at most 1 s more.
+//! - the time from bakapara's start on 12 fresh hosts x 4 slots to its first result line:
+//!   target under 1.5 s.
 //!
 //! The memory case (`--memory`, or `--all` to run it after the timing): bakapara on
 //! `--memory-jobs` (default 100,000) `true` jobs at `-j 2`, reporting its peak RSS (target
@@ -95,7 +105,8 @@ usage: cargo bench --bench versus [-- OPTIONS]
   --memory          run only the memory case (~100 s on 2 cores)
   --agent           run only the remote agent's three figures (issue 10; --ssh-rounds rounds)
   --local           run the local timing (the default when no mode is given)
-  --all             run the local timing, the SSH comparison, then the memory case
+  --all             run the local timing, the SSH comparison, the agent's figures, then
+                    the memory case
   --ssh-jobs N      jobs per SSH run (default 300)
   --ssh-hosts H     loopback sshd hosts (default 2)
   --ssh-slots S     slots per host (default 4, at most 10)
@@ -160,7 +171,7 @@ fn parse_args() -> Opts {
             "--ssh" => opts.ssh = true,
             "--memory" => opts.memory = true,
             "--agent" => opts.agent = true,
-            "--all" => (opts.local, opts.ssh, opts.memory) = (true, true, true),
+            "--all" => (opts.local, opts.ssh, opts.agent, opts.memory) = (true, true, true, true),
             "--poll-rss" => opts.poll_rss = true,
             "--bakapara" => {
                 let path = args

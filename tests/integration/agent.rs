@@ -367,6 +367,42 @@ fn a_timeout_during_a_partition_ends_the_run_and_the_fence_ends_the_job() {
     relay.restore();
 }
 
+#[test]
+fn jobs_over_a_slow_link_all_come_back_whole_and_in_their_own_results() {
+    // A 100 ms round trip: pipelined jobs must not mix their outputs or results up.
+    let cluster = SshCluster::start(&["h1"]);
+    let relay = Relay::in_front_of(&cluster, "h1");
+    relay.set(crate::common::relay::Mode::Delay(Duration::from_millis(
+        100,
+    )));
+    let dir = tempdir();
+    let mut cmd = bakapara(&cluster);
+    cmd.args([
+        "-S",
+        "h1/4",
+        "printf '%s:%s' <#> \"$(seq <#>)\"; echo err<#> >&2",
+    ]);
+    let n = 40;
+    let input: String = (1..=n).map(|i| format!("{i}\n")).collect();
+    let Finished {
+        code,
+        lines,
+        stderr,
+        ..
+    } = start(cmd, dir.path(), input).finish_within(RUN_TIMEOUT);
+    assert_eq!(code, Some(0), "{stderr}");
+    let by = by_seq(&lines);
+    assert_eq!(by.len(), n as usize, "{stderr}");
+    for (i, ls) in &by {
+        assert_eq!(ls.len(), 1, "{ls:#?}");
+        let r = result(ls[0]);
+        let seq_text: Vec<String> = (1..=*i).map(|k| k.to_string()).collect();
+        assert_eq!(r["stdout"], format!("{i}:{}", seq_text.join("\n")), "{r}");
+        assert_eq!(r["stderr"], format!("err{i}\n"), "{r}");
+    }
+    assert!(relay.connections() > 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // SIGKILL of bakapara
 
