@@ -446,6 +446,10 @@ mod relay_tests {
         let relay = Relay::to_port(port);
         let mut s = connect(&relay);
         round_trip(&mut s, b"before");
+        // (The count goes up just after a write: the echo may be read before it does.)
+        super::super::sshd::wait_until(Duration::from_secs(10), "12 bytes counted", || {
+            relay.bytes_moved() == 12
+        });
         relay.cut();
         assert_eq!(relay.mode(), Mode::Cut);
         let moved = relay.bytes_moved();
