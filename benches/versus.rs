@@ -1,7 +1,8 @@
 //! Measures bakapara against the spawn floor, `xargs -P` and GNU Parallel on N trivial jobs,
 //! locally and over SSH, and bakapara's peak RSS on a long run. Run: `cargo bench --bench
 //! versus`, or e.g. `cargo bench --bench versus -- --jobs 2000 --parallel 2 --rounds 7`; the
-//! SSH comparison with `-- --ssh`, the memory case with `-- --memory`, everything with
+//! SSH comparison with `-- --ssh`, the remote agent's figures with `-- --agent`, the memory
+//! case with `-- --memory`, everything with
 //! `-- --all` (`--help` lists the sizes that can be changed).
 //!
 //! A plain `main()` benchmark (no criterion): every round runs each tool once, in a rotating
@@ -35,6 +36,15 @@
 //! The hosts are real sshd processes on 127.0.0.1 (tests/integration/common/sshd.rs, throwaway keys). As
 //! root the jobs log in as a dedicated user `bakabench` (created when missing, with an empty
 //! `.bashrc`), so that root's shell start-up files do not dominate every tool's time.
+//!
+//! The remote agent's figures (`--agent`, issue 10, see [`agent_timing`]), each printed beside
+//! its target, medians of `--ssh-rounds` interleaved rounds:
+//! - 400 `true` jobs on 2 hosts x 4 slots, bakapara (logins included) against `ssh-floor`
+//!   above: target at most 0.5x.
+//! - one host behind a relay adding 100 ms of round trip (tests/integration/common/relay.rs in
+//!   delay mode): 40 `true` jobs on 4 slots against 4 jobs, target at most 1 s more.
+//! - the time from bakapara's start on 12 fresh hosts x 4 slots to its first result line:
+//!   target under 1.5 s.
 //!
 //! The memory case (`--memory`, or `--all` to run it after the timing): bakapara on
 //! `--memory-jobs` (default 100,000) `true` jobs at `-j 2`, reporting its peak RSS (target
@@ -93,8 +103,10 @@ usage: cargo bench --bench versus [-- OPTIONS]
   --rounds R        counted rounds (default 5), after 1 warm-up round
   --ssh             run only the SSH comparison (loopback sshd hosts)
   --memory          run only the memory case (~100 s on 2 cores)
+  --agent           run only the remote agent's three figures (issue 10; --ssh-rounds rounds)
   --local           run the local timing (the default when no mode is given)
-  --all             run the local timing, the SSH comparison, then the memory case
+  --all             run the local timing, the SSH comparison, the agent's figures, then
+                    the memory case
   --ssh-jobs N      jobs per SSH run (default 300)
   --ssh-hosts H     loopback sshd hosts (default 2)
   --ssh-slots S     slots per host (default 4, at most 10)
@@ -103,6 +115,7 @@ usage: cargo bench --bench versus [-- OPTIONS]
   --poll-rss        measure the peak RSS by polling /proc even if /usr/bin/time works
   --bakapara PATH   measure this bakapara binary instead of the one cargo built";
 
+#[derive(Clone)]
 struct Opts {
     jobs: usize,
     parallel: usize,
@@ -110,6 +123,7 @@ struct Opts {
     local: bool,
     ssh: bool,
     memory: bool,
+    agent: bool,
     ssh_jobs: usize,
     ssh_hosts: usize,
     ssh_slots: usize,
@@ -126,6 +140,7 @@ fn parse_args() -> Opts {
         local: false,
         ssh: false,
         memory: false,
+        agent: false,
         ssh_jobs: 300,
         ssh_hosts: 2,
         ssh_slots: 4,
@@ -155,7 +170,8 @@ fn parse_args() -> Opts {
             "--local" => opts.local = true,
             "--ssh" => opts.ssh = true,
             "--memory" => opts.memory = true,
-            "--all" => (opts.local, opts.ssh, opts.memory) = (true, true, true),
+            "--agent" => opts.agent = true,
+            "--all" => (opts.local, opts.ssh, opts.agent, opts.memory) = (true, true, true, true),
             "--poll-rss" => opts.poll_rss = true,
             "--bakapara" => {
                 let path = args
@@ -170,7 +186,7 @@ fn parse_args() -> Opts {
             other => die(&format!("unknown argument {other:?}")),
         }
     }
-    if !opts.ssh && !opts.memory {
+    if !opts.ssh && !opts.memory && !opts.agent {
         opts.local = true;
     }
     if opts.ssh_slots > SSHD_MAX_SESSIONS {
@@ -1151,6 +1167,258 @@ fn ssh_timing(opts: &Opts) {
     drop(cases);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The remote agent's figures (issue 10)
+
+#[path = "../tests/integration/common/relay.rs"]
+mod relay;
+
+/// 400 `true` jobs on 2 hosts x 4 slots: bakapara at most half the time of the floor (xargs
+/// driving ssh over open ControlMaster connections), its own logins included.
+const AGENT_JOBS: usize = 400;
+const AGENT_HOSTS: usize = 2;
+const AGENT_SLOTS: usize = 4;
+const AGENT_FLOOR_TARGET: f64 = 0.5;
+/// A host at this round-trip time (the relay in delay mode): 40 `true` jobs on 4 slots take at
+/// most 1 s more than 4 jobs do (a job costs no round trip beyond the first: pipelining).
+const SLOW_RTT: Duration = Duration::from_millis(100);
+const SLOW_SLOTS: usize = 4;
+const SLOW_MANY: usize = 40;
+const SLOW_FEW: usize = 4;
+const SLOW_EXTRA_TARGET_S: f64 = 1.0;
+/// Time to the first result line from a start on 12 hosts x 4 slots, logins included.
+const START_HOSTS: usize = 12;
+const START_SLOTS: usize = 4;
+const FIRST_RESULT_TARGET_S: f64 = 1.5;
+
+/// `opts` with another host count and slot count for [`SshHosts::start`].
+fn with_hosts(opts: &Opts, hosts: usize, slots: usize) -> Opts {
+    Opts {
+        ssh_hosts: hosts,
+        ssh_slots: slots,
+        ..opts.clone()
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        ""
+    } else {
+        "  MISSED"
+    }
+}
+
+/// Median of unsorted figures.
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// The three figures of issue 10, each with its target, medians over `--ssh-rounds`
+/// interleaved rounds after a warm-up.
+fn agent_timing(opts: &Opts) {
+    if !Path::new(sshd::SSHD).exists() {
+        println!(
+            "versus --agent: {} not found (install openssh-server)",
+            sshd::SSHD
+        );
+        return;
+    }
+    let rounds = opts.ssh_rounds;
+    println!(
+        "versus --agent: the remote agent's figures, {rounds} rounds + 1 warm-up, {} CPUs",
+        cpus()
+    );
+    agent_vs_floor(opts);
+    println!();
+    slow_link(opts);
+    println!();
+    first_result(opts);
+}
+
+/// Figure 1: [`AGENT_JOBS`] `true` jobs, bakapara against the ControlMaster floor.
+fn agent_vs_floor(opts: &Opts) {
+    let mut notes = Vec::new();
+    let hosts = Arc::new(SshHosts::start(
+        &with_hosts(opts, AGENT_HOSTS, AGENT_SLOTS),
+        &mut notes,
+    ));
+    let n = AGENT_JOBS;
+    let mut cases: Vec<Case> = [SshTool::Floor, SshTool::Bakapara]
+        .into_iter()
+        .map(|tool| {
+            tool.check_remote(&hosts);
+            let hosts = hosts.clone();
+            Case {
+                name: tool.name(),
+                shown: tool.command(&hosts, "true", n).2,
+                run: Box::new(move || tool.run(&hosts, "true", n).0),
+            }
+        })
+        .collect();
+    drop(hosts);
+    println!("agent 1/3: {n} true jobs on {AGENT_HOSTS} hosts x {AGENT_SLOTS} slots");
+    for case in &cases {
+        println!("  {:<10} {}", case.name, case.shown);
+    }
+    for note in &notes {
+        println!("  {note}");
+    }
+    let times = run_rounds(&mut cases, opts.ssh_rounds);
+    let stats = stats(&times);
+    print_table(&cases, &stats, n, &[("/floor", "ssh-floor")]);
+    if let (Some(b), Some(f)) = (
+        median_secs(&cases, &stats, "bakapara"),
+        median_secs(&cases, &stats, "ssh-floor"),
+    ) {
+        let r = b / f;
+        println!(
+            "bakapara/ssh-floor = {r:.2}x (target <= {AGENT_FLOOR_TARGET:.2}x){}",
+            verdict(r <= AGENT_FLOOR_TARGET)
+        );
+        print_robust_ratios(&cases, &times, &stats, "bakapara", "ssh-floor");
+    }
+}
+
+/// Figure 2: one host behind a relay adding [`SLOW_RTT`]; [`SLOW_MANY`] jobs against
+/// [`SLOW_FEW`] on [`SLOW_SLOTS`] slots (each run pays its own logins, so the difference is
+/// what the extra jobs cost).
+fn slow_link(opts: &Opts) {
+    let mut notes = Vec::new();
+    let mut hosts = SshHosts::start(&with_hosts(opts, 1, SLOW_SLOTS), &mut notes);
+    let direct = hosts.cluster.hosts()[0].port();
+    let relay = Arc::new(relay::Relay::to_port(direct));
+    relay.set(relay::Mode::Delay(SLOW_RTT));
+    let text = fs::read_to_string(&hosts.config).expect("read the bench's ssh_config");
+    let slow = hosts.dir.path().join("ssh_config.slow");
+    fs::write(
+        &slow,
+        text.replace(
+            &format!("Port {direct}\n"),
+            &format!("Port {}\n", relay.port()),
+        ),
+    )
+    .expect("write the slow ssh_config");
+    // bakapara goes through the relay (the floor's master, unused here, does not).
+    hosts.config = slow;
+    let hosts = Arc::new(hosts);
+    SshTool::Bakapara.check_remote(&hosts);
+    assert!(relay.connections() > 0, "bakapara went through the relay");
+    let case = |name: &'static str, n: usize| {
+        let (hosts, relay) = (hosts.clone(), relay.clone());
+        Case {
+            name,
+            shown: SshTool::Bakapara.command(&hosts, "true", n).2,
+            run: Box::new(move || {
+                let _link = &relay;
+                SshTool::Bakapara.run(&hosts, "true", n).0
+            }),
+        }
+    };
+    let mut cases = vec![case("bakapara-40", SLOW_MANY), case("bakapara-4", SLOW_FEW)];
+    println!(
+        "agent 2/3: a host at {} ms RTT (relay), {SLOW_MANY} vs {SLOW_FEW} true jobs on \
+         {SLOW_SLOTS} slots",
+        SLOW_RTT.as_millis()
+    );
+    for case in &cases {
+        println!("  {:<12} {}", case.name, case.shown);
+    }
+    for note in &notes {
+        println!("  {note}");
+    }
+    let times = run_rounds(&mut cases, opts.ssh_rounds);
+    let stats = stats(&times);
+    print_table(&cases, &stats, SLOW_MANY, &[("/4 jobs", "bakapara-4")]);
+    let extra = stats[0].median.as_secs_f64() - stats[1].median.as_secs_f64();
+    let paired = median_f64(
+        times[0]
+            .iter()
+            .zip(&times[1])
+            .map(|(a, b)| a.as_secs_f64() - b.as_secs_f64())
+            .collect(),
+    );
+    println!(
+        "{SLOW_MANY} jobs - {SLOW_FEW} jobs at {} ms RTT = {extra:.3}s by medians, {paired:.3}s \
+         median of per-round differences (target <= {SLOW_EXTRA_TARGET_S:.1}s){}",
+        SLOW_RTT.as_millis(),
+        verdict(extra <= SLOW_EXTRA_TARGET_S)
+    );
+}
+
+/// Figure 3: from bakapara's start on [`START_HOSTS`] fresh hosts to its first result line;
+/// the run then completes and every line is checked.
+fn first_result(opts: &Opts) {
+    let mut notes = Vec::new();
+    let hosts = Arc::new(SshHosts::start(
+        &with_hosts(opts, START_HOSTS, START_SLOTS),
+        &mut notes,
+    ));
+    SshTool::Bakapara.check_remote(&hosts);
+    let n = START_HOSTS * START_SLOTS;
+    let h = hosts.clone();
+    let mut cases = vec![Case {
+        name: "first-line",
+        shown: SshTool::Bakapara.command(&hosts, "true", n).2,
+        run: Box::new(move || first_line_time(&h, n)),
+    }];
+    println!(
+        "agent 3/3: time to the first result line, {START_HOSTS} hosts x {START_SLOTS} slots, \
+         {n} true jobs"
+    );
+    println!("  {:<10} {}", cases[0].name, cases[0].shown);
+    for note in &notes {
+        println!("  {note}");
+    }
+    let times = run_rounds(&mut cases, opts.ssh_rounds);
+    let stats = stats(&times);
+    let m = stats[0].median.as_secs_f64();
+    println!(
+        "first result line after {m:.3}s median (min {:.3}s, max {:.3}s) (target < \
+         {FIRST_RESULT_TARGET_S:.1}s){}",
+        stats[0].min.as_secs_f64(),
+        stats[0].max.as_secs_f64(),
+        verdict(m < FIRST_RESULT_TARGET_S)
+    );
+}
+
+/// Starts bakapara on every host of `hosts` with `n` `true` jobs; returns the time from the
+/// spawn to its first stdout line, after checking the whole run (n ok lines, exit 0).
+fn first_line_time(hosts: &SshHosts, n: usize) -> Duration {
+    let (mut cmd, input, _) = SshTool::Bakapara.command(hosts, "true", n);
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning bakapara: {e}"));
+    let feeder = feed(&mut child, input);
+    let watchdog = Watchdog::start(child.id(), ssh_run_limit(n));
+    let mut out = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let mut first = Vec::new();
+    out.read_until(b'\n', &mut first)
+        .expect("reading bakapara's output");
+    let took = start.elapsed();
+    let mut rest = Vec::new();
+    out.read_to_end(&mut rest)
+        .expect("reading bakapara's output");
+    let fired = watchdog.stop();
+    let status = child.wait().expect("waiting for bakapara");
+    feeder.join().expect("feeder thread");
+    assert!(fired.is_none(), "bakapara did not finish {n} jobs: killed");
+    check_exit("bakapara", status);
+    first.extend_from_slice(&rest);
+    let lines = count_ok_results(&first[..]);
+    assert_eq!(lines, n, "bakapara wrote {lines} result lines for {n} jobs");
+    took
+}
+
 /// How the peak RSS was measured.
 enum RssProbe {
     /// GNU time's `%M`: ru_maxrss from wait4(), kept by the kernel, so exact. It is the max
@@ -1276,6 +1544,12 @@ fn main() {
             println!();
         }
         ssh_timing(&opts);
+    }
+    if opts.agent {
+        if opts.local || opts.ssh {
+            println!();
+        }
+        agent_timing(&opts);
     }
     if opts.memory {
         memory(&opts);

@@ -2,6 +2,7 @@
 //! `common` (the binary under test, the sshd harness, tmux). `cargo test --test integration
 //! ssh_run::` runs one topic.
 
+mod agent;
 mod battery;
 mod common;
 mod generated_docs;

@@ -3,6 +3,7 @@
 
 pub mod bin;
 pub mod gnu;
+pub mod relay;
 pub mod slurm;
 pub mod sshd;
 pub mod tmux;

@@ -536,6 +536,9 @@ fn boot_all(hosts: &mut [SshdHost]) {
 pub struct SshCluster {
     hosts: Vec<SshdHost>,
     config: PathBuf,
+    /// Hosts whose config entry names another port than their sshd's (a relay in front of
+    /// it, see [`route_through`](Self::route_through)).
+    routes: Mutex<HashMap<String, u16>>,
     dir: TempDir,
 }
 
@@ -558,9 +561,36 @@ impl SshCluster {
             .tempdir()
             .expect("create a temp dir for ssh_config");
         let config = dir.path().join("ssh_config");
+        let cluster = SshCluster {
+            hosts,
+            config,
+            routes: Mutex::new(HashMap::new()),
+            dir,
+        };
+        cluster.write_client_config();
+        cluster
+    }
+
+    /// Points the client config's entry for `name` at `port` on 127.0.0.1 instead of the
+    /// host's sshd: a relay in front of it (tests/integration/common/relay.rs). Connections
+    /// opened from then on go through it; open ones are not touched.
+    pub fn route_through(&self, name: &str, port: u16) {
+        let _ = self.host(name);
+        lock(&self.routes).insert(name.to_string(), port);
+        self.write_client_config();
+    }
+
+    /// Undoes [`route_through`](Self::route_through): `name` is reached directly again.
+    pub fn route_direct(&self, name: &str) {
+        lock(&self.routes).remove(name);
+        self.write_client_config();
+    }
+
+    fn write_client_config(&self) {
+        let routes = lock(&self.routes).clone();
         let user = current_user();
         let mut text = String::from("# written by the bakapara test harness\n");
-        for h in &hosts {
+        for h in &self.hosts {
             text.push_str(&format!(
                 "\nHost {name}\n\
                  \x20   HostName 127.0.0.1\n\
@@ -575,12 +605,14 @@ impl SshCluster {
                  \x20   BatchMode yes\n\
                  \x20   ConnectTimeout 5\n",
                 name = h.name,
-                port = h.port,
+                port = routes.get(&h.name).copied().unwrap_or(h.port),
                 key = h.identity_file().display(),
             ));
         }
-        fs::write(&config, text).expect("write ssh_config");
-        SshCluster { hosts, config, dir }
+        // Written whole under another name, then renamed: a reader never sees half a file.
+        let tmp = self.config.with_extension("new");
+        fs::write(&tmp, text).expect("write ssh_config");
+        fs::rename(&tmp, &self.config).expect("rename ssh_config into place");
     }
 
     /// The client config to pass as `ssh -F` / `bakapara --ssh-config`.
