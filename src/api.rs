@@ -375,13 +375,13 @@ impl Runner {
     }
 
     fn config(&self) -> Result<Config, Error> {
-        let mut args = vec!["bakapara".to_string(), "-q".to_string()];
-        if !self.hosts.is_empty() {
-            args.push("-S".to_string());
-            args.push(self.hosts.join(","));
+        let mut config = Config::local().map_err(|e| Error::Usage(e.to_string()))?;
+        for entry in &self.hosts {
+            let list = crate::hosts::parse_sshlogin_list(entry)
+                .map_err(|e| Error::Usage(format!("host {entry:?}: {e}")))?;
+            config.hosts.extend(list);
         }
-        let mut config = Config::from_args(args.into_iter().map(Into::into))
-            .map_err(|e| Error::Usage(format!("{e:?}")))?;
+        crate::hosts::check_unique(&config.hosts).map_err(|e| Error::Usage(e.to_string()))?;
         if let Some(slots) = self.slots {
             config.jobs = slots;
         }
@@ -394,9 +394,11 @@ impl Runner {
         if let Some(policy) = &self.halt {
             config.halt = HaltPolicy::parse(policy).map_err(Error::Usage)?;
         }
-        if self.log_to_stderr {
-            config.verbosity = crate::progress::Verbosity::Normal;
-        }
+        config.verbosity = if self.log_to_stderr {
+            crate::progress::Verbosity::Normal
+        } else {
+            crate::progress::Verbosity::Quiet
+        };
         Ok(config)
     }
 

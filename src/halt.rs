@@ -35,6 +35,17 @@ pub struct HaltPolicy {
     pub threshold: Threshold,
 }
 
+/// A `--halt` value: a policy, or none (`0`, `never`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Halt(pub Option<HaltPolicy>);
+
+impl Halt {
+    /// Parses a `--halt` value (clap's `value_parser`): see [`HaltPolicy::parse`].
+    pub fn parse(text: &str) -> Result<Halt, String> {
+        HaltPolicy::parse(text).map(Halt)
+    }
+}
+
 impl HaltPolicy {
     /// Parses `now|soon,fail|success|done=N|N%`; `=N` may be left out (1). GNU's old numeric
     /// forms are accepted too: `0` (never: `None`), `1` (soon,fail=1), `2` (now,fail=1).

@@ -64,6 +64,19 @@ pub enum Trim {
 }
 
 impl Trim {
+    /// `--trim`'s clap parser: its five spellings, which the help and completions list.
+    pub fn value_parser() -> impl clap::builder::TypedValueParser<Value = Trim> {
+        use clap::builder::TypedValueParser as _;
+        clap::builder::PossibleValuesParser::new(["n", "l", "r", "lr", "rl"]).map(|s| {
+            match s.as_str() {
+                "l" => Trim::Left,
+                "r" => Trim::Right,
+                "lr" | "rl" => Trim::Both,
+                _ => Trim::None,
+            }
+        })
+    }
+
     /// Perl's `\s` (GNU Parallel trims with it): space, `\t`, `\n`, `\v`, `\f`, `\r`.
     fn is_space(c: char) -> bool {
         matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
@@ -77,6 +90,11 @@ impl Trim {
             Trim::Both => value.trim_matches(Trim::is_space),
         }
     }
+}
+
+/// Parses a `--colsep` regex (clap's `value_parser`).
+pub fn parse_colsep(text: &str) -> Result<Regex, String> {
+    Regex::new(text).map_err(|e| format!("bad regex {text:?}: {e}"))
 }
 
 /// Several input items per job (`-N`, `-n`, `-m`, `-X`, `--xargs`).

@@ -162,6 +162,17 @@ pub enum Header {
 }
 
 impl Header {
+    /// Parses a `--header` value (clap's `value_parser`): `:` is the first line, anything else
+    /// a regex.
+    pub fn parse(text: &str) -> Result<Header, String> {
+        match text {
+            ":" => Ok(Header::FirstLine),
+            re => Regex::new(re)
+                .map(Header::Regex)
+                .map_err(|e| format!("bad regex {re:?}: {e}")),
+        }
+    }
+
     /// The header's length at the start of `buf`, when it is there.
     fn length(&self, buf: &[u8]) -> Option<usize> {
         match self {

@@ -51,6 +51,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
+/// Parses a duration that must be more than zero (`--timeout`).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("a timeout must be more than 0".to_string()),
+        d => Ok(d),
+    }
+}
+
 /// Why a duration past [`MAX_DURATION`] is refused.
 pub fn too_long(text: &str) -> String {
     format!("`{text}` is too long (at most 100 years, 3153600000 seconds)")
