@@ -21,7 +21,7 @@
 //! SSH cases (`--ssh`, see [`ssh_cases`]): `--ssh-jobs` (default 300) `true` jobs over
 //! `--ssh-hosts` (default 2) loopback sshd hosts with `--ssh-slots` (default 4) slots each:
 //! - `ssh-floor`: `xargs -P <all slots> -n 2 ssh -F CONFIG -o ControlPath=DIR/%n.sock` fed
-//!   lines `h1 true`, `h2 true`, ...: the system ssh on ControlMaster connections opened before
+//!   lines `h1 true`, `h2 true`, ...: the system ssh on `ControlMaster` connections opened before
 //!   the clock starts, one per host. A job costs one session on an open connection and the
 //!   remote login shell running `true`, nothing else.
 //! - `bakapara`: `bakapara --ssh-config CONFIG -S h1/P,h2/P -q --workdir '~' true` fed
@@ -237,7 +237,7 @@ fn check_exit(tool: &str, status: ExitStatus) {
 }
 
 /// The spawn floor: P threads taking job numbers from a shared counter, each spawning bash
-/// with std's `Command` (posix_spawn/vfork on Linux) and waiting for it. No pipes, no
+/// with std's `Command` (`posix_spawn/vfork` on Linux) and waiting for it. No pipes, no
 /// process groups, no output capture: the least any runner that starts bash per job can do.
 fn floor_case(opts: &Opts) -> Case {
     let (n, p) = (opts.jobs, opts.parallel);
@@ -527,7 +527,7 @@ fn print_robust_ratios(cases: &[Case], times: &[Vec<Duration>], stats: &[Stats],
     let paired = if paired.len() % 2 == 1 {
         paired[mid]
     } else {
-        (paired[mid - 1] + paired[mid]) / 2.0
+        f64::midpoint(paired[mid - 1], paired[mid])
     };
     println!(
         "  (ratio of mins {:.2}x, median of per-round ratios {paired:.2}x)",
@@ -536,7 +536,7 @@ fn print_robust_ratios(cases: &[Case], times: &[Vec<Duration>], stats: &[Stats],
 }
 
 fn cpus() -> usize {
-    thread::available_parallelism().map_or(0, |n| n.get())
+    thread::available_parallelism().map_or(0, std::num::NonZero::get)
 }
 
 fn timing(opts: &Opts) {
@@ -601,9 +601,9 @@ struct SshHosts {
     names: Vec<String>,
     user: String,
     slots: usize,
-    /// The client config: `Host h1` ... with port, user and key, no ControlPath.
+    /// The client config: `Host h1` ... with port, user and key, no `ControlPath`.
     config: PathBuf,
-    /// The floor's ControlPath (`%n` = the host name as given).
+    /// The floor's `ControlPath` (`%n` = the host name as given).
     control_path: String,
     /// A script running `ssh -F CONFIG "$@"`, for GNU Parallel's `--controlmaster` (see
     /// [`SshTool::ParallelMaster`]).
@@ -729,7 +729,10 @@ impl SshHosts {
             });
         }
         let child = cmd.spawn().expect("spawning the ssh master");
-        let mut masters = self.masters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut masters = self
+            .masters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         masters.push(child);
         let master = masters.last_mut().expect("just pushed");
         let deadline = Instant::now() + sshd::READY_TIMEOUT;
@@ -949,7 +952,7 @@ impl SshTool {
                 "{} did not finish {n} jobs within {limit:?}: killed it after {} output lines \
                  ({status}); a job or the tool hangs",
                 self.name(),
-                out.iter().filter(|&&b| b == b'\n').count()
+                memchr::memchr_iter(b'\n', &out).count()
             );
         }
         // xargs: 123 if a job failed, 124 if ssh exited 255 (no connection); parallel and
@@ -1020,9 +1023,9 @@ impl SshTool {
 }
 
 /// How long an SSH run of `n` jobs may take before the bench calls it hung: far more than any
-/// tool needs (GNU Parallel without ControlMaster takes ~30 ms a job on 2 cores).
+/// tool needs (GNU Parallel without `ControlMaster` takes ~30 ms a job on 2 cores).
 fn ssh_run_limit(n: usize) -> Duration {
-    Duration::from_secs(60) + Duration::from_millis(200) * n as u32
+    Duration::from_secs(60) + Duration::from_millis(200) * u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Kills a child that runs longer than a limit (SIGTERM, so that bakapara can stop its remote
@@ -1041,7 +1044,7 @@ impl Watchdog {
             if rx.recv_timeout(limit) != Err(mpsc::RecvTimeoutError::Timeout) {
                 return None;
             }
-            let pid = Pid::from_raw(pid as i32);
+            let pid = Pid::from_raw(i32::try_from(pid).expect("a pid is an i32"));
             let _ = kill(pid, Signal::SIGTERM);
             if rx.recv_timeout(Duration::from_secs(10)) == Err(mpsc::RecvTimeoutError::Timeout) {
                 let _ = kill(pid, Signal::SIGKILL);
@@ -1153,15 +1156,15 @@ fn ssh_timing(opts: &Opts) {
 
 /// How the peak RSS was measured.
 enum RssProbe {
-    /// GNU time's `%M`: ru_maxrss from wait4(), kept by the kernel, so exact. It is the max
+    /// GNU time's `%M`: `ru_maxrss` from `wait4()`, kept by the kernel, so exact. It is the max
     /// over bakapara and the children it reaped, but those are `bash -c true` (a few MB), far
     /// below the figure that matters.
     GnuTime,
-    /// Polling `/proc/PID/status` every few ms and keeping the last `VmHWM` read. VmHWM is the
+    /// Polling `/proc/PID/status` every few ms and keeping the last `VmHWM` read. `VmHWM` is the
     /// high-water mark, so it only grows: the last value read is the peak except for any
     /// growth in the final interval. We do not reap the child until polling stops, so its
-    /// pid cannot be reused meanwhile; once it exits, the zombie's status has no VmHWM line
-    /// and polling ends. (Reading VmHWM once "just before it exits" is racy: there is no
+    /// pid cannot be reused meanwhile; once it exits, the zombie's status has no `VmHWM` line
+    /// and polling ends. (Reading `VmHWM` once "just before it exits" is racy: there is no
     /// hook for "just before".)
     Poll,
 }

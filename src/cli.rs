@@ -137,6 +137,7 @@ const SHORT_HELP_OPTIONS: [&str; 5] = ["jobs", "sshlogin", "keep_order", "text",
 impl Cli {
     /// The clap command of [`Cli`] as bakapara parses and documents it: every option but
     /// [`SHORT_HELP_OPTIONS`] is left out of `-h`.
+    #[must_use]
     pub fn clap_command() -> clap::Command {
         <Cli as clap::CommandFactory>::command().mut_args(|arg| {
             if arg.is_positional() || SHORT_HELP_OPTIONS.contains(&arg.get_id().as_str()) {
@@ -148,6 +149,8 @@ impl Cli {
     }
 }
 
+// The field docs are the `--help` text, which a terminal shows as written: no Markdown.
+#[allow(clippy::doc_markdown)]
 /// The command line of bakapara. Input sources (`:::` / `::::`) are split off before clap sees
 /// the arguments; see [`crate::config::split_sources`].
 #[derive(Debug, Clone, Parser)]

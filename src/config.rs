@@ -115,10 +115,10 @@ impl Config {
         let (clap_args, sources, joins) = separators.split(args)?;
         let matches = Cli::clap_command().try_get_matches_from(clap_args)?;
         let cli = Cli::from_arg_matches(&matches)?;
-        Config::from_cli_linked(cli, sources, joins)
+        Config::from_cli_linked(&cli, sources, joins)
     }
 
-    pub fn from_cli(cli: Cli, sources: Vec<Source>) -> Result<Config, ConfigError> {
+    pub fn from_cli(cli: &Cli, sources: Vec<Source>) -> Result<Config, ConfigError> {
         Config::from_cli_linked(cli, sources, Vec::new())
     }
 
@@ -193,13 +193,13 @@ impl Config {
 
     /// As [`Config::from_cli`], with how each source joins the one before it (`:::+`).
     pub fn from_cli_linked(
-        cli: Cli,
+        cli: &Cli,
         sources: Vec<Source>,
         joins: Vec<Join>,
     ) -> Result<Config, ConfigError> {
-        let (sources, joins) = input_sources(&cli, sources, joins)?;
-        check_output_combinations(&cli)?;
-        let files = crate::transfer::FileOptions::from_cli(&cli).map_err(invalid)?;
+        let (sources, joins) = input_sources(cli, sources, joins)?;
+        check_output_combinations(cli)?;
+        let files = crate::transfer::FileOptions::from_cli(cli).map_err(invalid)?;
         if (cli.pipe || cli.pipe_part) && (cli.nonall || cli.onall) {
             return Err(invalid(
                 "--pipe and --pipe-part cut stdin into blocks for jobs: they cannot go with \
@@ -209,9 +209,9 @@ impl Config {
         if let Some(kind) = cli.generate {
             return Err(ConfigError::Print(crate::generate::generate(kind)));
         }
-        let mode = input_mode(&cli, &sources)?;
-        let mut parser = TemplateParser::new(&cli, mode)?;
-        let built = templates(&cli, mode, &mut parser, files.transfer, files.returns)?;
+        let mode = input_mode(cli, &sources)?;
+        let mut parser = TemplateParser::new(cli, mode);
+        let built = templates(cli, mode, &mut parser, &files.transfer, &files.returns)?;
         let tagstring = cli
             .tagstring
             .as_deref()
@@ -220,13 +220,13 @@ impl Config {
         let (jobs, jobs_warning) = slots(cli.jobs)?;
         let mut warnings = parser.warnings;
         warnings.extend(jobs_warning);
-        let input = input_spec(&cli, mode, sources, joins, &built, jobs)?;
+        let input = input_spec(cli, mode, sources, joins, &built, jobs)?;
         let base_dir = working_directory()?;
-        let host_list = host_list(&cli)?;
-        let mut ssh = ssh_options(&cli, &base_dir, files.remote)?;
-        let (settings, halt) = limits(&cli, &host_list, &mut ssh);
-        check_resume(&cli)?;
-        let output = output(&cli)?;
+        let host_list = host_list(cli)?;
+        let mut ssh = ssh_options(cli, &base_dir, files.remote)?;
+        let (settings, halt) = limits(cli, &host_list, &mut ssh);
+        check_resume(cli)?;
+        let output = output(cli)?;
         let every_host = (cli.onall || cli.nonall)
             .then(|| host_list.iter().map(|h| h.name.clone()).collect::<Vec<_>>())
             .filter(|names| !names.is_empty());
@@ -374,7 +374,7 @@ struct TemplateParser {
 }
 
 impl TemplateParser {
-    fn new(cli: &Cli, mode: Mode) -> Result<TemplateParser, ConfigError> {
+    fn new(cli: &Cli, mode: Mode) -> TemplateParser {
         let header = cli.header.is_some();
         let syntax = if cli.braces {
             Syntax::Braces {
@@ -383,12 +383,12 @@ impl TemplateParser {
         } else {
             Syntax::Angle
         };
-        Ok(TemplateParser {
+        TemplateParser {
             syntax,
             mode,
             header,
             warnings: Vec::new(),
-        })
+        }
     }
 
     /// The template `text` of `what` (`command`, `--cd`...).
@@ -445,8 +445,8 @@ fn templates(
     cli: &Cli,
     mode: Mode,
     parser: &mut TemplateParser,
-    transfer: Vec<String>,
-    returns: Vec<String>,
+    transfer: &[String],
+    returns: &[String],
 ) -> Result<BuiltTemplates, ConfigError> {
     let piped = cli.pipe || cli.pipe_part;
     let several = if piped { None } else { several_items(cli) };
@@ -897,9 +897,8 @@ fn pipe_spec(
         )));
     }
     let file = match sources {
-        [] => None,
         [Source::File(path)] if path.as_os_str() != "-" => Some(path.clone()),
-        [Source::File(_)] => None,
+        [] | [Source::File(_)] => None,
         _ => {
             return Err(invalid(format!(
                 "{name} reads stdin or one :::: FILE (-a FILE): ::: arguments and several sources are not input for it"
@@ -1127,6 +1126,7 @@ impl Jobs {
             ));
         }
         // In range: a whole number from 1 to MAX_JOBS.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Ok(wanted as usize)
     }
 }
@@ -1144,6 +1144,7 @@ impl std::fmt::Display for Jobs {
 }
 
 /// How many local jobs the open-file limit leaves room for (at least 1, at most [`MAX_JOBS`]).
+#[must_use]
 pub fn room_for_jobs(open_files: Option<u64>) -> usize {
     let room = open_files.map_or(u64::MAX, |limit| {
         limit.saturating_sub(RESERVED_FILES) / FILES_PER_JOB
@@ -1174,6 +1175,7 @@ pub struct Separators {
 impl Separators {
     /// The separators a command line sets with `--arg-sep` / `--arg-file-sep`, looked for
     /// before its first source (clap parses those options again, with the rest).
+    #[must_use]
     pub fn from_args(args: &[OsString]) -> Separators {
         let mut seps = Separators {
             args: ":::".into(),
@@ -1193,7 +1195,7 @@ impl Separators {
             ] {
                 if arg == name {
                     if let Some(value) = args.get(i + 1) {
-                        *slot = value.clone();
+                        slot.clone_from(value);
                         i += 1;
                     }
                 } else if let Some(value) = arg.strip_prefix(name).and_then(|v| v.strip_prefix('='))
@@ -1261,7 +1263,7 @@ impl Separators {
                         ))
                     })?),
                     Some(Source::File(path)) if path.as_os_str().is_empty() => {
-                        *path = PathBuf::from(arg)
+                        *path = PathBuf::from(arg);
                     }
                     Some(Source::File(_)) => {
                         sources.push(Source::File(PathBuf::from(arg)));

@@ -107,6 +107,7 @@ impl HaltPolicy {
     /// A percentage is taken of the total. While the total is unknown (input still streaming)
     /// it is taken of the jobs finished so far, and only once [`PERCENT_MIN_FINISHED`] have
     /// finished: of 1 finished job, any percentage is reached by its failure.
+    #[must_use]
     pub fn reached(&self, failed: u64, succeeded: u64, total: Option<u64>) -> bool {
         let count = match self.what {
             What::Fail => failed,
