@@ -18,6 +18,10 @@
 //!   JSON with `result.status == "ok"`.
 //! - `parallel`: GNU Parallel `parallel --will-cite -j P true` fed `seq N`, when installed.
 //!
+//! After the local table: bakapara's own CPU per job (user + system of the bakapara process,
+//! its jobs excluded, read from `/proc/PID/stat` before it is reaped) on N jobs at `-j 200`,
+//! beside xargs's at `-P 200` (target <= 0.1 ms).
+//!
 //! SSH cases (`--ssh`, see [`ssh_cases`]): `--ssh-jobs` (default 300) `true` jobs over
 //! `--ssh-hosts` (default 2) loopback sshd hosts with `--ssh-slots` (default 4) slots each:
 //! - `ssh-floor`: `xargs -P <all slots> -n 2 ssh -F CONFIG -o ControlPath=DIR/%n.sock` fed
@@ -578,6 +582,97 @@ fn timing(opts: &Opts) {
         );
     }
     print_robust_ratios(&cases, &times, &stats, "bakapara", "xargs");
+    own_cpu(opts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Own CPU per job
+
+/// The slots of the own-CPU figure: many jobs at once, where per-job bookkeeping that grows
+/// with the number of running jobs shows.
+const OWN_CPU_SLOTS: usize = 200;
+
+/// Target for bakapara's own CPU (user + system, its jobs excluded) per job at `-j 200`.
+const OWN_CPU_TARGET_MS: f64 = 0.1;
+
+/// The user + system CPU time of the process `pid` itself (not its children), in clock ticks,
+/// read from `/proc/PID/stat` of the zombie: the bench waits with `WNOWAIT`, so the figures
+/// are final and the process not yet reaped.
+fn own_ticks_at_exit(child: &mut Child) -> (ExitStatus, u64) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("a pid is an i32"));
+    waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).expect("waitid");
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the command name in parentheses, which may hold spaces: utime and
+    // stime are fields 14 and 15, the 12th and 13th after it.
+    let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count");
+    let own = ticks(11) + ticks(12);
+    (child.wait().expect("reaping"), own)
+}
+
+/// `seq N | TOOL` at `-j 200` (xargs: `-P 200`): the tool's own CPU per job in milliseconds,
+/// the median of `rounds` runs.
+fn own_cpu_ms(mut command: Command, input: &Arc<[u8]>, n: usize, rounds: usize) -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = u32::try_from(unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }).unwrap_or(100);
+    let mut per_job: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let mut child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawning the tool");
+            let feeder = feed(&mut child, input.clone());
+            let mut out = Vec::with_capacity(n * 512);
+            child
+                .stdout
+                .take()
+                .expect("stdout piped")
+                .read_to_end(&mut out)
+                .expect("reading the output");
+            let (status, ticks) = own_ticks_at_exit(&mut child);
+            feeder.join().expect("feeder thread");
+            assert!(status.success(), "the tool failed: {status}");
+            Duration::from_secs(ticks).as_secs_f64() * 1000.0 / f64::from(hz) / n as f64
+        })
+        .collect();
+    per_job.sort_by(f64::total_cmp);
+    per_job[per_job.len() / 2]
+}
+
+/// bakapara's own CPU per job at `-j 200`, results captured and written, beside xargs's.
+fn own_cpu(opts: &Opts) {
+    let (n, p) = (opts.jobs, OWN_CPU_SLOTS);
+    let rounds = opts.rounds.max(1);
+    let mut bakapara_cmd = Command::new(bakapara());
+    bakapara_cmd.args(["-j", &p.to_string(), "true"]);
+    let bakapara_ms = own_cpu_ms(bakapara_cmd, &seq_input(n), n, rounds);
+    let mut xargs_cmd = Command::new("xargs");
+    xargs_cmd.args([
+        "-P",
+        &p.to_string(),
+        "-n",
+        "1",
+        "bash",
+        "-o",
+        "pipefail",
+        "-c",
+    ]);
+    let trues: Arc<[u8]> = "true\n".repeat(n).into_bytes().into();
+    let xargs_ms = own_cpu_ms(xargs_cmd, &trues, n, rounds);
+    println!(
+        "own CPU per job at -j {p} (user+sys of the tool itself, jobs excluded; median of \
+         {rounds}): bakapara {bakapara_ms:.3} ms (target <= {OWN_CPU_TARGET_MS:.2} ms){}, \
+         xargs {xargs_ms:.3} ms",
+        if bakapara_ms <= OWN_CPU_TARGET_MS {
+            ""
+        } else {
+            "  MISSED"
+        }
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
