@@ -22,7 +22,7 @@ fn template_benches(c: &mut Criterion) {
             black_box(&plain)
                 .expand(black_box(&ctx), Quoting::Shell)
                 .unwrap()
-        })
+        });
     });
 
     let path_regex = Template::parse("job < <> > </a/b>").unwrap();
@@ -31,7 +31,7 @@ fn template_benches(c: &mut Criterion) {
             black_box(&path_regex)
                 .expand(black_box(&ctx), Quoting::Shell)
                 .unwrap()
-        })
+        });
     });
 
     let hostile_args = vec!["a file's \"name\" $(x).txt".to_string()];
@@ -47,7 +47,7 @@ fn template_benches(c: &mut Criterion) {
             black_box(&plain)
                 .expand(black_box(&hostile_ctx), Quoting::Shell)
                 .unwrap()
-        })
+        });
     });
 
     group.finish();

@@ -1,5 +1,5 @@
 //! Transfer throughput: 100 files of 1 MB copied to one loopback sshd host by bakapara's
-//! `--transferfile` and by `scp` over an open ControlMaster connection. Run: `cargo bench
+//! `--transferfile` and by `scp` over an open `ControlMaster` connection. Run: `cargo bench
 //! --bench transfer` (or `-- --files 100 --size-mb 1 --slots 4 --rounds 5`).
 //!
 //! A plain `main()` benchmark (no criterion), one warm-up round, then `--rounds` rounds of:
@@ -93,6 +93,8 @@ fn median(mut times: Vec<Duration>) -> Duration {
 }
 
 fn main() {
+    type Case<'a> = (&'a str, Box<dyn FnMut(&str, &Path) + 'a>);
+    use std::io::Write;
     let opts = parse_args();
     let cluster = sshd::SshCluster::start(&["h1"]);
     let host = cluster.host("h1");
@@ -129,7 +131,6 @@ fn main() {
     };
     // Each case gets the directory's name relative to the sessions' HOME (bakapara's
     // --workdir) and its absolute path (for scp, whose relative paths start at sshd's cwd).
-    type Case<'a> = (&'a str, Box<dyn FnMut(&str, &Path) + 'a>);
     let slots = opts.slots.to_string();
     let cases: Vec<Case> = vec![
         (
@@ -145,7 +146,6 @@ fn main() {
                     .stdout(Stdio::null())
                     .spawn()
                     .expect("bakapara");
-                use std::io::Write;
                 let mut stdin = child.stdin.take().expect("stdin");
                 stdin.write_all(input.as_bytes()).expect("feed bakapara");
                 drop(stdin);
@@ -165,7 +165,6 @@ fn main() {
                     .stdout(Stdio::null())
                     .spawn()
                     .expect("bakapara");
-                use std::io::Write;
                 let mut stdin = child.stdin.take().expect("stdin");
                 stdin.write_all(input.as_bytes()).expect("feed bakapara");
                 drop(stdin);
@@ -223,7 +222,6 @@ fn main() {
                     .stdin(Stdio::piped())
                     .spawn()
                     .expect("xargs scp");
-                use std::io::Write;
                 let mut stdin = child.stdin.take().expect("stdin");
                 stdin.write_all(input.as_bytes()).expect("feed xargs");
                 drop(stdin);

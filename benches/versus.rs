@@ -19,10 +19,14 @@
 //!   JSON with `result.status == "ok"`.
 //! - `parallel`: GNU Parallel `parallel --will-cite -j P true` fed `seq N`, when installed.
 //!
+//! After the local table: bakapara's own CPU per job (user + system of the bakapara process,
+//! its jobs excluded, read from `/proc/PID/stat` before it is reaped) on N jobs at `-j 200`,
+//! beside xargs's at `-P 200` (target <= 0.1 ms).
+//!
 //! SSH cases (`--ssh`, see [`ssh_cases`]): `--ssh-jobs` (default 300) `true` jobs over
 //! `--ssh-hosts` (default 2) loopback sshd hosts with `--ssh-slots` (default 4) slots each:
 //! - `ssh-floor`: `xargs -P <all slots> -n 2 ssh -F CONFIG -o ControlPath=DIR/%n.sock` fed
-//!   lines `h1 true`, `h2 true`, ...: the system ssh on ControlMaster connections opened before
+//!   lines `h1 true`, `h2 true`, ...: the system ssh on `ControlMaster` connections opened before
 //!   the clock starts, one per host. A job costs one session on an open connection and the
 //!   remote login shell running `true`, nothing else.
 //! - `bakapara`: `bakapara --ssh-config CONFIG -S h1/P,h2/P -q --workdir '~' true` fed
@@ -253,7 +257,7 @@ fn check_exit(tool: &str, status: ExitStatus) {
 }
 
 /// The spawn floor: P threads taking job numbers from a shared counter, each spawning bash
-/// with std's `Command` (posix_spawn/vfork on Linux) and waiting for it. No pipes, no
+/// with std's `Command` (`posix_spawn/vfork` on Linux) and waiting for it. No pipes, no
 /// process groups, no output capture: the least any runner that starts bash per job can do.
 fn floor_case(opts: &Opts) -> Case {
     let (n, p) = (opts.jobs, opts.parallel);
@@ -543,7 +547,7 @@ fn print_robust_ratios(cases: &[Case], times: &[Vec<Duration>], stats: &[Stats],
     let paired = if paired.len() % 2 == 1 {
         paired[mid]
     } else {
-        (paired[mid - 1] + paired[mid]) / 2.0
+        f64::midpoint(paired[mid - 1], paired[mid])
     };
     println!(
         "  (ratio of mins {:.2}x, median of per-round ratios {paired:.2}x)",
@@ -552,7 +556,7 @@ fn print_robust_ratios(cases: &[Case], times: &[Vec<Duration>], stats: &[Stats],
 }
 
 fn cpus() -> usize {
-    thread::available_parallelism().map_or(0, |n| n.get())
+    thread::available_parallelism().map_or(0, std::num::NonZero::get)
 }
 
 fn timing(opts: &Opts) {
@@ -594,6 +598,97 @@ fn timing(opts: &Opts) {
         );
     }
     print_robust_ratios(&cases, &times, &stats, "bakapara", "xargs");
+    own_cpu(opts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Own CPU per job
+
+/// The slots of the own-CPU figure: many jobs at once, where per-job bookkeeping that grows
+/// with the number of running jobs shows.
+const OWN_CPU_SLOTS: usize = 200;
+
+/// Target for bakapara's own CPU (user + system, its jobs excluded) per job at `-j 200`.
+const OWN_CPU_TARGET_MS: f64 = 0.1;
+
+/// The user + system CPU time of the process `pid` itself (not its children), in clock ticks,
+/// read from `/proc/PID/stat` of the zombie: the bench waits with `WNOWAIT`, so the figures
+/// are final and the process not yet reaped.
+fn own_ticks_at_exit(child: &mut Child) -> (ExitStatus, u64) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("a pid is an i32"));
+    waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).expect("waitid");
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The fields after the command name in parentheses, which may hold spaces: utime and
+    // stime are fields 14 and 15, the 12th and 13th after it.
+    let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks = |i: usize| fields[i].parse::<u64>().expect("a tick count");
+    let own = ticks(11) + ticks(12);
+    (child.wait().expect("reaping"), own)
+}
+
+/// `seq N | TOOL` at `-j 200` (xargs: `-P 200`): the tool's own CPU per job in milliseconds,
+/// the median of `rounds` runs.
+fn own_cpu_ms(mut command: Command, input: &Arc<[u8]>, n: usize, rounds: usize) -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = u32::try_from(unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) }).unwrap_or(100);
+    let mut per_job: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let mut child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawning the tool");
+            let feeder = feed(&mut child, input.clone());
+            let mut out = Vec::with_capacity(n * 512);
+            child
+                .stdout
+                .take()
+                .expect("stdout piped")
+                .read_to_end(&mut out)
+                .expect("reading the output");
+            let (status, ticks) = own_ticks_at_exit(&mut child);
+            feeder.join().expect("feeder thread");
+            assert!(status.success(), "the tool failed: {status}");
+            Duration::from_secs(ticks).as_secs_f64() * 1000.0 / f64::from(hz) / n as f64
+        })
+        .collect();
+    per_job.sort_by(f64::total_cmp);
+    per_job[per_job.len() / 2]
+}
+
+/// bakapara's own CPU per job at `-j 200`, results captured and written, beside xargs's.
+fn own_cpu(opts: &Opts) {
+    let (n, p) = (opts.jobs, OWN_CPU_SLOTS);
+    let rounds = opts.rounds.max(1);
+    let mut bakapara_cmd = Command::new(bakapara());
+    bakapara_cmd.args(["-j", &p.to_string(), "true"]);
+    let bakapara_ms = own_cpu_ms(bakapara_cmd, &seq_input(n), n, rounds);
+    let mut xargs_cmd = Command::new("xargs");
+    xargs_cmd.args([
+        "-P",
+        &p.to_string(),
+        "-n",
+        "1",
+        "bash",
+        "-o",
+        "pipefail",
+        "-c",
+    ]);
+    let trues: Arc<[u8]> = "true\n".repeat(n).into_bytes().into();
+    let xargs_ms = own_cpu_ms(xargs_cmd, &trues, n, rounds);
+    println!(
+        "own CPU per job at -j {p} (user+sys of the tool itself, jobs excluded; median of \
+         {rounds}): bakapara {bakapara_ms:.3} ms (target <= {OWN_CPU_TARGET_MS:.2} ms){}, \
+         xargs {xargs_ms:.3} ms",
+        if bakapara_ms <= OWN_CPU_TARGET_MS {
+            ""
+        } else {
+            "  MISSED"
+        }
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -617,9 +712,9 @@ struct SshHosts {
     names: Vec<String>,
     user: String,
     slots: usize,
-    /// The client config: `Host h1` ... with port, user and key, no ControlPath.
+    /// The client config: `Host h1` ... with port, user and key, no `ControlPath`.
     config: PathBuf,
-    /// The floor's ControlPath (`%n` = the host name as given).
+    /// The floor's `ControlPath` (`%n` = the host name as given).
     control_path: String,
     /// A script running `ssh -F CONFIG "$@"`, for GNU Parallel's `--controlmaster` (see
     /// [`SshTool::ParallelMaster`]).
@@ -745,7 +840,10 @@ impl SshHosts {
             });
         }
         let child = cmd.spawn().expect("spawning the ssh master");
-        let mut masters = self.masters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut masters = self
+            .masters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         masters.push(child);
         let master = masters.last_mut().expect("just pushed");
         let deadline = Instant::now() + sshd::READY_TIMEOUT;
@@ -965,7 +1063,7 @@ impl SshTool {
                 "{} did not finish {n} jobs within {limit:?}: killed it after {} output lines \
                  ({status}); a job or the tool hangs",
                 self.name(),
-                out.iter().filter(|&&b| b == b'\n').count()
+                memchr::memchr_iter(b'\n', &out).count()
             );
         }
         // xargs: 123 if a job failed, 124 if ssh exited 255 (no connection); parallel and
@@ -1036,9 +1134,9 @@ impl SshTool {
 }
 
 /// How long an SSH run of `n` jobs may take before the bench calls it hung: far more than any
-/// tool needs (GNU Parallel without ControlMaster takes ~30 ms a job on 2 cores).
+/// tool needs (GNU Parallel without `ControlMaster` takes ~30 ms a job on 2 cores).
 fn ssh_run_limit(n: usize) -> Duration {
-    Duration::from_secs(60) + Duration::from_millis(200) * n as u32
+    Duration::from_secs(60) + Duration::from_millis(200) * u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Kills a child that runs longer than a limit (SIGTERM, so that bakapara can stop its remote
@@ -1057,7 +1155,7 @@ impl Watchdog {
             if rx.recv_timeout(limit) != Err(mpsc::RecvTimeoutError::Timeout) {
                 return None;
             }
-            let pid = Pid::from_raw(pid as i32);
+            let pid = Pid::from_raw(i32::try_from(pid).expect("a pid is an i32"));
             let _ = kill(pid, Signal::SIGTERM);
             if rx.recv_timeout(Duration::from_secs(10)) == Err(mpsc::RecvTimeoutError::Timeout) {
                 let _ = kill(pid, Signal::SIGKILL);
@@ -1421,15 +1519,15 @@ fn first_line_time(hosts: &SshHosts, n: usize) -> Duration {
 
 /// How the peak RSS was measured.
 enum RssProbe {
-    /// GNU time's `%M`: ru_maxrss from wait4(), kept by the kernel, so exact. It is the max
+    /// GNU time's `%M`: `ru_maxrss` from `wait4()`, kept by the kernel, so exact. It is the max
     /// over bakapara and the children it reaped, but those are `bash -c true` (a few MB), far
     /// below the figure that matters.
     GnuTime,
-    /// Polling `/proc/PID/status` every few ms and keeping the last `VmHWM` read. VmHWM is the
+    /// Polling `/proc/PID/status` every few ms and keeping the last `VmHWM` read. `VmHWM` is the
     /// high-water mark, so it only grows: the last value read is the peak except for any
     /// growth in the final interval. We do not reap the child until polling stops, so its
-    /// pid cannot be reused meanwhile; once it exits, the zombie's status has no VmHWM line
-    /// and polling ends. (Reading VmHWM once "just before it exits" is racy: there is no
+    /// pid cannot be reused meanwhile; once it exits, the zombie's status has no `VmHWM` line
+    /// and polling ends. (Reading `VmHWM` once "just before it exits" is racy: there is no
     /// hook for "just before".)
     Poll,
 }

@@ -13,6 +13,7 @@ use crate::signals::die_of;
 
 /// Runs `bakapara` with the process's arguments, standard streams and signals.
 /// `stdout_open`: descriptor 1 was open when the process started.
+#[must_use]
 pub fn main(stdout_open: bool) -> ExitCode {
     // Checked before anything opens a file: a file opened now could get descriptor 1, and
     // result lines would go into it.

@@ -1,5 +1,7 @@
 //! The command line, as a clap definition (it also feeds the man page and completions).
 
+use std::time::Duration;
+
 use clap::{ArgAction, Parser, ValueEnum};
 
 const ABOUT: &str = "Run embarrassingly parallel shell jobs, one JSON result line per job";
@@ -135,6 +137,7 @@ const SHORT_HELP_OPTIONS: [&str; 5] = ["jobs", "sshlogin", "keep_order", "text",
 impl Cli {
     /// The clap command of [`Cli`] as bakapara parses and documents it: every option but
     /// [`SHORT_HELP_OPTIONS`] is left out of `-h`.
+    #[must_use]
     pub fn clap_command() -> clap::Command {
         <Cli as clap::CommandFactory>::command().mut_args(|arg| {
             if arg.is_positional() || SHORT_HELP_OPTIONS.contains(&arg.get_id().as_str()) {
@@ -146,6 +149,8 @@ impl Cli {
     }
 }
 
+// The field docs are the `--help` text, which a terminal shows as written: no Markdown.
+#[allow(clippy::doc_markdown)]
 /// The command line of bakapara. Input sources (`:::` / `::::`) are split off before clap sees
 /// the arguments; see [`crate::config::split_sources`].
 #[derive(Debug, Clone, Parser)]
@@ -188,14 +193,15 @@ pub struct Cli {
         long,
         value_name = "DURATION",
         default_value = "2s",
+        value_parser = crate::timefmt::parse_duration,
         help_heading = "Running"
     )]
-    pub grace: String,
+    pub grace: Duration,
 
     /// Stop a job that runs longer than DURATION (30, 1.5, 500ms, 10s, 5m, 1h30m): TERM to
     /// its process group, KILL after --grace. A job's own "timeout" key wins.
-    #[arg(long, value_name = "DURATION", help_heading = "Running")]
-    pub timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::timefmt::parse_positive_duration, help_heading = "Running")]
+    pub timeout: Option<Duration>,
 
     /// Run a failed job (status not ok, or a code other than 0) up to N more times,
     /// preferring another host. A job's own "retries" key wins.
@@ -207,8 +213,8 @@ pub struct Cli {
     /// jobs once 10% failed). A percentage is of all jobs once their number is known; while
     /// input streams, of the jobs finished, from 10 on. A fail= halt exits with the code of
     /// the job that triggered it.
-    #[arg(long, value_name = "WHEN,WHAT=N", help_heading = "Running")]
-    pub halt: Option<String>,
+    #[arg(long, value_name = "WHEN,WHAT=N", value_parser = crate::halt::Halt::parse, help_heading = "Running")]
+    pub halt: Option<crate::halt::Halt>,
 
     /// Skip every job whose cmd (and cd) already has status ok and code 0 in FILE, a previous
     /// result stream, copying its line through (with this run's seq). No FILE yet: nothing to
@@ -222,8 +228,8 @@ pub struct Cli {
     /// "localhost" is this machine. Repeatable. Host ranges: node[01-12]/4, n[1-3,7].
     /// ENTRY=CMD starts that entry's agent with the command CMD (<host> = the host name),
     /// not SSH; @slurm is the nodes of the Slurm allocation (see --slurm).
-    #[arg(short = 'S', long = "sshlogin", value_name = "LIST", action = ArgAction::Append, help_heading = "Hosts")]
-    pub sshlogin: Vec<String>,
+    #[arg(short = 'S', long = "sshlogin", value_name = "LIST", action = ArgAction::Append, value_parser = crate::config::parse_host_list, help_heading = "Hosts")]
+    pub sshlogin: Vec<crate::config::HostList>,
 
     /// Read hosts from FILE, one entry a line ("#" starts a comment).
     #[arg(long, value_name = "FILE", help_heading = "Hosts")]
@@ -291,14 +297,15 @@ pub struct Cli {
         long,
         value_name = "DURATION",
         default_value = "60s",
+        value_parser = crate::timefmt::parse_duration,
         help_heading = "Hosts"
     )]
-    pub host_timeout: String,
+    pub host_timeout: Duration,
 
     /// Split each input line into columns <1>, <2>... at matches of REGEX (each column
     /// trimmed of white space, as GNU Parallel does: --trim n keeps it).
-    #[arg(long, value_name = "REGEX", help_heading = "Input")]
-    pub colsep: Option<String>,
+    #[arg(long, value_name = "REGEX", value_parser = crate::input::parse_colsep, help_heading = "Input")]
+    pub colsep: Option<regex::Regex>,
 
     /// Up to N input items per job: <1>..<N> are its items, <> all of them (each its own
     /// shell word). -N0: one job per item, inserting none of it.
@@ -398,13 +405,13 @@ pub struct Cli {
     /// echo 1 x, echo 1 y... The first line of stdin or of a :::: file, split at --colsep,
     /// gives that source's names; the first argument of a ::: source is its name. GNU's
     /// multi-line header regexes are for --pipe: here the header is always the first item.
-    #[arg(long, value_name = "SEP", help_heading = "Input")]
-    pub header: Option<String>,
+    #[arg(long, value_name = "SEP", value_parser = crate::pipe::Header::parse, help_heading = "Input")]
+    pub header: Option<crate::pipe::Header>,
 
     /// Remove white space from each value: n (none), l (from the start), r (from the end), lr
     /// or rl (both) [default: n; lr with --colsep, as GNU Parallel].
-    #[arg(long, value_name = "n|l|r|lr|rl", value_parser = ["n", "l", "r", "lr", "rl"], help_heading = "Input")]
-    pub trim: Option<String>,
+    #[arg(long, value_name = "n|l|r|lr|rl", value_parser = crate::input::Trim::value_parser(), help_heading = "Input")]
+    pub trim: Option<crate::input::Trim>,
 
     /// Each stdin line is a JSON object whose fields the template uses as <name>.
     #[arg(long, help_heading = "Input")]
@@ -459,9 +466,10 @@ pub struct Cli {
         long,
         visible_alias = "block-size",
         value_name = "SIZE",
+        value_parser = crate::timefmt::parse_gnu_size,
         help_heading = "Pipe"
     )]
-    pub block: Option<String>,
+    pub block: Option<u64>,
 
     /// --pipe: what ends a record [default: \n, or nothing when only --recstart is given].
     /// C escapes (\n, \t, \0, \xHH) are understood; with --regexp it is a regex.
@@ -498,8 +506,8 @@ pub struct Cli {
     pub shuf: bool,
 
     /// Wait at least D between two job starts (30, 1.5, 500ms, 2s...).
-    #[arg(long, value_name = "D", help_heading = "Running")]
-    pub delay: Option<String>,
+    #[arg(long, value_name = "D", value_parser = crate::timefmt::parse_duration, help_heading = "Running")]
+    pub delay: Option<Duration>,
 
     /// Start a job only when at least SIZE of memory is available (MemAvailable of
     /// /proc/meminfo where the job runs; 512M, 2G...).
@@ -508,14 +516,14 @@ pub struct Cli {
     /// remote host waits on that host, checked there every 0.2 s, and holds its slot while it
     /// waits; this machine's memory holds jobs back only when a local host (: or none) is in
     /// the run.
-    #[arg(long, value_name = "SIZE", help_heading = "Running")]
-    pub memfree: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = crate::timefmt::parse_gnu_size, help_heading = "Running")]
+    pub memfree: Option<u64>,
 
     /// Start a job only while the 1-minute load average where it runs is below MAX (a number,
     /// or as GNU Parallel a percentage of this machine's CPUs: 100% is one per CPU). On -S
     /// remote hosts as --memfree: checked there, the job holding its slot while it waits.
-    #[arg(long, value_name = "MAX", help_heading = "Running")]
-    pub load: Option<String>,
+    #[arg(long, value_name = "MAX", value_parser = crate::config::parse_load, help_heading = "Running")]
+    pub load: Option<f64>,
 
     /// Emit results in input order instead of completion order.
     #[arg(short = 'k', long, help_heading = "Output")]
@@ -581,9 +589,10 @@ pub struct Cli {
         long,
         value_name = "SIZE",
         default_value = "1M",
+        value_parser = crate::timefmt::parse_size,
         help_heading = "Output"
     )]
-    pub capture_limit: String,
+    pub capture_limit: usize,
 
     /// Print the jobs that would run, as JSON lines (with --text: their command lines, as GNU
     /// Parallel does), and run nothing.

@@ -1,11 +1,17 @@
 //! Validated settings, built from the command line before any job runs.
+//!
+//! clap's value parsers turn each option's text into its type (durations, sizes, the halt
+//! policy, regexes, host lists); [`Config::from_cli_linked`] then checks how the options go
+//! together, one small builder per concern: the input sources, the templates, the input
+//! reader, the slots, the hosts, the limits, the output. A library caller starts from
+//! [`Config::local`], the command line's defaults, and sets typed fields.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use clap::FromArgMatches;
-use regex::Regex;
 
 use crate::cli::Cli;
 use crate::exec::ssh::SshOptions;
@@ -13,13 +19,12 @@ use crate::halt::HaltPolicy;
 use crate::hosts::{self, HostSpec};
 use crate::input::{Grouping, InputSpec, Join, Mode, Source, Templates, Trim};
 use crate::live::LiveMode;
-use crate::pipe::{Header, PipeSpec, Separator};
+use crate::pipe::{PipeSpec, Separator};
 use crate::progress::Verbosity;
 use crate::results::ResultsDir;
 use crate::scheduler::RunSettings;
 use crate::template::{Quoting, Several, Syntax, Template};
 use crate::throttle::Throttle;
-use crate::timefmt;
 
 /// Everything a run needs, checked.
 #[derive(Debug, Clone)]
@@ -86,6 +91,24 @@ pub enum ConfigError {
     Print(String),
 }
 
+/// A refusal of the command line, with our message.
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(message.into())
+}
+
+/// `--grace`'s default (the command line says `2s`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
+/// `--host-loss-limit`'s default.
+const DEFAULT_HOST_LOSS_LIMIT: u32 = 5;
+/// `--host-timeout`'s default (`60s`).
+pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(60);
+/// `--capture-limit`'s default (`1M`).
+pub const DEFAULT_CAPTURE_LIMIT: usize = 1 << 20;
+/// `--block`'s default (`1M`).
+const DEFAULT_BLOCK: usize = 1 << 20;
+/// bakapara's `ConnectTimeout` where the user's ssh config sets none.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Config {
     /// Parses and checks a whole command line (the program name first).
     pub fn from_args<I: IntoIterator<Item = OsString>>(args: I) -> Result<Config, ConfigError> {
@@ -94,509 +117,144 @@ impl Config {
         let (clap_args, sources, joins) = separators.split(args)?;
         let matches = Cli::clap_command().try_get_matches_from(clap_args)?;
         let cli = Cli::from_arg_matches(&matches)?;
-        Config::from_cli_linked(cli, sources, joins)
+        Config::from_cli_linked(&cli, sources, joins)
     }
 
-    pub fn from_cli(cli: Cli, sources: Vec<Source>) -> Result<Config, ConfigError> {
+    pub fn from_cli(cli: &Cli, sources: Vec<Source>) -> Result<Config, ConfigError> {
         Config::from_cli_linked(cli, sources, Vec::new())
+    }
+
+    /// A run of job lines (no template) on this machine, one slot per CPU, every setting at
+    /// the command line's default: what `bakapara` with no option does, and where a library
+    /// caller starts.
+    pub fn local() -> Result<Config, ConfigError> {
+        let base_dir = working_directory()?;
+        let workdir = Some(utf8_dir(&base_dir)?);
+        let (jobs, warning) = slots(None)?;
+        Ok(Config {
+            input: InputSpec {
+                mode: Mode::Commands,
+                sources: Vec::new(),
+                joins: Vec::new(),
+                colsep: None,
+                trim: Trim::None,
+                delimiter: b"\n".to_vec(),
+                grouping: None,
+                header: None,
+                needs_total: false,
+                pipe: None,
+                shuffle: false,
+                every_host: None,
+            },
+            templates: Templates {
+                cmd: None,
+                cd: None,
+                out: None,
+                err: None,
+                transfer: Vec::new(),
+                returns: Vec::new(),
+                quoting: Quoting::Shell,
+                grouped: false,
+                insert_none: false,
+                total: Arc::default(),
+                names: Arc::default(),
+            },
+            jobs,
+            hosts: Vec::new(),
+            ssh: SshOptions {
+                workdir,
+                connect_timeout: CONNECT_TIMEOUT,
+                ..SshOptions::default()
+            },
+            keep_order: false,
+            settings: RunSettings {
+                capture_limit: DEFAULT_CAPTURE_LIMIT,
+                grace: DEFAULT_GRACE,
+                timeout: None,
+                retries: 0,
+                host_timeout: DEFAULT_HOST_TIMEOUT,
+                host_loss_limit: DEFAULT_HOST_LOSS_LIMIT,
+                throttle: Throttle::default(),
+            },
+            dry_run: false,
+            verbosity: Verbosity::Normal,
+            halt: None,
+            resume: None,
+            text: false,
+            gather: false,
+            tag: false,
+            tagstring: None,
+            results: None,
+            live: None,
+            json: false,
+            joblog: None,
+            base_dir,
+            jobserver: None,
+            warnings: warning.into_iter().collect(),
+        })
     }
 
     /// As [`Config::from_cli`], with how each source joins the one before it (`:::+`).
     pub fn from_cli_linked(
-        cli: Cli,
-        mut sources: Vec<Source>,
-        mut joins: Vec<Join>,
+        cli: &Cli,
+        sources: Vec<Source>,
+        joins: Vec<Join>,
     ) -> Result<Config, ConfigError> {
-        let invalid = |m: String| ConfigError::Invalid(m);
-        if !cli.arg_file.is_empty() {
-            // As GNU Parallel: -a files are the first sources.
-            joins.resize(sources.len(), Join::Product);
-            let files = cli.arg_file.iter().map(|f| Source::File(f.clone()));
-            sources.splice(0..0, files);
-            joins.splice(0..0, cli.arg_file.iter().map(|_| Join::Product));
-        }
-        if cli.link {
-            joins = vec![Join::Wrap; sources.len()];
-        }
-        if cli.nonall {
-            if !sources.is_empty() {
-                return Err(invalid(
-                    "--nonall runs its command with no input: it takes no ::: or :::: sources \
-                     (use --onall to run each input job on every host)"
-                        .into(),
-                ));
-            }
-            if cli.template.is_empty() {
-                return Err(invalid(
-                    "--nonall needs a TEMPLATE: the command to run on every host".into(),
-                ));
-            }
-            // One empty item: one job, which the reader copies for each host.
-            sources = vec![Source::Args(vec![String::new()])];
-            joins = vec![Join::Product];
-        }
-        if cli.gather && (cli.line_buffer || cli.ungroup || cli.json) {
-            return Err(invalid(
-                "--gather prints all output at the end: it cannot go with --line-buffer, \
-                 --ungroup or --json"
-                    .into(),
-            ));
-        }
-        let files = crate::transfer::FileOptions::from_cli(&cli).map_err(invalid)?;
+        let (sources, joins) = input_sources(cli, sources, joins)?;
+        check_output_combinations(cli)?;
+        let files = crate::transfer::FileOptions::from_cli(cli).map_err(invalid)?;
         if (cli.pipe || cli.pipe_part) && (cli.nonall || cli.onall) {
             return Err(invalid(
                 "--pipe and --pipe-part cut stdin into blocks for jobs: they cannot go with \
-                 --nonall or --onall"
-                    .into(),
+                 --nonall or --onall",
             ));
         }
-        let piped = cli.pipe || cli.pipe_part;
-        let several = if piped { None } else { several_items(&cli) };
         if let Some(kind) = cli.generate {
             return Err(ConfigError::Print(crate::generate::generate(kind)));
         }
-        let template_text = cli.template.join(" ");
-        let mode = match (cli.template.is_empty(), cli.jsonl) {
-            (true, true) => return Err(invalid("--jsonl needs a TEMPLATE".into())),
-            (true, false) => Mode::Commands,
-            (false, true) => Mode::Jsonl,
-            (false, false) => Mode::Template,
-        };
-        if mode == Mode::Jsonl && !sources.is_empty() {
-            return Err(invalid(
-                "--jsonl reads JSON objects from stdin; it cannot take ::: or :::: sources".into(),
-            ));
-        }
-        if let Some(sep) = cli.header.as_deref().filter(|s| *s != ":") {
-            Regex::new(sep).map_err(|e| invalid(format!("bad --header regex {sep:?}: {e}")))?;
-        }
-        let header = cli.header.is_some();
-        if header && mode != Mode::Template {
-            return Err(invalid(
-                "--header names the values of a TEMPLATE's input: give one".into(),
-            ));
-        }
-        let syntax = if cli.braces {
-            Syntax::Braces {
-                fields: mode == Mode::Jsonl || header,
-            }
-        } else {
-            Syntax::Angle
-        };
-        let mut warnings = Vec::new();
-        let mut parse = |what: &str, text: &str| {
-            let t = Template::parse_in(text, syntax).map_err(|e| {
-                let hint = match syntax {
-                    Syntax::Angle => format!(" ({BRACES_HINT})"),
-                    Syntax::Braces { .. } => String::new(),
-                };
-                invalid(format!("bad {what} template {text:?}: {e}{hint}"))
-            })?;
-            // Only the `<...>` syntax has field tokens without --jsonl or --header.
-            if mode != Mode::Jsonl && !header {
-                if let Some((token, column)) = t.field_tokens().first() {
-                    return Err(invalid(format!(
-                        "bad {what} template {text:?}: unknown token `{token}` at column {column} \
-                         (a `<name>` token reads a field of a JSON object: use --jsonl; {BRACES_HINT})"
-                    )));
-                }
-            }
-            if let Some(warning) = gnu_habit(what, text, &t, syntax, mode) {
-                warnings.push(warning);
-            }
-            Ok(t)
-        };
-        let cmd = match mode {
-            Mode::Commands => None,
-            Mode::Template => {
-                let t = parse("command", &template_text)?;
-                let insert_none = several.is_some_and(|(n, _)| n == Some(0));
-                // `--nonall` has no input to append.
-                if t.has_tokens() || insert_none || piped || cli.nonall {
-                    Some(t)
-                } else {
-                    // As GNU Parallel does: `ls *.gz | bakapara gunzip` means `gunzip <>`.
-                    let whole = match syntax {
-                        Syntax::Angle => "<>",
-                        Syntax::Braces { .. } => "{}",
-                    };
-                    Some(parse("command", &format!("{template_text} {whole}"))?)
-                }
-            }
-            Mode::Jsonl => Some(parse("command", &template_text)?),
-        };
-        let mut path_template =
-            |what: &str, t: &Option<String>| t.as_deref().map(|t| parse(what, t)).transpose();
-        if mode == Mode::Commands && (cli.out.is_some() || cli.err.is_some() || cli.cd.is_some()) {
-            return Err(invalid(
-                "--out, --err and --cd need a TEMPLATE (JSON job lines carry their own `out`, `err` and `cd` keys)".into(),
-            ));
-        }
-        let cd = path_template("--cd", &cli.cd)?;
-        let out = path_template("--out", &cli.out)?;
-        let err = path_template("--err", &cli.err)?;
-        if several.is_some() && mode != Mode::Template {
-            return Err(invalid(
-                "-N, -n, -m, -X and --xargs put input items into a TEMPLATE: give one".into(),
-            ));
-        }
-        let cmd = match several {
-            Some((_, how)) => cmd.map(|t| t.for_several(how)),
-            None => cmd,
-        };
-        let grouping = several.map(|(n, _)| grouping(n, cmd.as_ref()));
-        let transfer = files
-            .transfer
-            .iter()
-            .map(|t| path_template("--transferfile", &Some(t.clone())))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect();
-        let returns = files
-            .returns
-            .iter()
-            .map(|t| path_template("--return", &Some(t.clone())))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect();
-        let needs_total = [&cmd, &cd, &out, &err]
-            .iter()
-            .any(|t| t.as_ref().is_some_and(Template::uses_total));
-        let names: Arc<OnceLock<Vec<String>>> = Arc::default();
-        let templates = Templates {
-            names: Arc::clone(&names),
-            total: Default::default(),
-            grouped: several.is_some(),
-            insert_none: several.is_some_and(|(n, _)| n == Some(0)),
-            cmd,
-            cd,
-            out,
-            err,
-            transfer,
-            returns,
-            quoting: if cli.no_quote {
-                Quoting::Verbatim
-            } else {
-                Quoting::Shell
-            },
-        };
-        let colsep = match &cli.colsep {
-            Some(re) => Some(
-                Regex::new(re).map_err(|e| invalid(format!("bad --colsep regex {re:?}: {e}")))?,
-            ),
-            None => None,
-        };
-        if colsep.is_some() && mode != Mode::Template {
-            return Err(invalid("--colsep needs a TEMPLATE".into()));
-        }
-        let delimiter = match (&cli.delimiter, cli.null) {
-            (Some(d), _) => {
-                parse_delimiter(d).map_err(|e| invalid(format!("-d/--delimiter: {e}")))?
-            }
-            (None, true) => vec![0],
-            (None, false) => b"\n".to_vec(),
-        };
-        for s in &sources {
-            if let Source::File(path) = s {
-                if path.as_os_str() != "-" {
-                    std::fs::File::open(path).map_err(|e| {
-                        invalid(format!(":::: {}: cannot open: {e}", path.display()))
-                    })?;
-                }
-            }
-        }
-        let stdin_sources = sources
-            .iter()
-            .filter(|s| matches!(s, Source::File(p) if p.as_os_str() == "-"))
-            .count();
-        if stdin_sources > 1 {
-            return Err(invalid(":::: - (stdin) can be given only once".into()));
-        }
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let open_files = open_file_limit();
-        let mut jobs = match cli.jobs {
-            Some(jobs) => jobs
-                .slots(cpus, open_files)
-                .map_err(|e| invalid(format!("-j/--jobs: {e}")))?,
-            None => cpus,
-        };
-        // As GNU Parallel does: more jobs than there are files for would fail to start, one by
-        // one, so run as many as fit and say so.
-        let room = room_for_jobs(open_files);
-        // Pushed once the template closure (which also adds warnings) is done.
-        let mut jobs_warning = None;
-        if jobs > room {
-            let limit = open_files.map_or(String::new(), |n| format!(" {n}"));
-            jobs_warning = Some(format!(
-                "only enough open files (ulimit -n{limit}) for {room} jobs at once: running {room}, \
-                 not {jobs} (raise ulimit -n for more)"
-            ));
-            jobs = room;
-        }
-        let capture_limit = timefmt::parse_size(&cli.capture_limit)
-            .map_err(|e| invalid(format!("--capture-limit: {e}")))?;
-        let grace =
-            timefmt::parse_duration(&cli.grace).map_err(|e| invalid(format!("--grace: {e}")))?;
-        let base_dir = std::env::current_dir()
-            .map_err(|e| invalid(format!("cannot read the working directory: {e}")))?;
-        let mut host_list = Vec::new();
-        for list in &cli.sshlogin {
-            host_list.extend(
-                hosts::parse_sshlogin_list(list)
-                    .map_err(|e| invalid(format!("-S {list:?}: {e}")))?,
-            );
-        }
-        if let Some(file) = &cli.sshloginfile {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                invalid(format!(
-                    "--sshloginfile {}: cannot read: {e}",
-                    file.display()
-                ))
-            })?;
-            host_list.extend(
-                hosts::parse_sshloginfile(&text)
-                    .map_err(|e| invalid(format!("--sshloginfile {}: {e}", file.display())))?,
-            );
-            if host_list.is_empty() {
-                return Err(invalid(format!(
-                    "--sshloginfile {}: no hosts in the file",
-                    file.display()
-                )));
-            }
-        }
-        if cli.slurm {
-            let nodes = HostSpec::slurm_nodes("--slurm", None, &|name| std::env::var(name).ok())
-                .map_err(|e| match e {
-                    hosts::HostError::Slurm { reason, .. } => invalid(format!("--slurm: {reason}")),
-                    other => invalid(format!("--slurm: {other}")),
-                })?;
-            host_list.extend(nodes);
-        }
-        hosts::check_unique(&host_list).map_err(|e| invalid(e.to_string()))?;
-        if let Some(file) = &cli.ssh_config {
-            std::fs::File::open(file).map_err(|e| {
-                invalid(format!("--ssh-config {}: cannot open: {e}", file.display()))
-            })?;
-        }
-        let mut env = Vec::with_capacity(cli.env.len());
-        for name in &cli.env {
-            if name.is_empty() || name.contains('=') {
-                return Err(invalid(format!(
-                    "--env takes a variable name, not {name:?}"
-                )));
-            }
-            // bash keeps an exported function (`export -f f`) in `BASH_FUNC_f%%`.
-            let function = format!("BASH_FUNC_{name}%%");
-            match std::env::var(name) {
-                Ok(value) => env.push((name.clone(), value)),
-                Err(std::env::VarError::NotPresent) if std::env::var_os(&function).is_some() => {
-                    match std::env::var(&function) {
-                        Ok(value) => env.push((function, value)),
-                        Err(_) => {
-                            return Err(invalid(format!(
-                                "--env {name}: the function's text is not valid UTF-8"
-                            )))
-                        }
-                    }
-                }
-                Err(std::env::VarError::NotPresent) => {
-                    return Err(invalid(format!(
-                        "--env {name}: no such variable in the environment (nor a function \
-                         exported with export -f {name})"
-                    )))
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    return Err(invalid(format!(
-                        "--env {name}: the value is not valid UTF-8"
-                    )))
-                }
-            }
-        }
-        let workdir = match cli.workdir.as_deref() {
-            None => Some(
-                base_dir
-                    .to_str()
-                    .ok_or_else(|| {
-                        invalid("the working directory is not valid UTF-8: use --workdir".into())
-                    })?
-                    .to_string(),
-            ),
-            Some("~") => None,
-            Some("...") => Some(crate::transfer::fresh_workdir()),
-            Some(dir) => Some(dir.strip_prefix("~/").unwrap_or(dir).to_string()),
-        };
-
-        let timeout = match &cli.timeout {
-            Some(t) => match timefmt::parse_duration(t) {
-                Ok(d) if !d.is_zero() => Some(d),
-                Ok(_) => return Err(invalid("--timeout must be more than 0".into())),
-                Err(e) => return Err(invalid(format!("--timeout: {e}"))),
-            },
-            None => None,
-        };
-        let halt = match &cli.halt {
-            Some(h) => HaltPolicy::parse(h).map_err(|e| invalid(format!("--halt: {e}")))?,
-            None => None,
-        };
-        if let Some(file) = &cli.resume {
-            // A missing file is nothing to skip (the run says so); an unreadable one is wrong.
-            match std::fs::File::open(file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(invalid(format!(
-                        "--resume {}: cannot open: {e}",
-                        file.display()
-                    )));
-                }
-                _ => {}
-            }
-        }
-        // Options of text output imply it; with --json they make no sense.
-        let text_options = [
-            (cli.tag, "--tag"),
-            (cli.tagstring.is_some(), "--tagstring"),
-            (cli.line_buffer, "--line-buffer"),
-            (cli.ungroup, "--ungroup"),
-        ];
-        let text_option = text_options.iter().find(|(set, _)| *set).map(|(_, n)| *n);
-        if let (true, Some(name)) = (cli.json, text_option) {
-            return Err(invalid(format!(
-                "{name} is for text output; it cannot go with --json"
-            )));
-        }
-        let live = match (cli.line_buffer, cli.ungroup) {
-            (true, _) => Some((LiveMode::Lines, "--line-buffer")),
-            (false, true) => Some((LiveMode::Chunks, "--ungroup")),
-            (false, false) => None,
-        };
-        if let Some((_, name)) = live {
-            // Output passed on as it comes has no job to hold it for, nor a block to tag.
-            if cli.keep_order {
-                return Err(invalid(format!(
-                    "{name} prints output as it comes; it cannot keep the input order (-k)"
-                )));
-            }
-            if cli.ungroup && (cli.tag || cli.tagstring.is_some()) {
-                return Err(invalid(
-                    "--ungroup passes output in pieces that are not lines: it cannot tag them \
-                     (use --line-buffer --tag)"
-                        .into(),
-                ));
-            }
-        }
-        let host_timeout = timefmt::parse_duration(&cli.host_timeout)
-            .map_err(|e| invalid(format!("--host-timeout: {e}")))?;
-        let files_transfer_empty = files.transfer.is_empty() && files.returns.is_empty();
-        let mut ssh = SshOptions {
-            config_file: cli.ssh_config.clone(),
-            workdir,
-            env,
-            connect_timeout: std::time::Duration::from_secs(10),
-            control_dir: None,
-            files: files.remote,
-            memfree: None,
-            load: None,
-            launcher: cli.launcher.clone(),
-        };
-        if cli.host_loss_limit == 0 {
-            return Err(invalid(
-                "--host-loss-limit 0: give at least 1 (1 fails a job the first time its host \
-                 is lost under it)"
-                    .into(),
-            ));
-        }
-        if let Some(launcher) = &cli.launcher {
-            if launcher.trim().is_empty() {
-                return Err(invalid("--launcher: the command is empty".into()));
-            }
-            if !ssh.files.basefiles.is_empty() || !files_transfer_empty {
-                return Err(invalid(
-                    "--launcher hosts have no file transfers yet: --transferfile, --transfer, \
-                     --return, --trc and --basefile need SSH hosts"
-                        .into(),
-                ));
-            }
-        }
-        let every_host = (cli.onall || cli.nonall)
-            .then(|| host_list.iter().map(|h| h.name.clone()).collect::<Vec<_>>())
-            .filter(|names| !names.is_empty());
+        let mode = input_mode(cli, &sources)?;
+        let mut parser = TemplateParser::new(cli, mode);
+        let built = templates(cli, mode, &mut parser, &files.transfer, &files.returns)?;
         let tagstring = cli
             .tagstring
             .as_deref()
-            .map(|t| parse("--tagstring", t))
+            .map(|t| parser.parse("--tagstring", t))
             .transpose()?;
+        let (jobs, jobs_warning) = slots(cli.jobs)?;
+        let mut warnings = parser.warnings;
         warnings.extend(jobs_warning);
-        // With --pipe, the one `::::` source (if any) is what is cut into blocks.
-        let pipe = pipe_spec(&cli, mode, &sources, jobs)?;
-        if pipe.is_some() && needs_total {
-            // Every block would be held until the end of input: memory would not be bounded.
-            return Err(invalid(
-                "<##> and <0#> wait for the end of input: they cannot go with --pipe or --pipe-part"
-                    .into(),
-            ));
-        }
-        let mut throttle = throttle(&cli, cpus)?;
-        // --memfree and --load are checked where the job runs: by the wrapper on a remote host
-        // (see wrapper.sh), here for local jobs. Without a local host, this machine's memory and
-        // load hold nothing back.
-        ssh.memfree = throttle.memfree;
-        ssh.load = throttle.load;
-        if !host_list.is_empty() && host_list.iter().all(|h| !h.local) {
-            throttle.memfree = None;
-            throttle.load = None;
-        }
+        let input = input_spec(cli, mode, sources, joins, &built, jobs)?;
+        let base_dir = working_directory()?;
+        let host_list = host_list(cli)?;
+        let copies = !files.transfer.is_empty() || !files.returns.is_empty();
+        let mut ssh = ssh_options(cli, &base_dir, files.remote)?;
+        check_agent_options(cli, &ssh, copies)?;
+        let (settings, halt) = limits(cli, &host_list, &mut ssh);
+        check_resume(cli)?;
+        let output = output(cli)?;
+        let every_host = (cli.onall || cli.nonall)
+            .then(|| host_list.iter().map(|h| h.name.clone()).collect::<Vec<_>>())
+            .filter(|names| !names.is_empty());
         Ok(Config {
             input: InputSpec {
-                mode,
-                sources,
-                joins,
-                trim: match cli.trim.as_deref() {
-                    Some("l") => Trim::Left,
-                    Some("r") => Trim::Right,
-                    Some("lr" | "rl") => Trim::Both,
-                    Some(_) => Trim::None,
-                    None if colsep.is_some() => Trim::Both,
-                    None => Trim::None,
-                },
-                colsep,
-                delimiter,
-                grouping,
-                header: (header && pipe.is_none()).then_some(names),
-                needs_total,
-                pipe,
-                shuffle: cli.shuf,
                 every_host,
+                ..input
             },
-            templates,
+            templates: built.templates,
             jobs,
             hosts: host_list,
             ssh,
             keep_order: cli.keep_order,
-            settings: RunSettings {
-                capture_limit,
-                grace,
-                timeout,
-                retries: cli.retries,
-                host_timeout,
-                host_loss_limit: cli.host_loss_limit,
-                throttle,
-            },
+            settings,
             halt,
             resume: cli.resume.clone(),
-            text: cli.text || cli.gather || text_option.is_some(),
+            text: output.text,
             gather: cli.gather,
             tag: cli.tag || cli.tagstring.is_some(),
             tagstring,
             json: cli.json,
-            live: live.map(|(mode, _)| mode),
-            results: match &cli.results {
-                Some(dir) => {
-                    ResultsDir::check(dir).map_err(invalid)?;
-                    Some(dir.clone())
-                }
-                None => None,
-            },
+            live: output.live,
+            results: output.results,
             joblog: cli.joblog.clone(),
             dry_run: cli.dry_run,
             verbosity: match (cli.quiet, cli.verbose) {
@@ -609,6 +267,570 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// A `-S` value: its entries (clap's value type of `-S`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostList(pub Vec<HostSpec>);
+
+/// Parses one `-S` value (clap's `value_parser`).
+pub fn parse_host_list(list: &str) -> Result<HostList, String> {
+    hosts::parse_sshlogin_list(list)
+        .map(HostList)
+        .map_err(|e| e.to_string())
+}
+
+/// Parses `--load MAX` (clap's `value_parser`), a percentage being of this machine's CPUs.
+pub fn parse_load(text: &str) -> Result<f64, String> {
+    crate::throttle::parse_load(text, cpu_count())
+}
+
+/// This machine's CPU count (1 when it cannot be known).
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// The working directory, which relative `cd` values start from.
+fn working_directory() -> Result<PathBuf, ConfigError> {
+    std::env::current_dir().map_err(|e| invalid(format!("cannot read the working directory: {e}")))
+}
+
+/// The working directory as remote jobs get it (the same path on every host).
+fn utf8_dir(dir: &std::path::Path) -> Result<String, ConfigError> {
+    dir.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| invalid("the working directory is not valid UTF-8: use --workdir"))
+}
+
+/// The input sources: `-a` files first, `--link`, and `--nonall`'s one empty item.
+fn input_sources(
+    cli: &Cli,
+    mut sources: Vec<Source>,
+    mut joins: Vec<Join>,
+) -> Result<(Vec<Source>, Vec<Join>), ConfigError> {
+    if !cli.arg_file.is_empty() {
+        // As GNU Parallel: -a files are the first sources.
+        joins.resize(sources.len(), Join::Product);
+        let files = cli.arg_file.iter().map(|f| Source::File(f.clone()));
+        sources.splice(0..0, files);
+        joins.splice(0..0, cli.arg_file.iter().map(|_| Join::Product));
+    }
+    if cli.link {
+        joins = vec![Join::Wrap; sources.len()];
+    }
+    if cli.nonall {
+        if !sources.is_empty() {
+            return Err(invalid(
+                "--nonall runs its command with no input: it takes no ::: or :::: sources \
+                 (use --onall to run each input job on every host)",
+            ));
+        }
+        if cli.template.is_empty() {
+            return Err(invalid(
+                "--nonall needs a TEMPLATE: the command to run on every host",
+            ));
+        }
+        // One empty item: one job, which the reader copies for each host.
+        sources = vec![Source::Args(vec![String::new()])];
+        joins = vec![Join::Product];
+    }
+    Ok((sources, joins))
+}
+
+/// Options of text output that exclude each other or `--json`.
+fn check_output_combinations(cli: &Cli) -> Result<(), ConfigError> {
+    if cli.gather && (cli.line_buffer || cli.ungroup || cli.json) {
+        return Err(invalid(
+            "--gather prints all output at the end: it cannot go with --line-buffer, \
+             --ungroup or --json",
+        ));
+    }
+    Ok(())
+}
+
+/// How input lines become jobs: a TEMPLATE, `--jsonl`, or job lines.
+fn input_mode(cli: &Cli, sources: &[Source]) -> Result<Mode, ConfigError> {
+    let mode = match (cli.template.is_empty(), cli.jsonl) {
+        (true, true) => return Err(invalid("--jsonl needs a TEMPLATE")),
+        (true, false) => Mode::Commands,
+        (false, true) => Mode::Jsonl,
+        (false, false) => Mode::Template,
+    };
+    if mode == Mode::Jsonl && !sources.is_empty() {
+        return Err(invalid(
+            "--jsonl reads JSON objects from stdin; it cannot take ::: or :::: sources",
+        ));
+    }
+    if cli.header.is_some() && mode != Mode::Template {
+        return Err(invalid(
+            "--header names the values of a TEMPLATE's input: give one",
+        ));
+    }
+    Ok(mode)
+}
+
+/// Parses the command line's templates in its syntax, collecting the warnings about them.
+struct TemplateParser {
+    syntax: Syntax,
+    mode: Mode,
+    /// `--header`: `<name>` tokens name its values.
+    header: bool,
+    warnings: Vec<String>,
+}
+
+impl TemplateParser {
+    fn new(cli: &Cli, mode: Mode) -> TemplateParser {
+        let header = cli.header.is_some();
+        let syntax = if cli.braces {
+            Syntax::Braces {
+                fields: mode == Mode::Jsonl || header,
+            }
+        } else {
+            Syntax::Angle
+        };
+        TemplateParser {
+            syntax,
+            mode,
+            header,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The template `text` of `what` (`command`, `--cd`...).
+    fn parse(&mut self, what: &str, text: &str) -> Result<Template, ConfigError> {
+        let t = Template::parse_in(text, self.syntax).map_err(|e| {
+            let hint = match self.syntax {
+                Syntax::Angle => format!(" ({BRACES_HINT})"),
+                Syntax::Braces { .. } => String::new(),
+            };
+            invalid(format!("bad {what} template {text:?}: {e}{hint}"))
+        })?;
+        // Only the `<...>` syntax has field tokens without --jsonl or --header.
+        if self.mode != Mode::Jsonl && !self.header {
+            if let Some((token, column)) = t.field_tokens().first() {
+                return Err(invalid(format!(
+                    "bad {what} template {text:?}: unknown token `{token}` at column {column} \
+                     (a `<name>` token reads a field of a JSON object: use --jsonl; {BRACES_HINT})"
+                )));
+            }
+        }
+        if let Some(warning) = gnu_habit(what, text, &t, self.syntax, self.mode) {
+            self.warnings.push(warning);
+        }
+        Ok(t)
+    }
+
+    /// An optional path template (`--cd`, `--out`, `--err`).
+    fn path(&mut self, what: &str, text: Option<&str>) -> Result<Option<Template>, ConfigError> {
+        text.map(|t| self.parse(what, t)).transpose()
+    }
+
+    /// What `<>` is written as.
+    fn whole(&self) -> &'static str {
+        match self.syntax {
+            Syntax::Angle => "<>",
+            Syntax::Braces { .. } => "{}",
+        }
+    }
+}
+
+/// The templates of a run, and what the input reader needs to know of them.
+struct BuiltTemplates {
+    templates: Templates,
+    /// `-N`, `-m`...: how items group into jobs.
+    grouping: Option<Grouping>,
+    /// A template uses `<##>` or `<0#>`.
+    needs_total: bool,
+    /// `--header`'s names, shared by the reader and the templates.
+    names: Arc<OnceLock<Vec<String>>>,
+}
+
+/// The command, `--cd`, `--out`, `--err`, `--transferfile` and `--return` templates.
+fn templates(
+    cli: &Cli,
+    mode: Mode,
+    parser: &mut TemplateParser,
+    transfer: &[String],
+    returns: &[String],
+) -> Result<BuiltTemplates, ConfigError> {
+    let piped = cli.pipe || cli.pipe_part;
+    let several = if piped { None } else { several_items(cli) };
+    let insert_none = several.is_some_and(|(n, _)| n == Some(0));
+    let template_text = cli.template.join(" ");
+    let cmd = match mode {
+        Mode::Commands => None,
+        Mode::Template => {
+            let t = parser.parse("command", &template_text)?;
+            // `--nonall` has no input to append.
+            if t.has_tokens() || insert_none || piped || cli.nonall {
+                Some(t)
+            } else {
+                // As GNU Parallel does: `ls *.gz | bakapara gunzip` means `gunzip <>`.
+                let whole = parser.whole();
+                Some(parser.parse("command", &format!("{template_text} {whole}"))?)
+            }
+        }
+        Mode::Jsonl => Some(parser.parse("command", &template_text)?),
+    };
+    if mode == Mode::Commands && (cli.out.is_some() || cli.err.is_some() || cli.cd.is_some()) {
+        return Err(invalid(
+            "--out, --err and --cd need a TEMPLATE (JSON job lines carry their own `out`, `err` and `cd` keys)",
+        ));
+    }
+    let cd = parser.path("--cd", cli.cd.as_deref())?;
+    let out = parser.path("--out", cli.out.as_deref())?;
+    let err = parser.path("--err", cli.err.as_deref())?;
+    if several.is_some() && mode != Mode::Template {
+        return Err(invalid(
+            "-N, -n, -m, -X and --xargs put input items into a TEMPLATE: give one",
+        ));
+    }
+    let cmd = match several {
+        Some((_, how)) => cmd.map(|t| t.for_several(how)),
+        None => cmd,
+    };
+    let grouping = several.map(|(n, _)| grouping(n, cmd.as_ref()));
+    let transfer = transfer
+        .iter()
+        .map(|t| parser.parse("--transferfile", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let returns = returns
+        .iter()
+        .map(|t| parser.parse("--return", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let needs_total = [&cmd, &cd, &out, &err]
+        .iter()
+        .any(|t| t.as_ref().is_some_and(Template::uses_total));
+    let names: Arc<OnceLock<Vec<String>>> = Arc::default();
+    Ok(BuiltTemplates {
+        templates: Templates {
+            names: Arc::clone(&names),
+            total: Arc::default(),
+            grouped: several.is_some(),
+            insert_none,
+            cmd,
+            cd,
+            out,
+            err,
+            transfer,
+            returns,
+            quoting: if cli.no_quote {
+                Quoting::Verbatim
+            } else {
+                Quoting::Shell
+            },
+        },
+        grouping,
+        needs_total,
+        names,
+    })
+}
+
+/// What the input reader does: the sources, columns, delimiter, grouping, `--pipe`.
+fn input_spec(
+    cli: &Cli,
+    mode: Mode,
+    sources: Vec<Source>,
+    joins: Vec<Join>,
+    built: &BuiltTemplates,
+    jobs: usize,
+) -> Result<InputSpec, ConfigError> {
+    if cli.colsep.is_some() && mode != Mode::Template {
+        return Err(invalid("--colsep needs a TEMPLATE"));
+    }
+    let delimiter = match (&cli.delimiter, cli.null) {
+        (Some(d), _) => parse_delimiter(d).map_err(|e| invalid(format!("-d/--delimiter: {e}")))?,
+        (None, true) => vec![0],
+        (None, false) => b"\n".to_vec(),
+    };
+    for s in &sources {
+        if let Source::File(path) = s {
+            if path.as_os_str() != "-" {
+                std::fs::File::open(path)
+                    .map_err(|e| invalid(format!(":::: {}: cannot open: {e}", path.display())))?;
+            }
+        }
+    }
+    let stdin_sources = sources
+        .iter()
+        .filter(|s| matches!(s, Source::File(p) if p.as_os_str() == "-"))
+        .count();
+    if stdin_sources > 1 {
+        return Err(invalid(":::: - (stdin) can be given only once"));
+    }
+    // With --pipe, the one `::::` source (if any) is what is cut into blocks.
+    let pipe = pipe_spec(cli, mode, &sources, jobs)?;
+    if pipe.is_some() && built.needs_total {
+        // Every block would be held until the end of input: memory would not be bounded.
+        return Err(invalid(
+            "<##> and <0#> wait for the end of input: they cannot go with --pipe or --pipe-part",
+        ));
+    }
+    let trim = match cli.trim {
+        Some(trim) => trim,
+        None if cli.colsep.is_some() => Trim::Both,
+        None => Trim::None,
+    };
+    Ok(InputSpec {
+        mode,
+        sources,
+        joins,
+        trim,
+        colsep: cli.colsep.clone(),
+        delimiter,
+        grouping: built.grouping,
+        header: (cli.header.is_some() && pipe.is_none()).then(|| Arc::clone(&built.names)),
+        needs_total: built.needs_total,
+        pipe,
+        shuffle: cli.shuf,
+        every_host: None,
+    })
+}
+
+/// Slots on this machine for `-j` (`None`: one per CPU), and a warning when the open-file
+/// limit lowered the count.
+fn slots(jobs: Option<Jobs>) -> Result<(usize, Option<String>), ConfigError> {
+    let cpus = cpu_count();
+    let open_files = open_file_limit();
+    let mut slots = match jobs {
+        Some(jobs) => jobs
+            .slots(cpus, open_files)
+            .map_err(|e| invalid(format!("-j/--jobs: {e}")))?,
+        None => cpus,
+    };
+    // As GNU Parallel does: more jobs than there are files for would fail to start, one by
+    // one, so run as many as fit and say so.
+    let room = room_for_jobs(open_files);
+    let mut warning = None;
+    if slots > room {
+        let limit = open_files.map_or(String::new(), |n| format!(" {n}"));
+        warning = Some(format!(
+            "only enough open files (ulimit -n{limit}) for {room} jobs at once: running {room}, \
+             not {slots} (raise ulimit -n for more)"
+        ));
+        slots = room;
+    }
+    Ok((slots, warning))
+}
+
+/// `-S` and `--sshloginfile` hosts, each name once.
+fn host_list(cli: &Cli) -> Result<Vec<HostSpec>, ConfigError> {
+    let mut host_list: Vec<HostSpec> = cli.sshlogin.iter().flat_map(|l| l.0.clone()).collect();
+    if let Some(file) = &cli.sshloginfile {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            invalid(format!(
+                "--sshloginfile {}: cannot read: {e}",
+                file.display()
+            ))
+        })?;
+        host_list.extend(
+            hosts::parse_sshloginfile(&text)
+                .map_err(|e| invalid(format!("--sshloginfile {}: {e}", file.display())))?,
+        );
+        if host_list.is_empty() {
+            return Err(invalid(format!(
+                "--sshloginfile {}: no hosts in the file",
+                file.display()
+            )));
+        }
+    }
+    if cli.slurm {
+        let nodes = HostSpec::slurm_nodes("--slurm", None, &|name| std::env::var(name).ok())
+            .map_err(|e| match e {
+                hosts::HostError::Slurm { reason, .. } => invalid(format!("--slurm: {reason}")),
+                other => invalid(format!("--slurm: {other}")),
+            })?;
+        host_list.extend(nodes);
+    }
+    hosts::check_unique(&host_list).map_err(|e| invalid(e.to_string()))?;
+    Ok(host_list)
+}
+
+/// What SSH hosts need: `--ssh-config`, `--workdir`, `--env` values, the file options.
+fn ssh_options(
+    cli: &Cli,
+    base_dir: &std::path::Path,
+    files: crate::transfer::RemoteFiles,
+) -> Result<SshOptions, ConfigError> {
+    if let Some(file) = &cli.ssh_config {
+        std::fs::File::open(file)
+            .map_err(|e| invalid(format!("--ssh-config {}: cannot open: {e}", file.display())))?;
+    }
+    let env = cli
+        .env
+        .iter()
+        .map(|name| env_value(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let workdir = match cli.workdir.as_deref() {
+        None => Some(utf8_dir(base_dir)?),
+        Some("~") => None,
+        Some("...") => Some(crate::transfer::fresh_workdir()),
+        Some(dir) => Some(dir.strip_prefix("~/").unwrap_or(dir).to_string()),
+    };
+    Ok(SshOptions {
+        config_file: cli.ssh_config.clone(),
+        workdir,
+        env,
+        connect_timeout: CONNECT_TIMEOUT,
+        control_dir: None,
+        files,
+        memfree: None,
+        load: None,
+        launcher: cli.launcher.clone(),
+    })
+}
+
+/// `--host-loss-limit` and `--launcher`: at least one loss; a launcher to run, and no file
+/// copies for its hosts (they have no master connection to copy over).
+fn check_agent_options(cli: &Cli, ssh: &SshOptions, copies: bool) -> Result<(), ConfigError> {
+    if cli.host_loss_limit == 0 {
+        return Err(invalid(
+            "--host-loss-limit 0: give at least 1 (1 fails a job the first time its host \
+             is lost under it)",
+        ));
+    }
+    if let Some(launcher) = &cli.launcher {
+        if launcher.trim().is_empty() {
+            return Err(invalid("--launcher: the command is empty"));
+        }
+        if !ssh.files.basefiles.is_empty() || copies {
+            return Err(invalid(
+                "--launcher hosts have no file transfers yet: --transferfile, --transfer, \
+                 --return, --trc and --basefile need SSH hosts",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--env NAME`: the variable (or the exported bash function) to set in every job.
+fn env_value(name: &str) -> Result<(String, String), ConfigError> {
+    if name.is_empty() || name.contains('=') {
+        return Err(invalid(format!(
+            "--env takes a variable name, not {name:?}"
+        )));
+    }
+    // bash keeps an exported function (`export -f f`) in `BASH_FUNC_f%%`.
+    let function = format!("BASH_FUNC_{name}%%");
+    match std::env::var(name) {
+        Ok(value) => Ok((name.to_string(), value)),
+        Err(std::env::VarError::NotPresent) if std::env::var_os(&function).is_some() => {
+            match std::env::var(&function) {
+                Ok(value) => Ok((function, value)),
+                Err(_) => Err(invalid(format!(
+                    "--env {name}: the function's text is not valid UTF-8"
+                ))),
+            }
+        }
+        Err(std::env::VarError::NotPresent) => Err(invalid(format!(
+            "--env {name}: no such variable in the environment (nor a function exported with \
+             export -f {name})"
+        ))),
+        Err(std::env::VarError::NotUnicode(_)) => Err(invalid(format!(
+            "--env {name}: the value is not valid UTF-8"
+        ))),
+    }
+}
+
+/// The limits every job shares (timeouts, retries, capture, throttle) and `--halt`.
+/// `--memfree` and `--load` are checked where the job runs: by the wrapper on a remote host
+/// (see wrapper.sh), here for local jobs; without a local host, this machine's memory and
+/// load hold nothing back.
+fn limits(
+    cli: &Cli,
+    host_list: &[HostSpec],
+    ssh: &mut SshOptions,
+) -> (RunSettings, Option<HaltPolicy>) {
+    let delay = cli.delay.filter(|d| !d.is_zero());
+    let mut throttle = Throttle::new(delay, cli.memfree, cli.load);
+    ssh.memfree = throttle.memfree;
+    ssh.load = throttle.load;
+    if !host_list.is_empty() && host_list.iter().all(|h| !h.local) {
+        throttle.memfree = None;
+        throttle.load = None;
+    }
+    let settings = RunSettings {
+        capture_limit: cli.capture_limit,
+        grace: cli.grace,
+        timeout: cli.timeout,
+        retries: cli.retries,
+        host_timeout: cli.host_timeout,
+        host_loss_limit: cli.host_loss_limit,
+        throttle,
+    };
+    (settings, cli.halt.and_then(|h| h.0))
+}
+
+/// `--resume FILE`: a missing file is nothing to skip (the run says so); an unreadable one is
+/// wrong.
+fn check_resume(cli: &Cli) -> Result<(), ConfigError> {
+    if let Some(file) = &cli.resume {
+        match std::fs::File::open(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(invalid(format!(
+                    "--resume {}: cannot open: {e}",
+                    file.display()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The output settings that take checking.
+struct Output {
+    text: bool,
+    live: Option<LiveMode>,
+    results: Option<PathBuf>,
+}
+
+/// Text or JSON output, `--line-buffer` / `--ungroup`, `--results`.
+fn output(cli: &Cli) -> Result<Output, ConfigError> {
+    // Options of text output imply it; with --json they make no sense.
+    let text_options = [
+        (cli.tag, "--tag"),
+        (cli.tagstring.is_some(), "--tagstring"),
+        (cli.line_buffer, "--line-buffer"),
+        (cli.ungroup, "--ungroup"),
+    ];
+    let text_option = text_options.iter().find(|(set, _)| *set).map(|(_, n)| *n);
+    if let (true, Some(name)) = (cli.json, text_option) {
+        return Err(invalid(format!(
+            "{name} is for text output; it cannot go with --json"
+        )));
+    }
+    let live = match (cli.line_buffer, cli.ungroup) {
+        (true, _) => Some((LiveMode::Lines, "--line-buffer")),
+        (false, true) => Some((LiveMode::Chunks, "--ungroup")),
+        (false, false) => None,
+    };
+    if let Some((_, name)) = live {
+        // Output passed on as it comes has no job to hold it for, nor a block to tag.
+        if cli.keep_order {
+            return Err(invalid(format!(
+                "{name} prints output as it comes; it cannot keep the input order (-k)"
+            )));
+        }
+        if cli.ungroup && (cli.tag || cli.tagstring.is_some()) {
+            return Err(invalid(
+                "--ungroup passes output in pieces that are not lines: it cannot tag them \
+                 (use --line-buffer --tag)",
+            ));
+        }
+    }
+    let results = match &cli.results {
+        Some(dir) => {
+            ResultsDir::check(dir).map_err(invalid)?;
+            Some(dir.clone())
+        }
+        None => None,
+    };
+    Ok(Output {
+        text: cli.text || cli.gather || text_option.is_some(),
+        live: live.map(|(mode, _)| mode),
+        results,
+    })
 }
 
 /// The longest single argument the kernel passes (Linux's `MAX_ARG_STRLEN`): a job's command
@@ -640,7 +862,6 @@ fn pipe_spec(
     sources: &[Source],
     jobs: usize,
 ) -> Result<Option<PipeSpec>, ConfigError> {
-    let invalid = |m: String| ConfigError::Invalid(m);
     let name = if cli.pipe_part {
         "--pipe-part"
     } else {
@@ -684,15 +905,14 @@ fn pipe_spec(
             "--colsep splits items: it cannot go with {name}"
         )));
     }
-    let block = match &cli.block {
-        Some(b) => {
-            let size = timefmt::parse_gnu_size(b).map_err(|e| invalid(format!("--block: {e}")))?;
-            usize::try_from(size).map_err(|_| invalid(format!("--block {b}: too big")))?
+    let block = match cli.block {
+        Some(size) => {
+            usize::try_from(size).map_err(|_| invalid(format!("--block {size}: too big")))?
         }
-        None => 1 << 20,
+        None => DEFAULT_BLOCK,
     };
     if block == 0 {
-        return Err(invalid("--block must be more than 0".into()));
+        return Err(invalid("--block must be more than 0"));
     }
     let bytes = |what: &str, v: &Option<String>| -> Result<Option<Vec<u8>>, ConfigError> {
         match v {
@@ -707,14 +927,7 @@ fn pipe_spec(
     let recstart = bytes("--recstart", &cli.recstart)?;
     let separator =
         Separator::new(recend.as_deref(), recstart.as_deref(), cli.regexp).map_err(invalid)?;
-    let header = match cli.header.as_deref() {
-        None => None,
-        Some(":") => Some(Header::FirstLine),
-        Some(re) => Some(Header::Regex(
-            regex::bytes::Regex::new(re)
-                .map_err(|e| invalid(format!("bad --header regex {re:?}: {e}")))?,
-        )),
-    };
+    let header = cli.header.clone();
     let records = cli.max_replace_args.or(cli.max_args);
     if records == Some(0) {
         return Err(invalid(format!(
@@ -722,27 +935,27 @@ fn pipe_spec(
         )));
     }
     let file = match sources {
-        [] => None,
         [Source::File(path)] if path.as_os_str() != "-" => Some(path.clone()),
-        [Source::File(_)] => None,
+        [] | [Source::File(_)] => None,
         _ => {
             return Err(invalid(format!(
                 "{name} reads stdin or one :::: FILE (-a FILE): ::: arguments and several sources are not input for it"
             )))
         }
     };
-    let part = if cli.pipe_part {
-        if records.is_some() || cli.remove_rec_sep {
-            return Err(invalid(
-                "--pipe-part cuts byte ranges: -N and --remove-rec-sep are for --pipe".into(),
-            ));
-        }
-        Some(file.ok_or_else(|| {
-            invalid("--pipe-part cuts a file: give it with -a FILE or :::: FILE".into())
-        })?)
-    } else {
-        None
-    };
+    let part =
+        if cli.pipe_part {
+            if records.is_some() || cli.remove_rec_sep {
+                return Err(invalid(
+                    "--pipe-part cuts byte ranges: -N and --remove-rec-sep are for --pipe",
+                ));
+            }
+            Some(file.ok_or_else(|| {
+                invalid("--pipe-part cuts a file: give it with -a FILE or :::: FILE")
+            })?)
+        } else {
+            None
+        };
     Ok(Some(PipeSpec {
         block,
         separator,
@@ -760,29 +973,6 @@ fn parse_delimiter_or_empty(text: &str) -> Result<Vec<u8>, String> {
         return Ok(Vec::new());
     }
     parse_delimiter(text)
-}
-
-/// `--delay`, `--memfree`, `--load`.
-fn throttle(cli: &Cli, cpus: usize) -> Result<Throttle, ConfigError> {
-    let invalid = |m: String| ConfigError::Invalid(m);
-    let delay = match &cli.delay {
-        Some(d) => Some(timefmt::parse_duration(d).map_err(|e| invalid(format!("--delay: {e}")))?)
-            .filter(|d| !d.is_zero()),
-        None => None,
-    };
-    let memfree = match &cli.memfree {
-        Some(m) => {
-            Some(timefmt::parse_gnu_size(m).map_err(|e| invalid(format!("--memfree: {e}")))?)
-        }
-        None => None,
-    };
-    let load = match &cli.load {
-        Some(l) => Some(
-            crate::throttle::parse_load(l, cpus).map_err(|e| invalid(format!("--load: {e}")))?,
-        ),
-        None => None,
-    };
-    Ok(Throttle::new(delay, memfree, load))
 }
 
 /// How the reader groups items into jobs of the command template `cmd`.
@@ -974,6 +1164,7 @@ impl Jobs {
             ));
         }
         // In range: a whole number from 1 to MAX_JOBS.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Ok(wanted as usize)
     }
 }
@@ -991,6 +1182,7 @@ impl std::fmt::Display for Jobs {
 }
 
 /// How many local jobs the open-file limit leaves room for (at least 1, at most [`MAX_JOBS`]).
+#[must_use]
 pub fn room_for_jobs(open_files: Option<u64>) -> usize {
     let room = open_files.map_or(u64::MAX, |limit| {
         limit.saturating_sub(RESERVED_FILES) / FILES_PER_JOB
@@ -1021,6 +1213,7 @@ pub struct Separators {
 impl Separators {
     /// The separators a command line sets with `--arg-sep` / `--arg-file-sep`, looked for
     /// before its first source (clap parses those options again, with the rest).
+    #[must_use]
     pub fn from_args(args: &[OsString]) -> Separators {
         let mut seps = Separators {
             args: ":::".into(),
@@ -1040,7 +1233,7 @@ impl Separators {
             ] {
                 if arg == name {
                     if let Some(value) = args.get(i + 1) {
-                        *slot = value.clone();
+                        slot.clone_from(value);
                         i += 1;
                     }
                 } else if let Some(value) = arg.strip_prefix(name).and_then(|v| v.strip_prefix('='))
@@ -1108,7 +1301,7 @@ impl Separators {
                         ))
                     })?),
                     Some(Source::File(path)) if path.as_os_str().is_empty() => {
-                        *path = PathBuf::from(arg)
+                        *path = PathBuf::from(arg);
                     }
                     Some(Source::File(_)) => {
                         sources.push(Source::File(PathBuf::from(arg)));
@@ -1143,6 +1336,76 @@ mod tests {
 
     fn slots(text: &str, cpus: usize, files: Option<u64>) -> Result<usize, String> {
         parse_jobs(text)?.slots(cpus, files)
+    }
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    /// The library's defaults are the command line's: its `default_value`s and [`Config::local`]
+    /// say the same.
+    #[test]
+    fn local_defaults_are_the_command_lines() {
+        let cli = Config::from_args(args(&["bakapara"])).expect("no option is a run");
+        let local = Config::local().expect("a local run");
+        assert_eq!(cli.settings.grace, local.settings.grace);
+        assert_eq!(cli.settings.host_timeout, local.settings.host_timeout);
+        assert_eq!(cli.settings.capture_limit, local.settings.capture_limit);
+        assert_eq!(cli.settings.timeout, local.settings.timeout);
+        assert_eq!(cli.jobs, local.jobs);
+        assert_eq!(cli.input.mode, local.input.mode);
+        assert_eq!(cli.input.delimiter, local.input.delimiter);
+        assert_eq!(cli.ssh.workdir, local.ssh.workdir);
+        assert_eq!(cli.ssh.connect_timeout, local.ssh.connect_timeout);
+        assert_eq!(cli.verbosity, local.verbosity);
+        assert!(cli.halt.is_none() && local.halt.is_none());
+    }
+
+    /// Bad values are refused by clap's value parsers, naming the option and the value.
+    #[test]
+    fn typed_options_name_the_option_and_value() {
+        for (option, value) in [
+            ("--timeout", "0"),
+            ("--timeout", "soon"),
+            ("--grace", "2 weeks"),
+            ("--halt", "later"),
+            ("--capture-limit", "lots"),
+            ("--colsep", "("),
+            ("--header", "("),
+            ("--delay", "x"),
+            ("--memfree", "x"),
+            ("--load", "high"),
+            ("-S", "a,,b"),
+        ] {
+            let Err(ConfigError::Clap(e)) =
+                Config::from_args(args(&["bakapara", option, value, "true"]))
+            else {
+                panic!("{option} {value} is refused by clap");
+            };
+            let text = e.to_string();
+            assert!(text.contains(value), "{option} {value}: {text}");
+            let long = if option == "-S" { "--sshlogin" } else { option };
+            assert!(text.contains(long), "{option} {value}: {text}");
+        }
+        let config = Config::from_args(args(&[
+            "bakapara",
+            "--timeout",
+            "1m30s",
+            "--halt",
+            "now,fail=2",
+            "--trim",
+            "rl",
+            "--colsep",
+            ",",
+            "-S",
+            "a/2,b",
+            "echo <1>",
+        ]))
+        .expect("a good command line");
+        assert_eq!(config.settings.timeout, Some(Duration::from_secs(90)));
+        assert!(config.halt.is_some());
+        assert_eq!(config.input.trim, Trim::Both);
+        assert_eq!(config.hosts.len(), 2);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use clap_mangen::roff::{bold, italic, roman, Roff};
 use crate::cli::{Cli, Generate};
 
 /// What `--generate KIND` prints.
+#[must_use]
 pub fn generate(kind: Generate) -> String {
     match kind {
         Generate::Man => man_page(),
@@ -27,6 +28,7 @@ fn command() -> clap::Command {
 }
 
 /// The completion script for `shell`.
+#[must_use]
 pub fn completion(shell: Shell) -> String {
     let mut cmd = command();
     let name = cmd.get_name().to_owned();
@@ -35,8 +37,8 @@ pub fn completion(shell: Shell) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// The whole page: every section clap_mangen renders, except that `after_long_help` (which
-/// clap_mangen would pour, unformatted, into one EXTRA section) becomes real sections.
+/// The whole page: every section `clap_mangen` renders, except that `after_long_help` (which
+/// `clap_mangen` would pour, unformatted, into one EXTRA section) becomes real sections.
 pub fn man_page() -> String {
     // clap_mangen describes an option by its long help, else by its short help unless that is
     // hidden; the options `-h` leaves out (hide_short_help) with a one-paragraph doc have no
@@ -180,6 +182,7 @@ enum Block {
 /// indentation are prose (consecutive ones form one paragraph, a blank line ends it), lines
 /// made of an even number of cells separated by two or more spaces are term/definition pairs,
 /// and deeper-indented lines are literal (examples), shown unfilled with their extra indent.
+#[must_use]
 pub fn after_help_sections(text: &str) -> Roff {
     let mut sections: Vec<(String, Vec<&str>)> = Vec::new();
     for line in text.lines() {
@@ -204,7 +207,7 @@ pub fn after_help_sections(text: &str) -> Roff {
         let blocks = blocks(&lines);
         let term_width = blocks
             .iter()
-            .flat_map(|b| match b {
+            .filter_map(|b| match b {
                 Block::Terms(pairs) => pairs.iter().map(|(t, _)| t.chars().count()).max(),
                 _ => None,
             })

@@ -35,6 +35,17 @@ pub struct HaltPolicy {
     pub threshold: Threshold,
 }
 
+/// A `--halt` value: a policy, or none (`0`, `never`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Halt(pub Option<HaltPolicy>);
+
+impl Halt {
+    /// Parses a `--halt` value (clap's `value_parser`): see [`HaltPolicy::parse`].
+    pub fn parse(text: &str) -> Result<Halt, String> {
+        HaltPolicy::parse(text).map(Halt)
+    }
+}
+
 impl HaltPolicy {
     /// Parses `now|soon,fail|success|done=N|N%`; `=N` may be left out (1). GNU's old numeric
     /// forms are accepted too: `0` (never: `None`), `1` (soon,fail=1), `2` (now,fail=1).
@@ -96,6 +107,7 @@ impl HaltPolicy {
     /// A percentage is taken of the total. While the total is unknown (input still streaming)
     /// it is taken of the jobs finished so far, and only once [`PERCENT_MIN_FINISHED`] have
     /// finished: of 1 finished job, any percentage is reached by its failure.
+    #[must_use]
     pub fn reached(&self, failed: u64, succeeded: u64, total: Option<u64>) -> bool {
         let count = match self.what {
             What::Fail => failed,

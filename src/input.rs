@@ -64,6 +64,20 @@ pub enum Trim {
 }
 
 impl Trim {
+    /// `--trim`'s clap parser: its five spellings, which the help and completions list.
+    #[must_use]
+    pub fn value_parser() -> impl clap::builder::TypedValueParser<Value = Trim> {
+        use clap::builder::TypedValueParser as _;
+        clap::builder::PossibleValuesParser::new(["n", "l", "r", "lr", "rl"]).map(|s| {
+            match s.as_str() {
+                "l" => Trim::Left,
+                "r" => Trim::Right,
+                "lr" | "rl" => Trim::Both,
+                _ => Trim::None,
+            }
+        })
+    }
+
     /// Perl's `\s` (GNU Parallel trims with it): space, `\t`, `\n`, `\v`, `\f`, `\r`.
     fn is_space(c: char) -> bool {
         matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
@@ -77,6 +91,11 @@ impl Trim {
             Trim::Both => value.trim_matches(Trim::is_space),
         }
     }
+}
+
+/// Parses a `--colsep` regex (clap's `value_parser`).
+pub fn parse_colsep(text: &str) -> Result<Regex, String> {
+    Regex::new(text).map_err(|e| format!("bad regex {text:?}: {e}"))
 }
 
 /// Several input items per job (`-N`, `-n`, `-m`, `-X`, `--xargs`).
@@ -284,6 +303,7 @@ impl Default for InputSpec {
 
 impl InputSpec {
     /// True when jobs are read from stdin (no sources, or a `:::: -` source).
+    #[must_use]
     pub fn reads_stdin(&self) -> bool {
         self.sources.is_empty()
             || self.sources.iter().any(|s| match s {
@@ -294,6 +314,7 @@ impl InputSpec {
     }
 
     /// The number of jobs, when it is known before reading (only `:::` arguments).
+    #[must_use]
     pub fn known_total(&self) -> Option<u64> {
         if self.sources.is_empty() {
             return None;
@@ -612,7 +633,7 @@ impl Reader<'_> {
             for &i in group {
                 sources.push(read(i)?);
             }
-            rest.push(Group::Linked(link(spec.group_join(group), sources)));
+            rest.push(Group::Linked(link(spec.group_join(group), &sources)));
         }
         for (i, first) in singles {
             names_of[i] = names_in(spec, &spec.sources[i], &first);
@@ -738,15 +759,14 @@ impl Reader<'_> {
             self.state.in_flight.fetch_add(1, Ordering::SeqCst);
             let more = f(self, item);
             self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
-            match more {
-                Ok(more) => Ok(more),
-                Err(Stopped) => {
-                    stopped = Err(Stopped);
-                    Ok(false)
-                }
+            if let Ok(more) = more {
+                Ok(more)
+            } else {
+                stopped = Err(Stopped);
+                Ok(false)
             }
         })
-        .map(|_| stopped)
+        .map(|()| stopped)
     }
 
     /// A stdin line when no `:::` source is given.
@@ -769,33 +789,29 @@ impl Reader<'_> {
     fn item_job(&mut self, parts: &[&[u8]]) -> Result<(), Stopped> {
         let mut args = Vec::with_capacity(parts.len());
         for part in parts {
-            match std::str::from_utf8(part) {
-                Ok(text) => {
-                    let trim = self.spec.trim;
-                    match &self.spec.colsep {
-                        Some(re) => args.extend(re.split(text).map(|c| trim.apply(c).to_string())),
-                        None => args.push(trim.apply(text).to_string()),
-                    }
+            if let Ok(text) = std::str::from_utf8(part) {
+                let trim = self.spec.trim;
+                match &self.spec.colsep {
+                    Some(re) => args.extend(re.split(text).map(|c| trim.apply(c).to_string())),
+                    None => args.push(trim.apply(text).to_string()),
                 }
-                Err(_) => {
-                    let seq = self.next_seq();
-                    let mut object = Map::new();
-                    let raw: Vec<u8> = parts.join(&b' ');
-                    object.insert(
-                        "input_base64".into(),
-                        Value::String(base64::engine::general_purpose::STANDARD.encode(raw)),
-                    );
-                    let why = "the input item is not valid UTF-8 (its bytes are in `input_base64`)";
-                    return self.send(invalid(seq, object, why.to_string()));
-                }
+            } else {
+                let seq = self.next_seq();
+                let mut object = Map::new();
+                let raw: Vec<u8> = parts.join(&b' ');
+                object.insert(
+                    "input_base64".into(),
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(raw)),
+                );
+                let why = "the input item is not valid UTF-8 (its bytes are in `input_base64`)";
+                return self.send(invalid(seq, object, why.to_string()));
             }
         }
-        match self.spec.grouping {
-            Some(grouping) => self.group_item(grouping, args),
-            None => {
-                let seq = self.next_seq();
-                self.args_job(seq, args)
-            }
+        if let Some(grouping) = self.spec.grouping {
+            self.group_item(grouping, args)
+        } else {
+            let seq = self.next_seq();
+            self.args_job(seq, args)
         }
     }
 
@@ -884,34 +900,31 @@ impl Reader<'_> {
             };
             return ready(seq, object, spec);
         }
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(object)) => {
-                if self.spec.mode == Mode::Jsonl {
-                    return Job {
-                        seq,
-                        object,
-                        body: Body::Pending(Vec::new()),
-                        submitted: Local::now(),
-                        attempts: 0,
-                        host_losses: 0,
-                        last_host: None,
-                        stdin: None,
-                    };
-                }
-                match Spec::from_object(&object) {
-                    Ok(spec) => ready(seq, object, spec),
-                    Err(why) => invalid(seq, object, why),
-                }
-            }
-            Ok(_) | Err(_) => {
-                let why = match serde_json::from_str::<Value>(text) {
-                    Err(e) => format!("the line is not valid JSON: {e}"),
-                    Ok(_) => "the line is not a JSON object".to_string(),
+        if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) {
+            if self.spec.mode == Mode::Jsonl {
+                return Job {
+                    seq,
+                    object,
+                    body: Body::Pending(Vec::new()),
+                    submitted: Local::now(),
+                    attempts: 0,
+                    host_losses: 0,
+                    last_host: None,
+                    stdin: None,
                 };
-                let mut object = Map::new();
-                object.insert("line".into(), Value::String(text.to_string()));
-                invalid(seq, object, why)
             }
+            match Spec::from_object(&object) {
+                Ok(spec) => ready(seq, object, spec),
+                Err(why) => invalid(seq, object, why),
+            }
+        } else {
+            let why = match serde_json::from_str::<Value>(text) {
+                Err(e) => format!("the line is not valid JSON: {e}"),
+                Ok(_) => "the line is not a JSON object".to_string(),
+            };
+            let mut object = Map::new();
+            object.insert("line".into(), Value::String(text.to_string()));
+            invalid(seq, object, why)
         }
     }
 
@@ -1072,23 +1085,22 @@ impl Kept {
                 first = Some(item.to_vec());
                 return Ok(true);
             }
-            let written = match &mut spill {
-                Some(file) => write_item(file, item),
-                None => {
-                    bytes += item.len();
-                    items.push(item.to_vec());
-                    if bytes <= KEEP_IN_MEMORY {
-                        return Ok(true);
-                    }
-                    tempfile::tempfile().and_then(|file| {
-                        let mut file = std::io::BufWriter::with_capacity(64 * 1024, file);
-                        for kept in std::mem::take(&mut items) {
-                            write_item(&mut file, &kept)?;
-                        }
-                        spill = Some(file);
-                        Ok(())
-                    })
+            let written = if let Some(file) = &mut spill {
+                write_item(file, item)
+            } else {
+                bytes += item.len();
+                items.push(item.to_vec());
+                if bytes <= KEEP_IN_MEMORY {
+                    return Ok(true);
                 }
+                tempfile::tempfile().and_then(|file| {
+                    let mut file = std::io::BufWriter::with_capacity(64 * 1024, file);
+                    for kept in std::mem::take(&mut items) {
+                        write_item(&mut file, &kept)?;
+                    }
+                    spill = Some(file);
+                    Ok(())
+                })
             };
             match written {
                 Ok(()) => Ok(true),
@@ -1239,7 +1251,7 @@ fn read_all(source: &Source, delimiter: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// A group of linked sources, read whole, as its tuples (one part per source).
-fn link(join: Join, sources: Vec<Vec<Vec<u8>>>) -> Vec<Vec<Vec<u8>>> {
+fn link(join: Join, sources: &[Vec<Vec<u8>>]) -> Vec<Vec<Vec<u8>>> {
     if sources.iter().any(Vec::is_empty) {
         return Vec::new();
     }
@@ -1279,9 +1291,9 @@ fn for_each_item(
                         Ok(0) => break false,
                         Ok(_) if line.ends_with(delimiter) => break true,
                         // Only the last byte of a longer delimiter: the item goes on.
-                        Ok(_) if line.last() == Some(&last) => continue,
+                        Ok(_) if line.last() == Some(&last) => {}
                         Ok(_) => break false,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(format!("cannot read {name}: {e}")),
                     }
                 };
@@ -1290,9 +1302,10 @@ fn for_each_item(
                 } else if line.is_empty() {
                     return Ok(());
                 }
-                let item = match std::mem::take(&mut first) {
-                    true => line.strip_prefix(BOM).unwrap_or(&line),
-                    false => &line,
+                let item = if std::mem::take(&mut first) {
+                    line.strip_prefix(BOM).unwrap_or(&line)
+                } else {
+                    &line
                 };
                 if !f(item)? || !delimited {
                     return Ok(());

@@ -248,17 +248,16 @@ impl Serialize for Stream {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(None)?;
-        match std::str::from_utf8(&self.captured.bytes) {
-            Ok(text) => map.serialize_entry(self.name, text)?,
-            Err(_) => {
-                let key = if self.name == "stdout" {
-                    "stdout_base64"
-                } else {
-                    "stderr_base64"
-                };
-                let b64 = base64::engine::general_purpose::STANDARD.encode(&self.captured.bytes);
-                map.serialize_entry(key, &b64)?;
-            }
+        if let Ok(text) = std::str::from_utf8(&self.captured.bytes) {
+            map.serialize_entry(self.name, text)?;
+        } else {
+            let key = if self.name == "stdout" {
+                "stdout_base64"
+            } else {
+                "stderr_base64"
+            };
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&self.captured.bytes);
+            map.serialize_entry(key, &b64)?;
         }
         if self.captured.truncated {
             let key = if self.name == "stdout" {
@@ -310,8 +309,9 @@ impl JobResult {
                 signal.map(signal_name),
                 Some(STOPPED_BY_BAKAPARA.to_string()),
             ),
-            Ending::CouldNotRun(why) => (Status::Error, None, None, Some(why)),
-            Ending::HostLost(why) => (Status::Error, None, None, Some(why)),
+            Ending::CouldNotRun(why) | Ending::HostLost(why) => {
+                (Status::Error, None, None, Some(why))
+            }
         };
         JobResult {
             status,
@@ -345,6 +345,7 @@ impl JobResult {
     }
 
     /// The result of a job that never started: `status` error or aborted, and why.
+    #[must_use]
     pub fn not_started(job: &Job, status: Status, why: String, msg_id: String) -> JobResult {
         JobResult {
             status,
@@ -368,12 +369,14 @@ impl JobResult {
     }
 
     /// True when the job counts as failed for the exit status: not ok, or a code other than 0.
+    #[must_use]
     pub fn failed(&self) -> bool {
         self.status != Status::Ok || self.code != Some(0)
     }
 }
 
 /// `SIGKILL` for 9; `SIG42` for a number with no name.
+#[must_use]
 pub fn signal_name(sig: i32) -> String {
     match nix::sys::signal::Signal::try_from(sig) {
         Ok(s) => s.as_str().to_string(),
@@ -447,6 +450,7 @@ fn normalized_key(key: &str) -> String {
 /// `workdir`, `stdout`, `output`, `stderr`, `hostname`, `environment`, `retry`); or, for the
 /// long keys (`timeout`, `retries`, `transfer`, `return`), one edit away: a letter missing,
 /// added, changed, or two neighbours swapped (`timout`, `retires`).
+#[must_use]
 pub fn near_miss(key: &str) -> Option<&'static str> {
     if KNOWN_KEYS.contains(&key) || OWN_KEYS.contains(&key) {
         return None;
@@ -630,7 +634,7 @@ mod tests {
                 "`host` is an empty host list",
             ),
             (
-                json!({"cmd": "x", "retries": 4294967296u64}),
+                json!({"cmd": "x", "retries": 4_294_967_296_u64}),
                 "`retries` must be a whole number",
             ),
             (

@@ -152,6 +152,7 @@ impl LiveSink {
     }
 
     /// The first error writing job output, if any.
+    #[must_use]
     pub fn take_error(&self) -> Option<std::io::Error> {
         self.error.lock().ok().and_then(|mut e| e.take())
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::exec::{Captured, Spool};
+use crate::exec::Spool;
 use crate::job::{encode_line, Job, JobResult, Stream};
 use crate::live::LiveSink;
 use crate::progress::Logger;
@@ -212,6 +212,7 @@ impl Output {
 
     /// `--gather` (with `--text`): jobs' stdout is kept until the end of the run, then
     /// printed once per distinct output under the range of the hosts that printed it.
+    #[must_use]
     pub fn gather(mut self) -> Output {
         self.gathered = Some(crate::gather::Gathered::folded());
         self
@@ -219,6 +220,7 @@ impl Output {
 
     /// `--onall` (with `--text`): each host's output printed in one piece at the end of the
     /// run, as GNU Parallel groups it per server.
+    #[must_use]
     pub fn group_by_host(mut self) -> Output {
         self.gathered = Some(crate::gather::Gathered::by_host());
         self
@@ -227,6 +229,7 @@ impl Output {
     /// `--text`: each job's stdout goes to `out` and its stderr to stderr, whole per job
     /// (spooled by the executors, see [`crate::exec::Captured::spooled`]); with `tag`, each
     /// line is prefixed with the job's input and a TAB. Result lines go to the joblog only.
+    #[must_use]
     pub fn text(mut self, tag: bool) -> Output {
         self.text = Some(TextMode {
             tag,
@@ -238,6 +241,7 @@ impl Output {
 
     /// `--tagstring`: with `--text`, each line's tag is `template` expanded for the job (its
     /// values inserted as text, never quoted), then a TAB.
+    #[must_use]
     pub fn tagstring(mut self, template: Template) -> Output {
         if let Some(mode) = &mut self.text {
             mode.tag = true;
@@ -248,6 +252,7 @@ impl Output {
 
     /// `--line-buffer` / `--ungroup`: the output of jobs that ran on `hosts` (by name) was
     /// passed on while they ran.
+    #[must_use]
     pub fn printed_live(mut self, hosts: Vec<String>, live: LiveSink) -> Output {
         if let Some(mode) = &mut self.text {
             mode.printed_live = hosts;
@@ -258,6 +263,7 @@ impl Output {
 
     /// With `--line-buffer --tag`: the prefix of the lines of `job`, starting in slot `slot`
     /// (from 0), which its executor passes on as they come.
+    #[must_use]
     pub fn live_tag(&self, job: &Job, slot: usize) -> Option<Vec<u8>> {
         let mode = self.text.as_ref()?;
         if !mode.tag || mode.printed_live.is_empty() {
@@ -272,6 +278,7 @@ impl Output {
 
     /// `--joblog FILE`: every result line is also written to `file` (opened by the caller),
     /// flushed per line.
+    #[must_use]
     pub fn joblog(mut self, file: File, path: PathBuf) -> Output {
         self.joblog = Some(Joblog { file, path });
         self
@@ -280,6 +287,7 @@ impl Output {
     /// `--results DIR`: each finished job's stdout, stderr and seq also go under `dir`. The
     /// executors spool the streams whole for it; without `--text`, the result line then gets
     /// the first `capture_limit` bytes of each, as without `--results`.
+    #[must_use]
     pub fn results(mut self, dir: ResultsDir, capture_limit: usize) -> Output {
         self.results = Some((dir, capture_limit));
         self
@@ -303,10 +311,12 @@ impl Output {
     }
 
     /// What the writer thread and this side share.
+    #[must_use]
     pub fn state(&self) -> Arc<WriterState> {
         Arc::clone(&self.state)
     }
 
+    #[must_use]
     pub fn logger(&self) -> &Logger {
         &self.logger
     }
@@ -409,13 +419,12 @@ impl Output {
                     result: result.clone(),
                     cmd: cmd.to_string(),
                 };
-                let log = match self.keep_order {
-                    true => {
-                        self.logger
-                            .finished(log.done, log.total, &log.result, &log.cmd);
-                        None
-                    }
-                    false => Some(log),
+                let log = if self.keep_order {
+                    self.logger
+                        .finished(log.done, log.total, &log.result, &log.cmd);
+                    None
+                } else {
+                    Some(log)
                 };
                 Entry {
                     line,
@@ -437,14 +446,11 @@ impl Output {
             Some(Value::String(cmd)) => cmd.as_str(),
             _ => "",
         };
-        fn stream(s: &Option<Stream>) -> Option<&Captured> {
-            s.as_ref().map(|s| &s.captured)
-        }
         let written = dir.write(
             &job_args(job, cmd),
             job.seq,
-            stream(&result.stdout),
-            stream(&result.stderr),
+            result.stdout.as_ref().map(|s| &s.captured),
+            result.stderr.as_ref().map(|s| &s.captured),
         );
         if let Err(why) = written {
             self.logger.warn(&format!("bakapara: --results: {why}"));
@@ -538,6 +544,7 @@ impl Output {
 
     /// True while the writer has more waiting than [`MAX_QUEUED_BYTES`]: no new job should
     /// start until it catches up.
+    #[must_use]
     pub fn backlogged(&self) -> bool {
         self.state.queued.load(Ordering::SeqCst) > MAX_QUEUED_BYTES
     }
@@ -579,7 +586,7 @@ impl Output {
                 }
             };
             tokio::select! {
-                _ = state.wake.notified() => {}
+                () = state.wake.notified() => {}
                 event = controls.next() => match event {
                     Event::Interrupt(sig) if deadline.is_none() => {
                         signal = Some(sig);
@@ -591,7 +598,7 @@ impl Output {
                     }
                     Event::Hangup => {}
                 },
-                _ = give_up => {
+                () = give_up => {
                     state.abandoned.store(true, Ordering::SeqCst);
                     self.logger.warn(
                         "bakapara: stdout is not being read: giving up on the result lines \
@@ -633,10 +640,12 @@ impl Output {
         None
     }
 
+    #[must_use]
     pub fn done(&self) -> u64 {
         self.done
     }
 
+    #[must_use]
     pub fn failed(&self) -> u64 {
         self.failed
     }
@@ -707,7 +716,7 @@ impl<W: Write> Writer<W> {
         if let Err(e) = log
             .file
             .write_all(&entry.line)
-            .and_then(|_| log.file.flush())
+            .and_then(|()| log.file.flush())
         {
             let why = format!("cannot write to --joblog {}: {e}", log.path.display());
             self.joblog = None;
@@ -726,7 +735,7 @@ impl<W: Write> Writer<W> {
             // A closed or full stderr must not stop the run.
             let _ = self.logger.suspend(|| {
                 let mut err = std::io::stderr().lock();
-                copy_held(held, tag, &mut err).and_then(|_| err.flush())
+                copy_held(held, tag, &mut err).and_then(|()| err.flush())
             });
         }
     }
@@ -740,7 +749,7 @@ impl<W: Write> Writer<W> {
         let out = &mut self.out;
         let written = if self.stdout_on_terminal {
             self.logger
-                .suspend(|| write(&mut *out).and_then(|_| out.flush()))
+                .suspend(|| write(&mut *out).and_then(|()| out.flush()))
         } else {
             write(&mut *out)
         };
@@ -899,17 +908,14 @@ fn copy_tagged(from: &mut dyn Read, tag: Option<&[u8]>, to: &mut dyn Write) -> s
             if at_line_start {
                 to.write_all(tag)?;
             }
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    to.write_all(&rest[..=i])?;
-                    rest = &rest[i + 1..];
-                    at_line_start = true;
-                }
-                None => {
-                    to.write_all(rest)?;
-                    rest = &[];
-                    at_line_start = false;
-                }
+            if let Some(i) = rest.iter().position(|&b| b == b'\n') {
+                to.write_all(&rest[..=i])?;
+                rest = &rest[i + 1..];
+                at_line_start = true;
+            } else {
+                to.write_all(rest)?;
+                rest = &[];
+                at_line_start = false;
             }
         }
     }

@@ -162,6 +162,17 @@ pub enum Header {
 }
 
 impl Header {
+    /// Parses a `--header` value (clap's `value_parser`): `:` is the first line, anything else
+    /// a regex.
+    pub fn parse(text: &str) -> Result<Header, String> {
+        match text {
+            ":" => Ok(Header::FirstLine),
+            re => Regex::new(re)
+                .map(Header::Regex)
+                .map_err(|e| format!("bad regex {re:?}: {e}")),
+        }
+    }
+
     /// The header's length at the start of `buf`, when it is there.
     fn length(&self, buf: &[u8]) -> Option<usize> {
         match self {
@@ -214,6 +225,7 @@ enum Data {
 
 impl Block {
     /// The bytes the job's stdin gets.
+    #[must_use]
     pub fn len(&self) -> u64 {
         match &self.0.data {
             Data::Bytes(b) => b.len() as u64,
@@ -222,11 +234,13 @@ impl Block {
     }
 
     /// A block of no bytes.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The bytes of memory it holds.
+    #[must_use]
     pub fn memory(&self) -> usize {
         match &self.0.data {
             Data::Bytes(b) => b.len(),
@@ -510,7 +524,8 @@ fn range_end(spec: &PipeSpec, file: &File, start: u64, size: u64) -> io::Result<
         let n = file.read_at(&mut window[carried..], pos + carried as u64)?;
         let len = carried + n;
         let seen = &window[..len];
-        let from = (target - pos) as usize;
+        // Less than the window: `back` is at most its length.
+        let from = usize::try_from(target - pos).unwrap_or(usize::MAX);
         let at_end = pos + len as u64 >= size;
         if let Some(cut) = spec
             .separator

@@ -31,11 +31,13 @@ pub struct RunningJobs(Arc<AtomicUsize>);
 
 impl RunningJobs {
     /// A job started: counted until the guard is dropped.
+    #[must_use]
     pub fn enter(&self) -> RunningGuard {
         self.0.fetch_add(1, Ordering::SeqCst);
         RunningGuard(Arc::clone(&self.0))
     }
 
+    #[must_use]
     pub fn count(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
@@ -151,6 +153,7 @@ impl Display {
 
 impl Logger {
     /// Log lines on stderr, whatever stderr is.
+    #[must_use]
     pub fn new(verbosity: Verbosity) -> Logger {
         Logger {
             verbosity,
@@ -169,6 +172,7 @@ impl Logger {
     }
 
     /// No log line and no display at all: stderr is not touched (the library's default).
+    #[must_use]
     pub fn silent() -> Logger {
         let mut logger = Logger::new(Verbosity::Quiet);
         logger.silent = true;
@@ -177,6 +181,7 @@ impl Logger {
 
     /// The live display when stderr is a terminal (not with `-q`, nor on a `TERM=dumb` one),
     /// else log lines.
+    #[must_use]
     pub fn for_stderr(verbosity: Verbosity) -> Logger {
         let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
         let mut logger = Logger::new(verbosity);
@@ -187,6 +192,7 @@ impl Logger {
     /// Takes the total from `total` as soon as the input reader sets it (the reader's
     /// [`crate::input::ReaderState::total`]), for the display and the `[k/N]` of log lines.
     /// Call before the logger is shared.
+    #[must_use]
     pub fn with_input_total(mut self, total: Arc<OnceLock<u64>>) -> Logger {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.input_total = total;
@@ -653,6 +659,8 @@ fn rate_text(done: u64, elapsed: Duration) -> String {
 
 /// Whole seconds as `H:MM:SS`.
 fn hms(secs: f64) -> String {
+    // Saturating: a NaN is 0, an absurd ETA the largest number.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let secs = secs.max(0.0).round() as u64;
     format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }

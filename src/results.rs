@@ -15,6 +15,7 @@ pub struct ResultsDir {
 }
 
 impl ResultsDir {
+    #[must_use]
     pub fn new(root: PathBuf) -> ResultsDir {
         ResultsDir { root }
     }
@@ -43,6 +44,7 @@ impl ResultsDir {
     }
 
     /// The directory of a job with these sources or columns: `ROOT/1/<v1>/2/<v2>...`.
+    #[must_use]
     pub fn job_dir(&self, args: &[String]) -> PathBuf {
         let mut dir = self.root.clone();
         for (i, value) in args.iter().enumerate() {
@@ -116,6 +118,7 @@ fn escape(value: &str) -> String {
 /// A spooled stream read back as a capture of at most `limit` bytes (for the result line in
 /// JSON mode, when `--results` had the stream spooled whole). Other captures are returned as
 /// they are.
+#[must_use]
 pub fn capture_from_spool(captured: Captured, limit: usize) -> Captured {
     let Some(spool) = &captured.spool else {
         return captured;

@@ -155,13 +155,12 @@ async fn run_async(
     };
     // The reader's total is also the templates' `<##>`.
     let state = Arc::new(ReaderState::with_total(Arc::clone(&config.templates.total)));
-    let (known_total, reader, rx) = match jobs {
-        Some(rx) => (None, None, rx),
-        None => {
-            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-            let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
-            (config.input.known_total(), Some(reader), rx)
-        }
+    let (known_total, reader, rx) = if let Some(rx) = jobs {
+        (None, None, rx)
+    } else {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
+        (config.input.known_total(), Some(reader), rx)
     };
     if reader.is_some() && config.input.reads_stdin() && std::io::stdin().is_terminal() {
         // Before any display starts; a closed or full stderr must not stop the run.
@@ -478,7 +477,10 @@ fn load_resume(file: &std::path::Path, verbosity: Verbosity) -> anyhow::Result<R
             .and_then(|r| r.get("status"))
             .and_then(|s| s.as_str())
             == Some("ok")
-            && result.and_then(|r| r.get("code")).and_then(|c| c.as_i64()) == Some(0);
+            && result
+                .and_then(|r| r.get("code"))
+                .and_then(serde_json::Value::as_i64)
+                == Some(0);
         let cmd = object.get("cmd").and_then(|c| c.as_str());
         if let (true, Some(cmd)) = (ok, cmd) {
             let cd = object.get("cd").and_then(|c| c.as_str()).map(String::from);
@@ -522,43 +524,40 @@ async fn dry_run(
             break;
         }
         tokio::select! {
-            job = rx.recv(), if !output.backlogged() => match job {
-                Some(mut job) => {
-                    state.taken(&job);
-                    let slot = ((job.seq - 1) % slots + 1) as usize;
-                    config.templates.materialize(&mut job, slot);
-                    let mut line = Vec::new();
-                    if config.text {
-                        // As GNU Parallel's --dry-run: the command lines; a job that cannot
-                        // run says why on stderr.
-                        match &job.body {
-                            Body::Ready(spec) => {
-                                line.extend_from_slice(spec.cmd.as_bytes());
-                                line.push(b'\n');
-                            }
-                            Body::Invalid(why) => {
-                                let _ = writeln!(std::io::stderr(), "bakapara: job {}: {why}", job.seq);
-                                summary.failed += 1;
-                            }
-                            Body::Pending(_) => {}
+            job = rx.recv(), if !output.backlogged() => if let Some(mut job) = job {
+                state.taken(&job);
+                let slot = usize::try_from((job.seq - 1) % slots + 1).unwrap_or(1);
+                config.templates.materialize(&mut job, slot);
+                let mut line = Vec::new();
+                if config.text {
+                    // As GNU Parallel's --dry-run: the command lines; a job that cannot
+                    // run says why on stderr.
+                    match &job.body {
+                        Body::Ready(spec) => {
+                            line.extend_from_slice(spec.cmd.as_bytes());
+                            line.push(b'\n');
                         }
-                    } else if let Body::Invalid(why) = &job.body {
-                        let result =
-                            JobResult::not_started(&job, Status::Error, why.clone(), String::new());
-                        encode_line(&job.object, &result, &mut line);
-                        summary.failed += 1;
-                    } else {
-                        // Serializing a Map into a Vec cannot fail.
-                        let _ = serde_json::to_writer(&mut line, &job.object);
-                        line.push(b'\n');
+                        Body::Invalid(why) => {
+                            let _ = writeln!(std::io::stderr(), "bakapara: job {}: {why}", job.seq);
+                            summary.failed += 1;
+                        }
+                        Body::Pending(_) => {}
                     }
-                    summary.done += 1;
-                    output.write_raw(line);
+                } else if let Body::Invalid(why) = &job.body {
+                    let result =
+                        JobResult::not_started(&job, Status::Error, why.clone(), String::new());
+                    encode_line(&job.object, &result, &mut line);
+                    summary.failed += 1;
+                } else {
+                    // Serializing a Map into a Vec cannot fail.
+                    let _ = serde_json::to_writer(&mut line, &job.object);
+                    line.push(b'\n');
                 }
-                None => {
-                    input_ended = true;
-                    break;
-                }
+                summary.done += 1;
+                output.write_raw(line);
+            } else {
+                input_ended = true;
+                break;
             },
             event = controls.next() => match event {
                 Event::Interrupt(sig) | Event::KillNow(sig) => {
@@ -567,7 +566,7 @@ async fn dry_run(
                 }
                 Event::Hangup => break,
             },
-            _ = output.changed() => {}
+            () = output.changed() => {}
         }
     }
     // The reader may be blocked reading a terminal or a pipe, or sending: it is told to stop

@@ -2,6 +2,9 @@
 //! so that retries, `--halt`, host loss and timeouts, `-k` and `--resume` are checked without
 //! a process or a real second passing.
 
+// TEMP(i8): pedantic fixes after the agent merge
+#![allow(clippy::pedantic)]
+
 use crate::throttle::Throttle;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;

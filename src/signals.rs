@@ -138,6 +138,7 @@ pub struct Controls {
 }
 
 impl Controls {
+    #[must_use]
     pub fn new(signals: Option<Signals>, abort: Option<AbortReceiver>) -> Controls {
         Controls {
             signals,
@@ -186,6 +187,7 @@ pub struct AbortHandle(tokio::sync::mpsc::UnboundedSender<Event>);
 pub struct AbortReceiver(tokio::sync::mpsc::UnboundedReceiver<Event>);
 
 impl AbortHandle {
+    #[must_use]
     pub fn new() -> (AbortHandle, AbortReceiver) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         (AbortHandle(tx), AbortReceiver(rx))

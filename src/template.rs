@@ -236,7 +236,7 @@ impl Template {
                     search = lt + 1;
                     continue;
                 }
-                (Syntax::Angle, Err(Rejected::NotAToken(m)) | Err(Rejected::Bad(m)))
+                (Syntax::Angle, Err(Rejected::NotAToken(m) | Rejected::Bad(m)))
                 | (Syntax::Braces { .. }, Err(Rejected::Bad(m))) => return Err(error(m)),
             };
             literal.push_str(&source[rest_start..lt]);
@@ -274,6 +274,7 @@ impl Template {
     }
 
     /// The same template for jobs of several input items (`-N`, `-m`, `-X`).
+    #[must_use]
     pub fn for_several(mut self, several: Several) -> Template {
         self.several = several;
         if several == Several::Context {
@@ -323,6 +324,7 @@ impl Template {
     /// How many `<>` tokens the template holds and, with [`Several::Context`], the bytes of
     /// literal text in the words that are repeated per value: what each value adds to the
     /// expanded text, besides itself (see [`crate::input::Grouping`]).
+    #[must_use]
     pub fn growth_per_value(&self) -> (usize, usize) {
         let copies = self
             .parts
@@ -352,22 +354,26 @@ impl Template {
     }
 
     /// The bytes of literal text (what a job's expanded command holds besides values).
+    #[must_use]
     pub fn literal_len(&self) -> usize {
         self.literal_len
     }
 
     /// The template text as given to [`Template::parse`].
+    #[must_use]
     pub fn source(&self) -> &str {
         &self.source
     }
 
     /// True when the template holds at least one token.
+    #[must_use]
     pub fn has_tokens(&self) -> bool {
         self.token_count > 0
     }
 
     /// The `<name>` tokens (fields of a JSON object item), as written, with their 1-based
     /// (character) columns: only `--jsonl` input has fields.
+    #[must_use]
     pub fn field_tokens(&self) -> Vec<(&str, usize)> {
         let mut column = 1;
         let mut found = Vec::new();
@@ -386,6 +392,7 @@ impl Template {
     }
 
     /// The first token as written, if there is one.
+    #[must_use]
     pub fn first_token(&self) -> Option<&str> {
         self.parts.iter().find_map(|part| match part {
             Part::Token(token) => Some(token.text.as_str()),
@@ -394,12 +401,14 @@ impl Template {
     }
 
     /// True when a token uses `<%>` (the value depends on the slot).
+    #[must_use]
     pub fn uses_slot(&self) -> bool {
         self.uses_slot
     }
 
     /// True when a token uses `<##>` or `<0#>`: the job needs the number of jobs, known
     /// only once input has ended.
+    #[must_use]
     pub fn uses_total(&self) -> bool {
         self.uses_total
     }
@@ -528,7 +537,7 @@ fn parse_token(body: &str) -> Result<(Base, Op), Rejected> {
         _ => {}
     }
     let (base, rest) = match first {
-        Some('#') | Some('%') => {
+        Some('#' | '%') => {
             let base = if first == Some('#') {
                 Base::Seq
             } else {
@@ -988,24 +997,24 @@ fn dirname(s: &str) -> &str {
 
 /// Replaces the first (or every) match of the regex. Successive matches follow Perl's
 /// `s///g` (an empty match right after a non-empty one counts), as GNU Parallel does.
-fn replace<'v>(r: &Replace, s: &'v str) -> Cow<'v, str> {
+fn replace<'v>(op: &Replace, s: &'v str) -> Cow<'v, str> {
     let mut out: Option<String> = None;
     let mut copied = 0; // bytes of `s` already handled
     let mut pos = 0; // where to search next
-    let mut locs = if r.uses_groups {
-        Some(r.re.capture_locations())
+    let mut locs = if op.uses_groups {
+        Some(op.re.capture_locations())
     } else {
         None
     };
     while pos <= s.len() {
         let found = match locs.as_mut() {
-            Some(locs) => r.re.captures_read_at(locs, s, pos),
-            None => r.re.find_at(s, pos),
+            Some(locs) => op.re.captures_read_at(locs, s, pos),
+            None => op.re.find_at(s, pos),
         };
         let Some(m) = found else { break };
         let o = out.get_or_insert_with(|| String::with_capacity(s.len() + 16));
         o.push_str(&s[copied..m.start()]);
-        for part in &r.rep {
+        for part in &op.rep {
             match part {
                 RepPart::Literal(text) => o.push_str(text),
                 RepPart::Group(g) => {
@@ -1016,7 +1025,7 @@ fn replace<'v>(r: &Replace, s: &'v str) -> Cow<'v, str> {
             }
         }
         copied = m.end();
-        if !r.all {
+        if !op.all {
             break;
         }
         pos = if m.is_empty() {
@@ -1041,7 +1050,10 @@ mod tests {
     use std::process::Command;
 
     fn args(values: &[&str]) -> Vec<String> {
-        values.iter().map(|s| s.to_string()).collect()
+        values
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect()
     }
 
     fn ctx<'a>(args: &'a [String], fields: Option<&'a Map<String, Value>>) -> Context<'a> {
@@ -1183,7 +1195,7 @@ mod tests {
         let c = Context {
             args: &a,
             fields: None,
-            seq: 12345678901,
+            seq: 12_345_678_901,
             slot: 16,
             total: None,
         };

@@ -24,6 +24,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    #[must_use]
     pub fn new(delay: Option<Duration>, memfree: Option<u64>, load: Option<f64>) -> Throttle {
         Throttle {
             delay,
@@ -34,11 +35,13 @@ impl Throttle {
     }
 
     /// True when no limit is set (the scheduler then never asks).
+    #[must_use]
     pub fn is_off(&self) -> bool {
         self.delay.is_none() && self.memfree.is_none() && self.load.is_none()
     }
 
     /// Whether a job may start now.
+    #[must_use]
     pub fn may_start(&self) -> bool {
         if self.is_off() {
             return true;
@@ -70,6 +73,7 @@ impl Throttle {
     }
 
     /// When to ask [`Throttle::may_start`] again after it said no.
+    #[must_use]
     pub fn wake_at(&self) -> Instant {
         let now = Instant::now();
         let mut at = now + RECHECK;
@@ -83,7 +87,8 @@ impl Throttle {
     }
 }
 
-/// MemAvailable of /proc/meminfo, in bytes.
+/// `MemAvailable` of /proc/meminfo, in bytes.
+#[must_use]
 pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
@@ -92,6 +97,7 @@ pub fn available_memory() -> Option<u64> {
 }
 
 /// The 1-minute load average of /proc/loadavg.
+#[must_use]
 pub fn load_average() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     text.split_whitespace().next()?.parse().ok()
@@ -117,7 +123,9 @@ pub fn parse_load(text: &str, cpus: usize) -> Result<f64, String> {
 pub fn shuffle<T>(items: &mut [T]) {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+        .map_or(0, |d| {
+            u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(0)
+        });
     let mut state = nanos ^ (u64::from(std::process::id()) << 32) | 1;
     let mut next = move || {
         state ^= state << 13;
@@ -126,7 +134,8 @@ pub fn shuffle<T>(items: &mut [T]) {
         state
     };
     for i in (1..items.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
+        // Below `i + 1`, a usize.
+        let j = usize::try_from(next() % (i as u64 + 1)).unwrap_or(i);
         items.swap(i, j);
     }
 }
@@ -149,7 +158,7 @@ mod tests {
         let mut v: Vec<u32> = (0..100).collect();
         shuffle(&mut v);
         let mut sorted = v.clone();
-        sorted.sort();
+        sorted.sort_unstable();
         assert_eq!(sorted, (0..100).collect::<Vec<_>>());
         assert_ne!(v, sorted, "100 items in their own order: 1 chance in 100!");
     }

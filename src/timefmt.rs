@@ -5,16 +5,19 @@ use std::time::Duration;
 use chrono::{DateTime, Local, SecondsFormat};
 
 /// RFC 3339 with microseconds and the local offset, as result timestamps use.
+#[must_use]
 pub fn rfc3339(t: &DateTime<Local>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, false)
 }
 
 /// `2014-12-21 10:39:49,231`, the stamp of the original tool's log lines.
+#[must_use]
 pub fn log_stamp(t: &DateTime<Local>) -> String {
     t.format("%Y-%m-%d %H:%M:%S,%3f").to_string()
 }
 
 /// `0:00:10.007444`, how Python prints a timedelta (the original tool's log lines).
+#[must_use]
 pub fn elapsed_hms(d: Duration) -> String {
     let secs = d.as_secs();
     format!(
@@ -27,6 +30,7 @@ pub fn elapsed_hms(d: Duration) -> String {
 }
 
 /// Seconds between two instants as a number, never negative.
+#[must_use]
 pub fn seconds_between(from: &DateTime<Local>, to: &DateTime<Local>) -> f64 {
     let micros = (*to - *from).num_microseconds().unwrap_or(0).max(0);
     micros as f64 / 1e6
@@ -51,7 +55,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
+/// Parses a duration that must be more than zero (`--timeout`).
+pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("a timeout must be more than 0".to_string()),
+        d => Ok(d),
+    }
+}
+
 /// Why a duration past [`MAX_DURATION`] is refused.
+#[must_use]
 pub fn too_long(text: &str) -> String {
     format!("`{text}` is too long (at most 100 years, 3153600000 seconds)")
 }
@@ -118,6 +131,8 @@ pub fn parse_gnu_size(text: &str) -> Result<u64, String> {
     if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
         return Err(bad());
     }
+    // In range, checked above.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     Ok(bytes.round() as u64)
 }
 
@@ -151,6 +166,8 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     if bytes > usize::MAX as f64 {
         return Err(bad());
     }
+    // In range, checked above (`n` is not negative).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     Ok(bytes as usize)
 }
 
@@ -164,7 +181,7 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
         for bad in [
             "", "x", "10x", "-1", "1h-", "ms", "1e19", "36501d", "inf", "NaN",
         ] {

@@ -121,6 +121,7 @@ impl Watchdog {
     }
 
     /// A record with no watchdog process (Ctrl-Z still stops the jobs).
+    #[must_use]
     pub fn without_process() -> Watchdog {
         Watchdog::default()
     }
@@ -198,7 +199,7 @@ impl Watchdog {
 }
 
 /// Makes the command's process lead a new session: no terminal signal (Ctrl-C, Ctrl-Z, a
-/// hang-up) reaches it. (Jobs get theirs from posix_spawn, see `exec::spawn`; this runs once
+/// hang-up) reaches it. (Jobs get theirs from `posix_spawn`, see `exec::spawn`; this runs once
 /// per run, where fork's cost does not matter.)
 fn own_session(command: &mut tokio::process::Command) {
     // SAFETY: the closure runs in the child between fork and exec, where only
@@ -259,7 +260,8 @@ mod tests {
         command.arg("1000");
         own_session(&mut command);
         let child = command.spawn().expect("sleep starts");
-        let pid = Pid::from_raw(child.id().expect("a pid") as i32);
+        let pid =
+            Pid::from_raw(i32::try_from(child.id().expect("a pid")).expect("a pid is an i32"));
         (child, pid)
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::capture::read_capped;
-use super::spawn::{look, spawn, Sink, State};
+use super::spawn::{look, spawn, Environment, Sink, State};
 use super::stopper::{Cause, Order, Stopper};
 use super::{Captured, Command, Ending, Executor, Limits, Outcome, RunFuture, Stop, Task};
 use crate::live::{Fd, LiveSink};
@@ -33,6 +33,8 @@ pub struct LocalExecutor {
     watchdog: Option<Arc<Watchdog>>,
     /// `--line-buffer` / `--ungroup`: uncaptured streams go to bakapara's own as they come.
     live: Option<LiveSink>,
+    /// bakapara's environment, read when the executor is made: every job gets it.
+    env: Arc<Environment>,
 }
 
 impl LocalExecutor {
@@ -42,6 +44,7 @@ impl LocalExecutor {
             spool: false,
             watchdog: None,
             live: None,
+            env: Arc::new(Environment::capture()),
         }
     }
 
@@ -96,6 +99,7 @@ impl LocalExecutor {
         let spawned = match spawn(
             "/bin/bash",
             &args,
+            &self.env,
             job.env,
             dir.as_deref(),
             piped,

@@ -54,12 +54,38 @@ pub(crate) enum State {
     Lost(Errno),
 }
 
+/// bakapara's environment as `NAME=value` strings, read once per run rather than once per job
+/// (reading and copying it was an eighth of bakapara's own instructions per local job).
+#[derive(Debug)]
+pub(crate) struct Environment {
+    vars: Vec<CString>,
+}
+
+impl Environment {
+    /// The process's environment now (a variable that is not valid in a C string, which the
+    /// kernel cannot hold anyway, is left out).
+    pub fn capture() -> Environment {
+        let vars = std::env::vars_os()
+            .filter_map(|(name, value)| {
+                let mut entry = name.as_bytes().to_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(value.as_bytes());
+                CString::new(entry).ok()
+            })
+            .collect();
+        Environment { vars }
+    }
+}
+
 /// Starts `program` with `args` (stdin `/dev/null`, or with `piped_stdin` a pipe whose write
-/// end comes back; the environment plus `env`, in `dir`) in a session of its own. Must be
-/// called inside a Tokio runtime (the pipes are registered there).
+/// end comes back; the environment `base` plus `env`, in `dir`) in a session of its own. Must
+/// be called inside a Tokio runtime (the pipes are registered there).
+// Each argument is one part of the job's process; a struct of them would only be unpacked here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     program: &str,
     args: &[&str],
+    base: &Environment,
     env: &[(String, String)],
     dir: Option<&Path>,
     piped_stdin: bool,
@@ -70,7 +96,10 @@ pub(crate) fn spawn(
     for arg in args {
         argv.push(c_string(arg.as_bytes())?);
     }
-    let envp = environment(env)?;
+    let extra = env
+        .iter()
+        .map(|(name, value)| c_string(format!("{name}={value}").as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
     let dir = dir
         .map(|d| c_string(d.as_os_str().as_bytes()))
         .transpose()?;
@@ -94,10 +123,11 @@ pub(crate) fn spawn(
     }
     let attr = SpawnAttr::new()?;
     let argv_ptrs = pointers(&argv);
-    let envp_ptrs = pointers(&envp);
+    let envp_ptrs = environment(base, env, &extra);
     let mut pid: libc::pid_t = 0;
     // SAFETY: every pointer is valid for the call: the path and the NULL-terminated argv and
-    // envp arrays point into CStrings that live until the end of this function, and the file
+    // envp arrays point into CStrings that outlive it (`argv` and `extra` are locals, `base`
+    // is borrowed for the whole function), and the file
     // actions and attributes were initialised by their constructors. posix_spawn reads them
     // and writes only `pid`.
     let ret = unsafe {
@@ -164,22 +194,31 @@ fn c_string(bytes: &[u8]) -> io::Result<CString> {
     })
 }
 
-/// `NAME=value` for bakapara's environment, with `extra` added (and winning).
-fn environment(extra: &[(String, String)]) -> io::Result<Vec<CString>> {
-    let mut vars = Vec::new();
-    for (name, value) in std::env::vars_os() {
-        if extra.iter().any(|(n, _)| n.as_bytes() == name.as_bytes()) {
-            continue;
-        }
-        let mut entry = name.as_bytes().to_vec();
-        entry.push(b'=');
-        entry.extend_from_slice(value.as_bytes());
-        vars.push(c_string(&entry)?);
-    }
-    for (name, value) in extra {
-        vars.push(c_string(format!("{name}={value}").as_bytes())?);
-    }
-    Ok(vars)
+/// The NULL-terminated envp: `base` without the variables `env` sets, then `extra` (the
+/// `NAME=value` strings of `env`), so that a job's own values win.
+fn environment(
+    base: &Environment,
+    env: &[(String, String)],
+    extra: &[CString],
+) -> Vec<*mut libc::c_char> {
+    let overridden = |var: &CString| {
+        let bytes = var.as_bytes();
+        env.iter().any(|(name, _)| {
+            bytes.len() > name.len()
+                && bytes.starts_with(name.as_bytes())
+                && bytes[name.len()] == b'='
+        })
+    };
+    let mut ptrs = Vec::with_capacity(base.vars.len() + extra.len() + 1);
+    ptrs.extend(
+        base.vars
+            .iter()
+            .filter(|var| env.is_empty() || !overridden(var))
+            .chain(extra)
+            .map(|s| s.as_ptr().cast_mut()),
+    );
+    ptrs.push(std::ptr::null_mut());
+    ptrs
 }
 
 /// A NULL-terminated array of pointers into `strings`, for argv and envp.

@@ -16,12 +16,10 @@ fn procs(prefix: &str, marker: &str) -> Vec<u32> {
     pids_with(marker)
         .into_iter()
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    let c: Vec<u8> = c.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
-                    c.starts_with(prefix.as_bytes())
-                })
-                .unwrap_or(false)
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c: Vec<u8> = c.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
+                c.starts_with(prefix.as_bytes())
+            })
         })
         .collect()
 }
@@ -108,10 +106,10 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Runs `args` and polls bakapara's VmHWM until it ends; returns the run and the peak in KiB.
+/// Runs `args` and polls bakapara's `VmHWM` until it ends; returns the run and the peak in KiB.
 fn run_measuring_peak_rss(cmd: &mut Command) -> (Finished, u64) {
     let mut live = Live::spawn_with(cmd, Vec::new());
-    let pid = live.pid().as_raw() as u32;
+    let pid = live.pid().as_raw().unsigned_abs();
     let mut peak = 0;
     let start = Instant::now();
     while live.child.try_wait().expect("wait").is_none() {

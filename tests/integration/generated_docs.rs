@@ -116,7 +116,7 @@ fn first_difference(old: &str, new: &str) -> String {
     let mut new_lines = new.lines();
     for number in 1.. {
         match (old_lines.next(), new_lines.next()) {
-            (Some(a), Some(b)) if a == b => continue,
+            (Some(a), Some(b)) if a == b => {}
             (None, None) => break,
             (a, b) => {
                 return format!(
@@ -393,7 +393,7 @@ fn man_page_renders_without_warnings() {
         expected
             .iter()
             .filter(|s| !flat.contains(*s))
-            .map(|s| s.to_string()),
+            .map(std::string::ToString::to_string),
     );
     // Every command line of the examples, verbatim.
     missing.extend(

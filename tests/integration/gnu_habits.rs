@@ -24,7 +24,7 @@ fn stderr_of(output: &Output) -> String {
 }
 
 fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// The slot numbers (`<%>`) that `2 × expected` jobs ran in, when each job waits until
@@ -380,7 +380,7 @@ fn braces_match_gnu_parallel() {
             gnu.push(":::");
             gnu.extend_from_slice(source);
             ours_args.push(":::".into());
-            ours_args.extend(source.iter().map(|s| s.to_string()));
+            ours_args.extend(source.iter().map(std::string::ToString::to_string));
         }
         let want = gnu_parallel(&gnu);
         let ours: Vec<&str> = ours_args.iter().map(String::as_str).collect();

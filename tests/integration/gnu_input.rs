@@ -19,7 +19,7 @@ fn same_as_gnu(cases: &[(&[&str], &[u8])]) {
         // `--plus` is GNU's switch for its extra replacement strings; bakapara always has them.
         args.iter()
             .filter(|a| **a != "--plus")
-            .map(|a| a.to_string())
+            .map(std::string::ToString::to_string)
             .collect()
     };
     let dir = folder();

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 fn config(args: &[&str]) -> Config {
     let mut all = vec!["bakapara".to_string(), "-q".to_string()];
-    all.extend(args.iter().map(|a| a.to_string()));
+    all.extend(args.iter().map(std::string::ToString::to_string));
     Config::from_args(all.into_iter().map(Into::into)).expect("a valid command line")
 }
 
@@ -81,17 +81,15 @@ fn an_abort_handle_stops_a_run_like_ctrl_c() {
 /// Processes running `sleep MARKER`.
 fn sleepers(marker: &str) -> usize {
     let needle = format!("sleep\0{marker}");
-    std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| {
-                    std::fs::read(e.path().join("cmdline"))
-                        .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with(needle.as_str()))
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    std::fs::read_dir("/proc").map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).starts_with(needle.as_str()))
+            })
+            .count()
+    })
 }
 
 /// The caller's jobs as a stream: they may come while the run goes on.

@@ -125,7 +125,7 @@ fn json_jobs_keep_their_keys_and_get_a_full_result() {
             "{key} = {t}"
         );
         assert_eq!(
-            t.split('.').nth(1).map(|f| f.len()),
+            t.split('.').nth(1).map(str::len),
             Some(12),
             "microseconds and offset: {t}"
         );
@@ -400,7 +400,11 @@ fn start_sleepers(
 }
 
 fn kill(child: &std::process::Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid is an i32")),
+        sig,
+    )
+    .unwrap();
 }
 
 #[test]
@@ -423,7 +427,7 @@ fn ctrl_c_stops_every_job_gives_each_its_line_and_leaves_no_process() {
         .iter()
         .map(|l| l["result"]["status"].as_str().unwrap())
         .collect();
-    statuses.sort();
+    statuses.sort_unstable();
     assert_eq!(statuses, ["aborted"; 5]);
     let started = lines
         .iter()
@@ -491,15 +495,14 @@ impl WaitTimeout for std::process::Child {
         std::thread::spawn(move || {
             let _ = tx.send(self.wait_with_output());
         });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(out) => out.unwrap(),
-            Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                panic!("bakapara did not exit within 30 s");
-            }
+        if let Ok(out) = rx.recv_timeout(Duration::from_secs(30)) {
+            out.unwrap()
+        } else {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid is an i32")),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("bakapara did not exit within 30 s");
         }
     }
 }

@@ -200,7 +200,7 @@ fn most_at_once(dir: &Path) -> (usize, usize) {
         now += change;
         most = most.max(now);
     }
-    (most as usize, jobs)
+    (usize::try_from(most).expect("not negative"), jobs)
 }
 
 fn stamp_dir() -> tempfile::TempDir {
@@ -262,6 +262,7 @@ fn without_plus_a_recipe_runs_on_its_own_slots_and_says_why() {
 /// A make 4.4 style jobserver: a FIFO holding `tokens` tokens, opened by the test (as make
 /// holds it open), and the MAKEFLAGS that names it.
 fn fifo_jobserver(dir: &Path, tokens: usize) -> (std::fs::File, String) {
+    use std::io::Write;
     let path = dir.join("jobserver.fifo");
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
     // Read and write: opening a FIFO so never blocks (Linux), and keeps it alive.
@@ -270,7 +271,6 @@ fn fifo_jobserver(dir: &Path, tokens: usize) -> (std::fs::File, String) {
         .write(true)
         .open(&path)
         .expect("open the FIFO");
-    use std::io::Write;
     fifo.write_all(&vec![b'+'; tokens]).expect("tokens in");
     let flags = format!(" -j{} --jobserver-auth=fifo:{}", tokens + 1, path.display());
     (fifo, flags)
@@ -283,7 +283,7 @@ fn tokens_in(fifo: &std::fs::File) -> usize {
     // SAFETY: FIONREAD writes one c_int through the pointer, which points to `n`.
     let rc = unsafe { nix::libc::ioctl(fifo.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
     assert_eq!(rc, 0, "FIONREAD on the FIFO");
-    n as usize
+    usize::try_from(n).expect("FIONREAD gives a count")
 }
 
 #[test]

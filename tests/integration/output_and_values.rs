@@ -385,6 +385,7 @@ fn a_stuck_reader_of_text_output_does_not_hold_up_timeouts_or_sigterm() {
 }
 
 fn stuck_reader_then_sigterm(mode: &[&str]) {
+    use std::os::unix::process::ExitStatusExt;
     let dir = tempdir();
     let m = marker();
     let _reaper = Reaper(m.clone());
@@ -412,20 +413,16 @@ fn stuck_reader_then_sigterm(mode: &[&str]) {
     std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("input");
     drop(stdin);
     let errors = read_stderr(&mut child);
-    let started = || {
-        std::fs::read_to_string(dir.path().join("started"))
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
+    let started =
+        || std::fs::read_to_string(dir.path().join("started")).map_or(0, |t| t.lines().count());
     // Their timeout acts although stdout is stuck on a big result line.
     wait_until("the long jobs start, then --timeout stops them", || {
         started() == 4 && sleepers(&m).is_empty()
     });
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid is an i32"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let status = wait_within(&mut child, std::time::Duration::from_secs(20));
     let stderr = errors.join().expect("stderr reader");
-    use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.signal(),
         Some(15),
@@ -458,11 +455,8 @@ fn a_stuck_reader_holds_back_new_jobs_and_gets_every_line_once_it_reads() {
     let mut stdin = child.stdin.take().expect("stdin");
     std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("input");
     drop(stdin);
-    let started = || {
-        std::fs::read_to_string(dir.path().join("started"))
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
+    let started =
+        || std::fs::read_to_string(dir.path().join("started")).map_or(0, |t| t.lines().count());
     let pid = child.id();
     // bakapara's children other than its watchdog (src/watchdog.rs): the jobs.
     let jobs = || {
@@ -495,6 +489,7 @@ fn a_stuck_reader_holds_back_new_jobs_and_gets_every_line_once_it_reads() {
 #[test]
 fn dry_run_stops_on_sigterm_and_when_its_reader_goes_away() {
     use std::io::{BufRead, Write};
+    use std::os::unix::process::ExitStatusExt;
     let dir = tempdir();
     // stdin stays open: SIGTERM must end it all the same.
     let mut child = Killing(
@@ -513,10 +508,9 @@ fn dry_run_stops_on_sigterm_and_when_its_reader_goes_away() {
     let mut line = String::new();
     out.read_line(&mut line).expect("a line");
     assert!(line.contains("echo a"), "{line}");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid is an i32"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let status = wait_within(&mut child, WAIT);
-    use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(15), "{status:?}");
     drop(stdin);
     // `yes | bakapara --dry-run | head -1`.
@@ -545,7 +539,7 @@ fn dry_run_stops_on_sigterm_and_when_its_reader_goes_away() {
 // Bounded input memory
 // ---------------------------------------------------------------------------------------
 
-/// The peak resident memory (VmHWM, in bytes) of process `pid`, read from /proc while it runs;
+/// The peak resident memory (`VmHWM`, in bytes) of process `pid`, read from /proc while it runs;
 /// `None` once it is gone.
 fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -579,11 +573,7 @@ fn run_measured(
         let mut lines = 0;
         let mut out = std::io::BufReader::new(out);
         let mut line = Vec::new();
-        while out
-            .read_until(b'\n', &mut line)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {
+        while out.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
             lines += 1;
             line.clear();
         }

@@ -165,11 +165,11 @@ fn json_leaf() -> impl Strategy<Value = Value> {
             1e-10,
             1e-300,
             1e300,
-            4294967296.0,
+            4_294_967_296.0,
             // Past the longest duration bakapara takes (100 years), and past u64 seconds.
             3.2e9,
             1e19,
-            1.8446744073709552e19
+            1.844_674_407_370_955_2e19
         ])
         .prop_map(Value::from),
         "\\PC{0,10}".prop_map(Value::String),
@@ -265,13 +265,13 @@ proptest! {
 /// it (a builtin that exits 0, so nothing is retried), `cd` / `out` / `err` strings become
 /// plain relative names, and `retries` stays small. Values of the wrong type are kept.
 fn defuse(mut object: Map<String, Value>) -> Map<String, Value> {
-    for (key, value) in object.iter_mut() {
+    for (key, value) in &mut object {
         match (key.as_str(), &*value) {
             ("cmd", Value::String(s)) => {
                 *value = Value::String(format!("printf %s {}", shell_quote(s)));
             }
             ("cd" | "out" | "err", Value::String(s)) => {
-                let safe: String = s.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+                let safe: String = s.chars().filter(char::is_ascii_alphanumeric).collect();
                 *value = Value::String(safe);
             }
             ("retries", Value::Number(_)) => *value = Value::from(1),
@@ -352,15 +352,14 @@ fn run_binary(input: Vec<u8>) -> (std::process::ExitStatus, Vec<u8>, String) {
         let _ = tx.send(child.wait_with_output());
     });
     let start = Instant::now();
-    let out = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("bakapara runs"),
-        Err(_) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            panic!("bakapara did not end within {:?}", start.elapsed());
-        }
+    let out = if let Ok(out) = rx.recv_timeout(Duration::from_secs(60)) {
+        out.expect("bakapara runs")
+    } else {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid is an i32")),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        panic!("bakapara did not end within {:?}", start.elapsed());
     };
     writer.join().unwrap();
     (
@@ -414,7 +413,7 @@ proptest! {
             let seq = r["seq"].as_u64().unwrap_or(0);
             seqs.insert(seq);
             if let (Some(Some(sent)), Value::Object(mut got)) =
-                (objects.get((seq as usize).wrapping_sub(1)), v.clone())
+                (objects.get(usize::try_from(seq).map_or(usize::MAX, |s| s.wrapping_sub(1))), v.clone())
             {
                 got.shift_remove("result");
                 // Floats are compared to 10 digits: serde_json's default float parsing is not

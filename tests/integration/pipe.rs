@@ -1,4 +1,4 @@
-//! `--pipe` as a user relies on it beyond GNU Parallel's cuts (tests/gnu_pipe.rs has those):
+//! `--pipe` as a user relies on it beyond GNU Parallel's cuts (`tests/gnu_pipe.rs` has those):
 //! memory stays bounded on a 2 GB stream, a retried job gets its block again, a job that
 //! does not read its stdin ends, wrong combinations exit 255 before any job; and the start
 //! throttles `--delay`, `--memfree`, `--load`.

@@ -18,9 +18,9 @@ fn job_processes(marker: &str) -> Vec<u32> {
     pids_with(marker)
         .into_iter()
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.starts_with(b"sleep\0") || c.starts_with(b"/bin/bash\0-o\0pipefail"))
-                .unwrap_or(false)
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.starts_with(b"sleep\0") || c.starts_with(b"/bin/bash\0-o\0pipefail")
+            })
         })
         .collect()
 }

@@ -84,6 +84,7 @@ fn a_live_display_shows_progress_and_ends_on_one_clean_line() {
 
 #[test]
 fn the_total_is_unknown_until_the_input_ends() {
+    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("in");
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
@@ -100,16 +101,14 @@ fn the_total_is_unknown_until_the_input_ends() {
             .custom_flags(nix::libc::O_NONBLOCK)
             .open(&fifo)
             .ok();
-        if input.is_none() && Instant::now() > deadline {
-            panic!(
-                "bakapara never opened its input; the screen:\n{}",
-                tmux.screen()
-            );
-        }
+        assert!(
+            !(input.is_none() && Instant::now() > deadline),
+            "bakapara never opened its input; the screen:\n{}",
+            tmux.screen()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut input = input.unwrap();
-    use std::io::Write;
     input.write_all(b"a\nb\nc\n").unwrap();
     input.flush().unwrap();
     tmux.wait_for_screen("3 done of an unknown total", |s| s.contains("3/? done"));

@@ -37,9 +37,7 @@ fn run(args: &[&str], stdin: &[u8], dir: &Path) -> Finished {
 
 /// How many lines a counter / marker file holds (0 when it does not exist).
 fn count(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -715,8 +713,8 @@ fn an_out_template_that_cannot_be_written_fails_only_that_job() {
 
 #[test]
 fn a_100_mb_input_line_gets_a_result_and_other_jobs_run() {
-    let dir = tempdir();
     const BIG: usize = 100_000_000;
+    let dir = tempdir();
     let mut input = b"small1\n".to_vec();
     input.resize(input.len() + BIG, b'x');
     input.extend_from_slice(b"\nsmall2\n");
@@ -833,7 +831,7 @@ fn json_fields_of_the_wrong_type_give_errors_naming_the_key() {
     }
     let last = lines[&(cases.len() as u64 + 1)];
     assert_eq!(last["result"]["stdout"], "still running\n");
-    assert_eq!(out.code, Some(cases.len() as i32));
+    assert_eq!(out.code, i32::try_from(cases.len()).ok());
 }
 
 #[test]

@@ -121,7 +121,7 @@ fn trc_sends_inputs_returns_outputs_and_leaves_nothing_on_the_hosts() {
     let here = files_under(dir.path());
     assert!(
         here.iter()
-            .all(|f| f.ends_with(".txt") || f.ends_with(".out")),
+            .all(|f| [".txt", ".out"].iter().any(|ext| f.ends_with(ext))),
         "no temp file stays here: {here:?}"
     );
 }
@@ -274,7 +274,7 @@ fn onall_runs_every_job_on_every_host() {
         .collect();
     let want: BTreeSet<String> = ["a h1", "a h2", "b h1", "b h2"]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     assert_eq!(got, want);
     let seqs: BTreeSet<u64> = done

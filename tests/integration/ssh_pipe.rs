@@ -38,7 +38,7 @@ fn binary_input() -> Vec<u8> {
         data.extend_from_slice(format!("record {n} ").as_bytes());
         for _ in 0..(x % 200) {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let b = (x >> 16) as u8;
+            let b = x.to_be_bytes()[1];
             data.push(if b == b'\n' { 0 } else { b });
         }
         data.push(b'\n');
@@ -215,8 +215,7 @@ fn a_piped_remote_job_still_stops_on_timeout_and_on_ctrl_c() {
             .into_iter()
             .filter(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|raw| raw == format!("sleep\0{needle}\0").as_bytes())
-                    .unwrap_or(false)
+                    .is_ok_and(|raw| raw == format!("sleep\0{needle}\0").as_bytes())
             })
             .count()
     };

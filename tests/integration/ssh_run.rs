@@ -38,7 +38,7 @@ fn start(mut cmd: Command, stdin: &str) -> Live {
     Live::spawn_with(&mut cmd, stdin.as_bytes().to_vec())
 }
 
-fn job_line(job: Value) -> String {
+fn job_line(job: &Value) -> String {
     format!("{job}\n")
 }
 
@@ -71,8 +71,7 @@ fn sleeps(arg: &str) -> Vec<u32> {
         .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|raw| raw == format!("sleep\0{arg}\0").as_bytes())
-                .unwrap_or(false)
+                .is_ok_and(|raw| raw == format!("sleep\0{arg}\0").as_bytes())
         })
         .collect()
 }
@@ -209,9 +208,9 @@ fn a_jobs_host_key_restricts_where_it_runs() {
     let mut input = String::new();
     for i in 0..4 {
         let echo = "sleep 0.1; echo $BAKAPARA_TEST_HOST";
-        input += &job_line(json!({"cmd": echo, "kind": "h2", "host": "h2", "i": i}));
-        input += &job_line(json!({"cmd": echo, "kind": "h1|h3", "host": ["h1", "h3"], "i": i}));
-        input += &job_line(json!({"cmd": echo, "kind": "any", "i": i}));
+        input += &job_line(&json!({"cmd": echo, "kind": "h2", "host": "h2", "i": i}));
+        input += &job_line(&json!({"cmd": echo, "kind": "h1|h3", "host": ["h1", "h3"], "i": i}));
+        input += &job_line(&json!({"cmd": echo, "kind": "any", "i": i}));
     }
     let (code, lines, stderr) = run(cmd, &input);
     assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
@@ -254,10 +253,10 @@ fn a_job_asking_for_an_unknown_host_fails_at_once_and_the_rest_run() {
     cmd.args(["-S", &cluster.sshlogins(2)]);
     let slow = "sleep 1; echo $BAKAPARA_TEST_HOST";
     let input = [
-        job_line(json!({"cmd": slow})),
-        job_line(json!({"cmd": "echo never", "host": "nosuch"})),
-        job_line(json!({"cmd": slow})),
-        job_line(json!({"cmd": slow})),
+        job_line(&json!({"cmd": slow})),
+        job_line(&json!({"cmd": "echo never", "host": "nosuch"})),
+        job_line(&json!({"cmd": slow})),
+        job_line(&json!({"cmd": slow})),
     ]
     .concat();
     let (code, lines, stderr) = run(cmd, &input);
@@ -293,7 +292,7 @@ fn sixteen_slots_work_against_a_stock_max_sessions_of_ten() {
     // (or some job saw that already), prints how many it saw, sleeps, and unmarks itself.
     let input: String = (1..=48)
         .map(|i| {
-            job_line(json!({
+            job_line(&json!({
                 "cmd": format!(
                     "touch running.{i}; \
                      for t in $(seq 600); do set -- running.*; \
@@ -340,7 +339,7 @@ fn a_host_lost_mid_run_has_its_jobs_rerun_elsewhere() {
     cmd.current_dir(dir.path()).args(["-S", "h1/3,h2/3,h3/3"]);
     let input: String = (1..=60)
         .map(|i| {
-            job_line(json!({
+            job_line(&json!({
                 "cmd": format!("touch on.$BAKAPARA_TEST_HOST.{i}; sleep 0.3; echo $BAKAPARA_TEST_HOST")
             }))
         })
@@ -399,7 +398,7 @@ fn ctrl_c_aborts_remote_jobs_and_leaves_no_process_on_any_host() {
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", &cluster.sshlogins(2)]);
     let input: String = (0..6)
-        .map(|_| job_line(json!({"cmd": format!("sleep {arg}")})))
+        .map(|_| job_line(&json!({"cmd": format!("sleep {arg}")})))
         .collect();
     let live = start(cmd, &input);
     wait_until(WAIT, "four remote sleeps", || sleeps(&arg).len() >= 4);
@@ -485,8 +484,8 @@ fn an_unreachable_host_is_left_out_and_the_run_goes_on() {
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/2,h9/2", "--host-timeout", "1s"]);
     let input = [
-        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h9"})),
-        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST"})),
+        job_line(&json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h9"})),
+        job_line(&json!({"cmd": "echo $BAKAPARA_TEST_HOST"})),
     ]
     .concat();
     let (code, lines, stderr) = run(cmd, &input);
@@ -513,14 +512,16 @@ fn cd_out_err_and_env_act_on_the_remote_host() {
         .env("BAKAPARA_TEST_LOCAL", "it's \"$(local)\" too")
         .args(["-S", "h1/2", "--env", "BAKAPARA_TEST_LOCAL"]);
     let input = [
-        job_line(json!({
+        job_line(&json!({
             "cmd": "echo \"$V on $BAKAPARA_TEST_HOST\"; echo oops >&2; pwd > where.txt",
             "cd": "sub",
             "out": "o/out.txt",
             "err": "e.txt",
             "env": {"V": "x y"},
         })),
-        job_line(json!({"cmd": "printf '%s|%s' \"$BAKAPARA_TEST_LOCAL\" \"$BAKAPARA_TEST_HOST\""})),
+        job_line(
+            &json!({"cmd": "printf '%s|%s' \"$BAKAPARA_TEST_LOCAL\" \"$BAKAPARA_TEST_HOST\""}),
+        ),
     ]
     .concat();
     let (code, lines, stderr) = run(cmd, &input);
@@ -566,11 +567,11 @@ fn remote_exit_codes_255_and_127_are_the_jobs_codes_not_transport_failures() {
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/2"]);
     let input = [
-        job_line(json!({"cmd": "exit 255"})),
-        job_line(json!({"cmd": "echo out; echo err >&2; exit 255"})),
-        job_line(json!({"cmd": "echo fine"})),
-        job_line(json!({"cmd": "exit 127"})),
-        job_line(json!({"cmd": "bakapara-no-such-command-xyz"})),
+        job_line(&json!({"cmd": "exit 255"})),
+        job_line(&json!({"cmd": "echo out; echo err >&2; exit 255"})),
+        job_line(&json!({"cmd": "echo fine"})),
+        job_line(&json!({"cmd": "exit 127"})),
+        job_line(&json!({"cmd": "bakapara-no-such-command-xyz"})),
     ]
     .concat();
     let (code, lines, stderr) = run(cmd, &input);
@@ -613,9 +614,9 @@ fn remote_jobs_past_their_timeout_are_stopped_by_sigterm() {
     // a generous one of its own (its `timeout` key wins over --timeout).
     cmd.args(["-S", "h1/7", "--timeout", "3s", "--grace", "1s"]);
     let mut input: String = (0..6)
-        .map(|_| job_line(json!({"cmd": format!("sleep {arg}")})))
+        .map(|_| job_line(&json!({"cmd": format!("sleep {arg}")})))
         .collect();
-    input += &job_line(json!({"cmd": "echo quick", "timeout": 120}));
+    input += &job_line(&json!({"cmd": "echo quick", "timeout": 120}));
     let started = Instant::now();
     let (code, lines, stderr) = run(cmd, &input);
     let took = started.elapsed();
@@ -658,7 +659,7 @@ fn a_failed_job_is_retried_on_another_host() {
         f = first.display()
     );
     cmd.args(["-S", "h1/1,h2/1", "--retries", "1"]);
-    let (code, lines, stderr) = run(cmd, &job_line(json!({ "cmd": job })));
+    let (code, lines, stderr) = run(cmd, &job_line(&json!({ "cmd": job })));
     assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
     let r = result(&lines[0]);
     assert_eq!(r["status"], "ok", "{r}");
@@ -682,8 +683,8 @@ fn a_job_whose_only_host_stays_down_fails_after_the_host_timeout() {
     cmd.args(["-S", "h1/1,h2/1", "--host-timeout", "2s"]);
     let pinned = format!("touch {}; sleep 60", started.display());
     let input = [
-        job_line(json!({"cmd": pinned, "host": "h2"})),
-        job_line(json!({"cmd": "echo anywhere"})),
+        job_line(&json!({"cmd": pinned, "host": "h2"})),
+        job_line(&json!({"cmd": "echo anywhere"})),
     ]
     .concat();
     let live = start(cmd, &input);
@@ -819,9 +820,9 @@ fn a_control_directory_removed_mid_run_is_recreated() {
         go.display()
     );
     let input = [
-        job_line(json!({ "cmd": first })),
-        job_line(json!({"cmd": "echo second"})),
-        job_line(json!({"cmd": "echo third"})),
+        job_line(&json!({ "cmd": first })),
+        job_line(&json!({"cmd": "echo second"})),
+        job_line(&json!({"cmd": "echo third"})),
     ]
     .concat();
     let live = start(cmd, &input);
@@ -872,8 +873,8 @@ fn a_run_in_another_pid_namespace_leaves_a_live_runs_control_directory_alone() {
         go.display()
     );
     let input = [
-        job_line(json!({ "cmd": first })),
-        job_line(json!({"cmd": "echo later"})),
+        job_line(&json!({ "cmd": first })),
+        job_line(&json!({"cmd": "echo later"})),
     ]
     .concat();
     let live = start(cmd, &input);
@@ -969,7 +970,7 @@ fn ipv6_literals_work_in_sshlogin() {
 }
 
 /// A TCP port that accepts connections and never says a word (a host whose sshd hangs): ssh
-/// waits there until its ConnectTimeout.
+/// waits there until its `ConnectTimeout`.
 fn silent_port() -> (std::net::TcpListener, u16) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -993,8 +994,8 @@ fn jobs_start_on_the_first_ready_host_without_waiting_for_a_hanging_one() {
     cmd.arg("--ssh-config").arg(&config);
     cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "5s"]);
     let input = [
-        job_line(json!({"cmd": format!("touch {}", started.display())})),
-        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "hang"})),
+        job_line(&json!({"cmd": format!("touch {}", started.display())})),
+        job_line(&json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "hang"})),
     ]
     .concat();
     let tmp = tempdir();
@@ -1042,8 +1043,8 @@ fn a_host_down_at_start_joins_when_it_comes_up() {
         go.display()
     );
     let input = [
-        job_line(json!({"cmd": wait, "host": "h1"})),
-        job_line(json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h2"})),
+        job_line(&json!({"cmd": wait, "host": "h1"})),
+        job_line(&json!({"cmd": "echo $BAKAPARA_TEST_HOST", "host": "h2"})),
     ]
     .concat();
     let tmp = tempdir();
@@ -1183,7 +1184,7 @@ impl Relay {
                 };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let flag = Arc::clone(&flag);
-                std::thread::spawn(move || Relay::pump(client, server, Some(flag)));
+                std::thread::spawn(move || Relay::pump(client, server, Some(flag.as_ref())));
                 std::thread::spawn(move || Relay::pump(s2, c2, None));
             }
         });
@@ -1193,7 +1194,7 @@ impl Relay {
     fn pump(
         mut from: std::net::TcpStream,
         mut to: std::net::TcpStream,
-        cut: Option<Arc<std::sync::atomic::AtomicBool>>,
+        cut: Option<&std::sync::atomic::AtomicBool>,
     ) {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -1237,7 +1238,7 @@ fn a_result_that_arrived_keeps_its_own_elapsed_when_the_hosts_inbound_traffic_is
     let mut cmd = crate::common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&config);
     cmd.args(["-S", "h1/1", "--host-timeout", "1s"]);
-    let live = start(cmd, &job_line(json!({ "cmd": job })));
+    let live = start(cmd, &job_line(&json!({ "cmd": job })));
     wait_until(WAIT, "the job to start", || started.exists());
     relay.cut.store(true, std::sync::atomic::Ordering::SeqCst);
     std::fs::write(&cut, "").unwrap();
@@ -1261,7 +1262,7 @@ fn after_kill_9_the_masters_and_remote_jobs_go_within_seconds() {
     let arg = format!("1234.{}", unique(""));
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/2"]);
-    let live = start(cmd, &job_line(json!({"cmd": format!("sleep {arg}")})));
+    let live = start(cmd, &job_line(&json!({"cmd": format!("sleep {arg}")})));
     wait_until(WAIT, "the remote job to run", || !sleeps(&arg).is_empty());
     nix::sys::signal::kill(live.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
     let _ = live.finish_within(RUN_TIMEOUT);
@@ -1285,7 +1286,7 @@ fn a_retry_runs_again_on_its_host_when_the_other_one_cannot_be_reached() {
     cluster.host("h2").stop();
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/1,h2/1", "--retries", "1"]);
-    let (code, lines, stderr) = run(cmd, &job_line(json!({"cmd": "exit 3"})));
+    let (code, lines, stderr) = run(cmd, &job_line(&json!({"cmd": "exit 3"})));
     assert_eq!(code, Some(1), "{stderr}\n{lines:#?}");
     let r = result(&lines[0]);
     assert_eq!(r["attempts"], 2, "{r}");
@@ -1308,7 +1309,7 @@ fn the_users_connect_timeout_wins_over_bakaparas_default() {
     let mut cmd = crate::common::bin::bakapara();
     cmd.arg("--ssh-config").arg(&config);
     cmd.args(["-S", "hang/1,h1/1", "--host-timeout", "6s"]);
-    let input = job_line(json!({"cmd": "true", "host": "hang"}));
+    let input = job_line(&json!({"cmd": "true", "host": "hang"}));
     let (code, lines, stderr) = run(cmd, &input);
     assert_eq!(code, Some(1), "{stderr}\n{lines:#?}");
     // With a 10 s timeout the run would have ended (host timeout, 6 s) before ssh gave up.
@@ -1327,7 +1328,7 @@ fn nul_bytes_invalid_utf8_and_a_10_mb_line_come_back_from_the_agent_byte_exact()
     // gets the same small tail.
     let job =
         "head -c 10000000 /dev/zero | tr '\\0' x; printf '\\n\\0\\377end'; printf 'e\\0\\377' >&2";
-    let (code, lines, stderr) = run(cmd, &job_line(json!({ "cmd": job })));
+    let (code, lines, stderr) = run(cmd, &job_line(&json!({ "cmd": job })));
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(lines.len(), 1, "{stderr}");
     let r = result(&lines[0]);
@@ -1357,8 +1358,8 @@ fn after_kill_9_no_remote_job_is_left_after_5_s_even_one_that_ignores_term() {
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/2", "--grace", "30s"]);
     let input = [
-        job_line(json!({"cmd": format!("sleep {arg}")})),
-        job_line(json!({"cmd": format!("trap '' TERM; sleep {arg}")})),
+        job_line(&json!({"cmd": format!("sleep {arg}")})),
+        job_line(&json!({"cmd": format!("trap '' TERM; sleep {arg}")})),
     ]
     .concat();
     let live = start(cmd, &input);
@@ -1459,8 +1460,8 @@ fn a_job_lost_with_its_host_host_loss_limit_times_fails() {
     cmd.current_dir(dir.path())
         .args(["-S", "n1/1", "--launcher", "env", "--host-loss-limit", "2"]);
     let input = [
-        job_line(json!({"cmd": "kill -9 $PPID $(ps -o ppid= -p $PPID); sleep 5"})),
-        job_line(json!({"cmd": "echo fine"})),
+        job_line(&json!({"cmd": "kill -9 $PPID $(ps -o ppid= -p $PPID); sleep 5"})),
+        job_line(&json!({"cmd": "echo fine"})),
     ]
     .concat();
     let (code, lines, stderr) = run(cmd, &input);
@@ -1487,8 +1488,8 @@ fn one_stream_to_a_file_and_the_other_captured_each_come_back_right() {
     let mut cmd = bakapara(&cluster);
     cmd.current_dir(dir.path()).args(["-S", "h1/2"]);
     let input = [
-        job_line(json!({"cmd": "echo to-file; echo to-err >&2", "out": "o.txt"})),
-        job_line(json!({"cmd": "echo to-out; echo to-file >&2", "err": "e.txt"})),
+        job_line(&json!({"cmd": "echo to-file; echo to-err >&2", "out": "o.txt"})),
+        job_line(&json!({"cmd": "echo to-out; echo to-file >&2", "err": "e.txt"})),
     ]
     .concat();
     let (code, lines, stderr) = run(cmd, &input);

@@ -38,7 +38,11 @@ fn unique_sleep(tag: &str) -> (String, String) {
 #[test]
 fn three_hosts_each_report_their_name() {
     let cluster = SshCluster::start(&["h1", "h2", "h3"]);
-    let ports: HashSet<u16> = cluster.hosts().iter().map(|h| h.port()).collect();
+    let ports: HashSet<u16> = cluster
+        .hosts()
+        .iter()
+        .map(super::common::sshd::SshdHost::port)
+        .collect();
     assert_eq!(ports.len(), 3, "distinct ports");
     assert_eq!(cluster.sshlogins(2), "h1/2,h2/2,h3/2");
     for name in ["h1", "h2", "h3"] {
@@ -129,7 +133,7 @@ fn connections_are_counted() {
     assert_eq!(h1.connection_pids().len(), 2);
     for p in pids_with_cmdline_containing(&needle) {
         nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(p as i32),
+            nix::unistd::Pid::from_raw(i32::try_from(p).expect("a pid is an i32")),
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();

@@ -111,9 +111,10 @@ fn log_lines_do_not_split_a_jobs_stderr() {
             continue;
         }
         let input = line.split(' ').next().unwrap();
-        if !last_input.is_empty() && input != last_input {
-            panic!("two jobs' stderr blocks with no log line between: {last_input} {input}");
-        }
+        assert!(
+            last_input.is_empty() || input == last_input,
+            "two jobs' stderr blocks with no log line between: {last_input} {input}"
+        );
         last_input = input;
     }
 }
@@ -294,7 +295,7 @@ fn joblog_gets_one_result_line_per_job_in_text_mode() {
         assert_eq!(r["seq"], i as u64 + 1);
         assert_eq!(line["input"], (i + 1).to_string());
         assert_eq!(r["status"], "ok");
-        assert_eq!(r["code"], ((i + 1) % 2) as i64);
+        assert_eq!(r["code"], (i + 1) % 2);
         assert!(r.get("stdout").is_none(), "printed, not captured: {line}");
         assert!(r.get("stderr").is_none(), "printed, not captured: {line}");
     }
@@ -562,7 +563,10 @@ fn read_until_seen(rx: &std::sync::mpsc::Receiver<Vec<u8>>, got: &mut Vec<u8>, w
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(chunk) => got.extend_from_slice(&chunk),
-            Err(_) => panic!("never saw {want:?}; got {:?}", String::from_utf8_lossy(got)),
+            Err(why) => panic!(
+                "never saw {want:?} ({why}); got {:?}",
+                String::from_utf8_lossy(got)
+            ),
         }
     }
 }

@@ -43,9 +43,7 @@ pub fn sleepers(marker: &str) -> Vec<u32> {
     pids_with(marker)
         .into_iter()
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.starts_with(b"sleep\0"))
-                .unwrap_or(false)
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
         })
         .collect()
 }
@@ -61,7 +59,10 @@ pub struct Reaper(pub String);
 impl Drop for Reaper {
     fn drop(&mut self) {
         for pid in pids_with(&self.0) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid is an i32")),
+                Signal::SIGKILL,
+            );
         }
     }
 }
@@ -149,7 +150,7 @@ impl Live {
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(self.child.id() as i32)
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("a pid is an i32"))
     }
 
     pub fn signal(&self, sig: Signal) {
@@ -177,7 +178,7 @@ impl Live {
         }
     }
 
-    /// Waits for bakapara to end (killing it and failing after RUN_TIMEOUT).
+    /// Waits for bakapara to end (killing it and failing after `RUN_TIMEOUT`).
     pub fn finish(self) -> Finished {
         self.finish_within(RUN_TIMEOUT)
     }
@@ -232,7 +233,7 @@ impl Live {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for Live {

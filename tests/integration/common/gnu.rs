@@ -16,11 +16,10 @@ pub fn run_with_stdin(mut command: Command, stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                panic!(
-                    "GNU Parallel is not installed: apt-get install parallel (.ci/run does this)"
-                )
-            }
+            assert!(
+                e.kind() != std::io::ErrorKind::NotFound,
+                "GNU Parallel is not installed: apt-get install parallel (.ci/run does this)"
+            );
             panic!("spawning {command:?}: {e}")
         });
     let mut pipe = child.stdin.take().expect("stdin pipe");
@@ -81,7 +80,7 @@ pub fn stdout_of(results: &[Value]) -> String {
         .collect()
 }
 
-/// A temp folder with the `.parallel` directory GNU Parallel is given as its PARALLEL_HOME.
+/// A temp folder with the `.parallel` directory GNU Parallel is given as its `PARALLEL_HOME`.
 pub fn folder() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temporary folder");
     std::fs::create_dir(dir.path().join(".parallel")).expect("PARALLEL_HOME");

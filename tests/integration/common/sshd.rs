@@ -271,7 +271,7 @@ impl SshdHost {
         let Some(mut child) = lock(&self.listener).take() else {
             return;
         };
-        let pid = Pid::from_raw(child.id() as i32);
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("a pid is an i32"));
         // Freeze it so that no new connection forks while we note its children.
         let _ = kill(pid, Signal::SIGSTOP);
         let table = proc_table();
@@ -300,21 +300,18 @@ impl SshdHost {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             self.spawn();
-            match self.wait_ready(deadline) {
-                Ok(()) => return,
-                Err(PortTaken) => {
-                    if Instant::now() > deadline {
-                        panic!(
-                            "sshd {} could not bind its port {} again within {:?}:\n{}",
-                            self.name,
-                            self.port,
-                            READY_TIMEOUT,
-                            self.log()
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+            if let Ok(()) = self.wait_ready(deadline) {
+                return;
             }
+            assert!(
+                Instant::now() <= deadline,
+                "sshd {} could not bind its port {} again within {:?}:\n{}",
+                self.name,
+                self.port,
+                READY_TIMEOUT,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -483,15 +480,14 @@ impl SshdHost {
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "sshd {} on port {} was not ready within {READY_TIMEOUT:?}; last login \
-                     attempt: {last_probe}\nsshd stderr:\n{}",
-                    self.name,
-                    self.port,
-                    self.log()
-                );
-            }
+            assert!(
+                Instant::now() <= deadline,
+                "sshd {} on port {} was not ready within {READY_TIMEOUT:?}; last login \
+                 attempt: {last_probe}\nsshd stderr:\n{}",
+                self.name,
+                self.port,
+                self.log()
+            );
             std::thread::sleep(POLL);
         }
     }
@@ -664,7 +660,7 @@ impl SshCluster {
 
     /// Processes in the sessions of every host (see [`SshdHost::session_pids`]).
     pub fn session_pids(&self) -> Vec<u32> {
-        self.hosts.iter().flat_map(|h| h.session_pids()).collect()
+        self.hosts.iter().flat_map(SshdHost::session_pids).collect()
     }
 }
 
@@ -679,13 +675,10 @@ pub fn pids_with_cmdline_containing(needle: &str) -> Vec<u32> {
         .into_iter()
         .filter(|&pid| pid != me)
         .filter(|&pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|raw| {
-                    let line: Vec<u8> =
-                        raw.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
-                    String::from_utf8_lossy(&line).contains(needle)
-                })
-                .unwrap_or(false)
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                let line: Vec<u8> = raw.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
+                String::from_utf8_lossy(&line).contains(needle)
+            })
         })
         .collect();
     pids.sort_unstable();
@@ -699,9 +692,10 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
         if cond() {
             return;
         }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
+        assert!(
+            Instant::now() <= deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -746,7 +740,7 @@ fn read_stat(pid: u32) -> Option<ProcEntry> {
     let rest = &s[s.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(ProcEntry {
-        zombie: matches!(f.first().copied(), Some("Z") | Some("X")),
+        zombie: matches!(f.first().copied(), Some("Z" | "X")),
         ppid: f.get(1)?.parse().ok()?,
         start: f.get(19)?.parse().ok()?,
     })
@@ -763,8 +757,7 @@ fn proc_table() -> HashMap<u32, ProcEntry> {
 /// that memory with their process title, so only session processes keep the marker.
 fn environ_has(pid: u32, var: &str) -> bool {
     fs::read(format!("/proc/{pid}/environ"))
-        .map(|raw| raw.split(|&b| b == 0).any(|e| e == var.as_bytes()))
-        .unwrap_or(false)
+        .is_ok_and(|raw| raw.split(|&b| b == 0).any(|e| e == var.as_bytes()))
 }
 
 /// SIGKILLs the trees under `roots` (pid, start time when the pid may have been reused) and
@@ -811,12 +804,18 @@ fn kill_trees(roots: &[(u32, Option<u64>)], marker: Option<&str>) {
             break;
         }
         for pid in new {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+            let _ = kill(
+                Pid::from_raw(i32::try_from(pid).expect("a pid is an i32")),
+                Signal::SIGSTOP,
+            );
             frozen.insert(pid);
         }
     }
     for &pid in &frozen {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        let _ = kill(
+            Pid::from_raw(i32::try_from(pid).expect("a pid is an i32")),
+            Signal::SIGKILL,
+        );
     }
     let deadline = Instant::now() + KILL_TIMEOUT;
     loop {
@@ -877,7 +876,7 @@ pub fn spawn_from_keeper(cmd: Command) -> io::Result<Child> {
 // Small helpers
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn free_port() -> u16 {

@@ -18,8 +18,7 @@ impl Tmux {
     pub fn start(name: &str, width: u16, height: u16, shell_command: &str) -> Tmux {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+            .map_or(0, |d| d.subsec_nanos());
         let tmux = Tmux {
             socket: format!("bakapara-{name}-{}-{nanos}", std::process::id()),
         };
@@ -89,9 +88,10 @@ impl Tmux {
             if cond(&screen) {
                 return screen;
             }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; the screen:\n{screen}");
-            }
+            assert!(
+                Instant::now() <= deadline,
+                "timed out waiting for {what}; the screen:\n{screen}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -100,13 +100,12 @@ impl Tmux {
     pub fn wait_for_file(&self, path: &Path) {
         let deadline = Instant::now() + WAIT;
         while !path.exists() {
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {}; the screen:\n{}",
-                    path.display(),
-                    self.screen()
-                );
-            }
+            assert!(
+                Instant::now() <= deadline,
+                "timed out waiting for {}; the screen:\n{}",
+                path.display(),
+                self.screen()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
