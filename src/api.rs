@@ -394,6 +394,7 @@ impl Runner {
 
     /// Start the remote hosts' agents with this command instead of SSH (`--launcher`): a
     /// template where `<host>` is the host's name, e.g. `docker exec -i <host>`.
+    #[must_use]
     pub fn launcher(mut self, template: impl Into<String>) -> Runner {
         self.launcher = Some(template.into());
         self
@@ -401,6 +402,7 @@ impl Runner {
 
     /// Fail a job once its host was lost under it this many times (`--host-loss-limit`,
     /// default 5; at least 1).
+    #[must_use]
     pub fn host_loss_limit(mut self, limit: u32) -> Runner {
         self.host_loss_limit = Some(limit);
         self

@@ -39,6 +39,7 @@ pub struct HostlistError {
 /// Splits a list at the commas outside brackets: `a,n[1-2,5],b` gives `a`, `n[1-2,5]`, `b`.
 /// Pieces are not trimmed; an unclosed bracket keeps the rest of the list in the last piece
 /// (for [`expand`] to report).
+#[must_use]
 pub fn split_list(list: &str) -> Vec<&str> {
     let mut pieces = Vec::new();
     let mut depth = 0usize;
@@ -186,7 +187,8 @@ fn expand_parts(pattern: &str, parts: &[Part<'_>]) -> Result<Vec<String>, Hostli
         pattern: pattern.to_string(),
         reason: format!("expands to more than {MAX_HOSTS} hosts"),
     })?;
-    let mut out = Vec::with_capacity(n as usize);
+    // `count` is at most MAX_HOSTS, so the capacity always fits.
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     push_expansion(parts, &mut String::new(), &mut out);
     Ok(out)
 }
@@ -350,12 +352,14 @@ pub fn expand_counts(text: &str) -> Result<Vec<usize>, String> {
             return Err(bad(&format!("more than {MAX_HOSTS} counts")));
         }
         let value = usize::try_from(value).map_err(|e| bad(&e.to_string()))?;
-        out.extend(std::iter::repeat_n(value, times as usize));
+        let times = usize::try_from(times).map_err(|e| bad(&e.to_string()))?;
+        out.extend(std::iter::repeat_n(value, times));
     }
     Ok(out)
 }
 
 /// Compresses counts as Slurm does: `[2, 2, 2, 1]` gives `2(x3),1`.
+#[must_use]
 pub fn compress_counts(counts: &[usize]) -> String {
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
