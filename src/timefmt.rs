@@ -2,18 +2,45 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Local, SecondsFormat};
+use chrono::{DateTime, Datelike, Local, SecondsFormat, TimeZone, Timelike};
 
 /// RFC 3339 with microseconds and the local offset, as result timestamps use.
 #[must_use]
 pub fn rfc3339(t: &DateTime<Local>) -> String {
+    rfc3339_of(t)
+}
+
+/// [`rfc3339`] in any time zone (chrono's own writer is fast: about 850 instructions).
+fn rfc3339_of<Tz: TimeZone>(t: &DateTime<Tz>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, false)
 }
 
 /// `2014-12-21 10:39:49,231`, the stamp of the original tool's log lines.
 #[must_use]
 pub fn log_stamp(t: &DateTime<Local>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S,%3f").to_string()
+    log_stamp_of(t)
+}
+
+/// [`log_stamp`] in any time zone, written out by hand (chrono's `format` parses its pattern
+/// on every call: that was a thirteenth of bakapara's own instructions per job).
+fn log_stamp_of<Tz: TimeZone>(t: &DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    if !(0..=9999).contains(&t.year()) {
+        return t.format("%Y-%m-%d %H:%M:%S,%3f").to_string();
+    }
+    let n = t.naive_local();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}",
+        n.year(),
+        n.month(),
+        n.day(),
+        n.hour(),
+        n.minute(),
+        n.second(),
+        n.nanosecond() % 1_000_000_000 / 1_000_000,
+    )
 }
 
 /// `0:00:10.007444`, how Python prints a timedelta (the original tool's log lines).
@@ -173,6 +200,46 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    use chrono::FixedOffset;
+
+    /// The hand-written stamps are chrono's, in every kind of offset and at the edges of a
+    /// second.
+    #[test]
+    fn stamps_are_chronos() {
+        let offsets = [
+            0,
+            3600,
+            -3600,
+            5 * 3600 + 1800,
+            -(9 * 3600 + 2700),
+            14 * 3600,
+            61,
+        ];
+        let instants = [
+            (0, 0),
+            (1_418_848_789, 231_000_000),
+            (1_796_000_000, 999_999_999),
+            (1_796_000_000, 1_000_500),
+            (4_102_444_799, 123_456_789),
+        ];
+        for secs in offsets {
+            let tz = FixedOffset::east_opt(secs).expect("an offset");
+            for (at, nanos) in instants {
+                let t = tz.timestamp_opt(at, nanos).single().expect("a time");
+                assert_eq!(
+                    rfc3339_of(&t),
+                    t.to_rfc3339_opts(SecondsFormat::Micros, false),
+                    "{t}"
+                );
+                assert_eq!(
+                    log_stamp_of(&t),
+                    t.format("%Y-%m-%d %H:%M:%S,%3f").to_string(),
+                    "{t}"
+                );
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
