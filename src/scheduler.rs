@@ -76,6 +76,8 @@ pub struct Slot {
     /// The slot's number in the whole run (`engine_id`, `<%>` − 1): lanes of one host slot
     /// share it.
     pub engine: usize,
+    /// A lane for a job sent ahead, to wait at the host behind the one running in its slot.
+    pub queued: bool,
 }
 
 /// The lanes of host `host` with `slots` slots, whose engine numbers start at `first_engine`.
@@ -89,6 +91,7 @@ fn lanes(
         host,
         lane: l % slots,
         engine: first_engine + l % slots,
+        queued: l >= slots,
     })
 }
 
@@ -616,13 +619,21 @@ impl Scheduler {
             lowest[h] = lowest[h].min(*s);
         }
         let busy = |h: usize| self.hosts[h].lanes.saturating_sub(free_on[h]);
+        let open =
+            |h: usize| free_on[h] > 0 && self.hosts[h].down.is_none() && fits(&self.hosts[h]);
+        // A job is sent ahead to wait behind a running one only when no slot that fits is
+        // idle and no host that fits is still making its first connection: a queued job
+        // would otherwise wait for a slot while another one sits idle (or joins soon).
+        let idle_elsewhere = (0..self.hosts.len())
+            .any(|h| open(h) && !self.slots[lowest[h]].queued)
+            || self
+                .hosts
+                .iter()
+                .any(|h| h.joining && !h.reported && fits(h));
         let pick = |skip: Option<usize>| {
             (0..self.hosts.len())
                 .filter(|&h| {
-                    free_on[h] > 0
-                        && Some(h) != skip
-                        && self.hosts[h].down.is_none()
-                        && fits(&self.hosts[h])
+                    open(h) && Some(h) != skip && !(idle_elsewhere && self.slots[lowest[h]].queued)
                 })
                 .min_by(|&a, &b| {
                     let (slots_a, slots_b) = (self.hosts[a].lanes, self.hosts[b].lanes);

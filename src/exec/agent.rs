@@ -55,6 +55,13 @@ pub fn boot_command(len: usize) -> String {
     format!("bash --norc --noprofile -c 'eval \"$(head -c {len})\"'")
 }
 
+/// What a launcher runs to start the agent: a bash that runs the script it reads on its stdin
+/// (bash reads a pipe byte by byte, so the protocol after the script stays on stdin). It has no
+/// quotes and no word that a shell would change, so it is the same whether the launcher passes
+/// its arguments on as they are (`docker exec -i`, `srun`, `env`) or joins them for a shell on
+/// the other side, as `ssh HOST` does.
+pub const LAUNCHED_BOOT: &str = "bash --norc --noprofile -s";
+
 /// One word of a message: bash ANSI-C quoting, every byte outside printable ASCII as `\xHH`, so
 /// a message is always one line. Fails on NUL, which no bash string can hold.
 pub fn word(value: &[u8]) -> Result<String, ()> {

@@ -230,7 +230,7 @@ pub fn launcher_command(template: &str, host: &str) -> String {
     format!(
         "{} {}",
         template.replace("<host>", &quoted),
-        agent::boot_command(agent::script().len())
+        agent::LAUNCHED_BOOT
     )
 }
 
@@ -991,7 +991,7 @@ mod tests {
     fn a_launcher_gets_the_quoted_host_and_the_boot_command() {
         let command = launcher_command("docker exec -i <host>", "it's");
         assert!(
-            command.starts_with("docker exec -i 'it'\\''s' bash --norc --noprofile -c "),
+            command.ends_with("docker exec -i 'it'\\''s' bash --norc --noprofile -s"),
             "{command}"
         );
     }
