@@ -44,6 +44,8 @@ complete -c bakapara -l generate -d 'Print the man page or a shell\'s completion
 bash\t'The bash completion script'
 zsh\t'The zsh completion function (`_bakapara`)'
 fish\t'The fish completion script'"
+complete -c bakapara -l launcher -d 'Start each remote host\'s agent with CMD instead of SSH: a template where <host> is the host\'s name, e.g. \'docker exec -i <host>\' or \'kubectl exec -i <host> --\'. CMD must run what follows it (bash ...) on the host with its stdin and stdout. A launcher host has no file transfers (--transferfile, --return, --basefile)' -r
+complete -c bakapara -l host-loss-limit -d 'Fail a job, instead of running it again, once a host was lost under it N times (so a job that kills its host cannot take down every host in turn). N >= 1; 1: never again' -r
 complete -c bakapara -l transfer -d '--transferfile \'<>\' (the input item is the file)'
 complete -c bakapara -l cleanup -d 'Remove the transferred and returned files on the host after each job (and the --basefile files and a --workdir ... directory at the end of the run)'
 complete -c bakapara -l nonall -d 'Run TEMPLATE once on every host of -S, with no input (GNU Parallel\'s --nonall): one result line per host'

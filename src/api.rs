@@ -317,6 +317,8 @@ pub struct Runner {
     halt: Option<String>,
     keep_order: bool,
     log_to_stderr: bool,
+    launcher: Option<String>,
+    host_loss_limit: Option<u32>,
 }
 
 impl Runner {
@@ -374,11 +376,33 @@ impl Runner {
         self
     }
 
+    /// Start the remote hosts' agents with this command instead of SSH (`--launcher`): a
+    /// template where `<host>` is the host's name, e.g. `docker exec -i <host>`.
+    pub fn launcher(mut self, template: impl Into<String>) -> Runner {
+        self.launcher = Some(template.into());
+        self
+    }
+
+    /// Fail a job once its host was lost under it this many times (`--host-loss-limit`,
+    /// default 5; at least 1).
+    pub fn host_loss_limit(mut self, limit: u32) -> Runner {
+        self.host_loss_limit = Some(limit);
+        self
+    }
+
     fn config(&self) -> Result<Config, Error> {
         let mut args = vec!["bakapara".to_string(), "-q".to_string()];
         if !self.hosts.is_empty() {
             args.push("-S".to_string());
             args.push(self.hosts.join(","));
+        }
+        if let Some(launcher) = &self.launcher {
+            args.push("--launcher".to_string());
+            args.push(launcher.clone());
+        }
+        if let Some(limit) = self.host_loss_limit {
+            args.push("--host-loss-limit".to_string());
+            args.push(limit.to_string());
         }
         let mut config = Config::from_args(args.into_iter().map(Into::into))
             .map_err(|e| Error::Usage(format!("{e:?}")))?;

@@ -604,6 +604,18 @@ pub struct Cli {
     #[arg(long, value_name = "KIND", value_enum, help_heading = "Output")]
     pub generate: Option<Generate>,
 
+    /// Start each remote host's agent with CMD instead of SSH: a template where <host> is the
+    /// host's name, e.g. 'docker exec -i <host>' or 'kubectl exec -i <host> --'. CMD must run
+    /// what follows it (bash ...) on the host with its stdin and stdout. A launcher host has no
+    /// file transfers (--transferfile, --return, --basefile).
+    #[arg(long, value_name = "CMD", help_heading = "Hosts")]
+    pub launcher: Option<String>,
+
+    /// Fail a job, instead of running it again, once a host was lost under it N times (so a
+    /// job that kills its host cannot take down every host in turn). N >= 1; 1: never again.
+    #[arg(long, value_name = "N", default_value_t = 5, help_heading = "Hosts")]
+    pub host_loss_limit: u32,
+
     /// Run on the nodes of the Slurm allocation bakapara runs in (under salloc or sbatch),
     /// one srun step per node; the same as -S @slurm.
     ///

@@ -487,6 +487,7 @@ impl Config {
         }
         let host_timeout = timefmt::parse_duration(&cli.host_timeout)
             .map_err(|e| invalid(format!("--host-timeout: {e}")))?;
+        let files_transfer_empty = files.transfer.is_empty() && files.returns.is_empty();
         let mut ssh = SshOptions {
             config_file: cli.ssh_config.clone(),
             workdir,
@@ -496,7 +497,27 @@ impl Config {
             files: files.remote,
             memfree: None,
             load: None,
+            launcher: cli.launcher.clone(),
         };
+        if cli.host_loss_limit == 0 {
+            return Err(invalid(
+                "--host-loss-limit 0: give at least 1 (1 fails a job the first time its host \
+                 is lost under it)"
+                    .into(),
+            ));
+        }
+        if let Some(launcher) = &cli.launcher {
+            if launcher.trim().is_empty() {
+                return Err(invalid("--launcher: the command is empty".into()));
+            }
+            if !ssh.files.basefiles.is_empty() || !files_transfer_empty {
+                return Err(invalid(
+                    "--launcher hosts have no file transfers yet: --transferfile, --transfer, \
+                     --return, --trc and --basefile need SSH hosts"
+                        .into(),
+                ));
+            }
+        }
         let every_host = (cli.onall || cli.nonall)
             .then(|| host_list.iter().map(|h| h.name.clone()).collect::<Vec<_>>())
             .filter(|names| !names.is_empty());
@@ -558,6 +579,7 @@ impl Config {
                 timeout,
                 retries: cli.retries,
                 host_timeout,
+                host_loss_limit: cli.host_loss_limit,
                 throttle,
             },
             halt,

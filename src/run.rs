@@ -325,7 +325,6 @@ async fn connect_hosts(
     if config.hosts.is_empty() {
         return vec![local(HostSpec::local(Some(config.jobs)))];
     }
-    let nonce = nonce();
     let mut options = config.ssh.clone();
     options.control_dir = control_dir;
     // (first tries done, some host up)
@@ -340,7 +339,6 @@ async fn connect_hosts(
             index,
             spec: spec.clone(),
             options: options.clone(),
-            nonce: nonce.clone(),
             events: events.clone(),
             spool: config.text || config.results.is_some(),
         };
@@ -396,7 +394,6 @@ struct Connection {
     index: usize,
     spec: HostSpec,
     options: ssh::SshOptions,
-    nonce: String,
     events: HostEvents,
     spool: bool,
 }
@@ -408,14 +405,8 @@ async fn join(c: Connection, tried_tx: tokio::sync::watch::Sender<(usize, bool)>
     let mut first = true;
     let mut reported = false;
     loop {
-        let connected = SshHost::connect(
-            c.index,
-            c.spec.clone(),
-            c.options.clone(),
-            c.nonce.clone(),
-            c.events.clone(),
-        )
-        .await;
+        let connected =
+            SshHost::connect(c.index, c.spec.clone(), c.options.clone(), c.events.clone()).await;
         if first {
             first = false;
             let up = connected.is_ok();
@@ -499,24 +490,6 @@ fn load_resume(file: &std::path::Path, verbosity: Verbosity) -> anyhow::Result<R
         }
     }
     Ok(resume)
-}
-
-/// A random token for this run (marks the remote wrapper's reports).
-fn nonce() -> String {
-    let mut bytes = [0u8; 12];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut bytes);
-    }
-    let mixed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut text = String::from("bkp");
-    for b in bytes.iter().chain(&mixed.to_le_bytes()[..4]) {
-        text.push_str(&format!("{b:02x}"));
-    }
-    text
 }
 
 /// `--dry-run`: print each job as it would run (templates expanded, slots given round-robin):

@@ -19,7 +19,7 @@ use crate::input::{ReaderState, Templates};
 use crate::job::{Body, Job, JobResult, Placement, Status, STOPPED_BY_BAKAPARA};
 use crate::jobserver::{Jobserver, Tokens};
 use crate::output::{Output, OutputFailure};
-use crate::progress::RunningJobs;
+use crate::progress::{RunningGuard, RunningJobs};
 use crate::signals::{Controls, Event};
 use crate::throttle::Throttle;
 
@@ -49,6 +49,8 @@ struct HostState {
     reported: bool,
     /// Counts the host's running jobs, for the progress display.
     running: RunningJobs,
+    /// How many lanes the host has (its slots, times 1 + the jobs queued per slot).
+    lanes: usize,
 }
 
 impl HostState {
@@ -58,13 +60,33 @@ impl HostState {
     }
 }
 
-/// One place a job can run: a slot on a host.
+/// One place a job can run: a lane on a host. A host whose executor keeps `depth` jobs queued
+/// per slot ([`Executor::queued_per_slot`]) has `slots × (1 + depth)` lanes; lane `l` runs on
+/// the host's slot `l % slots`, so a job waits there, already sent, while the one before it
+/// runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
     /// Index into the host list.
     pub host: usize,
-    /// The slot's number on its host, from 0 (picks the master connection).
+    /// The slot's number on its host, from 0 (the executor's slot).
     pub lane: usize,
+    /// The slot's number in the whole run (`engine_id`, `<%>` − 1): lanes of one host slot
+    /// share it.
+    pub engine: usize,
+}
+
+/// The lanes of host `host` with `slots` slots, whose engine numbers start at `first_engine`.
+fn lanes(
+    host: usize,
+    slots: usize,
+    depth: usize,
+    first_engine: usize,
+) -> impl Iterator<Item = Slot> {
+    (0..slots * (1 + depth)).map(move |l| Slot {
+        host,
+        lane: l % slots,
+        engine: first_engine + l % slots,
+    })
 }
 
 /// Settings every job of the run shares.
@@ -78,6 +100,8 @@ pub struct RunSettings {
     pub retries: u32,
     /// How long a job waits for a lost host to come back before it fails.
     pub host_timeout: Duration,
+    /// A job whose host was lost under it this many times fails (`--host-loss-limit`).
+    pub host_loss_limit: u32,
     /// `--delay`, `--memfree`, `--load`: when a job may start besides a free slot.
     pub throttle: Throttle,
 }
@@ -152,6 +176,11 @@ enum Halt {
 pub struct Scheduler {
     hosts: Vec<HostState>,
     slots: Vec<Slot>,
+    /// Slots of the run's hosts so far (engine numbers handed out).
+    engines: usize,
+    /// Per engine: its jobs (running, or queued on the host behind the running one), and while
+    /// it has any, its count in the host's running jobs (a slot runs one job at a time).
+    occupied: Vec<(usize, Option<RunningGuard>)>,
     /// Free slot indices; the lowest is used first, as GNU Parallel's `{%}` does.
     free: BinaryHeap<Reverse<usize>>,
     /// Jobs received but waiting for a slot on one of their hosts.
@@ -213,9 +242,19 @@ impl Scheduler {
     ) -> Scheduler {
         let mut slots = Vec::new();
         let mut host_list = Vec::new();
+        let mut engines = 0;
         for (index, host) in hosts.into_iter().enumerate() {
-            if host.executor.is_some() {
-                slots.extend((0..host.slots).map(|lane| Slot { host: index, lane }));
+            let mut host_lanes = 0;
+            if let Some(executor) = &host.executor {
+                let before = slots.len();
+                slots.extend(lanes(
+                    index,
+                    host.slots,
+                    executor.queued_per_slot(),
+                    engines,
+                ));
+                host_lanes = slots.len() - before;
+                engines += host.slots;
             }
             let joining = host.joining;
             let running = output.logger().running(&host.spec.name);
@@ -225,6 +264,7 @@ impl Scheduler {
                 joining,
                 reported: false,
                 running,
+                lanes: host_lanes,
             });
         }
         let free = (0..slots.len()).map(Reverse).collect();
@@ -232,6 +272,8 @@ impl Scheduler {
         Scheduler {
             hosts: host_list,
             slots,
+            engines,
+            occupied: Vec::new(),
             free,
             queue: VecDeque::new(),
             running: JoinSet::new(),
@@ -294,7 +336,7 @@ impl Scheduler {
         while let Ok((host, news)) = self.host_events.try_recv() {
             self.host_event(host, news);
         }
-        self.output.logger().start(known_total, self.slots.len());
+        self.output.logger().start(known_total, self.engines);
         self.total = known_total;
         // Checks jobs waiting for lost hosts against --host-timeout; a steady tick, so that a
         // busy run (other events all the time) still gets to it.
@@ -570,7 +612,7 @@ impl Scheduler {
             free_on[h] += 1;
             lowest[h] = lowest[h].min(*s);
         }
-        let busy = |h: usize| self.hosts[h].host.slots.saturating_sub(free_on[h]);
+        let busy = |h: usize| self.hosts[h].lanes.saturating_sub(free_on[h]);
         let pick = |skip: Option<usize>| {
             (0..self.hosts.len())
                 .filter(|&h| {
@@ -580,7 +622,7 @@ impl Scheduler {
                         && fits(&self.hosts[h])
                 })
                 .min_by(|&a, &b| {
-                    let (slots_a, slots_b) = (self.hosts[a].host.slots, self.hosts[b].host.slots);
+                    let (slots_a, slots_b) = (self.hosts[a].lanes, self.hosts[b].lanes);
                     (busy(a) * slots_b)
                         .cmp(&(busy(b) * slots_a))
                         .then(lowest[a].cmp(&lowest[b]))
@@ -607,7 +649,8 @@ impl Scheduler {
 
     /// Runs a job on a slot (expanding its template for that slot first).
     fn start(&mut self, mut job: Job, slot: usize) {
-        self.templates.materialize(&mut job, slot + 1);
+        let engine = self.slots[slot].engine;
+        self.templates.materialize(&mut job, engine + 1);
         let spec = match &job.body {
             Body::Ready(spec) => spec.clone(),
             Body::Invalid(why) => {
@@ -626,8 +669,16 @@ impl Scheduler {
         };
         job.attempts += 1;
         self.throttle.started();
-        let Slot { host, lane } = self.slots[slot];
-        let running = self.hosts[host].running.clone();
+        let Slot { host, lane, .. } = self.slots[slot];
+        let engine_index = self.slots[slot].engine;
+        if self.occupied.len() <= engine_index {
+            self.occupied.resize_with(engine_index + 1, || (0, None));
+        }
+        let occupied = &mut self.occupied[engine_index];
+        occupied.0 += 1;
+        if occupied.1.is_none() {
+            occupied.1 = Some(self.hosts[host].running.enter());
+        }
         let host = Arc::clone(&self.hosts[host].host);
         self.output
             .logger()
@@ -636,7 +687,7 @@ impl Scheduler {
             seq: job.seq,
             host: host.spec.name.clone(),
         });
-        let live_tag = self.output.live_tag(&job, slot);
+        let live_tag = self.output.live_tag(&job, engine);
         let stop = self.stop_tx.subscribe();
         let limits = Limits {
             capture_limit: self.settings.capture_limit,
@@ -645,7 +696,6 @@ impl Scheduler {
         };
         let stdin = job.stdin.clone();
         self.running.spawn(async move {
-            let _running = running.enter();
             let command = Command {
                 stdin: stdin.as_ref(),
                 cmd: &spec.cmd,
@@ -684,6 +734,12 @@ impl Scheduler {
             mut outcome,
         } = done;
         self.free.push(Reverse(slot));
+        if let Some(occupied) = self.occupied.get_mut(self.slots[slot].engine) {
+            occupied.0 = occupied.0.saturating_sub(1);
+            if occupied.0 == 0 {
+                occupied.1 = None;
+            }
+        }
         let host = self.slots[slot].host;
         if let Ending::HostLost(why) = &outcome.ending {
             // The executor says so too (a HostEvent), but no job may start there meanwhile.
@@ -699,6 +755,13 @@ impl Scheduler {
             if let Some((started, _)) = outcome.ran {
                 self.lost_runs.insert(job.seq, (started, slot));
             }
+            if job.host_losses >= self.settings.host_loss_limit && self.halt.is_none() {
+                let why = format!(
+                    "its host was lost under it {} times (--host-loss-limit {}); last: {why}",
+                    job.host_losses, self.settings.host_loss_limit
+                );
+                return self.settle(job, Status::Error, why);
+            }
             if self.halt.is_none() {
                 self.queue.push_front(job);
                 return;
@@ -708,6 +771,11 @@ impl Scheduler {
                 signal: None,
             };
         }
+        if outcome.ran.is_none() && matches!(outcome.ending, Ending::Aborted { .. }) {
+            // Stopped while it waited, queued on its host: it never started.
+            job.attempts = job.attempts.saturating_sub(1);
+            return self.settle_halted(job);
+        }
         if outcome.ran.is_some() {
             self.lost_runs.remove(&job.seq);
         }
@@ -715,7 +783,7 @@ impl Scheduler {
         let timed_out = matches!(outcome.ending, Ending::TimedOut { .. });
         let place = Placement {
             host: self.hosts[host].host.spec.name.clone(),
-            engine_id: slot,
+            engine_id: self.slots[slot].engine,
         };
         let msg_id = self.msg_id(&job);
         let note = outcome.note.take();
@@ -859,6 +927,7 @@ impl Scheduler {
                 if !state.joining {
                     return;
                 }
+                let depth = executor.queued_per_slot();
                 let reported = state.reported;
                 state.down = None;
                 state.joining = false;
@@ -869,8 +938,9 @@ impl Scheduler {
                     joining: false,
                 });
                 let first = self.slots.len();
-                self.slots
-                    .extend((0..slots).map(|lane| Slot { host, lane }));
+                self.slots.extend(lanes(host, slots, depth, self.engines));
+                self.engines += slots;
+                state.lanes = self.slots.len() - first;
                 self.free.extend((first..self.slots.len()).map(Reverse));
                 if reported {
                     self.output
@@ -987,7 +1057,7 @@ impl Scheduler {
         if let Some((started, slot)) = self.lost_runs.remove(&job.seq) {
             result.started = Some(crate::timefmt::rfc3339(&started));
             result.host = Some(self.hosts[self.slots[slot].host].host.spec.name.clone());
-            result.engine_id = Some(slot);
+            result.engine_id = Some(self.slots[slot].engine);
         }
         self.emit(&job, &result, halted);
     }

@@ -46,6 +46,8 @@ struct Fake {
     /// (cmd, host index, virtual ms since the start) of every start, shared by all fakes.
     starts: Arc<Mutex<Vec<(String, usize, u64)>>>,
     t0: Instant,
+    /// Jobs queued per slot ([`Executor::queued_per_slot`]).
+    depth: usize,
 }
 
 impl std::fmt::Debug for Fake {
@@ -126,6 +128,10 @@ impl Executor for Fake {
     fn is_up(&self) -> bool {
         self.up.load(Ordering::SeqCst)
     }
+
+    fn queued_per_slot(&self) -> usize {
+        self.depth
+    }
 }
 
 /// The result lines a run writes.
@@ -149,6 +155,8 @@ struct Run {
     halt: Option<HaltPolicy>,
     keep_order: bool,
     resume: Resume,
+    /// Jobs each host queues per slot.
+    depth: usize,
 }
 
 /// What a run gave.
@@ -190,11 +198,13 @@ impl Run {
                 timeout: None,
                 retries: 0,
                 host_timeout: Duration::from_secs(30),
+                host_loss_limit: 5,
                 throttle: Throttle::default(),
             },
             halt: None,
             keep_order: false,
             resume: HashMap::new(),
+            depth: 0,
         }
     }
 
@@ -231,6 +241,7 @@ impl Run {
                     events: events_tx.clone(),
                     starts: Arc::clone(&starts),
                     t0,
+                    depth: self.depth,
                 };
                 Host {
                     spec,
@@ -526,4 +537,42 @@ fn the_exit_status_follows_fatal_broken_pipe_halt_then_failures() {
         summary(|s| (s.fatal, s.broken_pipe) = (Some("x".into()), true)),
         255
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_lost_with_its_host_host_loss_limit_times_fails() {
+    let mut run = Run::new().host("a", 1, |_, _| Step::Lose(100, Some(200)));
+    run.settings.host_loss_limit = 3;
+    let ran = run.jobs(&cmds(&["doomed"])).await;
+    assert_eq!(ran.status("doomed"), "error", "{:?}", ran.lines);
+    assert_eq!(ran.ran("doomed"), 3);
+    let error = ran.of("doomed")["result"]["error"].as_str().unwrap();
+    assert!(error.contains("lost under it 3 times"), "{error}");
+    assert_eq!(ran.summary.failed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_lanes_share_their_slots_engine_numbers() {
+    let mut run = Run::new()
+        .host("a", 2, |_, _| Step::Exit(100, 0))
+        .host("b", 1, |_, _| Step::Exit(100, 0));
+    run.depth = 1;
+    let ran = run.jobs(&cmds(&["j1", "j2", "j3", "j4", "j5", "j6"])).await;
+    let mut engines = std::collections::BTreeMap::new();
+    for cmd in ["j1", "j2", "j3", "j4", "j5", "j6"] {
+        let result = &ran.of(cmd)["result"];
+        assert_eq!(result["status"], "ok");
+        let engine = result["engine_id"].as_u64().unwrap();
+        let host = result["host"].as_str().unwrap().to_string();
+        *engines.entry((host, engine)).or_insert(0) += 1;
+    }
+    // 3 slots, 6 lanes: every job at once, two per slot, engine numbers 0..3 only.
+    let want: std::collections::BTreeMap<(String, u64), i32> = [
+        (("a".to_string(), 0), 2),
+        (("a".to_string(), 1), 2),
+        (("b".to_string(), 2), 2),
+    ]
+    .into();
+    assert_eq!(engines, want);
+    assert!(ran.took < 150, "took {} ms", ran.took);
 }

@@ -1,5 +1,6 @@
 //! Executors: how one job's command is run on one host (local process groups, or SSH).
 
+mod agent;
 mod capture;
 pub mod control_dir;
 pub mod local;
@@ -190,6 +191,13 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
     /// (a [`HostEvent::Up`] follows).
     fn is_up(&self) -> bool {
         true
+    }
+
+    /// How many jobs beyond the running one each slot holds queued (already sent to the
+    /// host, so that on a slow link the next job costs no round trip): the scheduler gives
+    /// the host `slots × (1 + this)` lanes. Lane `l` is the executor's slot `l % slots`.
+    fn queued_per_slot(&self) -> usize {
+        0
     }
 
     /// Ends the host's connections at the end of the run.

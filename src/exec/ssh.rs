@@ -1,39 +1,23 @@
-//! The SSH executor: jobs on a remote host through multiplexed OpenSSH master connections.
-//!
-//! Each host gets enough master connections for its slots ([`JOBS_PER_MASTER`] job sessions
-//! each, under sshd's stock `MaxSessions 10`), opened one after another so a host never sees
-//! more than one unauthenticated connection of ours (`MaxStartups`). Every master also holds a
-//! keepalive session: when it ends, the connection is gone and the host is reported lost at
-//! once. A job runs through a small bash wrapper (`wrapper.sh`) that gives it its own process
-//! group and kills that group when bakapara asks, or when the channel closes.
+//! The remote executor: jobs on a host through one long-lived bash agent there (see
+//! [`super::agent`]), started over one session of the host's multiplexed OpenSSH master
+//! connection, or through a `--launcher` command (`docker exec -i <host>`, `srun ...`). The
+//! master also carries file transfers; a launcher host has none.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use chrono::{DateTime, Local};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
-use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::capture::read_capped;
+use super::agent::{self, Agent, Transport};
 use super::control_dir::ControlDir;
-use super::stopper::{Cause, Order, Stopper};
 use super::{
-    Captured, Command, Ending, Executor, HostEvent, HostEvents, Limits, Outcome, RunFuture, Stop,
-    Task,
+    Command, Ending, Executor, HostEvent, HostEvents, Limits, Outcome, RunFuture, Stop, Task,
 };
 use crate::hosts::HostSpec;
 use crate::template::shell_quote;
 use crate::transfer::{Clock, Copier, CopyError, RemoteFiles, TransferStats};
-
-/// Job sessions per master connection. Stock sshd allows 10 sessions a connection: one is the
-/// keepalive, and the sessions of jobs that just ended take a moment to close, so some are
-/// kept spare.
-pub const JOBS_PER_MASTER: usize = 6;
-
-const WRAPPER: &str = include_str!("wrapper.sh");
 
 /// Settings shared by every SSH host of a run.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +40,8 @@ pub struct SshOptions {
     pub memfree: Option<u64>,
     /// `--load`: the wrapper holds each job while the host's 1-minute load average is not below.
     pub load: Option<f64>,
+    /// `--launcher CMD`: how agents start on hosts whose entry names no launcher of its own.
+    pub launcher: Option<String>,
 }
 
 /// The generated ssh config's name in the control directory.
@@ -202,21 +188,20 @@ fn config_path(options: &SshOptions) -> Option<PathBuf> {
     }
 }
 
-/// A loss of the connections of one generation, from a keepalive or a job, to the host's own
-/// reconnect loop (see [`SshHost::start`]).
+/// A loss of the connection of one generation, from its agent to the host's own reconnect
+/// loop (see [`SshHost::start`]).
 type Loss = (u64, String);
 
-/// One remote host and its master connections.
+/// One remote host: its master connection (none for a launcher host) and its agent.
 #[derive(Debug)]
 pub struct SshHost {
     index: usize,
     spec: HostSpec,
     options: SshOptions,
-    settings: Settings,
+    /// `None` for a launcher host.
+    settings: Option<Settings>,
     slots: usize,
     state: Arc<Mutex<Connections>>,
-    /// Marks the wrapper's report on stderr; random per run so no job can forge it.
-    nonce: String,
     /// The scheduler's side: the host is down, or back.
     events: HostEvents,
     /// Losses, to the reconnect loop; its receiving end until [`SshHost::start`] takes it.
@@ -232,47 +217,55 @@ pub struct SshHost {
 #[derive(Debug, Default)]
 struct Connections {
     generation: u64,
-    masters: Vec<Arc<Session>>,
-    /// The keepalive sessions' stdin: dropping them ends the keepalives.
-    keepalives: Vec<openssh::ChildStdin>,
+    master: Option<Arc<Session>>,
+    agent: Option<Arc<Agent>>,
+}
+
+/// The launcher template for a host, with `<host>` replaced by its shell-quoted name.
+pub fn launcher_command(template: &str, host: &str) -> String {
+    let quoted = shell_quote(host);
+    format!(
+        "{} {}",
+        template.replace("<host>", &quoted),
+        agent::boot_command(agent::script().len())
+    )
 }
 
 impl SshHost {
-    /// Connects to a host: opens the first master, asks for the CPU count when `-S` gave no
-    /// slot count, then opens the other masters. Fails with a sentence for the user.
+    /// Connects to a host: opens its master (or runs its launcher) and starts its agent there,
+    /// which also counts the host's CPUs when `-S` gave no slot count. Fails with a sentence
+    /// for the user.
     pub async fn connect(
         index: usize,
         spec: HostSpec,
         options: SshOptions,
-        nonce: String,
         events: HostEvents,
     ) -> Result<SshHost, String> {
         let (loss_tx, loss_rx) = mpsc::unbounded_channel();
-        let settings = Settings::of(&spec, &options)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", spec.name))?;
-        let first = open_master(&spec, &options, &settings).await?;
-        let slots = match spec.slots {
-            Some(n) => n,
-            None => cpu_count(&first)
-                .await
-                .map_err(|e| format!("{}: cannot count its CPUs: {e}", spec.name))?,
+        let settings = if launcher_of(&spec, &options).is_some() {
+            None
+        } else {
+            Some(
+                Settings::of(&spec, &options)
+                    .await
+                    .map_err(|e| format!("cannot connect to {}: {e}", spec.name))?,
+            )
         };
-        let host = SshHost {
+        let mut host = SshHost {
             index,
             spec,
             options,
             settings,
-            slots,
+            slots: 0,
             state: Arc::new(Mutex::new(Connections::default())),
-            nonce,
             events,
             loss_tx,
             loss_rx: Mutex::new(Some(loss_rx)),
             spool: false,
             prepared: tokio::sync::Mutex::new(None),
         };
-        host.install(first).await?;
+        let cpus = host.install().await?;
+        host.slots = host.spec.slots.unwrap_or(cpus);
         Ok(host)
     }
 
@@ -282,9 +275,9 @@ impl SshHost {
         self
     }
 
-    /// Makes the host an executor of the run: from now on it watches its own connections,
-    /// and when they are lost it says so ([`HostEvent::Down`]), connects again with back-off
-    /// (250 ms doubling to 10 s) and says when it is back ([`HostEvent::Up`]).
+    /// Makes the host an executor of the run: from now on it watches its agent, and when it
+    /// is lost it says so ([`HostEvent::Down`]), connects again with back-off (250 ms
+    /// doubling to 10 s) and says when it is back ([`HostEvent::Up`]).
     pub fn start(self) -> Arc<SshHost> {
         let losses = self.loss_rx.lock().ok().and_then(|mut rx| rx.take());
         let host = Arc::new(self);
@@ -302,11 +295,9 @@ impl SshHost {
         self.slots
     }
 
-    /// Opens the masters this host needs (the first one given) and starts their keepalives.
-    /// Each master gets its keepalive at once: a master with no session is idle, and an idle
-    /// master goes away after `ControlPersist`.
-    async fn install(&self, first: Session) -> Result<(), String> {
-        let needed = self.slots.div_ceil(JOBS_PER_MASTER).max(1);
+    /// Opens the master (SSH) and starts the agent on it, or runs the launcher: the host's
+    /// connection of a new generation. Returns the host's CPU count.
+    async fn install(&self) -> Result<usize, String> {
         let generation = {
             let state = self
                 .state
@@ -314,98 +305,90 @@ impl SshHost {
                 .map_err(|_| "internal error: poisoned lock".to_string())?;
             state.generation + 1
         };
-        let mut masters = vec![Arc::new(first)];
-        let mut keepalives = Vec::with_capacity(needed);
-        keepalives.push(self.keepalive(Arc::clone(&masters[0]), generation).await?);
-        while masters.len() < needed {
-            let opened = open_master(&self.spec, &self.options, &self.settings).await;
-            let master = match opened {
-                Ok(master) => Arc::new(master),
-                Err(e) => {
-                    drop(keepalives);
-                    close_masters(masters).await;
-                    return Err(e);
+        let losses = self.loss_tx.clone();
+        let state = Arc::clone(&self.state);
+        let on_lost = Box::new(move |why: String| {
+            if mark_lost(&state, generation) {
+                let _ = losses.send((generation, why));
+            }
+        });
+        // Starting the agent may need a login first (a launcher's ssh, srun's queue): give it
+        // the connect timeout and then some.
+        let within =
+            self.options.connect_timeout.max(Duration::from_secs(1)) + Duration::from_secs(20);
+        let (master, agent) = match (&self.settings, launcher_of(&self.spec, &self.options)) {
+            (_, Some(template)) => {
+                let transport = launch(template, &self.spec)?;
+                let agent = Agent::start(&self.spec.name, transport, within, on_lost).await?;
+                (None, agent)
+            }
+            (Some(settings), None) => {
+                let master = Arc::new(open_master(&self.spec, &self.options, settings).await?);
+                let transport = match agent_session(&master).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        close_masters(vec![master]).await;
+                        return Err(format!("{}: cannot start a session: {e}", self.spec.name));
+                    }
+                };
+                match Agent::start(&self.spec.name, transport, within, on_lost).await {
+                    Ok(agent) => (Some(master), agent),
+                    Err(e) => {
+                        close_masters(vec![master]).await;
+                        return Err(e);
+                    }
                 }
-            };
-            keepalives.push(self.keepalive(Arc::clone(&master), generation).await?);
-            masters.push(master);
-        }
+            }
+            (None, None) => return Err("internal error: no way to reach the host".into()),
+        };
+        let cpus = agent.cpus();
         let mut state = self
             .state
             .lock()
             .map_err(|_| "internal error: poisoned lock".to_string())?;
         state.generation = generation;
-        state.masters = masters;
-        state.keepalives = keepalives;
-        Ok(())
+        state.master = master;
+        state.agent = Some(Arc::new(agent));
+        Ok(cpus)
     }
 
-    /// Starts a session that waits for EOF on its stdin; when it ends while bakapara still
-    /// holds that stdin, the connection was lost.
-    async fn keepalive(
-        &self,
-        master: Arc<Session>,
-        generation: u64,
-    ) -> Result<openssh::ChildStdin, String> {
-        let mut child = Session::to_raw_command(master, "exec bash --norc -c 'read -r _'")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .await
-            .map_err(|e| format!("{}: cannot start a session: {e}", self.spec.name))?;
-        let stdin = child
-            .stdin()
-            .take()
-            .ok_or_else(|| format!("{}: the keepalive session has no stdin", self.spec.name))?;
-        let losses = self.loss_tx.clone();
-        let state = Arc::clone(&self.state);
-        tokio::spawn(async move {
-            let why = match child.wait().await {
-                Ok(_) => "the connection closed".to_string(),
-                Err(e) => format!("the connection was lost ({e})"),
-            };
-            if mark_lost(&state, generation) {
-                let _ = losses.send((generation, why));
-            }
-        });
-        Ok(stdin)
-    }
-
-    /// Whether the host's connections are up.
+    /// Whether the host's agent is up.
     fn connected(&self) -> bool {
         self.state
             .lock()
-            .is_ok_and(|state| !state.masters.is_empty())
+            .is_ok_and(|state| state.agent.as_ref().is_some_and(|a| a.is_up()))
     }
 
-    /// Closes the connections at the end of a run: the masters exit at once, ending their
-    /// sessions on the host (nothing of the run stays there for `ControlPersist`).
+    /// Closes the connection at the end of a run: the agent quits (stopping anything left),
+    /// the master exits at once (nothing of the run stays there for `ControlPersist`).
     pub async fn close(&self) {
         self.clean_up_run().await;
-        let masters = match self.state.lock() {
-            Ok(mut state) => {
-                state.keepalives.clear();
-                std::mem::take(&mut state.masters)
-            }
+        let (agent, master) = match self.state.lock() {
+            Ok(mut state) => (state.agent.take(), state.master.take()),
             Err(_) => return,
         };
-        close_masters(masters).await;
+        if let Some(agent) = agent {
+            agent.close().await;
+        }
+        if let Some(master) = master {
+            close_masters(vec![master]).await;
+        }
     }
 
-    /// Opens new connections after a loss.
+    /// Opens a new connection after a loss.
     async fn reconnect(&self) -> Result<(), String> {
-        let first = open_master(&self.spec, &self.options, &self.settings).await?;
-        self.install(first).await
+        self.install().await.map(|_| ())
     }
 
-    fn master_for(&self, lane: usize) -> Option<(Arc<Session>, u64)> {
+    fn master(&self) -> Option<(Arc<Session>, u64)> {
         let state = self.state.lock().ok()?;
-        let master = state
-            .masters
-            .get(lane / JOBS_PER_MASTER)
-            .or_else(|| state.masters.first())?;
+        let master = state.master.as_ref()?;
         Some((Arc::clone(master), state.generation))
+    }
+
+    fn agent(&self) -> Option<Arc<Agent>> {
+        let state = self.state.lock().ok()?;
+        state.agent.clone()
     }
 
     /// Runs one job in slot `lane` of this host: its files copied there first and back after
@@ -420,8 +403,17 @@ impl SshHost {
         let files = &self.options.files;
         let copies = !job.transfer.is_empty() || !job.returns.is_empty();
         let prepare = files.create_workdir || !files.basefiles.is_empty();
-        let Some((master, generation)) = self.master_for(lane).filter(|_| copies || prepare) else {
+        if !(copies || prepare) {
             return self.run_job(lane, job, limits, stop).await;
+        }
+        let Some((master, generation)) = self.master() else {
+            if launcher_of(&self.spec, &self.options).is_some() {
+                return Outcome::not_run(Ending::CouldNotRun(format!(
+                    "{} is reached through a launcher: files cannot be copied there",
+                    self.spec.name
+                )));
+            }
+            return Outcome::not_run(Ending::HostLost(format!("{} is down", self.spec.name)));
         };
         let copier = self.copier(&master);
         let mut watch = stop.clone();
@@ -566,7 +558,7 @@ impl SshHost {
         if !matches!(&*self.prepared.lock().await, Some(Ok(()))) {
             return;
         }
-        let Some((master, _)) = self.master_for(0) else {
+        let Some((master, _)) = self.master() else {
             return;
         };
         let copier = self.copier(&master);
@@ -578,7 +570,7 @@ impl SshHost {
         }
     }
 
-    /// Runs one job in slot `lane` of this host.
+    /// Runs one job in slot `lane` of this host, through its agent.
     async fn run_job(
         &self,
         lane: usize,
@@ -586,247 +578,118 @@ impl SshHost {
         limits: &Limits,
         stop: watch::Receiver<Stop>,
     ) -> Outcome {
-        let Some((master, generation)) = self.master_for(lane) else {
+        let Some(agent) = self.agent() else {
             return Outcome::not_run(Ending::HostLost(format!("{} is down", self.spec.name)));
         };
-        let remote = self.remote_command(job, limits);
-        let spool = |wanted: bool| -> Result<Option<std::fs::File>, Ending> {
-            if !(wanted && self.spool) {
-                return Ok(None);
-            }
-            tempfile::tempfile().map(Some).map_err(|e| {
-                Ending::CouldNotRun(format!(
-                    "cannot create a temp file for the job's output: {e}"
-                ))
-            })
-        };
-        let (out_spool, err_spool) = match (spool(job.out.is_none()), spool(job.err.is_none())) {
-            (Ok(out), Ok(err)) => (out, err),
-            (Err(e), _) | (_, Err(e)) => return Outcome::not_run(e),
-        };
-        // sshd may refuse a session for a moment ("no more sessions") while the sessions of
-        // jobs that just ended are still closing: try again a few times before calling it a
-        // failure.
-        let mut pause = Duration::from_millis(10);
-        let mut child = loop {
-            let spawned = Session::to_raw_command(Arc::clone(&master), remote.as_str())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .await;
-            match spawned {
-                Ok(child) => break child,
-                Err(openssh::Error::SshMux(_)) if pause < Duration::from_secs(1) => {
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(e) => {
-                    return Outcome::not_run(self.transport_failure(&master, generation, &e).await)
-                }
-            }
-        };
-        let started = Local::now();
-        let mut stdin = child.stdin().take();
-        let stdout = child.stdout().take();
-        let stderr = child.stderr().take();
-        let limit = limits.capture_limit;
-        // The wrapper on the host sends KILL after the grace period itself.
-        let mut stopper = Stopper::new(stop, limits, false, Duration::ZERO);
-        let order_line = |order: Order| -> &'static [u8] {
-            match order {
-                Order::Term => b"T\n",
-                Order::Kill => b"K\n",
-            }
-        };
-        // The wrapper keeps the channel open after its report until it hears back: OpenSSH's
-        // multiplexing master may drop stderr that arrives together with the channel's close,
-        // so bakapara acknowledges the report (the end of stderr) before the channel closes.
-        // The same holds for stdout (openssh-rust/openssh#103): the wrapper ends it with an end
-        // line, and the acknowledgement waits for that too.
-        let marker = report_marker(&self.nonce);
-        let (report_tx, report_rx) = tokio::sync::oneshot::channel::<DateTime<Local>>();
-        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<DateTime<Local>>();
-        // When the report came: the job's end. The channel may close much later (the
-        // acknowledgement has to reach the host first), and that wait is no part of the job.
-        let mut reported_at = None;
-        let supervise = async {
-            // --pipe: the block goes first, before any control line (see wrapper.sh). A stop
-            // while it goes closes the channel's stdin: the wrapper, short of bytes, stops.
-            let block = job.stdin.filter(|b| !b.is_empty());
-            if let (Some(block), Some(pipe)) = (block, stdin.as_mut()) {
-                let fed = {
-                    let feeding = crate::pipe::feed_writer(pipe, block);
-                    tokio::pin!(feeding);
-                    loop {
-                        tokio::select! {
-                            fed = &mut feeding => break fed.is_ok(),
-                            order = stopper.next(|| Duration::ZERO) => if order.is_some() { break false },
-                        }
-                    }
-                };
-                if !fed {
-                    stdin = None;
-                }
-            }
-            let wait = child.wait();
-            tokio::pin!(wait);
-            tokio::pin!(report_rx);
-            tokio::pin!(end_rx);
-            let (mut report_done, mut stdout_ended, mut acknowledged) = (false, false, false);
-            loop {
-                if let Some(order) = stopper.ordered() {
-                    send_line(&mut stdin, order_line(order)).await;
-                }
-                if !acknowledged && stdout_ended && reported_at.is_some() {
-                    acknowledged = true;
-                    send_line(&mut stdin, b"A\n").await;
-                }
-                tokio::select! {
-                    status = &mut wait => break status,
-                    seen = &mut report_rx, if !report_done => {
-                        report_done = true;
-                        reported_at = seen.ok();
-                    }
-                    // The end line, or stdout ended without one: nothing more to wait for.
-                    _ = &mut end_rx, if !stdout_ended => stdout_ended = true,
-                    order = stopper.next(|| Duration::ZERO) => {
-                        if let Some(order) = order {
-                            send_line(&mut stdin, order_line(order)).await;
-                        }
-                    }
-                }
-            }
-        };
-        let (status, stdout, stderr) = tokio::join!(
-            supervise,
-            async {
-                match stdout {
-                    Some(s) => {
-                        let (captured, tail, total) =
-                            read_stream(s, limit, out_spool, Some((&marker, end_tx))).await;
-                        // The wrapper's end line goes (it cuts the capture where it starts).
-                        Some(split_report(captured, &tail, total, &self.nonce).0)
-                    }
-                    None => None,
-                }
-            },
-            async {
-                match stderr {
-                    Some(s) => {
-                        Some(read_stream(s, limit, err_spool, Some((&marker, report_tx))).await)
-                    }
-                    None => None,
-                }
-            },
-        );
-        drop(stdin);
-        let cause = stopper.cause();
-        let completed = reported_at.unwrap_or_else(Local::now);
-        let (stderr, report) = match stderr {
-            Some((captured, tail, total)) => {
-                let (captured, report) = split_report(captured, &tail, total, &self.nonce);
-                (Some(captured), report)
-            }
-            None => (None, None),
-        };
-        let ending = match (report, status) {
-            (Some(report), _) => report.ending(cause),
-            (None, Ok(status)) => Ending::CouldNotRun(format!(
-                "the job's wrapper on {} ended without a report (exit {:?}): is bash there?",
-                self.spec.name,
-                status.code()
-            )),
-            (None, Err(e)) => self.transport_failure(&master, generation, &e).await,
-        };
-        let (stdout, stderr) = match (&job.out, &job.err) {
-            (Some(_), Some(_)) => (None, None),
-            (Some(_), None) => (None, stderr),
-            (None, Some(_)) => (stdout, None),
-            (None, None) => (stdout, stderr),
-        };
-        Outcome {
-            ran: Some((started, completed)),
-            ending,
-            stdout,
-            stderr,
-            note: None,
-            transfer: None,
-        }
-    }
-
-    /// Tells a lost connection (the job should run again) from a command that failed.
-    async fn transport_failure(
-        &self,
-        master: &Session,
-        generation: u64,
-        e: &openssh::Error,
-    ) -> Ending {
-        match master.check().await {
-            Err(_) => {
-                if mark_lost(&self.state, generation) {
-                    let _ = self
-                        .loss_tx
-                        .send((generation, format!("the connection was lost ({e})")));
-                }
-                Ending::HostLost(format!("lost the connection to {} ({e})", self.spec.name))
-            }
-            Ok(()) => Ending::CouldNotRun(format!(
-                "cannot run the job on {}: {}",
-                self.spec.name,
-                error_chain(e)
-            )),
-        }
-    }
-
-    /// The command line the remote login shell runs: the wrapper and its arguments.
-    fn remote_command(&self, job: &Command<'_>, limits: &Limits) -> String {
-        let grace_ms = limits
-            .grace
-            .as_millis()
-            .min(u128::from(u32::MAX))
-            .to_string();
         let base = self.options.workdir.as_deref().unwrap_or("");
-        let block_len = job.stdin.map_or(0, |b| b.len()).to_string();
         let memfree = self
             .options
             .memfree
             .map(|m| m.to_string())
             .unwrap_or_default();
-        // The wrapper compares in hundredths (/proc/loadavg has two decimals): "below L" is
+        // The agent compares in hundredths (/proc/loadavg has two decimals): "below L" is
         // "below ceil(L × 100) hundredths". `as` saturates a huge limit.
         let load = self
             .options
             .load
             .map(|l| ((l * 100.0).ceil().max(0.0) as u64).to_string())
             .unwrap_or_default();
-        let mut s = String::with_capacity(WRAPPER.len() + job.cmd.len() + 128);
-        // --norc: the login shell has read ~/.bashrc already (Debian's bash reads it again for a
-        // shell started over ssh, which costs every job its time once more).
-        s.push_str("exec bash --norc -c ");
-        s.push_str(&shell_quote(WRAPPER));
-        s.push_str(" bakapara");
-        for arg in [
-            self.nonce.as_str(),
-            grace_ms.as_str(),
-            base,
-            job.cd.unwrap_or(""),
-            job.out.unwrap_or(""),
-            job.err.unwrap_or(""),
-            block_len.as_str(),
-            memfree.as_str(),
-            load.as_str(),
-            job.cmd,
-        ] {
-            s.push(' ');
-            s.push_str(&shell_quote(arg));
-        }
-        for (name, value) in self.options.env.iter().chain(job.env.iter()) {
-            s.push(' ');
-            s.push_str(&shell_quote(&format!("{name}={value}")));
-        }
-        s
+        agent
+            .run(
+                lane,
+                job,
+                limits,
+                stop,
+                self.spool,
+                base,
+                &memfree,
+                &load,
+                &self.options.env,
+            )
+            .await
     }
+}
+
+/// The launcher a host's agent starts through, if any.
+fn launcher_of<'a>(spec: &'a HostSpec, options: &'a SshOptions) -> Option<&'a str> {
+    spec.launcher.as_deref().or(options.launcher.as_deref())
+}
+
+/// Runs a launcher here: `/bin/sh -c "LAUNCHER BOOT"`.
+fn launch(template: &str, spec: &HostSpec) -> Result<Transport, String> {
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(launcher_command(template, &spec.hostname))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run the launcher for {}: {e}", spec.name))?;
+    let (Some(stdin), Some(stdout), stderr) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(format!("the launcher for {} has no pipes", spec.name));
+    };
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let ended = async move {
+        tokio::select! {
+            _ = child.wait() => {}
+            _ = kill_rx => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+    };
+    Ok(Transport {
+        stdin: Box::new(stdin),
+        stdout: Box::new(stdout),
+        stderr: stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ended: Box::pin(ended),
+        kill: Box::new(move || {
+            let _ = kill_tx.send(());
+        }),
+    })
+}
+
+/// The agent's session on a master: `exec BOOT` in the login shell.
+async fn agent_session(master: &Arc<Session>) -> Result<Transport, openssh::Error> {
+    let command = format!("exec {}", agent::boot_command(agent::script().len()));
+    let mut child = Session::to_raw_command(Arc::clone(master), command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .await?;
+    let stdin = child.stdin().take();
+    let stdout = child.stdout().take();
+    let stderr = child.stderr().take();
+    let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
+        return Err(openssh::Error::ChildIo(std::io::Error::other(
+            "the session has no pipes",
+        )));
+    };
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let socket = master.control_socket().to_path_buf();
+    let ended = async move {
+        tokio::select! {
+            _ = child.wait() => {}
+            _ = kill_rx => {
+                // An agent gone silent: the master goes, and the session with it; the agent
+                // sees EOF (or, cut off, hears nothing and fences).
+                exit_master(&socket).await;
+            }
+        }
+    };
+    Ok(Transport {
+        stdin: Box::new(stdin),
+        stdout: Box::new(stdout),
+        stderr: stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ended: Box::pin(ended),
+        kill: Box::new(move || {
+            let _ = kill_tx.send(());
+        }),
+    })
 }
 
 /// Copies a job's files to the host, one after another, until one fails or the run stops.
@@ -882,6 +745,11 @@ impl Executor for SshHost {
         self.connected()
     }
 
+    /// One job queued per slot at the agent while the slot's job runs.
+    fn queued_per_slot(&self) -> usize {
+        1
+    }
+
     fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(SshHost::close(self))
     }
@@ -893,11 +761,16 @@ fn mark_lost(state: &Mutex<Connections>, generation: u64) -> bool {
     let Ok(mut state) = state.lock() else {
         return false;
     };
-    if state.generation != generation || state.masters.is_empty() {
+    if state.generation != generation || state.agent.is_none() {
         return false;
     }
-    state.masters.clear();
-    state.keepalives.clear();
+    let master = state.master.take();
+    state.agent = None;
+    drop(state);
+    // The master of a lost agent goes too (a new one comes with the reconnection).
+    if let Some(master) = master {
+        tokio::spawn(close_masters(vec![master]));
+    }
     true
 }
 
@@ -928,16 +801,6 @@ async fn reconnect_loop(host: Weak<SshHost>, mut losses: mpsc::UnboundedReceiver
             }
             pause = (pause * 2).min(Duration::from_secs(10));
         }
-    }
-}
-
-async fn send_line(stdin: &mut Option<openssh::ChildStdin>, line: &[u8]) {
-    if let Some(pipe) = stdin {
-        if pipe.write_all(line).await.is_err() {
-            *stdin = None;
-            return;
-        }
-        let _ = pipe.flush().await;
     }
 }
 
@@ -1023,20 +886,25 @@ pub fn stop_connecting(control_dir: &std::path::Path) {
 /// only stops a master listening, and leaves it to `ControlPersist`.
 async fn close_masters(masters: Vec<Arc<Session>>) {
     for master in masters {
-        let exit = tokio::process::Command::new("ssh")
-            .args(["-F", "/dev/null", "-O", "exit", "-S"])
-            .arg(master.control_socket())
-            .arg("bakapara-master")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .status();
-        let _ = tokio::time::timeout(Duration::from_secs(5), exit).await;
+        exit_master(master.control_socket()).await;
         if let Ok(session) = Arc::try_unwrap(master) {
             let _ = session.close().await;
         }
     }
+}
+
+/// `ssh -O exit` on a master's control socket.
+async fn exit_master(socket: &std::path::Path) {
+    let exit = tokio::process::Command::new("ssh")
+        .args(["-F", "/dev/null", "-O", "exit", "-S"])
+        .arg(socket)
+        .arg("bakapara-master")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    let _ = tokio::time::timeout(Duration::from_secs(5), exit).await;
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -1051,149 +919,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-async fn cpu_count(master: &Session) -> Result<usize, String> {
-    let out = master
-        .raw_command("nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || grep -c ^processor /proc/cpuinfo")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("it answered {:?}", text.trim()))
-}
-
-/// The wrapper's report: how the job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Report {
-    Done(i32),
-    Stopped(i32),
-    Error(String),
-}
-
-impl Report {
-    fn ending(self, cause: Option<Cause>) -> Ending {
-        let split = |status: i32| {
-            if status > 128 {
-                (None, Some(status - 128))
-            } else {
-                (Some(status), None)
-            }
-        };
-        match (self, cause) {
-            (Report::Done(code), _) => Ending::Exited(code),
-            (Report::Stopped(status), Some(Cause::Timeout)) => {
-                let (code, signal) = split(status);
-                Ending::TimedOut { code, signal }
-            }
-            (Report::Stopped(status), _) => {
-                let (code, signal) = split(status);
-                Ending::Aborted { code, signal }
-            }
-            (Report::Error(why), _) => Ending::CouldNotRun(why),
-        }
-    }
-}
-
-/// Bytes kept from the end of stderr to find the wrapper's report in.
-const TAIL: usize = 8 * 1024;
-
-/// Reads a stream to its end (see [`read_capped`]), keeping the first `limit` bytes, the last
-/// [`TAIL`] bytes, and the total length. With a `spool` file, the whole stream goes there
-/// instead of the first `limit` bytes (see [`Captured::spooled`]). `report_seen` hears when
-/// the wrapper's report (starting with its marker) has come whole.
-async fn read_stream(
-    stream: impl AsyncRead + Unpin,
-    limit: usize,
-    spool: Option<std::fs::File>,
-    mut report_seen: Option<(&[u8], tokio::sync::oneshot::Sender<DateTime<Local>>)>,
-) -> (Captured, Vec<u8>, usize) {
-    let limit = if spool.is_some() { 0 } else { limit };
-    let mut sink = spool.as_ref();
-    let mut tail: Vec<u8> = Vec::new();
-    let mut total = 0usize;
-    let mut captured = Captured::default();
-    read_capped(stream, limit, &mut captured, |chunk| {
-        total += chunk.len();
-        if let Some(mut file) = sink {
-            // A temp file: the write goes to the page cache. A full disk: the rest of this
-            // stream is lost, the job goes on.
-            if file.write_all(chunk).is_err() {
-                sink = None;
-            }
-        }
-        tail.extend_from_slice(chunk);
-        if tail.len() > 2 * TAIL {
-            tail.drain(..tail.len() - TAIL);
-        }
-        // The wrapper's report is its last line: say so once it is here whole.
-        let complete = report_seen.as_ref().is_some_and(|(marker, _)| {
-            tail.ends_with(b"\n") && tail.windows(marker.len()).any(|w| w == *marker)
-        });
-        if complete {
-            if let Some((_, seen)) = report_seen.take() {
-                let _ = seen.send(Local::now());
-            }
-        }
-    })
-    .await;
-    let captured = match spool {
-        Some(file) => Captured::spooled(file),
-        None => captured,
-    };
-    (captured, tail, total)
-}
-
-/// `NUL NONCE SPACE`: how the wrapper's report starts.
-fn report_marker(nonce: &str) -> Vec<u8> {
-    let mut marker = Vec::with_capacity(nonce.len() + 2);
-    marker.push(0);
-    marker.extend_from_slice(nonce.as_bytes());
-    marker.push(b' ');
-    marker
-}
-
-/// Finds the wrapper's report at the end of stderr (or its end line at the end of stdout) and
-/// removes it from what was captured.
-fn split_report(
-    mut captured: Captured,
-    tail: &[u8],
-    total: usize,
-    nonce: &str,
-) -> (Captured, Option<Report>) {
-    let marker = report_marker(nonce);
-    let Some(at) = tail
-        .windows(marker.len())
-        .rposition(|w| w == marker.as_slice())
-    else {
-        return (captured, None);
-    };
-    let body = &tail[at + marker.len()..];
-    let body = String::from_utf8_lossy(body.strip_suffix(b"\n").unwrap_or(body));
-    let report = match body.split_once(' ') {
-        Some(("done", s)) => s.trim().parse().ok().map(Report::Done),
-        Some(("stopped", s)) => s.trim().parse().ok().map(Report::Stopped),
-        Some(("error", why)) => Some(Report::Error(why.to_string())),
-        _ => None,
-    };
-    // Where the report starts in the whole stream: cut the capture there. The capture was
-    // cut by the limit only if the job's own stderr (before the report) did not fit.
-    let start = total - (tail.len() - at);
-    if let Some(spool) = &captured.spool {
-        // The spooled stream ends where the report starts.
-        let _ = spool.file().set_len(start as u64);
-    }
-    let kept = captured.bytes.len();
-    if captured.truncated {
-        captured.truncated = start > kept;
-    }
-    captured.bytes.truncate(start);
-    (captured, report)
 }
 
 #[cfg(test)]
@@ -1259,56 +984,12 @@ mod tests {
         assert!(matches!(settings.known_hosts, KnownHosts::Add));
     }
 
-    fn cap(bytes: &[u8], truncated: bool) -> Captured {
-        Captured {
-            bytes: bytes.to_vec(),
-            truncated,
-            spool: None,
-        }
-    }
-
     #[test]
-    fn the_report_is_found_and_cut_off() {
-        let stream = b"job err\n\0abc done 3\n";
-        let (c, r) = split_report(cap(stream, false), stream, stream.len(), "abc");
-        assert_eq!(c.bytes, b"job err\n");
-        assert_eq!(r, Some(Report::Done(3)));
-        let stream = b"\0abc error cannot cd to /x y\n";
-        let (c, r) = split_report(cap(stream, false), stream, stream.len(), "abc");
-        assert_eq!(c.bytes, b"");
-        assert_eq!(r, Some(Report::Error("cannot cd to /x y".into())));
-    }
-
-    #[test]
-    fn a_forged_or_missing_report_is_not_taken() {
-        let stream = b"\0xyz done 0\n";
-        let (c, r) = split_report(cap(stream, false), stream, stream.len(), "abc");
-        assert_eq!(r, None);
-        assert_eq!(c.bytes, stream);
-    }
-
-    #[test]
-    fn a_report_past_the_capture_limit_leaves_the_capture_alone() {
-        let mut stream = vec![b'x'; 100];
-        stream.extend_from_slice(b"\0abc stopped 143\n");
-        let (c, r) = split_report(cap(&stream[..10], true), &stream, stream.len(), "abc");
-        assert_eq!(c.bytes.len(), 10);
-        assert!(c.truncated);
-        assert_eq!(r, Some(Report::Stopped(143)));
-        assert_eq!(
-            Report::Stopped(143).ending(Some(Cause::Abort)),
-            Ending::Aborted {
-                code: None,
-                signal: Some(15)
-            }
+    fn a_launcher_gets_the_quoted_host_and_the_boot_command() {
+        let command = launcher_command("docker exec -i <host>", "it's");
+        assert!(
+            command.starts_with("docker exec -i 'it'\\''s' bash --norc --noprofile -c "),
+            "{command}"
         );
-    }
-
-    #[test]
-    fn a_report_split_by_the_capture_limit_is_cut() {
-        let stream = b"ab\0abc done 0\n";
-        let (c, _) = split_report(cap(&stream[..5], true), stream, stream.len(), "abc");
-        assert_eq!(c.bytes, b"ab");
-        assert!(!c.truncated, "the job's own stderr fit");
     }
 }

@@ -1317,3 +1317,189 @@ fn the_users_connect_timeout_wins_over_bakaparas_default() {
         "ssh gave up after the user's 1 s:\n{stderr}"
     );
 }
+
+#[test]
+fn nul_bytes_invalid_utf8_and_a_10_mb_line_come_back_from_the_agent_byte_exact() {
+    let cluster = SshCluster::start(&["h1"]);
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/2", "--capture-limit", "20000000"]);
+    // 10 MB of `x` as one line, then NUL, an invalid UTF-8 byte and no final newline; stderr
+    // gets the same small tail.
+    let job =
+        "head -c 10000000 /dev/zero | tr '\\0' x; printf '\\n\\0\\377end'; printf 'e\\0\\377' >&2";
+    let (code, lines, stderr) = run(cmd, &job_line(json!({ "cmd": job })));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let r = result(&lines[0]);
+    use base64::Engine;
+    let decode = |key: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(r[key].as_str().unwrap_or_else(|| panic!("no {key}")))
+            .unwrap()
+    };
+    let mut want = vec![b'x'; 10_000_000];
+    want.extend_from_slice(b"\n\0\xffend");
+    let got = decode("stdout_base64");
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "stdout differs");
+    assert_eq!(decode("stderr_base64"), b"e\0\xff");
+    assert!(
+        r.get("stdout_truncated").is_none(),
+        "{}",
+        r["stdout_truncated"]
+    );
+}
+
+#[test]
+fn after_kill_9_no_remote_job_is_left_after_5_s_even_one_that_ignores_term() {
+    let cluster = SshCluster::start(&["h1"]);
+    let arg = format!("2345.{}", unique(""));
+    let mut cmd = bakapara(&cluster);
+    cmd.args(["-S", "h1/2", "--grace", "30s"]);
+    let input = [
+        job_line(json!({"cmd": format!("sleep {arg}")})),
+        job_line(json!({"cmd": format!("trap '' TERM; sleep {arg}")})),
+    ]
+    .concat();
+    let live = start(cmd, &input);
+    wait_until(WAIT, "both remote jobs to run", || sleeps(&arg).len() == 2);
+    nix::sys::signal::kill(live.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let _ = live.finish_within(RUN_TIMEOUT);
+    wait_until(Duration::from_secs(10), "the jobs to go", || {
+        sleeps(&arg).is_empty()
+    });
+    // The agent sees its stdin close: TERM, and KILL after its own short grace (1 s), not the
+    // run's 30 s.
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the jobs outlived bakapara by {took:?}"
+    );
+}
+
+#[test]
+fn a_launcher_starts_the_agent_without_ssh_and_names_the_host() {
+    // `env BKHOST=<host>` runs the agent on this machine: a real launcher path, no sshd.
+    let dir = tempdir();
+    let mut cmd = crate::common::bin::bakapara();
+    cmd.current_dir(dir.path()).args([
+        "-S",
+        "node-a/2,node-b",
+        "--launcher",
+        // What a login shell's start-up files print before the agent starts is passed over.
+        "echo welcome; env BKHOST=<host>",
+        "printf '%s:%s' \"$BKHOST\" <>; pwd >&2",
+    ]);
+    let (code, lines, stderr) = run(cmd, "1\n2\n3\n4\n5\n6\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 6, "{stderr}");
+    let mut hosts = BTreeSet::new();
+    for l in &lines {
+        let r = result(l);
+        let host = r["host"].as_str().unwrap().to_string();
+        assert_eq!(
+            r["stdout"],
+            format!("{host}:{}", l["input"].as_str().unwrap()),
+            "{r}"
+        );
+        // Remote jobs run in bakapara's working directory.
+        assert_eq!(
+            r["stderr"].as_str().unwrap().trim(),
+            dir.path().canonicalize().unwrap().to_str().unwrap()
+        );
+        hosts.insert(host);
+    }
+    assert_eq!(
+        hosts,
+        BTreeSet::from(["node-a".to_string(), "node-b".to_string()])
+    );
+}
+
+#[test]
+fn a_launcher_host_refuses_file_transfers_and_bad_host_loss_limits_are_usage_errors() {
+    let dir = tempdir();
+    for args in [
+        &[
+            "-S",
+            "n1",
+            "--launcher",
+            "env",
+            "--transferfile",
+            "<>",
+            "cat <>",
+        ][..],
+        &["-S", "n1", "--launcher", " ", "true"][..],
+        &["-S", "n1", "--host-loss-limit", "0", "true"][..],
+        &["-S", "n1", "--host-loss-limit", "x", "true"][..],
+    ] {
+        let out = crate::common::bin::bakapara()
+            .current_dir(dir.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(255), "{args:?}: {stderr}");
+        let named = if args.contains(&"--launcher") {
+            "--launcher"
+        } else {
+            "--host-loss-limit"
+        };
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn a_job_lost_with_its_host_host_loss_limit_times_fails() {
+    // The job kills its own agent (and so loses its host) every time it runs.
+    let dir = tempdir();
+    let mut cmd = crate::common::bin::bakapara();
+    cmd.current_dir(dir.path())
+        .args(["-S", "n1/1", "--launcher", "env", "--host-loss-limit", "2"]);
+    let input = [
+        job_line(json!({"cmd": "kill -9 $PPID $(ps -o ppid= -p $PPID); sleep 5"})),
+        job_line(json!({"cmd": "echo fine"})),
+    ]
+    .concat();
+    let (code, lines, stderr) = run(cmd, &input);
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    assert_eq!(by_seq.len(), 2, "{stderr}\n{lines:#?}");
+    let r = result(by_seq[&1]);
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("lost under it 2 times"),
+        "{r}"
+    );
+    assert_eq!(r["attempts"], 2, "{r}");
+    assert_eq!(result(by_seq[&2])["stdout"], "fine\n");
+    assert_eq!(code, Some(1), "{stderr}");
+}
+
+#[test]
+fn one_stream_to_a_file_and_the_other_captured_each_come_back_right() {
+    let cluster = SshCluster::start(&["h1"]);
+    let dir = tempdir();
+    let mut cmd = bakapara(&cluster);
+    cmd.current_dir(dir.path()).args(["-S", "h1/2"]);
+    let input = [
+        job_line(json!({"cmd": "echo to-file; echo to-err >&2", "out": "o.txt"})),
+        job_line(json!({"cmd": "echo to-out; echo to-file >&2", "err": "e.txt"})),
+    ]
+    .concat();
+    let (code, lines, stderr) = run(cmd, &input);
+    assert_eq!(code, Some(0), "{stderr}");
+    let by_seq: BTreeMap<u64, &Value> = lines.iter().map(|l| (seq(l), l)).collect();
+    let first = result(by_seq[&1]);
+    assert!(first.get("stdout").is_none(), "{first}");
+    assert_eq!(first["stderr"], "to-err\n", "{first}");
+    let second = result(by_seq[&2]);
+    assert_eq!(second["stdout"], "to-out\n", "{second}");
+    assert!(second.get("stderr").is_none(), "{second}");
+    assert_eq!(read(&dir.path().join("o.txt")), "to-file\n");
+    assert_eq!(read(&dir.path().join("e.txt")), "to-file\n");
+}

@@ -1,0 +1,235 @@
+# bakapara's remote agent: one per host, started once over one SSH session (or a --launcher
+# command), runs the jobs bakapara sends it. Needs bash (>= 4.2) and coreutils (mktemp, mkfifo,
+# head, stat, rm, nproc). bakapara puts `F=FENCE_S D=STOP_S` before this text.
+#
+# stdin, from bakapara, one message a line, fields as bash words (`eval "set -- $line"`):
+#   J ID SLOT GRACE_MS BASE CD OUT ERR LEN CAP MEMFREE LOAD CMD [NAME=VALUE]...
+#        a job for slot SLOT (a FIFO per slot: it runs once the slot's job before it ended);
+#        LEN bytes of the job's stdin follow the line (--pipe). CAP: bytes of each captured
+#        stream sent back (-1: all). MEMFREE (bytes) and LOAD (load average x 100) hold the
+#        job back until this host has that much memory available and a load below LOAD.
+#   T ID  stop the job (TERM its process group, KILL after GRACE_MS); a queued job never starts
+#   K ID  KILL it now
+#   H     heartbeat
+#   Q     quit: stop every job and exit
+# Hearing nothing for F seconds, or EOF, acts as Q: every job's group gets TERM, then KILL
+# after D seconds, so no job outlives a bakapara (or a link) that is gone.
+#
+# stdout, to bakapara, written by one process (the sender) so frames never interleave:
+#   C NCPU                     first
+#   S ID                       the job started
+#   R ID KIND OUTLEN ERRLEN OUTTOTAL ERRTOTAL STATUS_OR_MESSAGE
+#                              it ended (KIND done|stopped|error), then OUTLEN + ERRLEN bytes:
+#                              its captured stdout and stderr, cut at CAP (TOTALs: full sizes)
+#   H                          heartbeat, after 0.5 s without a frame
+set +m
+exec 3>&1 >/dev/null 2>/dev/null
+w=$(mktemp -d 2>/dev/null || mktemp -d -t bakapara.XXXXXXXX 2>/dev/null)
+if [ -z "$w" ] || ! mkfifo -- "$w/q" "$w/z"; then
+  printf 'X cannot create a temp directory on %s\n' "$(uname -n)" >&3
+  exit 1
+fi
+h=$(uname -n)
+exec 7<>"$w/q" 9<>"$w/z"
+# A pause without a fork: nobody writes to z.
+nap() { IFS= read -r -t "$1" -u 9 _; }
+# Whether a process of group $1 is alive; zombies (dead, not reaped yet) do not count.
+alive() {
+  local pg=$1 f s
+  [ -r /proc/self/stat ] || { kill -0 -- -"$pg" 2>/dev/null; return; }
+  for f in /proc/[0-9]*/stat; do
+    { IFS= read -r s <"$f"; } 2>/dev/null || continue
+    s=${s##*) }
+    set -- $s
+    [ "$3" = "$pg" ] && [ "$1" != Z ] && return 0
+  done
+  return 1
+}
+# Stops group $2 (T: TERM, then KILL after $3 ms; K: KILL now) until no process of it is left;
+# a K for job $4 meanwhile cuts the grace short.
+killer() {
+  local k=$1 p=$2 left=$(($3 / 50)) m
+  if [ "$k" = K ]; then left=0; else kill -TERM -- -"$p"; fi
+  while alive "$p"; do
+    if [ -z "$m" ] && [ "$k" = T ]; then
+      IFS= read -r m <"$w/c.$4" && [ "$m" = K ] && left=0
+      m=
+    fi
+    if [ "$left" -le 0 ]; then kill -KILL -- -"$p"; left=20; fi
+    left=$((left - 1))
+    nap 0.05
+  done
+}
+# The only writer of stdout: frame lines and frame files handed over on fifo q (fd 7).
+sender() {
+  local m
+  while :; do
+    if IFS= read -r -t 0.5 -u 7 m; then
+      case $m in
+        L\ *) printf '%s\n' "${m#L }" || exit ;;
+        # F ID FRAME_LINE: the line, then files po.ID and pe.ID (copies nobody writes to).
+        F\ *)
+          m=${m#F }
+          printf '%s\n' "${m#* }" && cat -- "$w/po.${m%% *}" "$w/pe.${m%% *}" || exit
+          rm -f -- "$w/po.${m%% *}" "$w/pe.${m%% *}" ;;
+      esac
+    else
+      [ $? -gt 128 ] || exit
+      printf 'H\n' || exit
+    fi
+  done
+}
+# Whether this host has MEMFREE bytes available and a load below LOAD (a check this host cannot
+# make, without /proc, passes).
+room() {
+  local k v u a
+  if [ -n "$mf" ] && [ -r /proc/meminfo ]; then
+    while read -r k v u; do [ "$k" = MemAvailable: ] && break; done </proc/meminfo
+    [ "$k" = MemAvailable: ] && [ $((v * 1024)) -lt "$mf" ] && return 1
+  fi
+  if [ -n "$ld" ] && [ -r /proc/loadavg ]; then
+    read -r a u </proc/loadavg
+    a=${a/./}
+    [ $((10#$a)) -ge "$ld" ] && return 1
+  fi
+  return 0
+}
+# The end of job $id: its report, its files gone.
+report() {
+  local kind=$1 st=$2 ot=0 et=0 ol=0 el=0
+  st=${st//$'\n'/ }
+  if [ -s "$so" ] || [ -s "$se" ]; then
+    # (A stream that went to an `out`/`err` file has no spool: an empty one stands in.)
+    [ -e "$so" ] || : >"$so"
+    [ -e "$se" ] || : >"$se"
+    set -- $(stat -c %s -- "$so" "$se" 2>/dev/null)
+    ot=${1:-0} et=${2:-0}
+    # Copies: a process the job left behind may still write to its stdout or stderr, and a
+    # frame must be exactly as long as its line says.
+    if [ "$ot" = 0 ]; then : >"$w/po.$id"; elif [ "$cap" -ge 0 ]; then head -c "$cap" -- "$so" >"$w/po.$id"; else cat -- "$so" >"$w/po.$id"; fi
+    if [ "$et" = 0 ]; then : >"$w/pe.$id"; elif [ "$cap" -ge 0 ]; then head -c "$cap" -- "$se" >"$w/pe.$id"; else cat -- "$se" >"$w/pe.$id"; fi
+    set -- $(stat -c %s -- "$w/po.$id" "$w/pe.$id" 2>/dev/null)
+    ol=${1:-0} el=${2:-0}
+    rm -f -- "$w/"[jipcx]".$id" "$so" "$se"
+    printf 'F %s R %s %s %s %s %s %s %s\n' "$id" "$id" "$kind" "$ol" "$el" "$ot" "$et" "$st" >&7
+  else
+    rm -f -- "$w/"[jipcx]".$id" "$so" "$se"
+    printf 'L R %s %s 0 0 0 0 %s\n' "$id" "$kind" "$st" >&7
+  fi
+}
+# Runs one job (the fields of its J message) and reports how it ended.
+job() {
+  id=$2 g=$4 b=$5 d=$6 o=$7 e=$8 l=$9 cap=${10} mf=${11} ld=${12} c=${13}
+  shift 13
+  so=$w/so.$id se=$w/se.$id
+  local i=/dev/null p s m
+  [ "$l" = 0 ] || i=$w/i.$id
+  if [ -n "$mf$ld" ]; then
+    while ! [ -e "$w/c.$id" ] && ! room; do nap 0.2; done
+  fi
+  if IFS= read -r m <"$w/c.$id"; then
+    if [ "$m" = K ]; then report stopped 137; else report stopped 143; fi
+    return
+  fi
+  set -m
+  (
+    shopt -s execfail
+    x() { printf '%s' "$*" >"$w/x.$id"; exit 255; }
+    for v in "$@"; do
+      case $v in
+        # An exported function (--env NAME of `export -f NAME`), in bash's own environment form.
+        BASH_FUNC_*%%=*)
+          fn_=${v%%=*} fn_=${fn_#BASH_FUNC_} fn_=${fn_%\%\%}
+          { eval "$fn_ ${v#*=}" && export -f "$fn_"; } 2>/dev/null || x "bad function $fn_" ;;
+        *) export "$v" 2>/dev/null || x "bad environment variable ${v%%=*}" ;;
+      esac
+    done
+    unset fn_ v
+    # A relative base is relative to the login directory, $HOME (where sshd starts us).
+    if [ -n "$b" ]; then case $b in /*) ;; *) cd 2>/dev/null ;; esac; cd -- "$b" 2>/dev/null || x "cannot cd to $b on $h"; fi
+    if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || x "cannot cd to $d on $h"; fi
+    for f in "$o" "$e"; do
+      if [ -n "$f" ] && [ "${f%/*}" != "$f" ] && [ -n "${f%/*}" ]; then
+        mkdir -p -- "${f%/*}" 2>/dev/null || x "cannot create directory ${f%/*}"
+      fi
+    done
+    { exec <"$i"; } 2>/dev/null || x "cannot read the job's stdin on $h"
+    if [ -n "$o" ]; then { exec >"$o"; } 2>/dev/null || x "cannot write $o"; else exec >"$so"; fi
+    # (A redirection of the group around `exec 2>` would undo it: fd 4 first.)
+    if [ -n "$e" ]; then { exec 4>"$e"; } 2>/dev/null || x "cannot write $e"; else exec 4>"$se"; fi
+    exec 2>&4 4>&- 7>&- 8<&- 9<&-
+    exec /bin/bash -o pipefail -c "$c"
+    exec 2>/dev/null
+    x "cannot run the job on $h (its command is ${#c} bytes: too long for one argument here?)"
+  ) &
+  p=$!
+  set +m
+  printf '%s %s\n' "$p" "$g" >"$w/p.$id"
+  printf 'L S %s\n' "$id" >&7
+  [ -e "$w/c.$id" ] && { IFS= read -r m <"$w/c.$id"; killer "${m:-T}" "$p" "$g" "$id" & }
+  wait "$p"
+  s=$?
+  if [ -e "$w/x.$id" ]; then
+    IFS= read -r -d '' m <"$w/x.$id"
+    report error "$m"
+  elif [ -e "$w/c.$id" ]; then
+    while alive "$p"; do nap 0.05; done
+    report stopped "$s"
+  else
+    report done "$s"
+  fi
+}
+# One per slot: runs the slot's jobs one after another, as their IDs come on fifo s$1.
+runner() {
+  local id m
+  exec 8<>"$w/s$1"
+  while IFS= read -r -u 8 id; do
+    [ -e "$w/halt" ] && exit
+    IFS= read -r m <"$w/j.$id" || continue
+    eval "set -- $m"
+    job "$@"
+  done
+}
+# The end: no job starts any more, every job's group gets TERM, KILL after D seconds.
+quit() {
+  local f p g n
+  : >"$w/halt"
+  for f in "$w"/p.*; do [ -e "$f" ] && read -r p g <"$f" && kill -TERM -- -"$p"; done
+  for ((n = D * 20; n > 0; n--)); do
+    g=
+    for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && alive "$p" && g=1 && break; done
+    [ -z "$g" ] && break
+    nap 0.05
+  done
+  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && kill -KILL -- -"$p"; done
+  kill "${rp[@]}" "$sp"
+  rm -rf -- "$w"
+  exit 0
+}
+declare -a rp
+# Job control on while the sender and the runners start: a background command started
+# without it ignores SIGINT, and so would every job started from it.
+set -m
+sender </dev/null >&3 3>&- &
+sp=$!
+exec 3>&-
+printf 'L C %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" >&7
+while :; do
+  IFS= read -r -t "$F" m || quit
+  eval "set -- $m" || continue
+  case $1 in
+    J)
+      [ "$9" = 0 ] || head -c "$9" >"$w/i.$2"
+      printf '%s\n' "$m" >"$w/j.$2"
+      if [ -z "${rp[$3]}" ]; then
+        mkfifo -- "$w/s$3"
+        runner "$3" </dev/null &
+        rp[$3]=$!
+      fi
+      printf '%s\n' "$2" >"$w/s$3" ;;
+    T | K)
+      printf '%s\n' "$1" >"$w/c.$2"
+      if read -r p g <"$w/p.$2"; then killer "$1" "$p" "$g" "$2" </dev/null & fi ;;
+    Q) quit ;;
+  esac
+done
