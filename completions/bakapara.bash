@@ -23,7 +23,7 @@ _bakapara() {
 
     case "${cmd}" in
         bakapara)
-            opts="-j -S -N -n -m -X -a -0 -d -k -u -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --tf --transferfile --transfer --return --cleanup --trc --bf --basefile --nonall --onall --host-timeout --colsep --max-replace-args --max-args --xargs --xapply --link --arg-file --null --delimiter --arg-sep --arg-file-sep --header --trim --jsonl --braces --no-quote --out --err --cd --spreadstdin --pipe --pipe-part --block-size --block --recend --recstart --regexp --rrs --removerecsep --remove-rec-sep --shuf --delay --memfree --load --keep-order --text --lb --line-buffer --ungroup --json --gather --tag --tagstring --results --joblog --capture-limit --dryrun --dry-run --quiet --verbose --generate --slurm --help --version"
+            opts="-j -S -N -n -m -X -a -0 -d -k -u -q -v -h -V --jobs --grace --timeout --retries --halt --resume --sshlogin --sshloginfile --ssh-config --workdir --env --tf --transferfile --transfer --return --cleanup --trc --bf --basefile --nonall --onall --host-timeout --colsep --max-replace-args --max-args --xargs --xapply --link --arg-file --null --delimiter --arg-sep --arg-file-sep --header --trim --jsonl --braces --no-quote --out --err --cd --spreadstdin --pipe --pipe-part --block-size --block --recend --recstart --regexp --rrs --removerecsep --remove-rec-sep --shuf --delay --memfree --load --keep-order --text --lb --line-buffer --ungroup --json --gather --tag --tagstring --results --joblog --capture-limit --dryrun --dry-run --quiet --verbose --generate --launcher --host-loss-limit --slurm --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -219,6 +219,14 @@ _bakapara() {
                     ;;
                 --generate)
                     COMPREPLY=($(compgen -W "man bash zsh fish" -- "${cur}"))
+                    return 0
+                    ;;
+                --launcher)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host-loss-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

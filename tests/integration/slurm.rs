@@ -204,7 +204,6 @@ fn steps_of(c: &SlurmCluster, job: &str) -> Vec<(String, String)> {
 }
 
 #[test]
-#[ignore = "needs the agent (launcher hosts): enable once the agent branch is merged"]
 fn jobs_run_as_one_step_per_node() {
     let c = shared();
     let m = crate::common::bin::marker();
@@ -226,7 +225,8 @@ fn jobs_run_as_one_step_per_node() {
         .current_dir(dir.path());
     let mut live = Live::spawn_with(&mut cmd, input.into_bytes());
     live.wait_for_lines("the 20 hostname jobs", |l| l.len() >= 20);
-    wait_until("both long jobs running", || sleepers(&m).len() == 2);
+    // pipelining may queue the second long job behind the first on one node: one is enough
+    wait_until("a long job running", || !sleepers(&m).is_empty());
     let jobs = c
         .command("squeue")
         .args(["-h", "-n", &name, "-o", "%i"])
@@ -246,12 +246,15 @@ fn jobs_run_as_one_step_per_node() {
         ["n1", "n2"],
         "one step per node, not per job: {steps:?}"
     );
-    for pid in sleepers(&m) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    live.wait_for_lines("the long jobs, killed as they start", |l| {
+        for pid in sleepers(&m) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        l.len() >= 22
+    });
     let done = live.finish_within(Duration::from_secs(60));
     assert_eq!(done.lines.len(), 22, "stderr: {}", done.stderr);
     let seqs: BTreeSet<u64> = done
