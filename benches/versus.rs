@@ -1272,7 +1272,7 @@ fn ssh_timing(opts: &Opts) {
 mod relay;
 
 /// 400 `true` jobs on 2 hosts x 4 slots: bakapara at most half the time of the floor (xargs
-/// driving ssh over open ControlMaster connections), its own logins included.
+/// driving ssh over open `ControlMaster` connections), its own logins included.
 const AGENT_JOBS: usize = 400;
 const AGENT_HOSTS: usize = 2;
 const AGENT_SLOTS: usize = 4;
@@ -1313,7 +1313,7 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
     if v.len() % 2 == 1 {
         v[mid]
     } else {
-        (v[mid - 1] + v[mid]) / 2.0
+        f64::midpoint(v[mid - 1], v[mid])
     }
 }
 
@@ -1339,7 +1339,7 @@ fn agent_timing(opts: &Opts) {
     first_result(opts);
 }
 
-/// Figure 1: [`AGENT_JOBS`] `true` jobs, bakapara against the ControlMaster floor.
+/// Figure 1: [`AGENT_JOBS`] `true` jobs, bakapara against the `ControlMaster` floor.
 fn agent_vs_floor(opts: &Opts) {
     let mut notes = Vec::new();
     let hosts = Arc::new(SshHosts::start(

@@ -5,9 +5,6 @@
 //! [`Gathered::render`] gives the blocks, in the order their first host appeared. `--onall
 //! --text` uses it too, without folding: each host's output in one piece.
 
-// TEMP(i8): pedantic fixes after the agent merge
-#![allow(clippy::pedantic)]
-
 use std::collections::BTreeMap;
 
 /// The output of each host, gathered until the end of the run.
@@ -22,12 +19,14 @@ pub struct Gathered {
 
 impl Gathered {
     /// `--gather`: identical outputs folded under a host range.
+    #[must_use]
     pub fn folded() -> Gathered {
         Gathered::default()
     }
 
     /// `--onall --text`: each host's output in one piece, hosts in the order of their first
     /// job (the `-S` order).
+    #[must_use]
     pub fn by_host() -> Gathered {
         Gathered {
             by_host_only: true,
@@ -41,6 +40,7 @@ impl Gathered {
 
     /// The blocks to print: each distinct output once, under the folded names of the hosts
     /// that printed it. A host with several jobs (`--onall`) shows their output in input order.
+    #[must_use]
     pub fn render(mut self) -> Vec<u8> {
         self.jobs.sort_by_key(|(seq, _, _)| *seq);
         let mut hosts: Vec<(String, Vec<u8>)> = Vec::new();
@@ -77,6 +77,7 @@ impl Gathered {
 /// Folds host names into ranges of the hostlist syntax: `h1,h2,h3,h5` → `h[1-3,5]`. The last
 /// run of digits in a name is its number; names that differ only there share a range, and
 /// zero padding is kept (`n01,n02` → `n[01-02]`). A name alone in its group stays as it is.
+#[must_use]
 pub fn fold(names: &[String]) -> String {
     // (prefix, suffix) → numbers as written, in the order the group first appears.
     let mut order: Vec<(String, String)> = Vec::new();
@@ -156,7 +157,7 @@ mod tests {
     use super::*;
 
     fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+        list.iter().map(std::string::ToString::to_string).collect()
     }
 
     #[test]

@@ -47,9 +47,6 @@
 //!
 //! See [`HostSpec::matches`]: a job names a host by its full name, or by its bare host name.
 
-// TEMP(i8): pedantic fixes after the agent merge
-#![allow(clippy::pedantic)]
-
 use std::collections::HashSet;
 use std::fmt;
 
@@ -116,6 +113,7 @@ pub enum HostError {
 
 impl HostSpec {
     /// This machine with `slots` slots (`None` = its CPU count), named `localhost`.
+    #[must_use]
     pub fn local(slots: Option<usize>) -> HostSpec {
         HostSpec {
             name: "localhost".to_string(),
@@ -171,6 +169,7 @@ impl HostSpec {
     /// them: a job's `host` is a restriction, "any of these", so naming the machine lets the job
     /// run under either login; write the full name to pick one. A user name alone or
     /// `user@host` without the written port does not match.
+    #[must_use]
     pub fn matches(&self, wanted: &str) -> bool {
         if wanted == self.name {
             return true;
@@ -187,6 +186,7 @@ impl HostSpec {
 
     /// The destination to hand to `ssh`/the `openssh` crate: `ssh://[user@]host[:port]`
     /// (IPv6 addresses in brackets). Meaningless for a local host.
+    #[must_use]
     pub fn ssh_destination(&self) -> String {
         let mut s = String::from("ssh://");
         if let Some(user) = &self.user {
@@ -813,7 +813,7 @@ alice@node03:2222,:/2
 #node04
 ";
         let hosts = parse_sshloginfile(text).unwrap();
-        let shown: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let shown: Vec<String> = hosts.iter().map(std::string::ToString::to_string).collect();
         assert_eq!(
             shown,
             ["node01/4", "node02/4", "alice@node03:2222", "localhost/2"]

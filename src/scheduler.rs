@@ -1,8 +1,5 @@
 //! The scheduler: hands jobs to free slots, collects outcomes, and stops the run on a signal.
 
-// TEMP(i8): pedantic fixes after the agent merge
-#![allow(clippy::pedantic)]
-
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
@@ -145,6 +142,7 @@ impl Summary {
     /// The exit status a run that ended this way calls for (when no signal stopped it, see
     /// [`Summary::interrupted_by`]): 255 after a fatal problem, 141 when the reader of stdout
     /// went away, a `--halt` policy's status, else the number of failed jobs up to 101.
+    #[must_use]
     pub fn exit_code(&self) -> u8 {
         if self.fatal.is_some() {
             return 255;
@@ -305,12 +303,13 @@ impl Scheduler {
             halt_policy,
             resume,
             tokens: None,
-            near_misses: Default::default(),
+            near_misses: crate::job::NearMisses::default(),
             events: None,
         }
     }
 
     /// Sends [`RunEvent`]s to `events` as the run goes on.
+    #[must_use]
     pub fn with_events(mut self, events: Option<mpsc::UnboundedSender<RunEvent>>) -> Scheduler {
         self.events = events;
         self
@@ -324,6 +323,7 @@ impl Scheduler {
 
     /// Shares make's `-jN` (its jobserver): each job beyond the first running one waits, as
     /// queued, for a token of make's and holds it while it runs. The slots still cap the run.
+    #[must_use]
     pub fn with_jobserver(mut self, jobserver: Option<&Jobserver>) -> Scheduler {
         if let Some(jobserver) = jobserver {
             match Tokens::new(jobserver) {
@@ -374,7 +374,7 @@ impl Scheduler {
                 && self.halt.is_none())
             .then(|| self.throttle.wake_at());
             tokio::select! {
-                _ = tokio::time::sleep_until(throttled.unwrap_or_else(tokio::time::Instant::now)), if throttled.is_some() => {}
+                () = tokio::time::sleep_until(throttled.unwrap_or_else(tokio::time::Instant::now)), if throttled.is_some() => {}
                 token = arrival(&mut self.tokens), if want_token => self.token_arrived(token),
                 Some(done) = self.running.join_next(), if !self.running.is_empty() => match done {
                     Ok(done) => self.finish(done),
@@ -389,7 +389,7 @@ impl Scheduler {
                 _ = host_check.tick(), if self.waiting_on_down_hosts() => {
                     self.fail_jobs_of_dead_hosts();
                 }
-                _ = self.output.changed() => self.output_changed(),
+                () = self.output.changed() => self.output_changed(),
             }
         }
         self.output.finish();
@@ -613,7 +613,7 @@ impl Scheduler {
         let fits = |h: &HostState| wanted.is_none_or(|w| w.iter().any(|w| h.host.spec.matches(w)));
         let mut free_on = vec![0usize; self.hosts.len()];
         let mut lowest = vec![usize::MAX; self.hosts.len()];
-        for Reverse(s) in self.free.iter() {
+        for Reverse(s) in &self.free {
             let h = self.slots[*s].host;
             free_on[h] += 1;
             lowest[h] = lowest[h].min(*s);
@@ -642,19 +642,18 @@ impl Scheduler {
                         .then(lowest[a].cmp(&lowest[b]))
                 })
         };
-        let host = match pick(avoid) {
-            Some(h) => h,
-            None => {
-                let connecting = self
-                    .hosts
-                    .iter()
-                    .enumerate()
-                    .any(|(i, h)| Some(i) != avoid && h.joining && !h.reported && fits(h));
-                if avoid.is_some() && connecting {
-                    return None;
-                }
-                pick(None)?
+        let host = if let Some(h) = pick(avoid) {
+            h
+        } else {
+            let connecting = self
+                .hosts
+                .iter()
+                .enumerate()
+                .any(|(i, h)| Some(i) != avoid && h.joining && !h.reported && fits(h));
+            if avoid.is_some() && connecting {
+                return None;
             }
+            pick(None)?
         };
         let slot = lowest[host];
         self.free.retain(|Reverse(s)| *s != slot);
@@ -1063,6 +1062,7 @@ impl Scheduler {
     }
 
     /// Writes the result of a job that never ran.
+    #[allow(clippy::needless_pass_by_value)] // callers hand their sentence over
     fn settle(&mut self, job: Job, status: Status, why: String) {
         let msg_id = self.msg_id(&job);
         let halted = status == Status::Aborted;
@@ -1209,8 +1209,7 @@ fn wanted_hosts(job: &Job) -> Option<Vec<String>> {
 fn run_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_secs() ^ u64::from(d.subsec_nanos()) << 32);
     let mixed = (nanos ^ (u64::from(std::process::id()) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     format!("{mixed:016x}")
 }

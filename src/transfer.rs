@@ -8,9 +8,6 @@
 //! it arrived whole, so an interrupted return never leaves a truncated file under the real name.
 //! The SSH executor calls these around each job; local jobs never see them.
 
-// TEMP(i8): pedantic fixes after the agent merge
-#![allow(clippy::pedantic)]
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,10 +93,10 @@ impl FileOptions {
 
 /// `--workdir ...`: a directory of this run's own under the login directory, the same name
 /// on every host (this machine's name, the process id and the time make it unique).
+#[must_use]
 pub fn fresh_workdir() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "local".into());
+        .map_or_else(|_| "local".into(), |h| h.trim().to_string());
     let host: String = host
         .chars()
         .map(|c| {
@@ -437,6 +434,7 @@ async fn receive_sized(
 pub struct Clock(Instant);
 
 impl Clock {
+    #[must_use]
     pub fn start() -> Clock {
         Clock(Instant::now())
     }

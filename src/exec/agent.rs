@@ -146,7 +146,7 @@ struct Shared {
 /// A running agent.
 pub struct Agent {
     host: String,
-    to_agent: Mutex<Option<mpsc::UnboundedSender<ToAgent>>>,
+    outbox: Mutex<Option<mpsc::UnboundedSender<ToAgent>>>,
     shared: Arc<Mutex<Shared>>,
     lost: watch::Receiver<Option<Lost>>,
     next_id: AtomicU64,
@@ -157,7 +157,9 @@ pub struct Agent {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("host", &self.host).finish()
+        f.debug_struct("Agent")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
     }
 }
 
@@ -255,7 +257,7 @@ impl Agent {
         };
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (lost_tx, lost_rx) = watch::channel(None);
-        let (to_agent, from_us) = mpsc::unbounded_channel();
+        let (outbox, from_us) = mpsc::unbounded_channel();
         let (gone_tx, gone_rx) = oneshot::channel();
         let supervise = supervise(
             host.to_string(),
@@ -291,7 +293,7 @@ impl Agent {
         });
         Ok(Agent {
             host: host.to_string(),
-            to_agent: Mutex::new(Some(to_agent)),
+            outbox: Mutex::new(Some(outbox)),
             shared,
             lost: lost_rx,
             next_id: AtomicU64::new(1),
@@ -311,7 +313,7 @@ impl Agent {
     }
 
     fn send(&self, message: ToAgent) -> bool {
-        self.to_agent
+        self.outbox
             .lock()
             .ok()
             .and_then(|s| s.as_ref().map(|s| s.send(message).is_ok()))
@@ -324,7 +326,7 @@ impl Agent {
             s.closing = true;
         }
         self.send(ToAgent::Line(b"Q\n".to_vec()));
-        let sender = self.to_agent.lock().ok().and_then(|mut s| s.take());
+        let sender = self.outbox.lock().ok().and_then(|mut s| s.take());
         drop(sender);
         let gone = self.gone.lock().ok().and_then(|mut g| g.take());
         if let Some(gone) = gone {
@@ -586,7 +588,7 @@ fn job_line(
     env: &[(String, String)],
 ) -> Result<Vec<u8>, &'static str> {
     let grace_ms = limits.grace.as_millis().min(u128::from(u32::MAX));
-    let len = job.stdin.map_or(0, |b| b.len());
+    let len = job.stdin.map_or(0, super::super::pipe::Block::len);
     let cap: i64 = if spool {
         -1
     } else {

@@ -44,7 +44,7 @@ pub(crate) async fn read_capped(
                     kept.truncate(limit);
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }

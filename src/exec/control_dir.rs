@@ -39,6 +39,7 @@ impl ControlDir {
     /// Creates the directory under the first of `$XDG_RUNTIME_DIR`, `$TMPDIR` and `/tmp` that
     /// leaves room for a socket path and can be written, after removing stale directories of
     /// dead runs there.
+    #[allow(clippy::needless_pass_by_value)] // the files are the run's, handed over whole
     pub fn create(files: Vec<(String, String)>) -> io::Result<ControlDir> {
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {

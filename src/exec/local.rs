@@ -38,6 +38,7 @@ pub struct LocalExecutor {
 }
 
 impl LocalExecutor {
+    #[must_use]
     pub fn new(base: PathBuf) -> LocalExecutor {
         LocalExecutor {
             base,
@@ -49,6 +50,7 @@ impl LocalExecutor {
     }
 
     /// Records each job's process group in `watchdog` while the job runs.
+    #[must_use]
     pub fn with_watchdog(mut self, watchdog: Arc<Watchdog>) -> LocalExecutor {
         self.watchdog = Some(watchdog);
         self
@@ -56,12 +58,14 @@ impl LocalExecutor {
 
     /// `--line-buffer` / `--ungroup`: a job's uncaptured streams are passed to `live` while
     /// it runs (and, with the spool on, also spooled, for `--results`).
+    #[must_use]
     pub fn with_live(mut self, live: Option<LiveSink>) -> LocalExecutor {
         self.live = live;
         self
     }
 
     /// `--text`: spool each job's uncaptured streams to temp files instead of capturing them.
+    #[must_use]
     pub fn with_spool(mut self, spool: bool) -> LocalExecutor {
         self.spool = spool;
         self
@@ -107,7 +111,7 @@ impl LocalExecutor {
             stderr,
         ) {
             Ok(spawned) => spawned,
-            Err(e) => return Outcome::not_run(Ending::CouldNotRun(spawn_error(e, job.cmd))),
+            Err(e) => return Outcome::not_run(Ending::CouldNotRun(spawn_error(&e, job.cmd))),
         };
         // The job leads its own session and process group: its pid is the group id.
         let pid = spawned.pid;
@@ -282,7 +286,7 @@ async fn supervise(
                     }
                 }
             },
-            _ = tokio::time::sleep(HELD_CHECK), if check_held && !closed => {
+            () = tokio::time::sleep(HELD_CHECK), if check_held && !closed => {
                 // Twice in a row, so that output still buffered in the pipe is read first.
                 empty_checks = if group.is_some_and(group_alive) { 0 } else { empty_checks + 1 };
                 if empty_checks >= 2 {
@@ -324,12 +328,11 @@ async fn supervise(
 /// The next SIGCHLD, or a short pause when it could not be listened for (then the process is
 /// looked at on every pause).
 async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match signal {
-        Some(signal) => signal.recv().await,
-        None => {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            Some(())
-        }
+    if let Some(signal) = signal {
+        signal.recv().await
+    } else {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Some(())
     }
 }
 
@@ -414,7 +417,7 @@ fn open_output(job_dir: &Path, path: &str) -> Result<File, String> {
     File::create(&full).map_err(|e| format!("cannot write {}: {e}", full.display()))
 }
 
-fn spawn_error(e: std::io::Error, cmd: &str) -> String {
+fn spawn_error(e: &std::io::Error, cmd: &str) -> String {
     if e.raw_os_error() == Some(nix::libc::E2BIG) {
         format!(
             "cannot start the job: its command ({} bytes) is longer than the kernel allows for one argument",

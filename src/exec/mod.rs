@@ -1,8 +1,5 @@
 //! Executors: how one job's command is run on one host (local process groups, or SSH).
 
-// TEMP(i8): pedantic fixes after the agent merge
-#![allow(clippy::pedantic)]
-
 mod agent;
 mod capture;
 pub mod control_dir;
@@ -77,6 +74,7 @@ pub struct Captured {
 
 impl Captured {
     /// A stream spooled whole to `file` (`--text`).
+    #[must_use]
     pub fn spooled(file: std::fs::File) -> Captured {
         Captured {
             bytes: Vec::new(),
@@ -93,11 +91,13 @@ impl Captured {
 pub struct Spool(std::sync::Arc<std::fs::File>);
 
 impl Spool {
+    #[must_use]
     pub fn new(file: std::fs::File) -> Spool {
         Spool(std::sync::Arc::new(file))
     }
 
     /// The file (`&File` reads, writes and seeks).
+    #[must_use]
     pub fn file(&self) -> &std::fs::File {
         &self.0
     }
@@ -157,6 +157,7 @@ pub struct Outcome {
 
 impl Outcome {
     /// An outcome for a job that never got to run.
+    #[must_use]
     pub fn not_run(ending: Ending) -> Outcome {
         Outcome {
             ran: None,

@@ -1,10 +1,10 @@
-//! Starting a local job's process, and looking at how it is: posix_spawn(3) with a session of
+//! Starting a local job's process, and looking at how it is: `posix_spawn(3)` with a session of
 //! its own (`POSIX_SPAWN_SETSID`), and waitpid(2) for its exit or stop.
 //!
 //! std's `Command` (and Tokio's) has no stable way to ask for a new session: a `pre_exec`
-//! setsid works, but makes std fork(2) instead of posix_spawn. Measured on two busy cores,
+//! setsid works, but makes std fork(2) instead of `posix_spawn`. Measured on two busy cores,
 //! `seq 1000 | bakapara -q -j 2 true`, best of 6: fork + setsid 2.47 s, this 2.13 s, std's
-//! posix_spawn with only a process group of its own 1.86 s (the noise there is large). The
+//! `posix_spawn` with only a process group of its own 1.86 s (the noise there is large). The
 //! caller waits for the process by calling [`look`] on each SIGCHLD, which also reports stops
 //! (std and Tokio only report exits).
 
@@ -132,10 +132,10 @@ pub(crate) fn spawn(
     // and writes only `pid`.
     let ret = unsafe {
         libc::posix_spawn(
-            &mut pid,
+            &raw mut pid,
             argv[0].as_ptr(),
-            &actions.0,
-            &attr.0,
+            &raw const actions.0,
+            &raw const attr.0,
             argv_ptrs.as_ptr(),
             envp_ptrs.as_ptr(),
         )
@@ -253,7 +253,7 @@ fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
-/// posix_spawn file actions, destroyed when dropped.
+/// `posix_spawn` file actions, destroyed when dropped.
 struct FileActions(libc::posix_spawn_file_actions_t);
 
 impl FileActions {
@@ -262,7 +262,7 @@ impl FileActions {
         // (it holds no pointer into itself, so it may be moved afterwards).
         let mut raw = unsafe { std::mem::zeroed() };
         // SAFETY: the pointer is to storage we own, as init requires.
-        check(unsafe { libc::posix_spawn_file_actions_init(&mut raw) })?;
+        check(unsafe { libc::posix_spawn_file_actions_init(&raw mut raw) })?;
         Ok(FileActions(raw))
     }
 
@@ -270,7 +270,7 @@ impl FileActions {
         // SAFETY: the actions are initialised and the path is a NUL-terminated literal.
         check(unsafe {
             libc::posix_spawn_file_actions_addopen(
-                &mut self.0,
+                &raw mut self.0,
                 fd,
                 c"/dev/null".as_ptr(),
                 libc::O_RDONLY,
@@ -281,12 +281,12 @@ impl FileActions {
 
     fn dup2(&mut self, from: RawFd, to: RawFd) -> io::Result<()> {
         // SAFETY: the actions are initialised; the descriptors are plain numbers here.
-        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, from, to) })
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&raw mut self.0, from, to) })
     }
 
     fn chdir(&mut self, dir: &CString) -> io::Result<()> {
         // SAFETY: the actions are initialised; glibc copies the path.
-        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut self.0, dir.as_ptr()) })
+        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&raw mut self.0, dir.as_ptr()) })
     }
 }
 
@@ -294,12 +294,12 @@ impl Drop for FileActions {
     fn drop(&mut self) {
         // SAFETY: initialised in `new`, destroyed once here.
         unsafe {
-            libc::posix_spawn_file_actions_destroy(&mut self.0);
+            libc::posix_spawn_file_actions_destroy(&raw mut self.0);
         }
     }
 }
 
-/// posix_spawn attributes: a new session, an empty signal mask, and SIGPIPE back to its
+/// `posix_spawn` attributes: a new session, an empty signal mask, and SIGPIPE back to its
 /// default action (Rust ignores it in bakapara; a job's `yes | head` needs it), as std does.
 struct SpawnAttr(libc::posix_spawnattr_t);
 
@@ -309,20 +309,28 @@ impl SpawnAttr {
         // no pointer into itself, so it may be moved afterwards).
         let mut raw = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
-        check(unsafe { libc::posix_spawnattr_init(&mut raw) })?;
+        check(unsafe { libc::posix_spawnattr_init(&raw mut raw) })?;
         let mut attr = SpawnAttr(raw);
         // SAFETY: each call gets the initialised attributes, and sigset_t storage that
         // sigemptyset / sigaddset initialise before it is read.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            check(libc::posix_spawnattr_setsigmask(&mut attr.0, &set))?;
-            libc::sigaddset(&mut set, libc::SIGPIPE);
-            check(libc::posix_spawnattr_setsigdefault(&mut attr.0, &set))?;
+            libc::sigemptyset(&raw mut set);
+            check(libc::posix_spawnattr_setsigmask(
+                &raw mut attr.0,
+                &raw const set,
+            ))?;
+            libc::sigaddset(&raw mut set, libc::SIGPIPE);
+            check(libc::posix_spawnattr_setsigdefault(
+                &raw mut attr.0,
+                &raw const set,
+            ))?;
+            // The flags are small constants (1 to 0x80): they fit a c_short.
+            #[allow(clippy::cast_possible_truncation)]
             let flags = libc::POSIX_SPAWN_SETSID
                 | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
                 | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short;
-            check(libc::posix_spawnattr_setflags(&mut attr.0, flags))?;
+            check(libc::posix_spawnattr_setflags(&raw mut attr.0, flags))?;
         }
         Ok(attr)
     }
@@ -332,12 +340,12 @@ impl Drop for SpawnAttr {
     fn drop(&mut self) {
         // SAFETY: initialised in `new`, destroyed once here.
         unsafe {
-            libc::posix_spawnattr_destroy(&mut self.0);
+            libc::posix_spawnattr_destroy(&raw mut self.0);
         }
     }
 }
 
-/// posix_spawn functions return an error number instead of setting errno.
+/// `posix_spawn` functions return an error number instead of setting errno.
 fn check(ret: libc::c_int) -> io::Result<()> {
     match ret {
         0 => Ok(()),

@@ -3,9 +3,6 @@
 //! connection, or through a `--launcher` command (`docker exec -i <host>`, `srun ...`). The
 //! master also carries file transfers; a launcher host has none.
 
-// TEMP(i8): pedantic fixes after the agent merge
-#![allow(clippy::pedantic)]
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -53,6 +50,7 @@ pub const CONFIG_NAME: &str = "ssh_config";
 /// The ssh config every connection of the run uses: the user's configuration first, then
 /// bakapara's defaults. ssh keeps the first value it reads for a setting, so the user's wins
 /// and a default applies only where the user's configuration sets none.
+#[must_use]
 pub fn generated_config(options: &SshOptions) -> String {
     let quote = |p: &std::path::Path| format!("\"{}\"", p.display());
     let mut text = String::from(
@@ -82,6 +80,7 @@ pub fn generated_config(options: &SshOptions) -> String {
 /// Whether a failure to connect will not go away by trying again: ssh refused the host's key
 /// or the login, the name does not resolve, or the configuration is broken. Anything else (a
 /// refused or timed-out connection, a host that is rebooting) is worth retrying.
+#[must_use]
 pub fn lasting_failure(why: &str) -> bool {
     [
         "Host key verification failed",
@@ -225,6 +224,7 @@ struct Connections {
 }
 
 /// The launcher template for a host, with `<host>` replaced by its shell-quoted name.
+#[must_use]
 pub fn launcher_command(template: &str, host: &str) -> String {
     let quoted = shell_quote(host);
     format!(
@@ -273,6 +273,7 @@ impl SshHost {
     }
 
     /// `--text`: spool each job's uncaptured streams to temp files instead of capturing them.
+    #[must_use]
     pub fn with_spool(mut self, spool: bool) -> SshHost {
         self.spool = spool;
         self
@@ -591,7 +592,8 @@ impl SshHost {
             .map(|m| m.to_string())
             .unwrap_or_default();
         // The agent compares in hundredths (/proc/loadavg has two decimals): "below L" is
-        // "below ceil(L × 100) hundredths". `as` saturates a huge limit.
+        // "below ceil(L × 100) hundredths". `as` saturates a huge limit (and clamps below 0).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let load = self
             .options
             .load

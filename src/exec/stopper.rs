@@ -86,9 +86,8 @@ impl Stopper {
         }
         let wanted = *self.stop.borrow_and_update();
         match wanted {
-            Stop::Run => None,
             Stop::Term if self.cause.is_none() => Some(self.stop_for(Cause::Abort)),
-            Stop::Term => None,
+            Stop::Run | Stop::Term => None,
             Stop::Kill => {
                 self.cause.get_or_insert(Cause::Abort);
                 self.kill_at = None;
@@ -113,17 +112,14 @@ impl Stopper {
     pub(crate) async fn next(&mut self, paused: impl Fn() -> Duration) -> Option<Order> {
         let timing = self.deadline.filter(|_| self.cause.is_none());
         tokio::select! {
-            changed = self.stop.changed(), if self.stop_open => match changed {
-                Ok(()) => self.ordered(),
-                Err(_) => {
-                    self.stop_open = false;
-                    None
-                }
+            changed = self.stop.changed(), if self.stop_open => if let Ok(()) = changed { self.ordered() } else {
+                self.stop_open = false;
+                None
             },
             () = sleep_until(timing.unwrap_or_else(Instant::now)), if timing.is_some() => {
                 let now_paused = paused();
                 if now_paused > self.counted_pause {
-                    self.deadline = self.deadline.map(|d| d + (now_paused - self.counted_pause));
+                    self.deadline = self.deadline.map(|d| d + now_paused.checked_sub(self.counted_pause).unwrap());
                     self.counted_pause = now_paused;
                     None
                 } else {

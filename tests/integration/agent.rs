@@ -273,6 +273,7 @@ fn a_partition_runs_every_job_exactly_once_and_never_two_copies_at_a_time() {
 
 #[test]
 fn ctrl_c_during_a_partition_exits_within_5_s_and_the_fence_ends_the_cut_off_job() {
+    use std::os::unix::process::ExitStatusExt;
     let cluster = SshCluster::start(&["h1", "h2"]);
     let relay = Relay::in_front_of(&cluster, "h2");
     let dir = tempdir();
@@ -296,7 +297,6 @@ fn ctrl_c_during_a_partition_exits_within_5_s_and_the_fence_ends_the_cut_off_job
         stderr,
         ..
     } = live.finish_within(Duration::from_secs(5));
-    use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.signal(),
         Some(2),
@@ -394,7 +394,7 @@ fn jobs_over_a_slow_link_all_come_back_whole_and_in_their_own_results() {
     } = start(cmd, dir.path(), input).finish_within(RUN_TIMEOUT);
     assert_eq!(code, Some(0), "{stderr}");
     let by = by_seq(&lines);
-    assert_eq!(by.len(), n as usize, "{stderr}");
+    assert_eq!(by.len(), usize::try_from(n).expect("a count"), "{stderr}");
     for (i, ls) in &by {
         assert_eq!(ls.len(), 1, "{ls:#?}");
         let r = result(ls[0]);

@@ -81,15 +81,13 @@ fn harness_stops_everything_it_started() {
     let dir = c.dir().to_path_buf();
     drop(c);
     let alive = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                !s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(false)
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
     };
     assert!(
         sleepers(&m).is_empty(),
@@ -178,7 +176,7 @@ fn the_binary_reads_the_allocation() {
     let bin = bakapara_path();
     for hosts in [&["-S", "@slurm,n1"][..], &["--slurm", "-S", "n2/4"]] {
         let mut args = vec!["-N2".to_string(), bin.display().to_string()];
-        args.extend(hosts.iter().map(|s| s.to_string()));
+        args.extend(hosts.iter().map(std::string::ToString::to_string));
         args.extend(["true".to_string(), ":::".to_string(), "x".to_string()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = salloc(c, &args);
@@ -249,7 +247,7 @@ fn jobs_run_as_one_step_per_node() {
     live.wait_for_lines("the long jobs, killed as they start", |l| {
         for pid in sleepers(&m) {
             let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
+                nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid is an i32")),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }

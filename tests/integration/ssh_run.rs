@@ -1321,6 +1321,7 @@ fn the_users_connect_timeout_wins_over_bakaparas_default() {
 
 #[test]
 fn nul_bytes_invalid_utf8_and_a_10_mb_line_come_back_from_the_agent_byte_exact() {
+    use base64::Engine;
     let cluster = SshCluster::start(&["h1"]);
     let mut cmd = bakapara(&cluster);
     cmd.args(["-S", "h1/2", "--capture-limit", "20000000"]);
@@ -1332,7 +1333,6 @@ fn nul_bytes_invalid_utf8_and_a_10_mb_line_come_back_from_the_agent_byte_exact()
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(lines.len(), 1, "{stderr}");
     let r = result(&lines[0]);
-    use base64::Engine;
     let decode = |key: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(r[key].as_str().unwrap_or_else(|| panic!("no {key}")))

@@ -81,7 +81,9 @@ struct Shared {
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn mode(&self) -> Mode {
@@ -95,7 +97,7 @@ impl Shared {
             st = self
                 .changed
                 .wait_timeout(st, Duration::from_millis(100))
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .0;
         }
         !st.stopped
@@ -212,7 +214,7 @@ impl Drop for Relay {
             .shared
             .sockets
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .drain(..)
         {
             let _ = s.shutdown(Shutdown::Both);
@@ -223,6 +225,7 @@ impl Drop for Relay {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // each thread owns its handles
 fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         let client = match listener.accept() {
@@ -246,7 +249,10 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
         if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
-            let mut socks = shared.sockets.lock().unwrap_or_else(|e| e.into_inner());
+            let mut socks = shared
+                .sockets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             socks.push(c);
             socks.push(s);
         }
@@ -274,6 +280,7 @@ fn direction(from: &TcpStream, to: &TcpStream, shared: &Arc<Shared>) {
 }
 
 /// Reads chunks and queues them with the time they are due; `None` = EOF (or error) seen.
+#[allow(clippy::needless_pass_by_value)] // each thread owns its handles
 fn read_side(
     mut from: TcpStream,
     tx: mpsc::SyncSender<Option<(Instant, Vec<u8>)>>,
@@ -315,6 +322,7 @@ fn read_side(
 
 /// Writes queued chunks in order, each once it is due and the link is up; passes an EOF on
 /// as a half-close.
+#[allow(clippy::needless_pass_by_value)] // each thread owns its handles
 fn write_side(
     mut to: TcpStream,
     rx: mpsc::Receiver<Option<(Instant, Vec<u8>)>>,

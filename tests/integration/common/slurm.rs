@@ -87,7 +87,7 @@ pub fn shared() -> &'static SlurmCluster {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn free_port() -> u16 {
@@ -147,10 +147,16 @@ fn kill_all(pids: &[u32]) {
     let me = std::process::id();
     let pids: Vec<u32> = pids.iter().copied().filter(|&p| p != me && p > 1).collect();
     for &p in &pids {
-        let _ = kill(Pid::from_raw(p as i32), Signal::SIGSTOP);
+        let _ = kill(
+            Pid::from_raw(i32::try_from(p).expect("a pid is an i32")),
+            Signal::SIGSTOP,
+        );
     }
     for &p in &pids {
-        let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+        let _ = kill(
+            Pid::from_raw(i32::try_from(p).expect("a pid is an i32")),
+            Signal::SIGKILL,
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|&p| !dead(p)) && Instant::now() < deadline {
@@ -160,7 +166,7 @@ fn kill_all(pids: &[u32]) {
 
 /// SIGTERM, then SIGKILL after `grace`; reaps the child.
 fn terminate(child: &mut Child, grace: Duration) {
-    let pid = Pid::from_raw(child.id() as i32);
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("a pid is an i32"));
     if let Ok(None) = child.try_wait() {
         let _ = kill(pid, Signal::SIGTERM);
         let deadline = Instant::now() + grace;
@@ -190,7 +196,7 @@ impl SlurmCluster {
             fs::create_dir(d.join(sub)).expect("create a Slurm dir");
         }
         let cluster = SlurmCluster {
-            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            nodes: nodes.iter().map(std::string::ToString::to_string).collect(),
             conf: d.join("slurm.conf"),
             dir_path: d.clone(),
             daemons: Mutex::new(Vec::new()),
@@ -443,8 +449,7 @@ impl SlurmCluster {
             .filter(|&p| p != std::process::id())
             .filter(|&p| {
                 fs::read(format!("/proc/{p}/environ"))
-                    .map(|raw| raw.split(|&b| b == 0).any(|e| e == want.as_bytes()))
-                    .unwrap_or(false)
+                    .is_ok_and(|raw| raw.split(|&b| b == 0).any(|e| e == want.as_bytes()))
             })
             .collect()
     }
@@ -489,7 +494,7 @@ impl SlurmCluster {
                 kill_all(&kids);
             }
         }
-        for d in daemons.iter_mut() {
+        for d in &mut daemons {
             let _ = d.child.kill();
             let _ = d.child.wait();
         }
