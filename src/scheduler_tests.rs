@@ -160,6 +160,8 @@ struct Run {
     resume: Resume,
     /// Jobs each host queues per slot.
     depth: usize,
+    /// Hosts that join this many virtual ms after the start (connecting in the background).
+    late: HashMap<&'static str, u64>,
 }
 
 /// What a run gave.
@@ -208,7 +210,14 @@ impl Run {
             keep_order: false,
             resume: HashMap::new(),
             depth: 0,
+            late: HashMap::new(),
         }
+    }
+
+    /// Host `name` joins `ms` after the start, as a host connecting in the background does.
+    fn joins_after(mut self, name: &'static str, ms: u64) -> Run {
+        self.late.insert(name, ms);
+        self
     }
 
     fn host(
@@ -246,9 +255,23 @@ impl Run {
                     t0,
                     depth: self.depth,
                 };
+                let executor: Arc<dyn Executor> = Arc::new(fake);
+                if let Some(&ms) = self.late.get(name) {
+                    let events = events_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        let _ = events.send((index, HostEvent::Joined { executor, slots }));
+                    });
+                    return Host {
+                        spec,
+                        executor: None,
+                        slots,
+                        joining: true,
+                    };
+                }
                 Host {
                     spec,
-                    executor: Some(Arc::new(fake)),
+                    executor: Some(executor),
                     slots,
                     joining: false,
                 }
@@ -578,4 +601,19 @@ async fn queued_lanes_share_their_slots_engine_numbers() {
     .into();
     assert_eq!(engines, want);
     assert!(ran.took < 150, "took {} ms", ran.took);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_job_is_sent_ahead_while_a_host_it_may_run_on_is_still_joining() {
+    let mut run = Run::new()
+        .host("a", 1, |_, _| Step::Exit(1000, 0))
+        .host("b", 1, |_, _| Step::Exit(1000, 0))
+        .joins_after("b", 100);
+    run.depth = 1;
+    let ran = run.jobs(&cmds(&["j1", "j2"])).await;
+    // Sent ahead to a, j2 would wait behind j1 there and the run take 2 s; held back for b,
+    // which joins at 100 ms, both jobs run at once.
+    assert_eq!(ran.of("j1")["result"]["host"], "a");
+    assert_eq!(ran.of("j2")["result"]["host"], "b", "{:?}", ran.lines);
+    assert!(ran.took < 1200, "took {} ms", ran.took);
 }
