@@ -67,6 +67,10 @@ fn joined_blocks(dir: &Path, lines: &[Value]) -> Vec<u8> {
     all
 }
 
+/// The end of a job that must not finish before a job has run on both h1 and h2.
+const BOTH_HOSTS: &str = "touch on.$BAKAPARA_TEST_HOST; w=0; \
+    until [ -e on.h1 ] && [ -e on.h2 ] || [ $w -ge 400 ]; do sleep 0.05; w=$((w + 1)); done";
+
 fn assert_all_done_on(lines: &[Value], hosts: &[&str], stderr: &str) {
     let mut seen = BTreeSet::new();
     for l in lines {
@@ -91,7 +95,9 @@ fn pipe_over_ssh_gives_every_record_to_exactly_one_remote_job_byte_exact() {
         "-S",
         "h1/2,h2/2",
         "--pipe",
-        "cat > block.<#>; wc -c < block.<#>",
+        // Each job waits (up to 20 s) until both hosts have run one: h2 may join after h1 has
+        // started, and short jobs could all be done on h1 before it does.
+        &format!("cat > block.<#>; wc -c < block.<#>; {BOTH_HOSTS}"),
     ]);
     let Finished {
         code,
@@ -143,7 +149,7 @@ fn pipe_part_over_ssh_sends_each_file_range_to_a_remote_job() {
         "-a",
     ])
     .arg(&file)
-    .arg("cat > block.<#>");
+    .arg(format!("cat > block.<#>; {BOTH_HOSTS}"));
     let Finished {
         code,
         lines,
