@@ -62,9 +62,17 @@ killer() {
 }
 # The only writer of stdout: frame lines and frame files handed over on fifo q (fd 7).
 sender() {
-  local m
+  local m r
   while :; do
-    if IFS= read -r -t 0.5 -u 7 m; then
+    IFS= read -r -t 0.5 -u 7 m
+    r=$?
+    # A timeout can cut a line that was being read (bash keeps the part in m): the rest is in
+    # the fifo already (lines are written whole, in one write), so read it, or the frame is lost.
+    if [ "$r" -gt 128 ] && [ -n "$m" ]; then
+      IFS= read -r -u 7 r || exit
+      m=$m$r r=0
+    fi
+    if [ "$r" = 0 ]; then
       case $m in
         L\ *) printf '%s\n' "${m#L }" || exit ;;
         # F ID FRAME_LINE: the line, then files po.ID and pe.ID (copies nobody writes to).
@@ -74,7 +82,7 @@ sender() {
           rm -f -- "$w/po.${m%% *}" "$w/pe.${m%% *}" ;;
       esac
     else
-      [ $? -gt 128 ] || exit
+      [ "$r" -gt 128 ] || exit
       printf 'H\n' || exit
     fi
   done
