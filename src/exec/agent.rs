@@ -92,6 +92,31 @@ pub struct Transport {
     pub kill: Box<dyn FnOnce() + Send>,
 }
 
+impl Transport {
+    /// A transport over a process's pipes. `ended(kill)` is the future that ends with the
+    /// process: it must end the process once `kill` fires (an agent gone silent).
+    pub fn new<F>(
+        stdin: impl AsyncWrite + Send + Unpin + 'static,
+        stdout: impl AsyncRead + Send + Unpin + 'static,
+        stderr: Option<impl AsyncRead + Send + Unpin + 'static>,
+        ended: impl FnOnce(oneshot::Receiver<()>) -> F,
+    ) -> Transport
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        Transport {
+            stdin: Box::new(stdin),
+            stdout: Box::new(stdout),
+            stderr: stderr.map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
+            ended: Box::pin(ended(kill_rx)),
+            kill: Box::new(move || {
+                let _ = kill_tx.send(());
+            }),
+        }
+    }
+}
+
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Transport")

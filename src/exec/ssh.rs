@@ -636,25 +636,15 @@ fn launch(template: &str, spec: &HostSpec) -> Result<Transport, String> {
     else {
         return Err(format!("the launcher for {} has no pipes", spec.name));
     };
-    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-    let ended = async move {
+    Ok(Transport::new(stdin, stdout, stderr, |kill| async move {
         tokio::select! {
             _ = child.wait() => {}
-            _ = kill_rx => {
+            _ = kill => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
             }
         }
-    };
-    Ok(Transport {
-        stdin: Box::new(stdin),
-        stdout: Box::new(stdout),
-        stderr: stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ended: Box::pin(ended),
-        kill: Box::new(move || {
-            let _ = kill_tx.send(());
-        }),
-    })
+    }))
 }
 
 /// The agent's session on a master: `exec BOOT` in the login shell.
@@ -674,27 +664,17 @@ async fn agent_session(master: &Arc<Session>) -> Result<Transport, openssh::Erro
             "the session has no pipes",
         )));
     };
-    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
     let socket = master.control_socket().to_path_buf();
-    let ended = async move {
+    Ok(Transport::new(stdin, stdout, stderr, |kill| async move {
         tokio::select! {
             _ = child.wait() => {}
-            _ = kill_rx => {
+            _ = kill => {
                 // An agent gone silent: the master goes, and the session with it; the agent
                 // sees EOF (or, cut off, hears nothing and fences).
                 exit_master(&socket).await;
             }
         }
-    };
-    Ok(Transport {
-        stdin: Box::new(stdin),
-        stdout: Box::new(stdout),
-        stderr: stderr.map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ended: Box::pin(ended),
-        kill: Box::new(move || {
-            let _ = kill_tx.send(());
-        }),
-    })
+    }))
 }
 
 /// Copies a job's files to the host, one after another, until one fails or the run stops.
