@@ -733,8 +733,8 @@ fn env_value(name: &str) -> Result<(String, String), ConfigError> {
 }
 
 /// The limits every job shares (timeouts, retries, capture, throttle) and `--halt`.
-/// `--memfree` and `--load` are checked where the job runs: by the wrapper on a remote host
-/// (see wrapper.sh), here for local jobs; without a local host, this machine's memory and
+/// `--memfree` and `--load` are checked where the job runs: by the agent on a remote host
+/// (see agent.sh), here for local jobs; without a local host, this machine's memory and
 /// load hold nothing back.
 fn limits(
     cli: &Cli,

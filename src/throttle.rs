@@ -1,6 +1,6 @@
 //! When the next job may start besides a free slot: `--delay` between starts, `--memfree`
 //! (MemAvailable of /proc/meminfo) and `--load` (the 1-minute load average of /proc/loadavg),
-//! of this machine (remote hosts check their own in the SSH wrapper); and `--shuf`'s shuffle.
+//! of this machine (remote hosts check their own in the remote agent); and `--shuf`'s shuffle.
 //! The scheduler asks [`Throttle::may_start`] and sleeps until [`Throttle::wake_at`] when it
 //! says no.
 

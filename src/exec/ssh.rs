@@ -36,9 +36,9 @@ pub struct SshOptions {
     pub control_dir: Option<Arc<ControlDir>>,
     /// `--basefile`, `--cleanup`, `--workdir ...` (see [`crate::transfer`]).
     pub files: RemoteFiles,
-    /// `--memfree` in bytes: the wrapper holds each job until the host has that much available.
+    /// `--memfree` in bytes: the agent holds each job until the host has that much available.
     pub memfree: Option<u64>,
-    /// `--load`: the wrapper holds each job while the host's 1-minute load average is not below.
+    /// `--load`: the agent holds each job while the host's 1-minute load average is not below.
     pub load: Option<f64>,
     /// `--launcher CMD`: how agents start on hosts whose entry names no launcher of its own.
     pub launcher: Option<String>,

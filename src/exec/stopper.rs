@@ -1,7 +1,7 @@
 //! The stop / timeout / grace state machine every executor's supervision of a job shares: it
 //! turns what the run wants ([`Stop`]), the job's timeout and the grace period into orders
 //! (TERM, KILL) that each executor carries out its own way (signals to a process group, lines
-//! to the SSH wrapper).
+//! to the remote agent).
 
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ pub(crate) struct Stopper {
     stop_open: bool,
     deadline: Option<Instant>,
     grace: Duration,
-    /// Whether this side sends KILL after the grace period (the SSH wrapper does it on the
+    /// Whether this side sends KILL after the grace period (the remote agent does it on the
     /// host instead).
     escalate: bool,
     kill_at: Option<Instant>,
