@@ -1,6 +1,6 @@
-//! The capped reader every executor reads a job's stdout and stderr with: the first bytes up
-//! to the capture limit are kept, the rest is read and dropped, and each chunk is also shown
-//! to the caller (the SSH executor spools it and reads its agent's frames).
+//! The capped reader the local executor reads a job's stdout and stderr with: the first bytes
+//! up to the capture limit are kept, the rest is read and dropped, and each chunk is also shown
+//! to the caller. (Remote output is cut at the limit by the agent, on the host.)
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
