@@ -100,14 +100,19 @@ impl Watchdog {
     pub fn start() -> std::io::Result<Watchdog> {
         let (ours, theirs) = UnixStream::pair()?;
         let mut command = tokio::process::Command::new("/bin/bash");
+        // `--norc`: bash sources ~/.bashrc on its own when its stdin is a socket (its rshd/sshd
+        // heuristic), and this stdin is one. A user's heavy .bashrc (pyenv, conda) cost every
+        // run 0.2-0.4 s of CPU there, and could print or fail. (HOME stays, as the one place
+        // bash would look, so that a test can point it at a .bashrc.)
         command
-            .arg("-c")
+            .args(["--norc", "--noprofile", "-c"])
             .arg(SCRIPT)
             .env_clear()
             .env(
                 "PATH",
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
             )
+            .envs(std::env::var_os("HOME").map(|home| ("HOME", home)))
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::null());

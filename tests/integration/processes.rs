@@ -208,6 +208,28 @@ fn a_job_that_stops_itself_is_continued_once_then_killed_and_reported() {
     assert_eq!(twice["result"]["stdout"], "a\nb\n", "{twice}");
 }
 
+#[test]
+fn no_helper_of_bakapara_runs_the_users_bashrc() {
+    // bash sources ~/.bashrc by itself when its stdin is a socket (its rshd heuristic); the
+    // watchdog's stdin is one. A user's .bashrc may be slow (pyenv, conda) or print.
+    let home = tempdir();
+    let touched = home.path().join("bashrc-ran");
+    std::fs::write(
+        home.path().join(".bashrc"),
+        format!("echo x >> '{}'\n", touched.display()),
+    )
+    .expect("write .bashrc");
+    let mut cmd = bakapara();
+    cmd.env("HOME", home.path())
+        .args(["-j", "2", "true", ":::", "1", "2"]);
+    let out = Live::spawn_with(&mut cmd, Vec::new()).finish_within(RUN_TIMEOUT);
+    assert_eq!(out.lines.len(), 2, "{:?}", out.raw);
+    assert!(
+        !touched.exists(),
+        "a process bakapara started ran $HOME/.bashrc"
+    );
+}
+
 /// Types `bakapara ARGS > out.jsonl; echo $? > rc` into an interactive bash in tmux. In a
 /// subshell: bash goes on with the rest of a list when its command is stopped by Ctrl-Z.
 fn run_in_terminal(tmux: &Tmux, dir: &Path, args: &str) {
