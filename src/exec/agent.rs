@@ -432,8 +432,8 @@ impl Agent {
         }
         let order_line = |order: Order| -> Vec<u8> {
             match order {
-                Order::Term => format!("T {id}\n").into_bytes(),
-                Order::Kill => format!("K {id}\n").into_bytes(),
+                Order::Term => format!("T {id} {slot}\n").into_bytes(),
+                Order::Kill => format!("K {id} {slot}\n").into_bytes(),
             }
         };
         let mut stop_open = true;

@@ -8,12 +8,20 @@
 #        LEN bytes of the job's stdin follow the line (--pipe). CAP: bytes of each captured
 #        stream sent back (-1: all). MEMFREE (bytes) and LOAD (load average x 100) hold the
 #        job back until this host has that much memory available and a load below LOAD.
-#   T ID  stop the job (TERM its process group, KILL after GRACE_MS); a queued job never starts
-#   K ID  KILL it now
+#   T ID SLOT  stop the job (TERM its process group, KILL after GRACE_MS); a queued job never
+#              starts
+#   K ID SLOT  KILL it now
 #   H     heartbeat
 #   Q     quit: stop every job and exit
 # Hearing nothing for F seconds, or EOF, acts as Q: every job's group gets TERM, then KILL
 # after D seconds, so no job outlives a bakapara (or a link) that is gone.
+#
+# Per job, the fast path forks once (the job's subshell, which execs its bash) and creates two
+# files (its output spools); the spools of jobs with no output go in one `rm` per 32 jobs.
+# Files per slot, written over: s.SLOT (a FIFO: the slot's J lines, or @ID for a line too long
+# for one atomic write, whose text is then in j.ID) and p.SLOT ("PID PGID ID" of the job running
+# there, empty between jobs). Files per job, only when needed: i.ID (--pipe stdin), c.ID (T or
+# K came), x.ID (why it could not run), po.ID/pe.ID (the frame's copies of its output).
 #
 # stdout, to bakapara, written by one process (the sender) so frames never interleave:
 #   C NCPU                     first
@@ -25,11 +33,11 @@
 set +m
 exec 3>&1 >/dev/null 2>/dev/null
 w=$(mktemp -d 2>/dev/null || mktemp -d -t bakapara.XXXXXXXX 2>/dev/null)
+h=${HOSTNAME:-$(uname -n)}
 if [ -z "$w" ] || ! mkfifo -- "$w/q" "$w/z"; then
-  printf 'X cannot create a temp directory on %s\n' "$(uname -n)" >&3
+  printf 'X cannot create a temp directory on %s\n' "$h" >&3
   exit 1
 fi
-h=$(uname -n)
 exec 7<>"$w/q" 9<>"$w/z"
 # A pause without a fork: nobody writes to z.
 nap() { IFS= read -r -t "$1" -u 9 _; }
@@ -64,15 +72,15 @@ killer() {
 sender() {
   local m r
   while :; do
-    IFS= read -r -t 0.5 -u 7 m
+    # The timeout is on the first byte alone: bash's `read -t` costs a select and two
+    # sigprocmasks per byte, and the rest of the line is in the fifo already (lines are written
+    # whole, in one write), so a line is never cut. (The same for stdin in the main loop.)
+    IFS= read -r -t 0.5 -N 1 -u 7 m
     r=$?
-    # A timeout can cut a line that was being read (bash keeps the part in m): the rest is in
-    # the fifo already (lines are written whole, in one write), so read it, or the frame is lost.
-    if [ "$r" -gt 128 ] && [ -n "$m" ]; then
-      IFS= read -r -u 7 r || exit
-      m=$m$r r=0
-    fi
     if [ "$r" = 0 ]; then
+      [ "$m" = $'\n' ] && continue
+      IFS= read -r -u 7 r || exit
+      m=$m$r
       case $m in
         L\ *) printf '%s\n' "${m#L }" || exit ;;
         # F ID FRAME_LINE: the line, then files po.ID and pe.ID (copies nobody writes to).
@@ -102,10 +110,12 @@ room() {
   fi
   return 0
 }
-# The end of job $id: its report, its files gone.
+# The end of job $id: its report, its files gone (those of an empty output later, in one rm).
 report() {
   local kind=$1 st=$2 ot=0 et=0 ol=0 el=0
   st=${st//$'\n'/ }
+  : >"$pf"
+  if [ "$l" != 0 ] || [ -e "$w/c.$id" ] || [ -e "$w/x.$id" ]; then rm -f -- "$w/"[icx]".$id"; fi
   if [ -s "$so" ] || [ -s "$se" ]; then
     # (A stream that went to an `out`/`err` file has no spool: an empty one stands in.)
     [ -e "$so" ] || : >"$so"
@@ -118,16 +128,21 @@ report() {
     if [ "$et" = 0 ]; then : >"$w/pe.$id"; elif [ "$cap" -ge 0 ]; then head -c "$cap" -- "$se" >"$w/pe.$id"; else cat -- "$se" >"$w/pe.$id"; fi
     set -- $(stat -c %s -- "$w/po.$id" "$w/pe.$id" 2>/dev/null)
     ol=${1:-0} el=${2:-0}
-    rm -f -- "$w/"[jipcx]".$id" "$so" "$se"
+    rm -f -- "$so" "$se"
     printf 'F %s R %s %s %s %s %s %s %s\n' "$id" "$id" "$kind" "$ol" "$el" "$ot" "$et" "$st" >&7
   else
-    rm -f -- "$w/"[jipcx]".$id" "$so" "$se"
     printf 'L R %s %s 0 0 0 0 %s\n' "$id" "$kind" "$st" >&7
+    # (A process the job left behind may still write to them: they are only ever removed.)
+    dead+=("$so" "$se")
+    if [ "${#dead[@]}" -ge 64 ]; then
+      rm -f -- "${dead[@]}"
+      dead=()
+    fi
   fi
 }
 # Runs one job (the fields of its J message) and reports how it ended.
 job() {
-  id=$2 g=$4 b=$5 d=$6 o=$7 e=$8 l=$9 cap=${10} mf=${11} ld=${12} c=${13}
+  id=$2 pf=$w/p.$3 g=$4 b=$5 d=$6 o=$7 e=$8 l=$9 cap=${10} mf=${11} ld=${12} c=${13}
   shift 13
   so=$w/so.$id se=$w/se.$id
   local i=/dev/null p s m
@@ -172,7 +187,7 @@ job() {
   ) &
   p=$!
   set +m
-  printf '%s %s\n' "$p" "$g" >"$w/p.$id"
+  printf '%s %s %s\n' "$p" "$g" "$id" >"$pf"
   printf 'L S %s\n' "$id" >&7
   [ -e "$w/c.$id" ] && { IFS= read -r m <"$w/c.$id"; killer "${m:-T}" "$p" "$g" "$id" & }
   wait "$p"
@@ -187,13 +202,17 @@ job() {
     report done "$s"
   fi
 }
-# One per slot: runs the slot's jobs one after another, as their IDs come on fifo s$1.
+# One per slot: runs the slot's jobs one after another, as their J lines come on fifo s$1.
 runner() {
-  local id m
+  local m
+  local -a dead
   exec 8<>"$w/s$1"
-  while IFS= read -r -u 8 id; do
+  while IFS= read -r -u 8 m; do
     [ -e "$w/halt" ] && exit
-    IFS= read -r m <"$w/j.$id" || continue
+    if [ "${m:0:1}" = @ ]; then
+      IFS= read -r m <"$w/j.${m#@}" || continue
+      rm -f -- "$w/j.${m#@}"
+    fi
     eval "set -- $m"
     job "$@"
   done
@@ -202,7 +221,7 @@ runner() {
 quit() {
   local f p g n
   : >"$w/halt"
-  for f in "$w"/p.*; do [ -e "$f" ] && read -r p g <"$f" && kill -TERM -- -"$p"; done
+  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && kill -TERM -- -"$p"; done
   for ((n = D * 20; n > 0; n--)); do
     g=
     for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && alive "$p" && g=1 && break; done
@@ -223,21 +242,31 @@ sp=$!
 exec 3>&-
 printf 'L C %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" >&7
 while :; do
-  IFS= read -r -t "$F" m || quit
+  IFS= read -r -t "$F" -N 1 m || quit
+  [ "$m" = $'\n' ] && continue
+  IFS= read -r r || quit
+  m=$m$r
   eval "set -- $m" || continue
   case $1 in
     J)
       [ "$9" = 0 ] || head -c "$9" >"$w/i.$2"
-      printf '%s\n' "$m" >"$w/j.$2"
       if [ -z "${rp[$3]}" ]; then
         mkfifo -- "$w/s$3"
         runner "$3" </dev/null &
         rp[$3]=$!
       fi
-      printf '%s\n' "$2" >"$w/s$3" ;;
+      # A short line goes through the FIFO, whose buffer (64 KiB on Linux, 4 KiB at least)
+      # holds it and the slot's other queued line without blocking this loop; a longer one
+      # through a file. (Lines are ASCII: a length in characters is one in bytes.)
+      if [ "${#m}" -lt 1500 ]; then
+        printf '%s\n' "$m" >"$w/s$3"
+      else
+        printf '%s\n' "$m" >"$w/j.$2"
+        printf '@%s\n' "$2" >"$w/s$3"
+      fi ;;
     T | K)
       printf '%s\n' "$1" >"$w/c.$2"
-      if read -r p g <"$w/p.$2"; then killer "$1" "$p" "$g" "$2" </dev/null & fi ;;
+      if read -r p g j <"$w/p.$3" && [ "$j" = "$2" ]; then killer "$1" "$p" "$g" "$2" </dev/null & fi ;;
     Q) quit ;;
   esac
 done
