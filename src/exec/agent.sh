@@ -18,7 +18,7 @@
 #
 # Per job, the fast path forks once (the job's subshell, which execs its bash) and creates two
 # files (its output spools); the spools of jobs with no output go in one `rm` per 32 jobs.
-# Files per slot, written over: s.SLOT (a FIFO: the slot's J lines, or @ID for a line too long
+# Files per slot, written over: sSLOT (a FIFO: the slot's J lines, or @ID for a line too long
 # for one atomic write, whose text is then in j.ID) and p.SLOT ("PID PGID ID" of the job running
 # there, empty between jobs). Files per job, only when needed: i.ID (--pipe stdin), c.ID (T or
 # K came), x.ID (why it could not run), po.ID/pe.ID (the frame's copies of its output).
@@ -74,7 +74,7 @@ sender() {
   while :; do
     # The timeout is on the first byte alone: bash's `read -t` costs a select and two
     # sigprocmasks per byte, and the rest of the line is in the fifo already (lines are written
-    # whole, in one write), so a line is never cut. (The same for stdin in the main loop.)
+    # whole, in one write), so a line is never cut.
     IFS= read -r -t 0.5 -N 1 -u 7 m
     r=$?
     if [ "$r" = 0 ]; then
@@ -244,7 +244,8 @@ printf 'L C %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null 
 while :; do
   IFS= read -r -t "$F" -N 1 m || quit
   [ "$m" = $'\n' ] && continue
-  IFS= read -r r || quit
+  # (Timed too: a link cut in the middle of a line must still end in the fence.)
+  IFS= read -r -t "$F" r || quit
   m=$m$r
   eval "set -- $m" || continue
   case $1 in
