@@ -111,6 +111,20 @@ struct Settings {
 impl Settings {
     /// Asks `ssh -G` what the config says for this host.
     async fn of(spec: &HostSpec, options: &SshOptions) -> Result<Settings, String> {
+        // A /tmp cleaner may remove the control directory between `ensure` and ssh reading the
+        // generated config there: that is not a broken config, so the directory is recreated
+        // and ssh asked again (a few times, then the error stands).
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::ask(spec, options).await {
+                Err(_) if tries < 3 && config_vanished(options) => {}
+                done => return done,
+            }
+        }
+    }
+
+    async fn ask(spec: &HostSpec, options: &SshOptions) -> Result<Settings, String> {
         if let Some(dir) = &options.control_dir {
             // The generated config lives there.
             dir.ensure()
@@ -180,6 +194,15 @@ impl Settings {
         }
         settings
     }
+}
+
+/// Whether the run's generated config is gone from its control directory (removed while ssh
+/// was starting); never for a run without one.
+fn config_vanished(options: &SshOptions) -> bool {
+    options
+        .control_dir
+        .as_ref()
+        .is_some_and(|dir| !dir.path().join(CONFIG_NAME).exists())
 }
 
 /// The config file ssh reads: the generated one when the run has a control directory.
