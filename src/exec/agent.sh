@@ -16,10 +16,15 @@
 # Hearing nothing for F seconds, or EOF, acts as Q: every job's group gets TERM, then KILL
 # after D seconds, so no job outlives a bakapara (or a link) that is gone.
 #
-# Per job, the fast path forks once (the job's subshell, which execs its bash) and creates two
-# files (its output spools); the spools of jobs with no output go in one `rm` per 32 jobs.
+# Per job, the fast path forks once (the job's subshell, which execs its bash) and creates no
+# file: a slot's output spools (so.ID, se.ID, named after the job that first used them) serve
+# its next jobs too, left empty between jobs. A spool that held output goes to the sender as the
+# frame's text and the slot's next job starts a new one. When a process of the job's group is
+# still alive after it (left behind in the background), it may write to them later: the slot
+# leaves them to it (removed 32 jobs' worth at a time) and sends copies. (Creating a file costs
+# 0.5 ms on a busy ext4; a process that left the group with setsid is not seen.)
 # Files per slot, written over: sSLOT (a FIFO: the slot's J lines, or @ID for a line too long
-# for one atomic write, whose text is then in j.ID) and p.SLOT ("PID PGID ID" of the job running
+# for one atomic write, whose text is then in j.ID) and p.SLOT ("PID GRACE_MS ID" of the job running
 # there, empty between jobs). Files per job, only when needed: i.ID (--pipe stdin), c.ID (T or
 # K came), x.ID (why it could not run), po.ID/pe.ID (the frame's copies of its output).
 #
@@ -70,28 +75,37 @@ killer() {
 }
 # The only writer of stdout: frame lines and frame files handed over on fifo q (fd 7).
 sender() {
-  local m r
+  local m r a b
+  local -a g
   while :; do
     # The timeout is on the first byte alone: bash's `read -t` costs a select and two
     # sigprocmasks per byte, and the rest of the line is in the fifo already (lines are written
     # whole, in one write), so a line is never cut.
+    # (A byte may come just as the time is up: read keeps it in m and says it timed out.)
+    m=
     IFS= read -r -t 0.5 -N 1 -u 7 m
     r=$?
-    if [ "$r" = 0 ]; then
+    if [ -n "$m" ]; then
       [ "$m" = $'\n' ] && continue
       IFS= read -r -u 7 r || exit
       m=$m$r
       case $m in
         L\ *) printf '%s\n' "${m#L }" || exit ;;
-        # F ID FRAME_LINE: the line, then files po.ID and pe.ID (copies nobody writes to).
+        # F OUT ERR FRAME_LINE: the line, then the files OUT and ERR under $w (- for none),
+        # which nobody writes to any more; removed 64 at a time.
         F\ *)
-          m=${m#F }
-          printf '%s\n' "${m#* }" && cat -- "$w/po.${m%% *}" "$w/pe.${m%% *}" || exit
-          rm -f -- "$w/po.${m%% *}" "$w/pe.${m%% *}" ;;
+          m=${m#F } a=/dev/null b=/dev/null
+          [ "${m%% *}" = - ] || { a=$w/${m%% *}; g+=("$a"); }
+          m=${m#* }
+          [ "${m%% *}" = - ] || { b=$w/${m%% *}; g+=("$b"); }
+          printf '%s\n' "${m#* }" && cat -- "$a" "$b" || exit
+          [ "${#g[@]}" -lt 64 ] || { rm -f -- "${g[@]}"; g=(); } ;;
       esac
     else
-      [ "$r" -gt 128 ] || exit
+      # (Nothing to send: the agent's main loop must still be there, or this is an orphan.)
+      [ "$r" -gt 128 ] && kill -0 $$ 2>/dev/null || exit
       printf 'H\n' || exit
+      [ "${#g[@]}" = 0 ] || { rm -f -- "${g[@]}"; g=(); }
     fi
   done
 }
@@ -112,39 +126,99 @@ room() {
 }
 # The end of job $id: its report, its files gone (those of an empty output later, in one rm).
 report() {
-  local kind=$1 st=$2 ot=0 et=0 ol=0 el=0
+  local kind=$1 st=$2 ot=0 et=0 ol=0 el=0 a=- b=- left= x y
   st=${st//$'\n'/ }
   : >"$pf"
   if [ "$l" != 0 ] || [ -e "$w/c.$id" ] || [ -e "$w/x.$id" ]; then rm -f -- "$w/"[icx]".$id"; fi
-  if [ -s "$so" ] || [ -s "$se" ]; then
-    # (A stream that went to an `out`/`err` file has no spool: an empty one stands in.)
-    [ -e "$so" ] || : >"$so"
-    [ -e "$se" ] || : >"$se"
-    set -- $(stat -c %s -- "$so" "$se" 2>/dev/null)
+  # A process of the job's group still alive may still write to the spools.
+  [ -n "$p" ] && kill -0 -- -"$p" 2>/dev/null && left=1
+  if [ -n "$sb" ] && { [ -s "$so" ] || [ -s "$se" ]; }; then
+    # (A stream that went to an `out`/`err` file may have no spool yet: /dev/null stands in.)
+    x=$so y=$se
+    [ -e "$x" ] || x=/dev/null
+    [ -e "$y" ] || y=/dev/null
+    set -- $(stat -c %s -- "$x" "$y" 2>/dev/null)
     ot=${1:-0} et=${2:-0}
-    # Copies: a process the job left behind may still write to its stdout or stderr, and a
-    # frame must be exactly as long as its line says.
-    if [ "$ot" = 0 ]; then : >"$w/po.$id"; elif [ "$cap" -ge 0 ]; then head -c "$cap" -- "$so" >"$w/po.$id"; else cat -- "$so" >"$w/po.$id"; fi
-    if [ "$et" = 0 ]; then : >"$w/pe.$id"; elif [ "$cap" -ge 0 ]; then head -c "$cap" -- "$se" >"$w/pe.$id"; else cat -- "$se" >"$w/pe.$id"; fi
-    set -- $(stat -c %s -- "$w/po.$id" "$w/pe.$id" 2>/dev/null)
-    ol=${1:-0} el=${2:-0}
-    rm -f -- "$so" "$se"
-    printf 'F %s R %s %s %s %s %s %s %s\n' "$id" "$id" "$kind" "$ol" "$el" "$ot" "$et" "$st" >&7
+    if [ -z "$left" ] && { [ "$cap" -lt 0 ] || { [ "$ot" -le "$cap" ] && [ "$et" -le "$cap" ]; }; }; then
+      # Whole and written by nobody: sent as they are; the slot's next job starts new ones.
+      ol=$ot el=$et
+      [ "$ot" = 0 ] || { a=${so##*/} so=; }
+      [ "$et" = 0 ] || { b=${se##*/} se=; }
+    else
+      # Copies, cut at CAP: the frame must be exactly as long as its line says, also while a
+      # process the job left behind writes on.
+      if [ "$ot" != 0 ]; then
+        a=po.$id
+        if [ "$cap" -ge 0 ]; then head -c "$cap" -- "$so" >"$w/$a"; else cat -- "$so" >"$w/$a"; fi
+      fi
+      if [ "$et" != 0 ]; then
+        b=pe.$id
+        if [ "$cap" -ge 0 ]; then head -c "$cap" -- "$se" >"$w/$b"; else cat -- "$se" >"$w/$b"; fi
+      fi
+      x=/dev/null y=/dev/null
+      [ "$a" = - ] || x=$w/$a
+      [ "$b" = - ] || y=$w/$b
+      set -- $(stat -c %s -- "$x" "$y" 2>/dev/null)
+      ol=${1:-0} el=${2:-0}
+      if [ -z "$left" ]; then
+        [ -s "$so" ] && : >"$so"
+        [ -s "$se" ] && : >"$se"
+      fi
+    fi
+    printf 'F %s %s R %s %s %s %s %s %s %s\n' "$a" "$b" "$id" "$kind" "$ol" "$el" "$ot" "$et" "$st" >&7
   else
     printf 'L R %s %s 0 0 0 0 %s\n' "$id" "$kind" "$st" >&7
-    # (A process the job left behind may still write to them: they are only ever removed.)
-    dead+=("$so" "$se")
+  fi
+  if [ -n "$left" ] && [ -n "$sb" ]; then
+    # Left to the processes still writing to them: only ever removed, never reused.
+    [ -n "$so" ] && dead+=("$so")
+    [ -n "$se" ] && dead+=("$se")
+    so= se=
     if [ "${#dead[@]}" -ge 64 ]; then
       rm -f -- "${dead[@]}"
       dead=()
     fi
   fi
 }
+# The job's process (in the background, its own process group): its environment, directory and
+# streams, then its bash. (A function, not a `( ... )`: bash keeps the text of a background
+# command for its job table, and a function call's text is one word.)
+launch() {
+  shopt -s execfail
+  x() { printf '%s' "$*" >"$w/x.$id"; exit 255; }
+  for v in "$@"; do
+    case $v in
+      # An exported function (--env NAME of `export -f NAME`), in bash's own environment form.
+      BASH_FUNC_*%%=*)
+        fn_=${v%%=*} fn_=${fn_#BASH_FUNC_} fn_=${fn_%\%\%}
+        { eval "$fn_ ${v#*=}" && export -f "$fn_"; } 2>/dev/null || x "bad function $fn_" ;;
+      *) export "$v" 2>/dev/null || x "bad environment variable ${v%%=*}" ;;
+    esac
+  done
+  unset fn_ v
+  # A relative base is relative to the login directory, $HOME (where sshd starts us).
+  if [ -n "$b" ]; then case $b in /*) ;; *) cd 2>/dev/null ;; esac; cd -- "$b" 2>/dev/null || x "cannot cd to $b on $h"; fi
+  if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || x "cannot cd to $d on $h"; fi
+  for f in "$o" "$e"; do
+    if [ -n "$f" ] && [ "${f%/*}" != "$f" ] && [ -n "${f%/*}" ]; then
+      mkdir -p -- "${f%/*}" 2>/dev/null || x "cannot create directory ${f%/*}"
+    fi
+  done
+  { exec <"$i"; } 2>/dev/null || x "cannot read the job's stdin on $h"
+  if [ -n "$o" ]; then { exec >"$o"; } 2>/dev/null || x "cannot write $o"; else exec >"$so"; fi
+  # (A redirection of the group around `exec 2>` would undo it: fd 4 first.)
+  if [ -n "$e" ]; then { exec 4>"$e"; } 2>/dev/null || x "cannot write $e"; else exec 4>"$se"; fi
+  exec 2>&4 4>&- 7>&- 8<&- 9<&-
+  exec /bin/bash -o pipefail -c "$c"
+  exec 2>/dev/null
+  x "cannot run the job on $h (its command is ${#c} bytes: too long for one argument here?)"
+}
 # Runs one job (the fields of its J message) and reports how it ended.
 job() {
   id=$2 pf=$w/p.$3 g=$4 b=$5 d=$6 o=$7 e=$8 l=$9 cap=${10} mf=${11} ld=${12} c=${13}
   shift 13
-  so=$w/so.$id se=$w/se.$id
+  # The slot's spools (empty), or new ones.
+  so=${so:-$w/so.$id} se=${se:-$w/se.$id} sb=
   local i=/dev/null p s m
   [ "$l" = 0 ] || i=$w/i.$id
   if [ -n "$mf$ld" ]; then
@@ -155,36 +229,8 @@ job() {
     return
   fi
   set -m
-  (
-    shopt -s execfail
-    x() { printf '%s' "$*" >"$w/x.$id"; exit 255; }
-    for v in "$@"; do
-      case $v in
-        # An exported function (--env NAME of `export -f NAME`), in bash's own environment form.
-        BASH_FUNC_*%%=*)
-          fn_=${v%%=*} fn_=${fn_#BASH_FUNC_} fn_=${fn_%\%\%}
-          { eval "$fn_ ${v#*=}" && export -f "$fn_"; } 2>/dev/null || x "bad function $fn_" ;;
-        *) export "$v" 2>/dev/null || x "bad environment variable ${v%%=*}" ;;
-      esac
-    done
-    unset fn_ v
-    # A relative base is relative to the login directory, $HOME (where sshd starts us).
-    if [ -n "$b" ]; then case $b in /*) ;; *) cd 2>/dev/null ;; esac; cd -- "$b" 2>/dev/null || x "cannot cd to $b on $h"; fi
-    if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || x "cannot cd to $d on $h"; fi
-    for f in "$o" "$e"; do
-      if [ -n "$f" ] && [ "${f%/*}" != "$f" ] && [ -n "${f%/*}" ]; then
-        mkdir -p -- "${f%/*}" 2>/dev/null || x "cannot create directory ${f%/*}"
-      fi
-    done
-    { exec <"$i"; } 2>/dev/null || x "cannot read the job's stdin on $h"
-    if [ -n "$o" ]; then { exec >"$o"; } 2>/dev/null || x "cannot write $o"; else exec >"$so"; fi
-    # (A redirection of the group around `exec 2>` would undo it: fd 4 first.)
-    if [ -n "$e" ]; then { exec 4>"$e"; } 2>/dev/null || x "cannot write $e"; else exec 4>"$se"; fi
-    exec 2>&4 4>&- 7>&- 8<&- 9<&-
-    exec /bin/bash -o pipefail -c "$c"
-    exec 2>/dev/null
-    x "cannot run the job on $h (its command is ${#c} bytes: too long for one argument here?)"
-  ) &
+  sb=1
+  launch "$@" &
   p=$!
   set +m
   printf '%s %s %s\n' "$p" "$g" "$id" >"$pf"
@@ -204,10 +250,21 @@ job() {
 }
 # One per slot: runs the slot's jobs one after another, as their J lines come on fifo s$1.
 runner() {
-  local m
+  local m r
   local -a dead
   exec 8<>"$w/s$1"
-  while IFS= read -r -u 8 m; do
+  while :; do
+    # Its fifo never ends (this runner holds it open to read and write): a runner whose main
+    # loop is gone (killed) exits by itself. (A byte read as the time is up is kept in m.)
+    m=
+    IFS= read -r -t 2 -N 1 -u 8 m
+    if [ -z "$m" ]; then
+      kill -0 $$ 2>/dev/null || exit
+      continue
+    fi
+    [ "$m" = $'\n' ] && continue
+    IFS= read -r -u 8 r
+    m=$m$r
     [ -e "$w/halt" ] && exit
     if [ "${m:0:1}" = @ ]; then
       IFS= read -r m <"$w/j.${m#@}" || continue
@@ -219,7 +276,9 @@ runner() {
 }
 # The end: no job starts any more, every job's group gets TERM, KILL after D seconds.
 quit() {
-  local f p g n
+  # (Run as a trap, quit may interrupt a `IFS= read`, whose IFS then still holds.)
+  local f p g n IFS=$' \t\n'
+  trap '' TERM HUP INT
   : >"$w/halt"
   for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && kill -TERM -- -"$p"; done
   for ((n = D * 20; n > 0; n--)); do
@@ -234,6 +293,8 @@ quit() {
   exit 0
 }
 declare -a rp
+# Killed politely (by a launcher's end, a watchdog), the agent stops its jobs as on EOF.
+trap quit TERM HUP INT
 # Job control on while the sender and the runners start: a background command started
 # without it ignores SIGINT, and so would every job started from it.
 set -m
@@ -242,7 +303,9 @@ sp=$!
 exec 3>&-
 printf 'L C %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" >&7
 while :; do
-  IFS= read -r -t "$F" -N 1 m || quit
+  # (A byte read as the time is up is kept in m: it counts.)
+  m=
+  IFS= read -r -t "$F" -N 1 m || [ -n "$m" ] || quit
   [ "$m" = $'\n' ] && continue
   # (Timed too: a link cut in the middle of a line must still end in the fence.)
   IFS= read -r -t "$F" r || quit

@@ -431,6 +431,83 @@ fn kill_9_of_bakapara_leaves_nothing_on_any_host_after_5_s() {
     );
 }
 
+/// The processes under `pid` (itself included), from /proc.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let child: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            Some((child, ppid))
+        })
+        .collect();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// Whether `pid` is still a process (a zombie nobody reaped yet is not).
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn an_agent_stopped_by_sigterm_stops_its_jobs_and_leaves_no_process_of_its_own() {
+    // A launcher's end or a watchdog may TERM the agent itself: it stops its jobs as on EOF,
+    // and its helpers (one per slot, the sender) do not stay behind as orphans.
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let host = format!("x{m}");
+    let mut cmd = crate::common::bin::bakapara();
+    cmd.args([
+        "-S",
+        &format!("{host}/2"),
+        "--launcher",
+        "env X=<host>",
+        &format!("sleep 100{m}; :"),
+    ]);
+    let live = start(cmd, dir.path(), "1\n2\n".into());
+    wait_until(WAIT, "both jobs running", || sleepers(&m).len() == 2);
+    // The launcher's shell holds the host's name; the agent is its child.
+    let launcher = crate::common::bin::pids_with(&format!("X={host} "));
+    assert_eq!(launcher.len(), 1, "one launcher: {launcher:?}");
+    let agent = process_tree(launcher[0]);
+    assert!(
+        agent.len() > 4,
+        "the agent, its helpers and the jobs: {agent:?}"
+    );
+    let jobs = sleepers(&m);
+    assert!(
+        jobs.iter().all(|j| agent.contains(j)),
+        "{jobs:?} in {agent:?}"
+    );
+    let main = agent[1];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(main).expect("a pid")),
+        Signal::SIGTERM,
+    )
+    .expect("the agent is there to signal");
+    wait_until(
+        Duration::from_secs(5),
+        "the agent, its helpers and its jobs gone within 5 s of its TERM",
+        || agent[1..].iter().all(|&p| !running(p)),
+    );
+    live.signal(Signal::SIGKILL);
+    let _ = live.finish_within(RUN_TIMEOUT);
+}
+
 // ---------------------------------------------------------------------------------------------
 // --host-loss-limit
 
@@ -584,6 +661,57 @@ fn remote_output_with_nul_bytes_invalid_utf8_and_a_10_mb_line_comes_back_byte_ex
         assert_eq!(r(i)["host"], "h1");
     }
     assert_eq!(r(4)["stdout"], "");
+}
+
+#[test]
+fn each_job_of_a_slot_gets_its_own_output_also_after_one_left_a_writer_behind() {
+    // One slot, so every job runs after the one before it and (the agent reuses a slot's empty
+    // spools) where it ran. Job 1 leaves a process behind that writes once job 2 runs.
+    let dir = tempdir();
+    let (go, done) = (dir.path().join("go"), dir.path().join("done"));
+    let left_behind = format!(
+        "(while [ ! -e {go} ]; do sleep 0.05; done; echo late; echo late >&2; touch {done}) & echo early",
+        go = go.display(),
+        done = done.display()
+    );
+    let waits = format!(
+        "touch {go}; while [ ! -e {done} ]; do sleep 0.05; done; echo second",
+        go = go.display(),
+        done = done.display()
+    );
+    let jobs = [
+        json!({"cmd": left_behind}),
+        json!({"cmd": waits}),
+        json!({"cmd": "echo third >&2"}),
+        json!({"cmd": "true"}),
+        json!({"cmd": "echo fifth; echo fifth >&2", "out": "to-file.txt"}),
+        json!({"cmd": "printf sixth"}),
+        json!({"cmd": "exit 3"}),
+    ];
+    let input: String = jobs.iter().map(|j| format!("{j}\n")).collect();
+    let mut cmd = crate::common::bin::bakapara();
+    cmd.args(["-S", "fake1/1", "--launcher", "env X=<host>"]);
+    let Finished { lines, stderr, .. } = start(cmd, dir.path(), input).finish_within(RUN_TIMEOUT);
+    let m = by_seq(&lines);
+    assert_eq!(m.len(), 7, "{stderr}\n{lines:#?}");
+    let out = |i: u64| {
+        (
+            result(m[&i][0])["stdout"].clone(),
+            result(m[&i][0])["stderr"].clone(),
+        )
+    };
+    assert_eq!(out(1), (json!("early\n"), json!("")), "{}", m[&1][0]);
+    assert_eq!(out(2), (json!("second\n"), json!("")), "{}", m[&2][0]);
+    assert_eq!(out(3), (json!(""), json!("third\n")), "{}", m[&3][0]);
+    assert_eq!(out(4), (json!(""), json!("")), "{}", m[&4][0]);
+    assert_eq!(result(m[&5][0])["stderr"], "fifth\n", "{}", m[&5][0]);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("to-file.txt")).unwrap_or_default(),
+        "fifth\n"
+    );
+    assert_eq!(out(6), (json!("sixth"), json!("")), "{}", m[&6][0]);
+    assert_eq!(out(7), (json!(""), json!("")), "{}", m[&7][0]);
+    assert_eq!(result(m[&7][0])["code"], 3);
 }
 
 // ---------------------------------------------------------------------------------------------
