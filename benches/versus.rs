@@ -1359,6 +1359,14 @@ fn agent_vs_floor(opts: &Opts) {
             }
         })
         .collect();
+    // Beside them, what bakapara's logins and start cost: the same run with one job per slot.
+    let few = AGENT_HOSTS * AGENT_SLOTS;
+    let login_hosts = hosts.clone();
+    cases.push(Case {
+        name: "bakapara-1/slot",
+        shown: SshTool::Bakapara.command(&hosts, "true", few).2,
+        run: Box::new(move || SshTool::Bakapara.run(&login_hosts, "true", few).0),
+    });
     drop(hosts);
     println!("agent 1/3: {n} true jobs on {AGENT_HOSTS} hosts x {AGENT_SLOTS} slots");
     for case in &cases {

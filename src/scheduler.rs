@@ -400,11 +400,16 @@ impl Scheduler {
             }
         }
         self.output_changed();
+        // All at once: each SSH host's close waits for its agent to quit and its master to
+        // exit (tens of ms), which adds up over hosts one after another.
+        let mut closing = tokio::task::JoinSet::new();
         for h in &self.hosts {
             if let Some(executor) = &h.host.executor {
-                executor.close().await;
+                let executor = Arc::clone(executor);
+                closing.spawn(async move { executor.close().await });
             }
         }
+        while closing.join_next().await.is_some() {}
         Summary {
             done: self.output.done(),
             failed: self.output.failed(),

@@ -377,11 +377,7 @@ impl Agent {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let line = match job_line(id, slot, job, limits, spool, base, memfree, load, env) {
             Ok(line) => line,
-            Err(what) => {
-                return Outcome::not_run(Ending::CouldNotRun(format!(
-                    "the job's {what} holds a NUL byte, which a command line cannot carry"
-                )))
-            }
+            Err(why) => return Outcome::not_run(Ending::CouldNotRun(why)),
         };
         let spool_file = |wanted: bool| -> Result<Option<std::fs::File>, Ending> {
             if !(wanted && spool) {
@@ -599,7 +595,11 @@ impl Agent {
     }
 }
 
-/// The `J` line of a job. Fails (naming the field) on a NUL byte.
+/// The longest job message: its length goes in 8 digits.
+const MAX_JOB_MESSAGE: usize = 99_999_999;
+
+/// The `J` message of a job: `J`, the length of the rest in 8 digits, the rest (a line). Fails
+/// with a sentence on a NUL byte (naming the field) or a message too long.
 #[allow(clippy::too_many_arguments)]
 fn job_line(
     id: u64,
@@ -611,7 +611,10 @@ fn job_line(
     memfree: &str,
     load: &str,
     env: &[(String, String)],
-) -> Result<Vec<u8>, &'static str> {
+) -> Result<Vec<u8>, String> {
+    let nul = |what: &str| {
+        format!("the job's {what} holds a NUL byte, which a command line cannot carry")
+    };
     let grace_ms = limits.grace.as_millis().min(u128::from(u32::MAX));
     let len = job.stdin.map_or(0, super::super::pipe::Block::len);
     let cap: i64 = if spool {
@@ -619,7 +622,8 @@ fn job_line(
     } else {
         i64::try_from(limits.capture_limit).unwrap_or(i64::MAX)
     };
-    let mut line = format!("J {id} {slot} {grace_ms}");
+    // What follows `J` and its length: the agent reads it whole, in one read (see agent.sh).
+    let mut line = format!(" {id} {slot} {grace_ms}");
     for (what, value) in [
         ("working directory", base),
         ("cd", job.cd.unwrap_or("")),
@@ -627,20 +631,29 @@ fn job_line(
         ("err", job.err.unwrap_or("")),
     ] {
         line.push(' ');
-        line.push_str(&word(value.as_bytes()).map_err(|()| what)?);
+        line.push_str(&word(value.as_bytes()).map_err(|()| nul(what))?);
     }
     line.push_str(&format!(" {len} {cap} "));
-    line.push_str(&word(memfree.as_bytes()).map_err(|()| "memfree")?);
+    line.push_str(&word(memfree.as_bytes()).map_err(|()| nul("memfree"))?);
     line.push(' ');
-    line.push_str(&word(load.as_bytes()).map_err(|()| "load")?);
+    line.push_str(&word(load.as_bytes()).map_err(|()| nul("load"))?);
     line.push(' ');
-    line.push_str(&word(job.cmd.as_bytes()).map_err(|()| "command")?);
+    line.push_str(&word(job.cmd.as_bytes()).map_err(|()| nul("command"))?);
     for (name, value) in env.iter().chain(job.env.iter()) {
         line.push(' ');
-        line.push_str(&word(format!("{name}={value}").as_bytes()).map_err(|()| "environment")?);
+        line.push_str(
+            &word(format!("{name}={value}").as_bytes()).map_err(|()| nul("environment"))?,
+        );
     }
     line.push('\n');
-    Ok(line.into_bytes())
+    if line.len() > MAX_JOB_MESSAGE {
+        return Err(format!(
+            "the job (its command, environment and paths) is {} bytes as a message to the \
+             agent, more than the {MAX_JOB_MESSAGE} it takes",
+            line.len()
+        ));
+    }
+    Ok(format!("J{:08}{line}", line.len()).into_bytes())
 }
 
 /// Reads frames, writes messages and heartbeats, until the agent is lost: why.

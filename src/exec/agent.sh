@@ -4,6 +4,7 @@
 #
 # stdin, from bakapara, one message a line, fields as bash words (`eval "set -- $line"`):
 #   J ID SLOT GRACE_MS BASE CD OUT ERR LEN CAP MEMFREE LOAD CMD [NAME=VALUE]...
+#        (sent as `J` and 8 digits, the length of the rest of the line, newline included)
 #        a job for slot SLOT (a FIFO per slot: it runs once the slot's job before it ended);
 #        LEN bytes of the job's stdin follow the line (--pipe). CAP: bytes of each captured
 #        stream sent back (-1: all). MEMFREE (bytes) and LOAD (load average x 100) hold the
@@ -306,10 +307,21 @@ while :; do
   # (A byte read as the time is up is kept in m: it counts.)
   m=
   IFS= read -r -t "$F" -N 1 m || [ -n "$m" ] || quit
-  [ "$m" = $'\n' ] && continue
-  # (Timed too: a link cut in the middle of a line must still end in the fence.)
-  IFS= read -r -t "$F" r || quit
-  m=$m$r
+  # The rest of a message is timed too: a link cut in the middle of one must still end in the
+  # fence. A J message says its length, so it is read in one read; bash reads a line from a
+  # pipe a byte at a time, with a select and two sigprocmasks per byte when timed.
+  case $m in
+    $'\n') continue ;;
+    J)
+      n= r=
+      IFS= read -r -t "$F" -N 8 n || quit
+      case $n in *[!0-9]*) quit ;; esac
+      IFS= read -r -t "$F" -N $((10#$n)) r || quit
+      m=J${r%$'\n'} ;;
+    *)
+      IFS= read -r -t "$F" r || quit
+      m=$m$r ;;
+  esac
   eval "set -- $m" || continue
   case $1 in
     J)

@@ -714,6 +714,43 @@ fn each_job_of_a_slot_gets_its_own_output_also_after_one_left_a_writer_behind() 
     assert_eq!(result(m[&7][0])["code"], 3);
 }
 
+#[test]
+fn jobs_with_a_long_command_and_a_100_kb_value_reach_the_agent_whole() {
+    // A job's message is one line; a long one goes to the agent's slot through a file, not its
+    // fifo, and an environment value of 100 KB must arrive byte for byte.
+    let dir = tempdir();
+    let big: String = (0..100_000u32)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).expect("a letter")))
+        .collect();
+    let padding = ": ".to_string() + &"x".repeat(3000) + "; ";
+    let jobs = [
+        json!({"cmd": format!("{padding}printf %s \"$BIG\" | md5sum"), "env": {"BIG": big}}),
+        json!({"cmd": "echo short"}),
+        json!({"cmd": format!("{padding}echo long")}),
+    ];
+    let input: String = jobs.iter().map(|j| format!("{j}\n")).collect();
+    let mut want = Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("md5sum runs");
+    {
+        use std::io::Write as _;
+        let mut stdin = want.stdin.take().expect("its stdin");
+        stdin.write_all(big.as_bytes()).expect("md5sum reads");
+    }
+    let want = String::from_utf8(want.wait_with_output().expect("md5sum ends").stdout)
+        .expect("md5sum prints text");
+    let mut cmd = crate::common::bin::bakapara();
+    cmd.args(["-S", "fake1/2", "--launcher", "env X=<host>"]);
+    let Finished { lines, stderr, .. } = start(cmd, dir.path(), input).finish_within(RUN_TIMEOUT);
+    let m = by_seq(&lines);
+    assert_eq!(m.len(), 3, "{stderr}\n{lines:#?}");
+    assert_eq!(result(m[&1][0])["stdout"], want, "{stderr}");
+    assert_eq!(result(m[&2][0])["stdout"], "short\n");
+    assert_eq!(result(m[&3][0])["stdout"], "long\n");
+}
+
 // ---------------------------------------------------------------------------------------------
 // --launcher
 
