@@ -26,7 +26,7 @@
 # 0.5 ms on a busy ext4; a process that left the group with setsid is not seen.)
 # Files per slot, written over: sSLOT (a FIFO: the slot's J lines, or @ID for a line too long
 # for one atomic write, whose text is then in j.ID) and p.SLOT ("PID GRACE_MS ID" of the job running
-# there, empty between jobs). Files per job, only when needed: i.ID (--pipe stdin), c.ID (T or
+# there, "- - -" between jobs). Files per job, only when needed: i.ID (--pipe stdin), c.ID (T or
 # K came), x.ID (why it could not run), po.ID/pe.ID (the frame's copies of its output).
 #
 # stdout, to bakapara, written by one process (the sender) so frames never interleave:
@@ -129,7 +129,7 @@ room() {
 report() {
   local kind=$1 st=$2 ot=0 et=0 ol=0 el=0 a=- b=- left= x y
   st=${st//$'\n'/ }
-  : >"$pf"
+  printf '%10s %10s %20s\n' - - - 1<>"$pf"
   if [ "$l" != 0 ] || [ -e "$w/c.$id" ] || [ -e "$w/x.$id" ]; then rm -f -- "$w/"[icx]".$id"; fi
   # A process of the job's group still alive may still write to the spools.
   [ -n "$p" ] && kill -0 -- -"$p" 2>/dev/null && left=1
@@ -234,7 +234,8 @@ job() {
   launch "$@" &
   p=$!
   set +m
-  printf '%s %s %s\n' "$p" "$g" "$id" >"$pf"
+  # Written over in place, at one length (truncating a file costs 0.1 ms on ext4).
+  printf '%10s %10s %20s\n' "$p" "$g" "$id" 1<>"$pf"
   printf 'L S %s\n' "$id" >&7
   [ -e "$w/c.$id" ] && { IFS= read -r m <"$w/c.$id"; killer "${m:-T}" "$p" "$g" "$id" & }
   wait "$p"
@@ -251,7 +252,7 @@ job() {
 }
 # One per slot: runs the slot's jobs one after another, as their J lines come on fifo s$1.
 runner() {
-  local m r
+  local m n r
   local -a dead
   exec 8<>"$w/s$1"
   while :; do
@@ -263,9 +264,17 @@ runner() {
       kill -0 $$ 2>/dev/null || exit
       continue
     fi
-    [ "$m" = $'\n' ] && continue
-    IFS= read -r -u 8 r
-    m=$m$r
+    # A J message as it came from bakapara (its length first: two reads, not one a byte).
+    case $m in
+      $'\n') continue ;;
+      J)
+        IFS= read -r -N 8 -u 8 n
+        IFS= read -r -N $((10#$n)) -u 8 r
+        m=J${r%$'\n'} ;;
+      *)
+        IFS= read -r -u 8 r
+        m=$m$r ;;
+    esac
     [ -e "$w/halt" ] && exit
     if [ "${m:0:1}" = @ ]; then
       IFS= read -r m <"$w/j.${m#@}" || continue
@@ -281,14 +290,14 @@ quit() {
   local f p g n IFS=$' \t\n'
   trap '' TERM HUP INT
   : >"$w/halt"
-  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && kill -TERM -- -"$p"; done
+  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -TERM -- -"$p"; done
   for ((n = D * 20; n > 0; n--)); do
     g=
-    for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && alive "$p" && g=1 && break; done
+    for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && alive "$p" && g=1 && break; done
     [ -z "$g" ] && break
     nap 0.05
   done
-  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && kill -KILL -- -"$p"; done
+  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -KILL -- -"$p"; done
   kill "${rp[@]}" "$sp"
   rm -rf -- "$w"
   exit 0
@@ -335,7 +344,7 @@ while :; do
       # holds it and the slot's other queued line without blocking this loop; a longer one
       # through a file. (Lines are ASCII: a length in characters is one in bytes.)
       if [ "${#m}" -lt 1500 ]; then
-        printf '%s\n' "$m" >"$w/s$3"
+        printf 'J%s%s' "$n" "$r" >"$w/s$3"
       else
         printf '%s\n' "$m" >"$w/j.$2"
         printf '@%s\n' "$2" >"$w/s$3"
