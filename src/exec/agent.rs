@@ -915,6 +915,74 @@ mod tests {
         assert_eq!(out.stdout, want);
     }
 
+    /// Processes whose command line holds `needle`.
+    fn running_with(needle: &str) -> usize {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+            })
+            .count()
+    }
+
+    /// A real bash runs the agent; bakapara's link dies in the middle of a message (the length
+    /// of a J has come, the rest never does): the fence still stops the job and the agent.
+    #[test]
+    fn a_message_cut_off_midway_still_ends_in_the_fence() {
+        use std::io::{BufRead, Write};
+        let arg = format!("987.{}", std::process::id());
+        let rest = format!(" 1 0 2000 $'' $'' $'' $'' 0 -1 $'' $'' $'sleep {arg}'\n");
+        let mut child = std::process::Command::new("bash")
+            .args(["--norc", "--noprofile", "-s"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        write!(stdin, "{}J{:08}{rest}", script(), rest.len()).unwrap();
+        stdin.flush().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while line != "S 1\n" {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the agent ended early"
+            );
+        }
+        let started = std::time::Instant::now();
+        while running_with(&format!("sleep {arg}")) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the job never ran"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stdin.write_all(b"J0000").unwrap();
+        stdin.flush().unwrap();
+        let cut = std::time::Instant::now();
+        let limit = FENCE + STOP_GRACE + Duration::from_secs(3);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                cut.elapsed() < limit,
+                "the agent still runs {limit:?} after the cut"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            cut.elapsed() >= FENCE.saturating_sub(Duration::from_millis(500)),
+            "not before the fence"
+        );
+        assert_eq!(running_with(&format!("sleep {arg}")), 0, "the job is gone");
+        drop(stdin);
+    }
+
     #[tokio::test]
     async fn frames_are_read_byte_exact() {
         let data: &[u8] = b"C 4\nS 1\nR 1 done 3 2 5 2 0\na\0bxyH\n";

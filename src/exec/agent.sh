@@ -45,6 +45,7 @@ if [ -z "$w" ] || ! mkfifo -- "$w/q" "$w/z"; then
   exit 1
 fi
 exec 7<>"$w/q" 9<>"$w/z"
+printf x >"$w/heard"
 # A pause without a fork: nobody writes to z.
 nap() { IFS= read -r -t "$1" -u 9 _; }
 # Whether a process of group $1 is alive; zombies (dead, not reaped yet) do not count.
@@ -284,6 +285,23 @@ runner() {
     job "$@"
   done
 }
+# The fence: when the main loop has heard nothing from bakapara for F seconds, it gets TERM
+# (and quits). Every quarter second this writes a stamp file, and compares `heard` with the
+# stamp of F seconds before (`-nt`, a file's age without a fork or a clock, as bash 4.2 has
+# none finer than seconds): so it fires between F - 0.25 and F seconds of silence.
+fence() {
+  local k=0 n=$((F * 4 - 1))
+  while :; do
+    nap 0.25
+    kill -0 $$ 2>/dev/null || exit
+    printf x 1<>"$w/t$((k % (n + 1)))"
+    k=$((k + 1))
+    if [ "$k" -gt "$n" ] && ! [ "$w/heard" -nt "$w/t$(((k - n - 1) % (n + 1)))" ]; then
+      kill -TERM $$
+      exit
+    fi
+  done
+}
 # The end: no job starts any more, every job's group gets TERM, KILL after D seconds.
 quit() {
   # (Run as a trap, quit may interrupt a `IFS= read`, whose IFS then still holds.)
@@ -298,7 +316,7 @@ quit() {
     nap 0.05
   done
   for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -KILL -- -"$p"; done
-  kill "${rp[@]}" "$sp"
+  kill "${rp[@]}" "$sp" "$fp"
   rm -rf -- "$w"
   exit 0
 }
@@ -312,23 +330,27 @@ sender </dev/null >&3 3>&- &
 sp=$!
 exec 3>&-
 printf 'L C %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" >&7
+fence </dev/null &
+fp=$!
 while :; do
-  # (A byte read as the time is up is kept in m: it counts.)
+  # Untimed: the fence process above watches the time (bash's `read -t` costs a select and two
+  # sigprocmasks per byte), and its TERM ends a read that a cut link left waiting. A byte heard
+  # is marked by writing over `heard` (in place: no new file, no truncation).
   m=
-  IFS= read -r -t "$F" -N 1 m || [ -n "$m" ] || quit
-  # The rest of a message is timed too: a link cut in the middle of one must still end in the
-  # fence. A J message says its length, so it is read in one read; bash reads a line from a
-  # pipe a byte at a time, with a select and two sigprocmasks per byte when timed.
+  IFS= read -r -N 1 m || quit
+  printf x 1<>"$w/heard"
+  # A J message says its length, so it comes in two reads; bash reads a line from a pipe a
+  # byte at a time.
   case $m in
     $'\n') continue ;;
     J)
       n= r=
-      IFS= read -r -t "$F" -N 8 n || quit
+      IFS= read -r -N 8 n || quit
       case $n in *[!0-9]*) quit ;; esac
-      IFS= read -r -t "$F" -N $((10#$n)) r || quit
+      IFS= read -r -N $((10#$n)) r || quit
       m=J${r%$'\n'} ;;
     *)
-      IFS= read -r -t "$F" r || quit
+      IFS= read -r r || quit
       m=$m$r ;;
   esac
   eval "set -- $m" || continue
