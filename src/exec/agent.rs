@@ -931,12 +931,11 @@ mod tests {
             .count()
     }
 
-    /// A real bash runs the agent; bakapara's link dies in the middle of a message (the length
-    /// of a J has come, the rest never does): the fence still stops the job and the agent.
-    #[test]
-    fn a_message_cut_off_midway_still_ends_in_the_fence() {
+    /// A real bash runs the agent and a job; then bakapara's link dies with `cut` the last
+    /// bytes that came: the fence must still stop the job and the agent.
+    fn cut_midway(cut: &[u8]) {
         use std::io::{BufRead, Write};
-        let arg = format!("987.{}", std::process::id());
+        let arg = format!("98{}.{}", cut.len(), std::process::id());
         let rest = format!(" 1 0 2000 $'' $'' $'' $'' 0 -1 $'' $'' $'sleep {arg}'\n");
         let mut child = std::process::Command::new("bash")
             .args(["--norc", "--noprofile", "-s"])
@@ -964,7 +963,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        stdin.write_all(b"J0000").unwrap();
+        stdin.write_all(cut).unwrap();
         stdin.flush().unwrap();
         let cut = std::time::Instant::now();
         let limit = FENCE + STOP_GRACE + Duration::from_secs(3);
@@ -981,6 +980,18 @@ mod tests {
         );
         assert_eq!(running_with(&format!("sleep {arg}")), 0, "the job is gone");
         drop(stdin);
+    }
+
+    #[test]
+    fn a_message_cut_off_midway_still_ends_in_the_fence() {
+        cut_midway(b"J0000");
+    }
+
+    #[test]
+    fn pipe_input_cut_off_midway_still_ends_in_the_fence() {
+        // A job for slot 1 with 10 bytes of --pipe input, of which 3 come.
+        let rest = " 2 1 2000 $'' $'' $'' $'' 10 -1 $'' $'' $'cat'\n";
+        cut_midway(format!("J{:08}{rest}abc", rest.len()).as_bytes());
     }
 
     #[tokio::test]

@@ -316,7 +316,7 @@ quit() {
     nap 0.05
   done
   for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -KILL -- -"$p"; done
-  kill "${rp[@]}" "$sp" "$fp"
+  kill "${rp[@]}" "$sp" "$fp" $hp
   rm -rf -- "$w"
   exit 0
 }
@@ -356,7 +356,14 @@ while :; do
   eval "set -- $m" || continue
   case $1 in
     J)
-      [ "$9" = 0 ] || head -c "$9" >"$w/i.$2"
+      # (In the background and waited for: the fence's TERM ends a `wait` at once, where a
+      # foreground head left waiting by a cut link would hold the trap back.)
+      if [ "$9" != 0 ]; then
+        head -c "$9" >"$w/i.$2" <&0 &
+        hp=$!
+        wait "$hp"
+        hp=
+      fi
       if [ -z "${rp[$3]}" ]; then
         mkfifo -- "$w/s$3"
         runner "$3" </dev/null &
