@@ -994,6 +994,47 @@ mod tests {
         cut_midway(format!("J{:08}{rest}abc", rest.len()).as_bytes());
     }
 
+    /// --pipe input that takes longer than the fence to come (a slow link) is not cut: the
+    /// agent sees it coming.
+    #[test]
+    fn pipe_input_slower_than_the_fence_comes_whole() {
+        use std::io::{BufRead, Write};
+        let total = 600_000;
+        let rest = format!(" 1 0 2000 $'' $'' $'' $'' {total} -1 $'' $'' $'wc -c'\n");
+        let mut child = std::process::Command::new("bash")
+            .args(["--norc", "--noprofile", "-s"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        write!(stdin, "{}J{:08}{rest}", script(), rest.len()).unwrap();
+        // A sixth of it every F/3: the last pieces come well after the fence time.
+        let pieces = 6;
+        for _ in 0..pieces {
+            stdin.write_all(&vec![b'x'; total / pieces]).unwrap();
+            stdin.flush().unwrap();
+            std::thread::sleep(FENCE / 3);
+        }
+        stdin.write_all(b"Q\n").unwrap();
+        stdin.flush().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.starts_with("R 1 ") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the agent ended without a result"
+            );
+        }
+        assert!(line.starts_with("R 1 done "), "{line}");
+        let mut output = String::new();
+        out.read_line(&mut output).unwrap();
+        assert_eq!(output, format!("{total}\n"));
+        drop(stdin);
+        child.wait().unwrap();
+    }
+
     #[tokio::test]
     async fn frames_are_read_byte_exact() {
         let data: &[u8] = b"C 4\nS 1\nR 1 done 3 2 5 2 0\na\0bxyH\n";

@@ -290,16 +290,19 @@ runner() {
 # stamp of F seconds before (`-nt`, a file's age without a fork or a clock, as bash 4.2 has
 # none finer than seconds): so it fires between F - 0.25 and F seconds of silence.
 fence() {
-  local k=0 n=$((F * 4 - 1))
+  local k=0 n=$((F * 4 - 1)) o f
   while :; do
     nap 0.25
     kill -0 $$ 2>/dev/null || exit
     printf x 1<>"$w/t$((k % (n + 1)))"
     k=$((k + 1))
-    if [ "$k" -gt "$n" ] && ! [ "$w/heard" -nt "$w/t$(((k - n - 1) % (n + 1)))" ]; then
-      kill -TERM $$
-      exit
-    fi
+    [ "$k" -gt "$n" ] || continue
+    o=$w/t$(((k - n - 1) % (n + 1)))
+    [ "$w/heard" -nt "$o" ] && continue
+    # (--pipe input coming in for longer than F: its file grows.)
+    for f in "$w"/i.*; do [ "$f" -nt "$o" ] && continue 2; done
+    kill -TERM $$
+    exit
   done
 }
 # The end: no job starts any more, every job's group gets TERM, KILL after D seconds.
@@ -347,7 +350,15 @@ while :; do
       n= r=
       IFS= read -r -N 8 n || quit
       case $n in *[!0-9]*) quit ;; esac
-      IFS= read -r -N $((10#$n)) r || quit
+      # (In pieces of 64 KiB, each marked as heard: a long message may take longer than F.)
+      n=$((10#$n)) r=
+      while [ "$n" -gt 0 ]; do
+        piece=
+        IFS= read -r -N $((n < 65536 ? n : 65536)) piece || quit
+        r+=$piece n=$((n - ${#piece}))
+        [ "$n" = 0 ] || printf x 1<>"$w/heard"
+      done
+      printf -v n '%08d' "${#r}"
       m=J${r%$'\n'} ;;
     *)
       IFS= read -r r || quit
@@ -363,6 +374,7 @@ while :; do
         hp=$!
         wait "$hp"
         hp=
+        printf x 1<>"$w/heard"
       fi
       if [ -z "${rp[$3]}" ]; then
         mkfifo -- "$w/s$3"
