@@ -126,7 +126,8 @@ room() {
   fi
   return 0
 }
-# The end of job $id: its report, its files gone (those of an empty output later, in one rm).
+# The end of job $id: its report; its files gone, and its spools emptied for the slot's next
+# job, handed to the sender, or left to a process of the job still alive.
 report() {
   local kind=$1 st=$2 ot=0 et=0 ol=0 el=0 a=- b=- left= x y
   st=${st//$'\n'/ }
@@ -134,7 +135,8 @@ report() {
   if [ "$l" != 0 ] || [ -e "$w/c.$id" ] || [ -e "$w/x.$id" ]; then rm -f -- "$w/"[icx]".$id"; fi
   # A process of the job's group still alive may still write to the spools.
   [ -n "$p" ] && kill -0 -- -"$p" 2>/dev/null && left=1
-  if [ -n "$sb" ] && { [ -s "$so" ] || [ -s "$se" ]; }; then
+  # (No pid: the job never started, and its spools are the slot's, empty.)
+  if [ -n "$p" ] && { [ -s "$so" ] || [ -s "$se" ]; }; then
     # (A stream that went to an `out`/`err` file may have no spool yet: /dev/null stands in.)
     x=$so y=$se
     [ -e "$x" ] || x=/dev/null
@@ -171,7 +173,7 @@ report() {
   else
     printf 'L R %s %s 0 0 0 0 %s\n' "$id" "$kind" "$st" >&7
   fi
-  if [ -n "$left" ] && [ -n "$sb" ]; then
+  if [ -n "$left" ]; then
     # Left to the processes still writing to them: only ever removed, never reused.
     [ -n "$so" ] && dead+=("$so")
     [ -n "$se" ] && dead+=("$se")
@@ -220,7 +222,7 @@ job() {
   id=$2 pf=$w/p.$3 g=$4 b=$5 d=$6 o=$7 e=$8 l=$9 cap=${10} mf=${11} ld=${12} c=${13}
   shift 13
   # The slot's spools (empty), or new ones.
-  so=${so:-$w/so.$id} se=${se:-$w/se.$id} sb=
+  so=${so:-$w/so.$id} se=${se:-$w/se.$id}
   local i=/dev/null p s m
   [ "$l" = 0 ] || i=$w/i.$id
   if [ -n "$mf$ld" ]; then
@@ -231,7 +233,6 @@ job() {
     return
   fi
   set -m
-  sb=1
   launch "$@" &
   p=$!
   set +m
