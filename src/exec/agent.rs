@@ -931,12 +931,16 @@ mod tests {
             .count()
     }
 
-    /// A real bash runs the agent and a job; then bakapara's link dies with `cut` the last
-    /// bytes that came: the fence must still stop the job and the agent.
-    fn cut_midway(cut: &[u8]) {
-        use std::io::{BufRead, Write};
-        let arg = format!("98{}.{}", cut.len(), std::process::id());
-        let rest = format!(" 1 0 2000 $'' $'' $'' $'' 0 -1 $'' $'' $'sleep {arg}'\n");
+    /// A real bash running the agent script, sent a first J message with `rest` after its
+    /// length: the agent, its stdin and its stdout.
+    fn agent_with(
+        rest: &str,
+    ) -> (
+        std::process::Child,
+        std::process::ChildStdin,
+        std::io::BufReader<std::process::ChildStdout>,
+    ) {
+        use std::io::Write;
         let mut child = std::process::Command::new("bash")
             .args(["--norc", "--noprofile", "-s"])
             .stdin(std::process::Stdio::piped())
@@ -946,7 +950,17 @@ mod tests {
         let mut stdin = child.stdin.take().unwrap();
         write!(stdin, "{}J{:08}{rest}", script(), rest.len()).unwrap();
         stdin.flush().unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        (child, stdin, out)
+    }
+
+    /// A real bash runs the agent and a job; then bakapara's link dies with `cut` the last
+    /// bytes that came: the fence must still stop the job and the agent.
+    fn cut_midway(cut: &[u8]) {
+        use std::io::{BufRead, Write};
+        let arg = format!("98{}.{}", cut.len(), std::process::id());
+        let rest = format!(" 1 0 2000 $'' $'' $'' $'' 0 -1 $'' $'' $'sleep {arg}'\n");
+        let (mut child, mut stdin, mut out) = agent_with(&rest);
         let mut line = String::new();
         while line != "S 1\n" {
             line.clear();
@@ -1001,14 +1015,7 @@ mod tests {
         use std::io::{BufRead, Write};
         let total = 600_000;
         let rest = format!(" 1 0 2000 $'' $'' $'' $'' {total} -1 $'' $'' $'wc -c'\n");
-        let mut child = std::process::Command::new("bash")
-            .args(["--norc", "--noprofile", "-s"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        write!(stdin, "{}J{:08}{rest}", script(), rest.len()).unwrap();
+        let (mut child, mut stdin, mut out) = agent_with(&rest);
         // A sixth of it every F/3: the last pieces come well after the fence time.
         let pieces = 6;
         for _ in 0..pieces {
@@ -1018,7 +1025,6 @@ mod tests {
         }
         stdin.write_all(b"Q\n").unwrap();
         stdin.flush().unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         while !line.starts_with("R 1 ") {
             line.clear();

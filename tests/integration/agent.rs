@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::common::bin::{marker, sleepers, tempdir, Finished, Live, Reaper, RUN_TIMEOUT, WAIT};
 use crate::common::relay::Relay;
-use crate::common::sshd::{wait_until, SshCluster, SshdHost};
+use crate::common::sshd::{is_running, process_tree, wait_until, SshCluster, SshdHost};
 
 fn bakapara(cluster: &SshCluster) -> Command {
     let mut cmd = crate::common::bin::bakapara();
@@ -431,37 +431,6 @@ fn kill_9_of_bakapara_leaves_nothing_on_any_host_after_5_s() {
     );
 }
 
-/// The processes under `pid` (itself included), from /proc.
-fn process_tree(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let child: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
-            let ppid = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
-            Some((child, ppid))
-        })
-        .collect();
-    let mut tree = vec![pid];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    tree
-}
-
-/// Whether `pid` is still a process (a zombie nobody reaped yet is not).
-fn running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-        .unwrap_or(false)
-}
-
 #[test]
 fn an_agent_stopped_by_sigterm_stops_its_jobs_and_leaves_no_process_of_its_own() {
     // A launcher's end or a watchdog may TERM the agent itself: it stops its jobs as on EOF,
@@ -502,7 +471,7 @@ fn an_agent_stopped_by_sigterm_stops_its_jobs_and_leaves_no_process_of_its_own()
     wait_until(
         Duration::from_secs(5),
         "the agent, its helpers and its jobs gone within 5 s of its TERM",
-        || agent[1..].iter().all(|&p| !running(p)),
+        || agent[1..].iter().all(|&p| !is_running(p)),
     );
     live.signal(Signal::SIGKILL);
     let _ = live.finish_within(RUN_TIMEOUT);

@@ -746,6 +746,29 @@ fn read_stat(pid: u32) -> Option<ProcEntry> {
     })
 }
 
+/// The processes under `pid` (itself first), as /proc shows them now.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let table = proc_table();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            table
+                .iter()
+                .filter(|(_, e)| e.ppid == parent)
+                .map(|(&child, _)| child),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// Whether `pid` is a process (a zombie nobody reaped yet is not).
+pub fn is_running(pid: u32) -> bool {
+    read_stat(pid).is_some_and(|e| !e.zombie)
+}
+
 fn proc_table() -> HashMap<u32, ProcEntry> {
     list_pids()
         .into_iter()
