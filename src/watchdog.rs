@@ -4,12 +4,16 @@
 //! The watchdog is a small `/bin/bash` script started once per run, in a session of its own
 //! (no terminal: Ctrl-C, Ctrl-Z and a hang-up do not reach it), ignoring the signals a user or
 //! a terminal sends. Its stdin is one end of a socket pair; only bakapara holds the other end
-//! (close-on-exec, so jobs never inherit it). bakapara writes one short line as each job's
-//! process group starts (`+g123`) and ends (`-g123`). When the socket reaches end of file
-//! (bakapara is gone, whatever killed it, or the run ended), the watchdog sends TERM (and
-//! CONT, for stopped jobs) to every group still recorded, KILL after a second, and exits. At
-//! the end of a clean run nothing is recorded any more, and it exits at once; a job whose
-//! supervision was lost to a panic stays recorded, so it is killed then too.
+//! (close-on-exec, so jobs never inherit it), and never writes to it. The record itself is a
+//! memory file (`memfd_create(2)`) the watchdog holds as fd 3: bakapara writes a fixed-size
+//! entry into a free place of it as each job's process group starts (`g123`) and blanks the
+//! entry when the group ends, with one `pwrite(2)` each, so that the watchdog, blocked in its
+//! read, is never woken while the run goes on. (It was told by a line on the socket before:
+//! waking it twice per job was a fifth of bakapara's own CPU per job.) When the socket reaches
+//! end of file (bakapara is gone, whatever killed it, or the run ended), the watchdog reads the
+//! record, sends TERM (and CONT, for stopped jobs) to every group still in it, KILL after a
+//! second, and exits. At the end of a clean run the record is blank, and it exits at once; a
+//! job whose supervision was lost to a panic stays recorded, so it is killed then too.
 //!
 //! The same record lets Ctrl-Z stop every job with bakapara and `fg` continue them
 //! ([`Watchdog::stop_jobs`], [`Watchdog::continue_jobs`]), and tracks how long bakapara was
@@ -19,7 +23,9 @@
 //! can die of SIGKILL too. When it cannot be started, the run goes on without it.
 
 use std::collections::HashSet;
-use std::os::fd::AsRawFd;
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -28,32 +34,18 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-/// The watchdog's script: it reads the record from stdin, and acts when stdin ends. awk reads
-/// it (in large reads, keeping only the live entries), where bash's `read` would make a
-/// system call per byte; bash's loop is the fallback where there is no awk.
+/// The watchdog's script: it waits for end of file on stdin, then reads the record from fd 3
+/// (entries `g<pgid>` or `p<pid>`, padded with spaces; blank ones are free places).
 const SCRIPT: &str = r#"# bakapara's watchdog (src/watchdog.rs in bakapara)
 trap '' INT TERM HUP QUIT TSTP TTIN TTOU USR1 USR2 ALRM PIPE
-if command -v awk >/dev/null; then
-    mapfile -t targets < <(awk '
-        /^[+][gp][0-9]+$/ { live[substr($0, 2)] = 1; next }
-        /^-[gp][0-9]+$/ { delete live[substr($0, 2)]; next }
-        END { for (k in live) print (substr(k, 1, 1) == "g" ? "-" : "") substr(k, 2) }')
-else
-    declare -A watched=()
-    while IFS= read -r line; do
-        case $line in
-            +[gp][0-9]*) watched[${line:1}]=1 ;;
-            -[gp][0-9]*) unset "watched[${line:1}]" ;;
-        esac
-    done
-    targets=()
-    for key in "${!watched[@]}"; do
-        case $key in
-            g*) targets+=("-${key:1}") ;;
-            p*) targets+=("${key:1}") ;;
-        esac
-    done
-fi
+while read -r _; do :; done
+targets=()
+while read -r entry; do
+    case $entry in
+        g[0-9]*) targets+=("-${entry:1}") ;;
+        p[0-9]*) targets+=("${entry:1}") ;;
+    esac
+done <&3
 (( ${#targets[@]} )) || exit 0
 kill -TERM -- "${targets[@]}" 2>/dev/null
 kill -CONT -- "${targets[@]}" 2>/dev/null
@@ -67,16 +59,32 @@ kill -KILL -- "${targets[@]}" 2>/dev/null
 exit 0
 "#;
 
+/// The size of one entry of the record: a kind letter, a pid (at most 10 digits) padded with
+/// spaces, a newline.
+const ENTRY: usize = 16;
+
 /// The run's live job processes, and the watchdog that outlives bakapara to kill them.
 #[derive(Debug, Default)]
 pub struct Watchdog {
     /// bakapara's end of the watchdog's stdin; `None` without a watchdog process.
     link: Option<UnixStream>,
+    /// The record the watchdog reads when bakapara is gone (its fd 3).
+    record: Option<File>,
     process: Mutex<Option<tokio::process::Child>>,
-    /// Process groups of the local jobs that run now.
-    groups: Mutex<HashSet<i32>>,
+    /// Process groups of the local jobs that run now, and the record's free places.
+    state: Mutex<State>,
     /// How long bakapara has been stopped (Ctrl-Z) during the run, in total.
     paused: Mutex<Duration>,
+}
+
+/// What is live, and where in the record there is room.
+#[derive(Debug, Default)]
+struct State {
+    groups: HashSet<i32>,
+    /// Places (entry numbers) that were used and are blank again.
+    free: Vec<u64>,
+    /// The first place never used.
+    next: u64,
 }
 
 /// What the watchdog is told to kill: a job's process group, or a single process.
@@ -87,18 +95,31 @@ pub enum Target {
 }
 
 impl Target {
-    fn line(self, sign: char) -> String {
-        match self {
-            Target::Group(pgid) => format!("{sign}g{pgid}\n"),
-            Target::Process(pid) => format!("{sign}p{pid}\n"),
-        }
+    /// The record's entry for this target.
+    fn entry(self) -> [u8; ENTRY] {
+        let text = match self {
+            Target::Group(pgid) => format!("g{pgid}"),
+            Target::Process(pid) => format!("p{pid}"),
+        };
+        let mut entry = BLANK;
+        // A pid has at most 10 digits (pid_t is an i32), so it always fits.
+        let len = text.len().min(ENTRY - 1);
+        entry[..len].copy_from_slice(&text.as_bytes()[..len]);
+        entry
     }
 }
+
+/// A free place in the record.
+const BLANK: [u8; ENTRY] = *b"               \n";
 
 impl Watchdog {
     /// Starts the watchdog process. Must be called inside a Tokio runtime.
     pub fn start() -> std::io::Result<Watchdog> {
         let (ours, theirs) = UnixStream::pair()?;
+        let record = nix::sys::memfd::memfd_create(
+            c"bakapara-watchdog",
+            nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+        )?;
         let mut command = tokio::process::Command::new("/bin/bash");
         // `--norc`: bash sources ~/.bashrc on its own when its stdin is a socket (its rshd/sshd
         // heuristic), and this stdin is one. A user's heavy .bashrc (pyenv, conda) cost every
@@ -116,10 +137,11 @@ impl Watchdog {
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        own_session(&mut command);
+        own_session(&mut command, Some(&record));
         let process = command.spawn()?;
         Ok(Watchdog {
             link: Some(ours),
+            record: Some(File::from(record)),
             process: Mutex::new(Some(process)),
             ..Watchdog::default()
         })
@@ -133,17 +155,27 @@ impl Watchdog {
 
     /// Records a local job's process group until the returned guard is dropped.
     pub fn watch_group(self: &Arc<Self>, pgid: Pid) -> Watched {
-        lock(&self.groups).insert(pgid.as_raw());
         self.watch(Target::Group(pgid))
     }
 
     /// Has the watchdog kill `target` (a process group or a process, e.g. an SSH master) if
     /// bakapara dies before the returned guard is dropped. Ctrl-Z does not stop it.
     pub fn watch(self: &Arc<Self>, target: Target) -> Watched {
-        self.tell(&target.line('+'));
+        let place = {
+            let mut state = lock(&self.state);
+            if let Target::Group(pgid) = target {
+                state.groups.insert(pgid.as_raw());
+            }
+            state.free.pop().unwrap_or_else(|| {
+                state.next += 1;
+                state.next - 1
+            })
+        };
+        self.write_entry(place, &target.entry());
         Watched {
             watchdog: Arc::clone(self),
             target,
+            place,
         }
     }
 
@@ -183,38 +215,52 @@ impl Watchdog {
     }
 
     fn signal_jobs(&self, signal: Signal) {
-        let groups: Vec<i32> = lock(&self.groups).iter().copied().collect();
+        let groups: Vec<i32> = lock(&self.state).groups.iter().copied().collect();
         for pgid in groups {
             // ESRCH: the group ended meanwhile.
             let _ = killpg(Pid::from_raw(pgid), signal);
         }
     }
 
-    /// Sends one record line. Never blocks and never raises SIGPIPE: a watchdog that is gone
-    /// or stuck costs its protection, never the run.
-    fn tell(&self, line: &str) {
-        if let Some(link) = &self.link {
-            use nix::libc::{send, MSG_DONTWAIT, MSG_NOSIGNAL};
-            let flags = MSG_NOSIGNAL | MSG_DONTWAIT;
-            // SAFETY: the descriptor is the open socket `link` owns, and the pointer and length
-            // describe `line`, which is borrowed for the whole call; send(2) only reads it.
-            let _ = unsafe { send(link.as_raw_fd(), line.as_ptr().cast(), line.len(), flags) };
+    /// Writes one entry of the record. A record that cannot be written costs its protection,
+    /// never the run.
+    fn write_entry(&self, place: u64, entry: &[u8; ENTRY]) {
+        if let Some(record) = &self.record {
+            // ENTRY is 16: the offset overflows no u64 for any place a run can use.
+            let _ = record.write_all_at(entry, place * ENTRY as u64);
         }
     }
 }
 
 /// Makes the command's process lead a new session: no terminal signal (Ctrl-C, Ctrl-Z, a
-/// hang-up) reaches it. (Jobs get theirs from `posix_spawn`, see `exec::spawn`; this runs once
-/// per run, where fork's cost does not matter.)
-fn own_session(command: &mut tokio::process::Command) {
+/// hang-up) reaches it; and gives it `record` as its fd 3. (Jobs get their session from
+/// `posix_spawn`, see `exec::spawn`; this runs once per run, where fork's cost does not
+/// matter.)
+fn own_session(command: &mut tokio::process::Command, record: Option<&OwnedFd>) {
+    let record = record.map(AsRawFd::as_raw_fd);
     // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe functions may be called: setsid(2) is one (POSIX lists it), and the
-    // closure allocates nothing and takes no lock (an Errno converts to an io::Error in place).
+    // async-signal-safe functions may be called: setsid(2), dup2(2) and fcntl(2) are (POSIX
+    // lists them), and the closure allocates nothing and takes no lock (an Errno converts to
+    // an io::Error in place). `record` is a descriptor number the parent keeps open until
+    // spawn returns, so it is open in the child too.
     unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
+        command.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            match record {
+                // dup2 onto itself would leave close-on-exec set: clear it instead.
+                Some(3) => {
+                    nix::fcntl::fcntl(
+                        3,
+                        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                    )
+                    .map_err(std::io::Error::from)?;
+                }
+                Some(fd) => {
+                    nix::unistd::dup2(fd, 3).map_err(std::io::Error::from)?;
+                }
+                None => {}
+            }
+            Ok(())
         });
     }
 }
@@ -226,6 +272,8 @@ fn own_session(command: &mut tokio::process::Command) {
 pub struct Watched {
     watchdog: Arc<Watchdog>,
     target: Target,
+    /// Its entry's place in the record.
+    place: u64,
 }
 
 impl Drop for Watched {
@@ -233,10 +281,13 @@ impl Drop for Watched {
         if std::thread::panicking() {
             return;
         }
+        // Blanked before the place is free again, so that no other entry can be overwritten.
+        self.watchdog.write_entry(self.place, &BLANK);
+        let mut state = lock(&self.watchdog.state);
         if let Target::Group(pgid) = self.target {
-            lock(&self.watchdog.groups).remove(&pgid.as_raw());
+            state.groups.remove(&pgid.as_raw());
         }
-        self.watchdog.tell(&self.target.line('-'));
+        state.free.push(self.place);
     }
 }
 
@@ -263,7 +314,7 @@ mod tests {
     fn sleeper() -> (tokio::process::Child, Pid) {
         let mut command = tokio::process::Command::new("sleep");
         command.arg("1000");
-        own_session(&mut command);
+        own_session(&mut command, None);
         let child = command.spawn().expect("sleep starts");
         let pid =
             Pid::from_raw(i32::try_from(child.id().expect("a pid")).expect("a pid is an i32"));
@@ -285,6 +336,36 @@ mod tests {
                 .expect("the job is killed")
                 .expect("wait");
             assert_eq!(status.signal(), Some(nix::libc::SIGTERM));
+        });
+    }
+
+    #[test]
+    fn a_place_freed_by_an_ended_group_records_the_next_one() {
+        runtime().block_on(async {
+            let watchdog = Arc::new(Watchdog::start().expect("the watchdog starts"));
+            let (mut first, first_pgid) = sleeper();
+            let (mut ended, ended_pgid) = sleeper();
+            let (mut next, next_pgid) = sleeper();
+            std::mem::forget(watchdog.watch_group(first_pgid));
+            drop(watchdog.watch_group(ended_pgid));
+            // Takes the place the ended group left.
+            std::mem::forget(watchdog.watch_group(next_pgid));
+            assert_eq!(
+                lock(&watchdog.state).next,
+                2,
+                "the freed place is used again"
+            );
+            let link = watchdog.link.as_ref().expect("a link");
+            link.shutdown(std::net::Shutdown::Both).expect("shutdown");
+            for child in [&mut first, &mut next] {
+                let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+                    .await
+                    .expect("the job is killed")
+                    .expect("wait");
+                assert_eq!(status.signal(), Some(nix::libc::SIGTERM));
+            }
+            assert!(ended.try_wait().expect("try_wait").is_none(), "still runs");
+            ended.kill().await.expect("kill");
         });
     }
 
