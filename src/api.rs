@@ -463,6 +463,7 @@ impl Runner {
             let thread = scope.spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_start(crate::signals::keep_off_this_thread)
                     .build()
                     .map_err(|e| Error::Fatal(format!("cannot start a runtime: {e}")))?;
                 runtime.block_on(async move { runner.spawn(iter(jobs))?.wait().await })

@@ -513,6 +513,7 @@ pub fn spawn_reader(
     std::thread::Builder::new()
         .name("bakapara-input".into())
         .spawn(move || {
+            crate::signals::keep_off_this_thread();
             Reader {
                 spec: &spec,
                 tx,

@@ -85,6 +85,7 @@ impl Tokens {
             std::thread::Builder::new()
                 .name("bakapara-jobserver".into())
                 .spawn(move || {
+                    crate::signals::keep_off_this_thread();
                     while ask_rx.recv().is_ok() {
                         let Some(token) = read_token(&client, &arrived_tx, &blocking) else {
                             return; // The run ended.

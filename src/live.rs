@@ -81,7 +81,10 @@ impl LiveSink {
         let thread_error = Arc::clone(&error);
         std::thread::Builder::new()
             .name("bakapara-live".into())
-            .spawn(move || write_all(rx, stdout, stderr, &suspend, &thread_error))?;
+            .spawn(move || {
+                crate::signals::keep_off_this_thread();
+                write_all(rx, stdout, stderr, &suspend, &thread_error);
+            })?;
         Ok(LiveSink { mode, tx, error })
     }
 

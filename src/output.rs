@@ -672,6 +672,7 @@ impl<W: Write> Writer<W> {
     /// Lines that come together are written together; stdout is flushed whenever nothing more
     /// waits, so no line is held back.
     pub fn run(mut self) {
+        crate::signals::keep_off_this_thread();
         let mut next = self.rx.recv().ok();
         while let Some(piece) = next {
             let weight = piece.weight();

@@ -310,6 +310,7 @@ impl Logger {
             std::thread::Builder::new()
                 .name("bakapara-progress".into())
                 .spawn(move || {
+                    crate::signals::keep_off_this_thread();
                     while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(REFRESH) {
                         refresh(&bar, &shared);
                         bar.tick();

@@ -54,8 +54,10 @@ pub fn run_with<W: Write + Send>(
     handle_signals: bool,
     abort: Option<AbortReceiver>,
 ) -> anyhow::Result<Summary> {
+    // The runtime's own thread is this one; the blocking pool's threads leave it the signals.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(crate::signals::keep_off_this_thread)
         .build()?;
     std::thread::scope(|scope| {
         let mut writer = None;
