@@ -32,9 +32,11 @@ const PROCESS_SIGNALS: [Signal; 12] = [
 /// Blocks the process-wide signals in the calling thread, one of bakapara's helper threads
 /// (input reader, output writer, progress, ...), so that the kernel hands them to a thread
 /// that waits for them, where the run's Tokio driver runs, instead of waking a helper that
-/// sleeps in a read or a wait. (A SIGCHLD per job woke the output writer about half of the
-/// time, whose handler then had to wake the scheduler: a fifth of bakapara's own CPU per job
-/// at `-j 2`.) Faults and SIGPIPE stay as they are: they belong to the thread that caused them.
+/// sleeps in a read or a wait. (strace showed the SIGCHLD of about half of the jobs handled on
+/// the sleeping output writer, whose handler then had to wake the scheduler: two wake-ups for
+/// one.) Faults and SIGPIPE stay as they are: they belong to the thread that caused them. No
+/// job inherits this mask: none is started from a helper thread, and `posix_spawn` sets the
+/// job's mask anyway (see `exec::spawn`).
 pub fn keep_off_this_thread() {
     let mut set = nix::sys::signal::SigSet::empty();
     for signal in PROCESS_SIGNALS {

@@ -9,7 +9,8 @@
 //! entry into a free place of it as each job's process group starts (`g123`) and blanks the
 //! entry when the group ends, with one `pwrite(2)` each, so that the watchdog, blocked in its
 //! read, is never woken while the run goes on. (It was told by a line on the socket before:
-//! waking it twice per job was a fifth of bakapara's own CPU per job.) When the socket reaches
+//! waking it twice per job cost bakapara 0.03-0.07 ms of CPU per job at `-j 200`, and the
+//! watchdog's own CPU came on top.) When the socket reaches
 //! end of file (bakapara is gone, whatever killed it, or the run ended), the watchdog reads the
 //! record, sends TERM (and CONT, for stopped jobs) to every group still in it, KILL after a
 //! second, and exits. At the end of a clean run the record is blank, and it exits at once; a
