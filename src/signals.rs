@@ -12,9 +12,11 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::watchdog::Watchdog;
 
-/// The signals sent to the process as a whole that bakapara acts on (or that a job's end
-/// raises: SIGCHLD).
-const PROCESS_SIGNALS: [Signal; 12] = [
+/// The signals sent to the process as a whole: those bakapara acts on, a job's SIGCHLD, and
+/// the few a user or a terminal sends that it leaves as they are. Not SIGTTIN and SIGTTOU: the
+/// kernel sends them to the thread that reads or writes the terminal from the background, and
+/// blocked there, they would turn the stop a shell user expects into an error (or a write).
+const PROCESS_SIGNALS: [Signal; 11] = [
     Signal::SIGCHLD,
     Signal::SIGINT,
     Signal::SIGTERM,
@@ -26,7 +28,6 @@ const PROCESS_SIGNALS: [Signal; 12] = [
     Signal::SIGTSTP,
     Signal::SIGCONT,
     Signal::SIGWINCH,
-    Signal::SIGTTIN,
 ];
 
 /// Blocks the process-wide signals in the calling thread, one of bakapara's helper threads

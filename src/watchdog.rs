@@ -98,14 +98,14 @@ pub enum Target {
 impl Target {
     /// The record's entry for this target.
     fn entry(self) -> [u8; ENTRY] {
-        let text = match self {
-            Target::Group(pgid) => format!("g{pgid}"),
-            Target::Process(pid) => format!("p{pid}"),
-        };
+        use std::io::Write;
         let mut entry = BLANK;
-        // A pid has at most 10 digits (pid_t is an i32), so it always fits.
-        let len = text.len().min(ENTRY - 1);
-        entry[..len].copy_from_slice(&text.as_bytes()[..len]);
+        // A pid has at most 10 digits (pid_t is an i32): it always fits before the newline.
+        let mut text = &mut entry[..ENTRY - 1];
+        let _ = match self {
+            Target::Group(pgid) => write!(text, "g{pgid}"),
+            Target::Process(pid) => write!(text, "p{pid}"),
+        };
         entry
     }
 }
