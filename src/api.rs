@@ -501,6 +501,8 @@ impl Runner {
         let run = tokio::spawn(crate::run::run_spawned(
             config,
             Lines::new(line_tx),
+            // An unbounded channel: a line never waits for the reader.
+            crate::output::Reach::Never,
             plumbing,
         ));
         Ok(Handle {

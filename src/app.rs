@@ -58,7 +58,7 @@ pub fn main(stdout_open: bool) -> ExitCode {
     for warning in &config.warnings {
         say(&format!("bakapara: warning: {warning}"));
     }
-    let summary = match crate::run::run(config, std::io::stdout(), true) {
+    let summary = match crate::run::run_to_stdout(config, true) {
         Ok(summary) => summary,
         Err(e) => {
             say(&format!("bakapara: error: {e:#}"));

@@ -397,9 +397,17 @@ pub struct ReaderState {
     /// still wait in the channel; the progress display and log lines read the total from here
     /// (see [`crate::progress::Logger::with_input_total`]).
     pub total: Arc<OnceLock<u64>>,
-    /// [`weight`] of the jobs sent and not yet taken.
-    ahead: Mutex<usize>,
+    /// [`weight`] of the jobs sent and not yet taken, and whether the reader waits for room.
+    ahead: Mutex<Ahead>,
     room: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Ahead {
+    bytes: usize,
+    /// The reader waits on `room`: only then is it notified (a notify is a system call even
+    /// with no one to wake, and [`ReaderState::taken`] runs once per job).
+    waiting: bool,
 }
 
 impl ReaderState {
@@ -421,9 +429,11 @@ impl ReaderState {
     pub fn taken(&self, job: &Job) {
         let w = weight(job);
         if let Ok(mut ahead) = self.ahead.lock() {
-            *ahead = ahead.saturating_sub(w);
+            ahead.bytes = ahead.bytes.saturating_sub(w);
+            if ahead.waiting {
+                self.room.notify_all();
+            }
         }
-        self.room.notify_all();
     }
 
     /// Wakes a reader waiting for room, so that it sees `stop`.
@@ -463,16 +473,18 @@ impl ReaderState {
         let Ok(mut ahead) = self.ahead.lock() else {
             return;
         };
-        while *ahead > 0
-            && ahead.saturating_add(w) > READ_AHEAD_BYTES
+        while ahead.bytes > 0
+            && ahead.bytes.saturating_add(w) > READ_AHEAD_BYTES
             && !self.stop.load(Ordering::SeqCst)
         {
+            ahead.waiting = true;
             ahead = match self.room.wait_timeout(ahead, Duration::from_millis(100)) {
                 Ok((guard, _)) => guard,
                 Err(_) => return,
             };
         }
-        *ahead = ahead.saturating_add(w);
+        ahead.waiting = false;
+        ahead.bytes = ahead.bytes.saturating_add(w);
     }
 }
 

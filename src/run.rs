@@ -1,6 +1,7 @@
 //! A whole run: start the input reader, run the scheduler, report how it ended.
 
 use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -14,7 +15,7 @@ use crate::hosts::HostSpec;
 use crate::input::{spawn_reader, ReaderState};
 use crate::job::{encode_line, Body, JobResult, Status};
 use crate::live::LiveSink;
-use crate::output::{Output, OutputFailure};
+use crate::output::{Output, OutputFailure, Reach};
 use crate::progress::{Logger, Verbosity};
 use crate::results::ResultsDir;
 use crate::scheduler::{Host, Resume, Scheduler, Summary};
@@ -42,6 +43,15 @@ pub fn run<W: Write + Send>(
     run_with(config, out, handle_signals, None)
 }
 
+/// As [`run`], to the process's stdout: a result line that cannot wait there (stdout is a
+/// file, `/dev/null`, or a pipe with room; see [`Reach`]) is written by the scheduler at once,
+/// without waking the writer thread.
+pub fn run_to_stdout(config: Config, handle_signals: bool) -> anyhow::Result<Summary> {
+    let reach = Reach::of(std::io::stdout().as_fd());
+    let writer = |output: &mut Output| output.writer_to(std::io::stdout(), reach);
+    run_inner(config, writer, handle_signals, None)
+}
+
 /// As [`run`], and `abort` (the other end of an [`crate::signals::AbortHandle`]) stops the run
 /// from another thread as a signal would.
 ///
@@ -51,6 +61,16 @@ pub fn run<W: Write + Send>(
 pub fn run_with<W: Write + Send>(
     config: Config,
     out: W,
+    handle_signals: bool,
+    abort: Option<AbortReceiver>,
+) -> anyhow::Result<Summary> {
+    run_inner(config, |output| output.writer(out), handle_signals, abort)
+}
+
+/// A run whose writer `make_writer` makes (see [`Output::writer`]).
+fn run_inner<W: Write + Send>(
+    config: Config,
+    make_writer: impl FnOnce(&mut Output) -> crate::output::Writer<W>,
     handle_signals: bool,
     abort: Option<AbortReceiver>,
 ) -> anyhow::Result<Summary> {
@@ -64,7 +84,7 @@ pub fn run_with<W: Write + Send>(
         let summary = runtime.block_on(run_async(
             config,
             |output: &mut Output| {
-                let thread = output.writer(out);
+                let thread = make_writer(output);
                 writer = Some(output.state());
                 std::thread::Builder::new()
                     .name("bakapara-output".into())
@@ -110,18 +130,19 @@ pub(crate) struct Plumbing {
     pub events: Option<mpsc::UnboundedSender<crate::scheduler::RunEvent>>,
 }
 
-/// A run on the caller's Tokio runtime (the library's [`crate::api`]): result lines go to `out`
-/// from a thread of its own.
+/// A run on the caller's Tokio runtime (the library's [`crate::api`]): result lines go to `out`,
+/// which is `reach` (see [`Output::writer_to`]), from a thread of its own when they may wait.
 pub(crate) async fn run_spawned<W: Write + Send + 'static>(
     config: Config,
     out: W,
+    reach: Reach,
     plumbing: Plumbing,
 ) -> anyhow::Result<Summary> {
     let mut writer = None;
     let summary = run_async(
         config,
         |output: &mut Output| {
-            let thread = output.writer(out);
+            let thread = output.writer_to(out, reach);
             std::thread::Builder::new()
                 .name("bakapara-output".into())
                 .spawn(move || thread.run())
