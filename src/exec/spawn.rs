@@ -21,6 +21,7 @@ use nix::libc;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, Pid};
+use tokio::net::unix::pipe::Receiver;
 
 /// Where a job's stdout or stderr goes.
 pub(crate) enum Sink {
@@ -35,8 +36,8 @@ pub(crate) struct Spawned {
     pub pid: Pid,
     /// The write end of the job's stdin pipe (non-blocking), when one was asked for.
     pub stdin: Option<OwnedFd>,
-    pub stdout: Option<tokio::process::ChildStdout>,
-    pub stderr: Option<tokio::process::ChildStderr>,
+    pub stdout: Option<Receiver>,
+    pub stderr: Option<Receiver>,
 }
 
 /// How a started process is when looked at.
@@ -153,11 +154,12 @@ pub(crate) fn spawn(
         }
         None => None,
     };
+    // Our ends are non-blocking since pipe2 (see `sink_fds`).
     let stdout = out_read
-        .map(|fd| tokio::process::ChildStdout::from_std(fd.into()))
+        .map(Receiver::from_owned_fd_unchecked)
         .transpose()?;
     let stderr = err_read
-        .map(|fd| tokio::process::ChildStderr::from_std(fd.into()))
+        .map(Receiver::from_owned_fd_unchecked)
         .transpose()?;
     Ok(Spawned {
         pid: Pid::from_raw(pid),
@@ -230,13 +232,16 @@ fn pointers(strings: &[CString]) -> Vec<*mut libc::c_char> {
         .collect()
 }
 
-/// bakapara's end (for a pipe) and the child's end of a sink. The child's end is moved above
-/// the standard descriptors, so that the dup2 actions cannot overwrite one another when
-/// bakapara itself was started with one of 0, 1, 2 closed.
+/// bakapara's end (for a pipe: non-blocking, for Tokio) and the child's end of a sink. The
+/// child's end is moved above the standard descriptors, so that the dup2 actions cannot
+/// overwrite one another when bakapara itself was started with one of 0, 1, 2 closed.
 fn sink_fds(sink: Sink) -> io::Result<(Option<OwnedFd>, OwnedFd)> {
     let (ours, theirs) = match sink {
         Sink::Pipe => {
-            let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+            // Both ends non-blocking, then the child's end blocking again: one fcntl per pipe
+            // where setting our end alone takes two (get the flags, set them).
+            let (read, write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+            fcntl(write.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))?;
             (Some(read), write)
         }
         Sink::File(file) => (None, OwnedFd::from(file)),
