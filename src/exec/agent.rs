@@ -623,7 +623,9 @@ fn job_line(
         i64::try_from(limits.capture_limit).unwrap_or(i64::MAX)
     };
     // What follows `J` and its length: the agent reads it whole, in one read (see agent.sh).
-    let mut line = format!(" {id} {slot} {grace_ms}");
+    // ID, SLOT and LEN come first, as plain numbers: the agent's main loop takes them apart
+    // without an `eval`, which only the slot's runner does.
+    let mut line = format!(" {id} {slot} {len} {grace_ms}");
     for (what, value) in [
         ("working directory", base),
         ("cd", job.cd.unwrap_or("")),
@@ -633,7 +635,7 @@ fn job_line(
         line.push(' ');
         line.push_str(&word(value.as_bytes()).map_err(|()| nul(what))?);
     }
-    line.push_str(&format!(" {len} {cap} "));
+    line.push_str(&format!(" {cap} "));
     line.push_str(&word(memfree.as_bytes()).map_err(|()| nul("memfree"))?);
     line.push(' ');
     line.push_str(&word(load.as_bytes()).map_err(|()| nul("load"))?);
@@ -959,7 +961,7 @@ mod tests {
     fn cut_midway(cut: &[u8]) {
         use std::io::{BufRead, Write};
         let arg = format!("98{}.{}", cut.len(), std::process::id());
-        let rest = format!(" 1 0 2000 $'' $'' $'' $'' 0 -1 $'' $'' $'sleep {arg}'\n");
+        let rest = format!(" 1 0 0 2000 $'' $'' $'' $'' -1 $'' $'' $'sleep {arg}'\n");
         let (mut child, mut stdin, mut out) = agent_with(&rest);
         let mut line = String::new();
         while line != "S 1\n" {
@@ -1004,7 +1006,7 @@ mod tests {
     #[test]
     fn pipe_input_cut_off_midway_still_ends_in_the_fence() {
         // A job for slot 1 with 10 bytes of --pipe input, of which 3 come.
-        let rest = " 2 1 2000 $'' $'' $'' $'' 10 -1 $'' $'' $'cat'\n";
+        let rest = " 2 1 10 2000 $'' $'' $'' $'' -1 $'' $'' $'cat'\n";
         cut_midway(format!("J{:08}{rest}abc", rest.len()).as_bytes());
     }
 
@@ -1014,7 +1016,7 @@ mod tests {
     fn pipe_input_slower_than_the_fence_comes_whole() {
         use std::io::{BufRead, Write};
         let total = 600_000;
-        let rest = format!(" 1 0 2000 $'' $'' $'' $'' {total} -1 $'' $'' $'wc -c'\n");
+        let rest = format!(" 1 0 {total} 2000 $'' $'' $'' $'' -1 $'' $'' $'wc -c'\n");
         let (mut child, mut stdin, mut out) = agent_with(&rest);
         // A sixth of it every F/3: the last pieces come well after the fence time.
         let pieces = 6;

@@ -3,8 +3,9 @@
 # head, stat, rm, nproc). bakapara puts `F=FENCE_S D=STOP_S` before this text.
 #
 # stdin, from bakapara, one message a line, fields as bash words (`eval "set -- $line"`):
-#   J ID SLOT GRACE_MS BASE CD OUT ERR LEN CAP MEMFREE LOAD CMD [NAME=VALUE]...
-#        (sent as `J` and 8 digits, the length of the rest of the line, newline included)
+#   J ID SLOT LEN GRACE_MS BASE CD OUT ERR CAP MEMFREE LOAD CMD [NAME=VALUE]...
+#        (sent as `J` and 8 digits, the length of the rest of the line, newline included;
+#        ID, SLOT and LEN are plain numbers, which the main loop reads without an eval)
 #        a job for slot SLOT (a FIFO per slot: it runs once the slot's job before it ended);
 #        LEN bytes of the job's stdin follow the line (--pipe). CAP: bytes of each captured
 #        stream sent back (-1: all). MEMFREE (bytes) and LOAD (load average x 100) hold the
@@ -219,7 +220,7 @@ launch() {
 }
 # Runs one job (the fields of its J message) and reports how it ended.
 job() {
-  id=$2 pf=$w/p.$3 g=$4 b=$5 d=$6 o=$7 e=$8 l=$9 cap=${10} mf=${11} ld=${12} c=${13}
+  id=$2 pf=$w/p.$3 l=$4 g=$5 b=$6 d=$7 o=$8 e=$9 cap=${10} mf=${11} ld=${12} c=${13}
   shift 13
   # The slot's spools (empty), or new ones.
   so=${so:-$w/so.$id} se=${se:-$w/se.$id}
@@ -360,37 +361,45 @@ while :; do
         [ "$n" = 0 ] || printf x 1<>"$w/heard"
       done
       printf -v n '%08d' "${#r}"
-      m=J${r%$'\n'} ;;
-    *)
-      IFS= read -r r || quit
-      m=$m$r ;;
-  esac
-  eval "set -- $m" || continue
-  case $1 in
-    J)
-      # (In the background and waited for: the fence's TERM ends a `wait` at once, where a
-      # foreground head left waiting by a cut link would hold the trap back.)
-      if [ "$9" != 0 ]; then
-        head -c "$9" >"$w/i.$2" <&0 &
+      # " ID SLOT LEN ...": three plain numbers, taken apart without an eval (which costs
+      # as much as the rest of this loop; the slot's runner evals the line).
+      a=${r# } id=${a%% *} a=${a#* } sl=${a%% *} a=${a#* } a=${a%% *}
+      case $id in '' | *[!0-9]*) continue ;; esac
+      case $sl$a in '' | *[!0-9]*) continue ;; esac
+      [ -n "$sl" ] && [ -n "$a" ] || continue
+      if [ "$a" != 0 ]; then
+        # (In the background and waited for: the fence's TERM ends a `wait` at once, where a
+        # foreground head left waiting by a cut link would hold the trap back.)
+        head -c "$a" >"$w/i.$id" <&0 &
         hp=$!
         wait "$hp"
         hp=
         printf x 1<>"$w/heard"
       fi
-      if [ -z "${rp[$3]}" ]; then
-        mkfifo -- "$w/s$3"
-        runner "$3" </dev/null &
-        rp[$3]=$!
+      if [ -z "${rp[$sl]}" ]; then
+        mkfifo -- "$w/s$sl"
+        runner "$sl" </dev/null &
+        rp[$sl]=$!
       fi
       # A short line goes through the FIFO, whose buffer (64 KiB on Linux, 4 KiB at least)
       # holds it and the slot's other queued line without blocking this loop; a longer one
       # through a file. (Lines are ASCII: a length in characters is one in bytes.)
-      if [ "${#m}" -lt 1500 ]; then
-        printf 'J%s%s' "$n" "$r" >"$w/s$3"
+      if [ "${#r}" -lt 1500 ]; then
+        printf 'J%s%s' "$n" "$r" >"$w/s$sl"
       else
-        printf '%s\n' "$m" >"$w/j.$2"
-        printf '@%s\n' "$2" >"$w/s$3"
-      fi ;;
+        printf 'J%s\n' "${r%$'\n'}" >"$w/j.$id"
+        printf '@%s\n' "$id" >"$w/s$sl"
+      fi
+      continue ;;
+    *)
+      IFS= read -r r || quit
+      m=$m$r ;;
+  esac
+  # T ID SLOT, K ID SLOT, Q, H: plain words (split, never globbed).
+  set -f
+  set -- $m
+  set +f
+  case $1 in
     T | K)
       printf '%s\n' "$1" >"$w/c.$2"
       if read -r p g j <"$w/p.$3" && [ "$j" = "$2" ]; then killer "$1" "$p" "$g" "$2" </dev/null & fi ;;
