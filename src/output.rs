@@ -4,8 +4,8 @@
 //! own ([`Writer`]) does every write that could wait for a reader, so a slow or stuck reader
 //! never holds up job supervision, and the scheduler learns of a failed write from
 //! [`WriterState`]. A result line that cannot wait (stdout is a file, `/dev/null`, or a pipe
-//! with room for it, and nothing is queued before it) is written by the scheduler itself: a
-//! thread wake-up per job was a tenth of bakapara's own time on short jobs.
+//! with room for it, and nothing is queued before it) is written by the scheduler itself,
+//! without a thread wake-up per job (2000 short jobs at `-j 2` took about 6 % less time).
 
 use std::collections::BTreeMap;
 use std::fs::File;
