@@ -25,6 +25,37 @@ fn job_processes(marker: &str) -> Vec<u32> {
         .collect()
 }
 
+/// How many process groups the watchdog of bakapara `pid` has in its record: the memory file
+/// it holds as fd 3, read through /proc (an entry is `g` and the group id; a blank one is
+/// spaces).
+fn recorded_groups(pid: nix::unistd::Pid) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let parent = format!(" {} ", pid.as_raw());
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: after the `)`, a space, the state letter, then ` PPID `.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let is_child = rest.get(2..).is_some_and(|r| r.starts_with(&parent));
+        let is_watchdog = std::fs::read(dir.join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("bakapara's watchdog"));
+        if is_child && is_watchdog {
+            let record = std::fs::read(dir.join("fd/3")).unwrap_or_default();
+            return record
+                .split(|&b| b == b'\n')
+                .filter(|e| e.first() == Some(&b'g'))
+                .count();
+        }
+    }
+    0
+}
+
 /// A process's state letter from /proc (`S`, `R`, `T`...), `None` once it is gone.
 fn state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -58,6 +89,11 @@ fn no_job_outlives_a_bakapara_killed_by_sigkill_or_sigabrt() {
         );
         wait_until("both jobs and their children run", || {
             sleepers(&m).len() == 4
+        });
+        // A job is recorded just after its spawn returns: on a loaded machine its sleeps can
+        // be up before bakapara has written its entry (a limit the README states).
+        wait_until("both jobs are in the watchdog's record", || {
+            recorded_groups(live.pid()) == 2
         });
         live.signal(sig);
         let out = live.finish_within(Duration::from_secs(60));
