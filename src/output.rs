@@ -851,8 +851,7 @@ impl<W: Write> Core<W> {
     /// True when `bytes` more (after what the buffer holds) can go to stdout without waiting,
     /// or need not go at all (it failed).
     fn stdout_takes(&self, bytes: usize) -> bool {
-        self.stdout_failed
-            || (!self.stdout_on_terminal && self.reach.takes(self.out.buffer().len() + bytes))
+        self.stdout_failed || self.reach.takes(self.out.buffer().len() + bytes)
     }
 
     fn write_entry(&mut self, entry: &Entry) {
@@ -1082,6 +1081,8 @@ fn copy_tagged(from: &mut dyn Read, tag: Option<&[u8]>, to: &mut dyn Write) -> s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Verbosity;
+    use std::io::BufRead;
 
     fn tagged(input: &[u8], tag: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -1106,13 +1107,6 @@ mod tests {
         assert_eq!(out.len(), input.len() + 4);
         assert!(out.ends_with(b"\nt\tz\n"));
     }
-}
-
-#[cfg(test)]
-mod reach_tests {
-    use super::*;
-    use crate::progress::Verbosity;
-    use std::io::BufRead;
 
     fn pipe() -> (File, File) {
         let (read, write) = nix::unistd::pipe().expect("a pipe");

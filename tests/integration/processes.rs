@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::common::bin::*;
+use crate::common::sshd::process_tree;
 use crate::common::tmux::{quote, Tmux};
 
 /// The processes of jobs holding `marker`: their shells and their `sleep`s (not bakapara,
@@ -29,31 +30,17 @@ fn job_processes(marker: &str) -> Vec<u32> {
 /// it holds as fd 3, read through /proc (an entry is `g` and the group id; a blank one is
 /// spaces).
 fn recorded_groups(pid: nix::unistd::Pid) -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let parent = format!(" {} ", pid.as_raw());
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`: after the `)`, a space, the state letter, then ` PPID `.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let is_child = rest.get(2..).is_some_and(|r| r.starts_with(&parent));
-        let is_watchdog = std::fs::read(dir.join("cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("bakapara's watchdog"));
-        if is_child && is_watchdog {
-            let record = std::fs::read(dir.join("fd/3")).unwrap_or_default();
-            return record
+    let under = process_tree(pid.as_raw().unsigned_abs());
+    pids_with("bakapara's watchdog")
+        .into_iter()
+        .find(|w| under.contains(w))
+        .and_then(|w| std::fs::read(format!("/proc/{w}/fd/3")).ok())
+        .map_or(0, |record| {
+            record
                 .split(|&b| b == b'\n')
-                .filter(|e| e.first() == Some(&b'g'))
-                .count();
-        }
-    }
-    0
+                .filter(|entry| entry.first() == Some(&b'g'))
+                .count()
+        })
 }
 
 /// A process's state letter from /proc (`S`, `R`, `T`...), `None` once it is gone.
