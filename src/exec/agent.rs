@@ -719,6 +719,10 @@ async fn read_frame(frames: &mut FrameReader, shared: &Mutex<Shared>) -> Result<
     let now = Local::now();
     match kind {
         "H" | "C" => Ok(()),
+        "X" => Err(format!(
+            "bakapara's agent stopped: {}",
+            text.get(2..).unwrap_or("").trim()
+        )),
         "S" => {
             let id = fields.next().and_then(|i| i.parse::<u64>().ok());
             if let Some(w) =

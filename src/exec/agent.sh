@@ -37,6 +37,7 @@
 #                              it ended (KIND done|stopped|error), then OUTLEN + ERRLEN bytes:
 #                              its captured stdout and stderr, cut at CAP (TOTALs: full sizes)
 #   H                          heartbeat, after 0.5 s without a frame
+#   X MESSAGE                  the agent stops (its jobs too) and says why: it exits next
 set +m
 exec 3>&1 >/dev/null 2>/dev/null
 w=$(mktemp -d 2>/dev/null || mktemp -d -t bakapara.XXXXXXXX 2>/dev/null)
@@ -380,15 +381,19 @@ while :; do
         mkfifo -- "$w/s$sl"
         runner "$sl" </dev/null &
         rp[$sl]=$!
+        # (Opened to write once, which waits until the new runner has it open. Later lines
+        # open it to read and write, which never waits: a runner killed since loses them, and
+        # the next H finds it gone.)
+        : >"$w/s$sl"
       fi
       # A short line goes through the FIFO, whose buffer (64 KiB on Linux, 4 KiB at least)
       # holds it and the slot's other queued line without blocking this loop; a longer one
       # through a file. (Lines are ASCII: a length in characters is one in bytes.)
       if [ "${#r}" -lt 1500 ]; then
-        printf 'J%s%s' "$n" "$r" >"$w/s$sl"
+        printf 'J%s%s' "$n" "$r" 1<>"$w/s$sl"
       else
         printf 'J%s\n' "${r%$'\n'}" >"$w/j.$id"
-        printf '@%s\n' "$id" >"$w/s$sl"
+        printf '@%s\n' "$id" 1<>"$w/s$sl"
       fi
       continue ;;
     *)
@@ -400,6 +405,18 @@ while :; do
   set -- $m
   set +f
   case $1 in
+    H)
+      # A slot's runner killed (by its own job, which is its child, or the OOM killer) would
+      # leave that slot's jobs without a result for ever: the agent stops as a lost host does,
+      # and bakapara runs them elsewhere (a job that does it each time meets the host loss
+      # limit). (Reaped runners only: bash reaps a dead child at once.)
+      for sl in "${!rp[@]}"; do
+        kill -0 "${rp[$sl]}" 2>/dev/null && continue
+        printf 'L X slot %s died on %s (its runner was killed: by its job?)\n' "$sl" "$h" >&7
+        # (The sender's moment to pass it on before quit ends it.)
+        nap 0.2
+        quit
+      done ;;
     T | K)
       printf '%s\n' "$1" >"$w/c.$2"
       if read -r p g j <"$w/p.$3" && [ "$j" = "$2" ]; then killer "$1" "$p" "$g" "$2" </dev/null & fi ;;

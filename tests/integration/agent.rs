@@ -540,6 +540,54 @@ fn a_job_that_kills_its_host_fails_after_the_host_loss_limit_instead_of_every_ho
 }
 
 #[test]
+fn a_job_that_kills_its_agent_slot_is_a_lost_host_not_a_hang() {
+    // The job's parent is the agent's runner for its slot. Killed, that slot would never
+    // report again: the agent stops instead, bakapara runs its jobs again (the killer too, up
+    // to the host loss limit), and every job ends with exactly one result.
+    let dir = tempdir();
+    let d = dir.path().display().to_string();
+    let killer = format!("echo x >> {d}/killer.attempts; kill -9 $PPID; sleep 1; echo survived");
+    let mut input = format!("{}\n", json!({ "cmd": killer }));
+    for i in 2..=4 {
+        input.push_str(&format!("{}\n", json!({ "cmd": format!("echo fine {i}") })));
+    }
+    let mut cmd = crate::common::bin::bakapara();
+    cmd.args([
+        "-S",
+        "fake1/1",
+        "--launcher",
+        "env X=<host>",
+        "--host-loss-limit",
+        "2",
+    ]);
+    let Finished {
+        code,
+        lines,
+        stderr,
+        ..
+    } = start(cmd, dir.path(), input).finish_within(RUN_TIMEOUT);
+    let m = by_seq(&lines);
+    assert_eq!(
+        m.keys().copied().collect::<Vec<_>>(),
+        (1..=4).collect::<Vec<_>>(),
+        "{stderr}"
+    );
+    assert_eq!(m[&1].len(), 1, "{:#?}", m[&1]);
+    let k = result(m[&1][0]);
+    assert_eq!(k["status"], "error", "{k}\n{stderr}");
+    assert_eq!(k["attempts"], 2, "{k}");
+    let attempts = fs::read_to_string(dir.path().join("killer.attempts")).unwrap_or_default();
+    assert_eq!(attempts.lines().count(), 2, "the killer ran twice");
+    for i in 2..=4 {
+        assert_eq!(m[&i].len(), 1, "{:#?}", m[&i]);
+        let r = result(m[&i][0]);
+        assert_eq!(r["status"], "ok", "{r}\n{stderr}");
+        assert_eq!(r["stdout"], format!("fine {i}\n"), "{r}");
+    }
+    assert_eq!(code, Some(1), "one job failed: {stderr}");
+}
+
+#[test]
 fn a_host_loss_limit_of_zero_or_junk_is_a_usage_error() {
     let dir = tempdir();
     // (`=`: a value starting with `-` would be taken for an option otherwise.)
