@@ -309,7 +309,7 @@ impl JobResult {
                 signal.map(signal_name),
                 Some(STOPPED_BY_BAKAPARA.to_string()),
             ),
-            Ending::CouldNotRun(why) | Ending::HostLost(why) => {
+            Ending::CouldNotRun(why) | Ending::HostLost(why) | Ending::GivenBack(why) => {
                 (Status::Error, None, None, Some(why))
             }
         };

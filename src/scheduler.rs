@@ -759,7 +759,7 @@ impl Scheduler {
             }
         }
         let host = self.slots[slot].host;
-        if let Ending::HostLost(why) = &outcome.ending {
+        if let Ending::HostLost(why) | Ending::GivenBack(why) = &outcome.ending {
             // The executor says so too (a HostEvent), but no job may start there meanwhile.
             let up = self.hosts[host]
                 .host
@@ -769,7 +769,9 @@ impl Scheduler {
             if !up {
                 self.host_down(host, why.clone());
             }
-            job.host_losses += 1;
+            if matches!(outcome.ending, Ending::HostLost(_)) {
+                job.host_losses += 1;
+            }
             if let Some((started, _)) = outcome.ran {
                 self.lost_runs.insert(job.seq, (started, slot));
             }

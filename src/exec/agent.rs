@@ -131,6 +131,8 @@ pub struct Lost {
     pub fenced_at: Instant,
     /// Its jobs may run again elsewhere from then on.
     pub safe_at: Instant,
+    /// The agent said it stopped (`X`), so a job it had not reported started never ran there.
+    pub said_stop: bool,
 }
 
 /// A message to the agent.
@@ -166,6 +168,8 @@ struct Shared {
     jobs: HashMap<u64, Waiting>,
     lost: Option<Lost>,
     closing: bool,
+    /// The agent said it stopped (an `X` frame): what it had not reported started never ran.
+    said_stop: bool,
 }
 
 /// A running agent.
@@ -297,10 +301,12 @@ impl Agent {
         tokio::spawn(async move {
             let why = supervise.await;
             let now = Instant::now();
+            let said_stop = shared2.lock().is_ok_and(|s| s.said_stop);
             let lost = Lost {
                 why: why.clone(),
                 fenced_at: now + STOP_GRACE,
                 safe_at: now + FENCE + STOP_GRACE + Duration::from_millis(500),
+                said_stop,
             };
             let closing = match shared2.lock() {
                 Ok(mut s) => {
@@ -586,10 +592,12 @@ impl Agent {
             tokio::time::sleep_until(lost.fenced_at).await;
             return aborted();
         }
-        let mut outcome = Outcome::not_run(Ending::HostLost(format!(
-            "lost {} ({})",
-            self.host, lost.why
-        )));
+        let why = format!("lost {} ({})", self.host, lost.why);
+        let mut outcome = Outcome::not_run(if started.is_none() && lost.said_stop {
+            Ending::GivenBack(why)
+        } else {
+            Ending::HostLost(why)
+        });
         outcome.ran = started.map(|s| (s, Local::now()));
         outcome
     }
@@ -719,10 +727,15 @@ async fn read_frame(frames: &mut FrameReader, shared: &Mutex<Shared>) -> Result<
     let now = Local::now();
     match kind {
         "H" | "C" => Ok(()),
-        "X" => Err(format!(
-            "bakapara's agent stopped: {}",
-            text.get(2..).unwrap_or("").trim()
-        )),
+        "X" => {
+            if let Ok(mut s) = shared.lock() {
+                s.said_stop = true;
+            }
+            Err(format!(
+                "bakapara's agent stopped: {}",
+                text.get(2..).unwrap_or("").trim()
+            ))
+        }
         "S" => {
             let id = fields.next().and_then(|i| i.parse::<u64>().ok());
             if let Some(w) =

@@ -135,6 +135,10 @@ pub enum Ending {
     /// The host was lost while the job ran (transport failure): the job should run again
     /// (the executor reports the loss, and the host's return, as [`HostEvent`]s).
     HostLost(String),
+    /// The host gave the job back without starting it: its agent stopped and said so before
+    /// the job's start was reported. It runs again, and the loss does not count against it
+    /// (`--host-loss-limit`): only the jobs that were running there could have caused it.
+    GivenBack(String),
 }
 
 /// The outcome of one job run.

@@ -466,7 +466,7 @@ impl SshHost {
             return failed(e, copies.then_some(stats));
         }
         let mut outcome = self.run_job(lane, job, limits, stop).await;
-        if matches!(outcome.ending, Ending::HostLost(_)) {
+        if matches!(outcome.ending, Ending::HostLost(_) | Ending::GivenBack(_)) {
             outcome.transfer = copies.then_some(stats);
             return outcome;
         }
