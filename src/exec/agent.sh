@@ -94,6 +94,8 @@ sender() {
       IFS= read -r -u 7 r || exit
       m=$m$r
       case $m in
+        # (After an X frame nothing more is heard: the sender is done.)
+        L\ X\ *) printf '%s\n' "${m#L }"; exit ;;
         L\ *) printf '%s\n' "${m#L }" || exit ;;
         # F OUT ERR FRAME_LINE: the line, then the files OUT and ERR under $w (- for none),
         # which nobody writes to any more; removed 64 at a time.
@@ -413,8 +415,10 @@ while :; do
       for sl in "${!rp[@]}"; do
         kill -0 "${rp[$sl]}" 2>/dev/null && continue
         printf 'L X slot %s died on %s (its runner was killed: by its job?)\n' "$sl" "$h" >&7
-        # (The sender's moment to pass it on before quit ends it.)
-        nap 0.2
+        # (The sender exits once it has passed it on, and quit would end it: wait for that. A
+        # stdout that takes it in no more leaves the wait to the fence, which hears nothing
+        # meanwhile and TERMs this loop, whose trap quits.)
+        wait "$sp"
         quit
       done ;;
     T | K)
