@@ -39,6 +39,8 @@
 #   H                          heartbeat, after 0.5 s without a frame
 #   X MESSAGE                  the agent stops (its jobs too) and says why: it exits next
 set +m
+# (stderr is /dev/null from here on, for every part of the agent and a job until it sets its
+# own: no command needs a 2>/dev/null, which costs an open, two dups and a close.)
 exec 3>&1 >/dev/null 2>/dev/null
 w=$(mktemp -d 2>/dev/null || mktemp -d -t bakapara.XXXXXXXX 2>/dev/null)
 h=${HOSTNAME:-$(uname -n)}
@@ -138,14 +140,14 @@ report() {
   printf '%10s %10s %20s\n' - - - 1<>"$pf"
   if [ "$l" != 0 ] || [ -e "$w/c.$id" ] || [ -e "$w/x.$id" ]; then rm -f -- "$w/"[icx]".$id"; fi
   # A process of the job's group still alive may still write to the spools.
-  [ -n "$p" ] && kill -0 -- -"$p" 2>/dev/null && left=1
+  [ -n "$p" ] && kill -0 -- -"$p" && left=1
   # (No pid: the job never started, and its spools are the slot's, empty.)
   if [ -n "$p" ] && { [ -s "$so" ] || [ -s "$se" ]; }; then
     # (A stream that went to an `out`/`err` file may have no spool yet: /dev/null stands in.)
     x=$so y=$se
     [ -e "$x" ] || x=/dev/null
     [ -e "$y" ] || y=/dev/null
-    set -- $(stat -c %s -- "$x" "$y" 2>/dev/null)
+    set -- $(stat -c %s -- "$x" "$y")
     ot=${1:-0} et=${2:-0}
     if [ -z "$left" ] && { [ "$cap" -lt 0 ] || { [ "$ot" -le "$cap" ] && [ "$et" -le "$cap" ]; }; }; then
       # Whole and written by nobody: sent as they are; the slot's next job starts new ones.
@@ -166,16 +168,16 @@ report() {
       x=/dev/null y=/dev/null
       [ "$a" = - ] || x=$w/$a
       [ "$b" = - ] || y=$w/$b
-      set -- $(stat -c %s -- "$x" "$y" 2>/dev/null)
+      set -- $(stat -c %s -- "$x" "$y")
       ol=${1:-0} el=${2:-0}
       if [ -z "$left" ]; then
         [ -s "$so" ] && : >"$so"
         [ -s "$se" ] && : >"$se"
       fi
     fi
-    printf 'F %s %s R %s %s %s %s %s %s %s\n' "$a" "$b" "$id" "$kind" "$ol" "$el" "$ot" "$et" "$st" >&7
+    printf 'F %s %s R %s %s %s %s %s %s %s\n' "$a" "$b" "$id" "$kind" "$ol" "$el" "$ot" "$et" "$st"
   else
-    printf 'L R %s %s 0 0 0 0 %s\n' "$id" "$kind" "$st" >&7
+    printf 'L R %s %s 0 0 0 0 %s\n' "$id" "$kind" "$st"
   fi
   if [ -n "$left" ]; then
     # Left to the processes still writing to them: only ever removed, never reused.
@@ -199,29 +201,30 @@ launch() {
       # An exported function (--env NAME of `export -f NAME`), in bash's own environment form.
       BASH_FUNC_*%%=*)
         fn_=${v%%=*} fn_=${fn_#BASH_FUNC_} fn_=${fn_%\%\%}
-        { eval "$fn_ ${v#*=}" && export -f "$fn_"; } 2>/dev/null || x "bad function $fn_" ;;
-      *) export "$v" 2>/dev/null || x "bad environment variable ${v%%=*}" ;;
+        eval "$fn_ ${v#*=}" && export -f "$fn_" || x "bad function $fn_" ;;
+      *) export "$v" || x "bad environment variable ${v%%=*}" ;;
     esac
   done
   unset fn_ v
   # A relative base is relative to the login directory, $HOME (where sshd starts us).
-  if [ -n "$b" ]; then case $b in /*) ;; *) cd 2>/dev/null ;; esac; cd -- "$b" 2>/dev/null || x "cannot cd to $b on $h"; fi
-  if [ -n "$d" ]; then cd -- "$d" 2>/dev/null || x "cannot cd to $d on $h"; fi
+  if [ -n "$b" ]; then case $b in /*) ;; *) cd ;; esac; cd -- "$b" || x "cannot cd to $b on $h"; fi
+  if [ -n "$d" ]; then cd -- "$d" || x "cannot cd to $d on $h"; fi
   for f in "$o" "$e"; do
     if [ -n "$f" ] && [ "${f%/*}" != "$f" ] && [ -n "${f%/*}" ]; then
-      mkdir -p -- "${f%/*}" 2>/dev/null || x "cannot create directory ${f%/*}"
+      mkdir -p -- "${f%/*}" || x "cannot create directory ${f%/*}"
     fi
   done
-  { exec <"$i"; } 2>/dev/null || x "cannot read the job's stdin on $h"
-  if [ -n "$o" ]; then { exec >"$o"; } 2>/dev/null || x "cannot write $o"; else exec >"$so"; fi
+  exec <"$i" || x "cannot read the job's stdin on $h"
+  if [ -n "$o" ]; then exec >"$o" || x "cannot write $o"; else exec >"$so"; fi
   # (A redirection of the group around `exec 2>` would undo it: fd 4 first.)
-  if [ -n "$e" ]; then { exec 4>"$e"; } 2>/dev/null || x "cannot write $e"; else exec 4>"$se"; fi
+  if [ -n "$e" ]; then exec 4>"$e" || x "cannot write $e"; else exec 4>"$se"; fi
   exec 2>&4 4>&- 7>&- 8<&- 9<&-
   exec /bin/bash -o pipefail -c "$c"
   exec 2>/dev/null
   x "cannot run the job on $h (its command is ${#c} bytes: too long for one argument here?)"
 }
-# Runs one job (the fields of its J message) and reports how it ended.
+# Runs one job (the fields of its J message) and reports how it ended, on stdout: the sender's
+# fifo (see runner).
 job() {
   id=$2 pf=$w/p.$3 l=$4 g=$5 b=$6 d=$7 o=$8 e=$9 cap=${10} mf=${11} ld=${12} c=${13}
   shift 13
@@ -232,7 +235,7 @@ job() {
   if [ -n "$mf$ld" ]; then
     while ! [ -e "$w/c.$id" ] && ! room; do nap 0.2; done
   fi
-  if IFS= read -r m <"$w/c.$id"; then
+  if [ -e "$w/c.$id" ] && IFS= read -r m <"$w/c.$id"; then
     if [ "$m" = K ]; then report stopped 137; else report stopped 143; fi
     return
   fi
@@ -242,7 +245,7 @@ job() {
   set +m
   # Written over in place, at one length (truncating a file costs 0.1 ms on ext4).
   printf '%10s %10s %20s\n' "$p" "$g" "$id" 1<>"$pf"
-  printf 'L S %s\n' "$id" >&7
+  printf 'L S %s\n' "$id"
   [ -e "$w/c.$id" ] && { IFS= read -r m <"$w/c.$id"; killer "${m:-T}" "$p" "$g" "$id" & }
   wait "$p"
   s=$?
@@ -260,7 +263,9 @@ job() {
 runner() {
   local m n r
   local -a dead
-  exec 8<>"$w/s$1"
+  # Its stdout is the sender's fifo, so that the frames of its jobs need no redirection (a
+  # builtin's redirection costs nine system calls: it is undone after the command).
+  exec 8<>"$w/s$1" >&7
   while :; do
     # Its fifo never ends (this runner holds it open to read and write): a runner whose main
     # loop is gone (killed) exits by itself. (A byte read as the time is up is kept in m.)
