@@ -40,12 +40,31 @@ pub const STOP_GRACE: Duration = Duration::from_secs(1);
 /// The longest frame line bakapara accepts from an agent.
 const MAX_LINE: usize = 64 * 1024;
 
-/// The script a host's bash reads first, with the fence settings before it.
-pub fn script() -> String {
+/// What an agent does with the jobs' working directory (their `BASE`), beyond going there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workdir {
+    /// It creates the directory where it is missing (`--workdir`).
+    pub make: bool,
+    /// This directory (relative to the login directory, or absolute) goes when bakapara ends
+    /// the run (`Q`): a `--workdir ...` directory with `--cleanup` on a host that has no
+    /// master connection to remove it over (a launcher's).
+    pub remove: Option<String>,
+}
+
+/// The script a host's bash reads first, with the fence and working-directory settings
+/// before it.
+pub fn script(workdir: &Workdir) -> String {
+    // (A path holds no NUL byte: it came from a command line.)
+    let remove = workdir
+        .remove
+        .as_deref()
+        .and_then(|dir| word(dir.as_bytes()).ok())
+        .unwrap_or_else(|| "''".into());
     format!(
-        "F={} D={}\n{SCRIPT}",
+        "F={} D={} M={} R={remove}\n{SCRIPT}",
         FENCE.as_secs(),
-        STOP_GRACE.as_secs().max(1)
+        STOP_GRACE.as_secs().max(1),
+        u8::from(workdir.make),
     )
 }
 
@@ -193,15 +212,16 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// Starts the agent on a transport whose other end runs [`boot_command`]: sends the script,
-    /// waits for its CPU count (at most `within`). `on_lost` hears once when it is lost.
+    /// Starts the agent on a transport whose other end runs [`boot_command`]: sends the script
+    /// `text` (see [`script`]), waits for its CPU count (at most `within`). `on_lost` hears
+    /// once when it is lost.
     pub async fn start(
         host: &str,
         mut transport: Transport,
         within: Duration,
         on_lost: Box<dyn FnOnce(String) + Send>,
+        text: &str,
     ) -> Result<Agent, String> {
-        let text = script();
         let mut first = Vec::with_capacity(text.len());
         first.extend_from_slice(text.as_bytes());
         let stderr_tail = Arc::new(Mutex::new(Vec::<u8>::new()));
@@ -959,6 +979,18 @@ mod tests {
         std::process::ChildStdin,
         std::io::BufReader<std::process::ChildStdout>,
     ) {
+        agent_with_workdir(rest, &Workdir::default())
+    }
+
+    /// [`agent_with`], for an agent with these working-directory duties.
+    fn agent_with_workdir(
+        rest: &str,
+        workdir: &Workdir,
+    ) -> (
+        std::process::Child,
+        std::process::ChildStdin,
+        std::io::BufReader<std::process::ChildStdout>,
+    ) {
         use std::io::Write;
         let mut child = std::process::Command::new("bash")
             .args(["--norc", "--noprofile", "-s"])
@@ -967,7 +999,7 @@ mod tests {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        write!(stdin, "{}J{:08}{rest}", script(), rest.len()).unwrap();
+        write!(stdin, "{}J{:08}{rest}", script(workdir), rest.len()).unwrap();
         stdin.flush().unwrap();
         let out = std::io::BufReader::new(child.stdout.take().unwrap());
         (child, stdin, out)
@@ -1058,6 +1090,42 @@ mod tests {
         assert_eq!(output, format!("{total}\n"));
         drop(stdin);
         child.wait().unwrap();
+    }
+
+    /// The agent makes a missing working directory when told to (M=1), and removes the one it
+    /// was given (R) when bakapara ends the run (Q), but not when its link ends (EOF: a lost
+    /// host, where another host entry may be the same machine and still use it).
+    #[test]
+    fn the_workdir_is_made_and_removed_only_at_the_end_of_the_run() {
+        use std::io::{BufRead, Write};
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("a/b");
+        let duties = Workdir {
+            make: true,
+            remove: Some(dir.display().to_string()),
+        };
+        let base = word(dir.display().to_string().as_bytes()).unwrap();
+        let rest = format!(" 1 0 0 2000 {base} $'' $'' $'' -1 $'' $'' $'pwd'\n");
+        for (end, removed) in [(&b""[..], false), (&b"Q\n"[..], true)] {
+            let (mut child, mut stdin, mut out) = agent_with_workdir(&rest, &duties);
+            let mut line = String::new();
+            while !line.starts_with("R 1 ") {
+                line.clear();
+                assert!(out.read_line(&mut line).unwrap() > 0, "no result");
+            }
+            assert!(line.starts_with("R 1 done "), "{line}");
+            let mut said = String::new();
+            out.read_line(&mut said).unwrap();
+            assert_eq!(said.trim(), dir.display().to_string());
+            stdin.write_all(end).unwrap();
+            drop(stdin);
+            child.wait().unwrap();
+            assert_eq!(!dir.exists(), removed, "ended with {end:?}");
+            assert!(
+                top.path().join("a").is_dir(),
+                "only the directory itself goes"
+            );
+        }
     }
 
     #[tokio::test]

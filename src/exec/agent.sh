@@ -1,6 +1,8 @@
 # bakapara's remote agent: one per host, started once over one SSH session (or a --launcher
 # command), runs the jobs bakapara sends it. Needs bash (>= 4.2) and coreutils (mktemp, mkfifo,
-# head, stat, rm, nproc). bakapara puts `F=FENCE_S D=STOP_S` before this text.
+# head, stat, rm, nproc). bakapara puts `F=FENCE_S D=STOP_S M=0|1 R=DIR` before this text:
+# with M=1 a job's BASE is created where missing (--workdir), and a DIR that is not empty
+# (relative to $HOME, or absolute) is removed when bakapara ends the run with Q.
 #
 # stdin, from bakapara, one message a line, fields as bash words (`eval "set -- $line"`):
 #   J ID SLOT LEN GRACE_MS BASE CD OUT ERR CAP MEMFREE LOAD CMD [NAME=VALUE]...
@@ -207,7 +209,14 @@ launch() {
   done
   unset fn_ v
   # A relative base is relative to the login directory, $HOME (where sshd starts us).
-  if [ -n "$b" ]; then case $b in /*) ;; *) cd ;; esac; cd -- "$b" || x "cannot cd to $b on $h"; fi
+  if [ -n "$b" ]; then
+    case $b in /*) ;; *) cd ;; esac
+    cd -- "$b" || { [ "$M" = 1 ] && { mkdir -p -- "$b" || x "cannot create directory $b on $h"; } && cd -- "$b"; } ||
+      x "cannot cd to $b on $h"
+  else
+    # (`--workdir ~`: the login directory, also where a launcher started the agent elsewhere.)
+    cd
+  fi
   if [ -n "$d" ]; then cd -- "$d" || x "cannot cd to $d on $h"; fi
   for f in "$o" "$e"; do
     if [ -n "$f" ] && [ "${f%/*}" != "$f" ] && [ -n "${f%/*}" ]; then
@@ -315,7 +324,8 @@ fence() {
     exit
   done
 }
-# The end: no job starts any more, every job's group gets TERM, KILL after D seconds.
+# The end: no job starts any more, every job's group gets TERM, KILL after D seconds. At the
+# end of the run ($1 = end: bakapara's Q), R goes too.
 quit() {
   # (Run as a trap, quit may interrupt a `IFS= read`, whose IFS then still holds.)
   local f p g n IFS=$' \t\n'
@@ -331,6 +341,10 @@ quit() {
   for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -KILL -- -"$p"; done
   kill "${rp[@]}" "$sp" "$fp" $hp
   rm -rf -- "$w"
+  if [ "$1" = end ] && [ -n "$R" ]; then
+    case $R in /*) ;; *) cd || R= ;; esac
+    [ -z "$R" ] || rm -rf -- "$R"
+  fi
   exit 0
 }
 declare -a rp
@@ -429,6 +443,6 @@ while :; do
     T | K)
       printf '%s\n' "$1" >"$w/c.$2"
       if read -r p g j <"$w/p.$3" && [ "$j" = "$2" ]; then killer "$1" "$p" "$g" "$2" </dev/null & fi ;;
-    Q) quit ;;
+    Q) quit end ;;
   esac
 done

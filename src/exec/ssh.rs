@@ -343,22 +343,24 @@ impl SshHost {
         // the connect timeout and then some.
         let within =
             self.options.connect_timeout.max(Duration::from_secs(1)) + Duration::from_secs(20);
+        let script = agent::script(&self.workdir_duties());
         let (master, agent) = match (&self.settings, launcher_of(&self.spec, &self.options)) {
             (_, Some(template)) => {
                 let transport = launch(template, &self.spec)?;
-                let agent = Agent::start(&self.spec.name, transport, within, on_lost).await?;
+                let agent =
+                    Agent::start(&self.spec.name, transport, within, on_lost, &script).await?;
                 (None, agent)
             }
             (Some(settings), None) => {
                 let master = Arc::new(open_master(&self.spec, &self.options, settings).await?);
-                let transport = match agent_session(&master).await {
+                let transport = match agent_session(&master, script.len()).await {
                     Ok(t) => t,
                     Err(e) => {
                         close_masters(vec![master]).await;
                         return Err(format!("{}: cannot start a session: {e}", self.spec.name));
                     }
                 };
-                match Agent::start(&self.spec.name, transport, within, on_lost).await {
+                match Agent::start(&self.spec.name, transport, within, on_lost, &script).await {
                     Ok(agent) => (Some(master), agent),
                     Err(e) => {
                         close_masters(vec![master]).await;
@@ -377,6 +379,22 @@ impl SshHost {
         state.master = master;
         state.agent = Some(Arc::new(agent));
         Ok(cpus)
+    }
+
+    /// What this host's agent does with the working directory. A host with a master
+    /// connection has it made (and removed) over that connection, before any file is copied
+    /// there; a launcher's host has no other way than its agent.
+    fn workdir_duties(&self) -> agent::Workdir {
+        let files = &self.options.files;
+        let launched = launcher_of(&self.spec, &self.options).is_some();
+        agent::Workdir {
+            make: files.create_workdir,
+            remove: self
+                .options
+                .workdir
+                .clone()
+                .filter(|_| launched && files.cleanup && files.fresh_workdir),
+        }
     }
 
     /// Whether the host's agent is up.
@@ -430,7 +448,9 @@ impl SshHost {
         let files = &self.options.files;
         let copies = !job.transfer.is_empty() || !job.returns.is_empty();
         let prepare = files.create_workdir || !files.basefiles.is_empty();
-        if !(copies || prepare) {
+        // (A launcher's host has its working directory made by its agent.)
+        let launched = launcher_of(&self.spec, &self.options).is_some();
+        if !(copies || prepare) || (launched && !copies && files.basefiles.is_empty()) {
             return self.run_job(lane, job, limits, stop).await;
         }
         let Some((master, generation)) = self.master() else {
@@ -670,9 +690,10 @@ fn launch(template: &str, spec: &HostSpec) -> Result<Transport, String> {
     }))
 }
 
-/// The agent's session on a master: `exec BOOT` in the login shell.
-async fn agent_session(master: &Arc<Session>) -> Result<Transport, openssh::Error> {
-    let command = format!("exec {}", agent::boot_command(agent::script().len()));
+/// The agent's session on a master: `exec BOOT` in the login shell, for a script of `len`
+/// bytes.
+async fn agent_session(master: &Arc<Session>, len: usize) -> Result<Transport, openssh::Error> {
+    let command = format!("exec {}", agent::boot_command(len));
     let mut child = Session::to_raw_command(Arc::clone(master), command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

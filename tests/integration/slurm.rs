@@ -187,6 +187,51 @@ fn the_binary_reads_the_allocation() {
     }
 }
 
+#[test]
+fn a_workdir_is_made_on_the_nodes() {
+    // The nodes are reached through srun, not over a master connection: each node's agent
+    // makes the directory. (This used to give every job "files cannot be copied there".)
+    let c = shared();
+    let dir = tempdir();
+    let made = dir.path().canonicalize().unwrap().join("made/on/the/nodes");
+    let bin = bakapara_path();
+    let bin = bin.display().to_string();
+    let made_str = made.display().to_string();
+    let out = salloc(
+        c,
+        &[
+            "-N2",
+            &bin,
+            "-S",
+            "@slurm",
+            "--workdir",
+            &made_str,
+            "echo \"$(pwd) $SLURM_STEP_ID\"",
+            ":::",
+            "1",
+            "2",
+            "3",
+            "4",
+        ],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    for l in &lines {
+        assert_eq!(l["result"]["status"], "ok", "{l}");
+        let said = l["result"]["stdout"].as_str().unwrap_or("");
+        let (pwd, step) = said.trim().split_once(' ').unwrap_or((said, ""));
+        assert_eq!(std::path::Path::new(pwd), made, "{l}");
+        // run as a step of the allocation
+        assert!(!step.is_empty(), "{l}");
+    }
+    assert!(made.is_dir());
+}
+
 /// Steps of allocation `job` (from `squeue -s`): (step id, node list).
 fn steps_of(c: &SlurmCluster, job: &str) -> Vec<(String, String)> {
     let out = c

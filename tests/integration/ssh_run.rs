@@ -1418,6 +1418,87 @@ fn a_launcher_starts_the_agent_without_ssh_and_names_the_host() {
 }
 
 #[test]
+fn a_launcher_host_makes_its_workdir_and_cleanup_removes_a_fresh_one() {
+    // A launcher's host has no master connection to make the directory over: its agent makes
+    // it (relative to $HOME there), and removes a `--workdir ...` one at the end with
+    // --cleanup. (These runs used to give every job "files cannot be copied there".)
+    let home = tempdir();
+    let here = tempdir();
+    let launcher = format!("env HOME={}", home.path().display());
+    let pwds = |args: &[&str]| -> Vec<String> {
+        let mut cmd = crate::common::bin::bakapara();
+        cmd.current_dir(here.path())
+            .args(["-S", "n1/2,n2", "--launcher", &launcher])
+            .args(args)
+            .arg("pwd");
+        let (code, lines, stderr) = run(cmd, "1\n2\n3\n");
+        assert_eq!(code, Some(0), "{args:?}: {stderr}\n{lines:#?}");
+        assert_eq!(lines.len(), 3, "{args:?}: {stderr}");
+        lines
+            .iter()
+            .map(|l| {
+                let r = result(l);
+                assert_eq!(r["status"], "ok", "{args:?}: {r}");
+                r["stdout"].as_str().unwrap().trim().to_string()
+            })
+            .collect()
+    };
+    let home_dir = home.path().canonicalize().unwrap();
+    let made = home_dir.join("made/here");
+    for dir in pwds(&["--workdir", "made/here"]) {
+        assert_eq!(Path::new(&dir), made);
+    }
+    let absolute = here.path().canonicalize().unwrap().join("abs/dir");
+    for dir in pwds(&["--workdir", absolute.to_str().unwrap()]) {
+        assert_eq!(Path::new(&dir), absolute);
+    }
+    for dir in pwds(&["--workdir", "~"]) {
+        assert_eq!(Path::new(&dir), home_dir);
+    }
+    let fresh = |args: &[&str]| -> PathBuf {
+        let dirs: BTreeSet<String> = pwds(args).into_iter().collect();
+        assert_eq!(dirs.len(), 1, "one directory for the run: {dirs:?}");
+        let dir = PathBuf::from(dirs.first().unwrap());
+        assert!(
+            dir.starts_with(home_dir.join(".bakapara/tmp")),
+            "{}",
+            dir.display()
+        );
+        dir
+    };
+    let removed = fresh(&["--workdir", "...", "--cleanup"]);
+    assert!(!removed.exists(), "{} is left", removed.display());
+    let kept = fresh(&["--workdir", "..."]);
+    assert!(
+        kept.is_dir(),
+        "{} is gone without --cleanup",
+        kept.display()
+    );
+    // A directory that cannot be made is each job's error, naming it.
+    let mut cmd = crate::common::bin::bakapara();
+    cmd.current_dir(here.path()).args([
+        "-S",
+        "n1",
+        "--launcher",
+        &launcher,
+        "--workdir",
+        "/proc/no/such/dir",
+        "pwd",
+    ]);
+    let (code, lines, stderr) = run(cmd, "1\n");
+    assert_eq!(code, Some(1), "{stderr}\n{lines:#?}");
+    let r = result(&lines[0]);
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot create directory /proc/no/such/dir"),
+        "{r}"
+    );
+}
+
+#[test]
 fn a_launcher_host_refuses_file_transfers_and_bad_host_loss_limits_are_usage_errors() {
     let dir = tempdir();
     for args in [
