@@ -198,16 +198,6 @@ report() {
 launch() {
   shopt -s execfail
   x() { printf '%s' "$*" >"$w/x.$id"; exit 255; }
-  for v in "$@"; do
-    case $v in
-      # An exported function (--env NAME of `export -f NAME`), in bash's own environment form.
-      BASH_FUNC_*%%=*)
-        fn_=${v%%=*} fn_=${fn_#BASH_FUNC_} fn_=${fn_%\%\%}
-        eval "$fn_ ${v#*=}" && export -f "$fn_" || x "bad function $fn_" ;;
-      *) export "$v" || x "bad environment variable ${v%%=*}" ;;
-    esac
-  done
-  unset fn_ v
   # A relative base is relative to the login directory, $HOME (where sshd starts us).
   if [ -n "$b" ]; then
     case $b in /*) ;; *) cd ;; esac
@@ -225,12 +215,34 @@ launch() {
   done
   exec <"$i" || x "cannot read the job's stdin on $h"
   if [ -n "$o" ]; then exec >"$o" || x "cannot write $o"; else exec >"$so"; fi
-  # (A redirection of the group around `exec 2>` would undo it: fd 4 first.)
   if [ -n "$e" ]; then exec 4>"$e" || x "cannot write $e"; else exec 4>"$se"; fi
+  # (A redirection of the group around `exec 2>` would undo it: fd 4 first.)
   exec 2>&4 4>&- 7>&- 8<&- 9<&-
-  exec /bin/bash -o pipefail -c "$c"
-  exec 2>/dev/null
-  x "cannot run the job on $h (its command is ${#c} bytes: too long for one argument here?)"
+  # The job's environment last: it may set any name (c, w, h, x...), so from here on nothing
+  # reads a variable or calls a function of the agent's. The command, the error file and the
+  # host's name are positional, and every command a builtin (`builtin`: a function the job
+  # exports may have any name).
+  set -- "$c" "$w/x.$id" "$h" "$@"
+  # Exported functions first (--env NAME of `export -f NAME`, in bash's own environment form),
+  # then the variables, through positional parameters only: a job's own fe_ or fn_ wins.
+  for fe_ in "${@:4}"; do
+    case $fe_ in
+      BASH_FUNC_*%%=*)
+        fn_=${fe_%%=*} fn_=${fn_#BASH_FUNC_} fn_=${fn_%\%\%}
+        builtin eval "$fn_ ${fe_#*=}" 2>/dev/null && builtin export -f "$fn_" ||
+          { builtin printf 'bad function %s' "$fn_" >"$2"; builtin exit 255; } ;;
+    esac
+  done
+  while (($# > 3)); do
+    case $4 in
+      BASH_FUNC_*%%=*) ;;
+      *) builtin export "$4" 2>/dev/null || { builtin printf 'bad environment variable %s' "${4%%=*}" >"$2"; builtin exit 255; } ;;
+    esac
+    builtin set -- "$1" "$2" "$3" "${@:5}"
+  done
+  builtin exec /bin/bash -o pipefail -c "$1"
+  builtin printf 'cannot run the job on %s (its command is %s bytes: too long for one argument here?)' "$3" "${#1}" >"$2"
+  builtin exit 255
 }
 # Runs one job (the fields of its J message) and reports how it ended, on stdout: the sender's
 # fifo (see runner).

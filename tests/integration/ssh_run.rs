@@ -1499,6 +1499,38 @@ fn a_launcher_host_makes_its_workdir_and_cleanup_removes_a_fresh_one() {
 }
 
 #[test]
+fn a_remote_jobs_environment_may_hold_any_name_as_a_local_one() {
+    // The agent's own shell variables (c is the command, w its directory, h the host...) are
+    // no business of the job's: a job setting them gets its values and still runs its command,
+    // as it does here. (A job with `c` in its env used to run that value as its command.)
+    let names = [
+        "c", "w", "h", "x", "i", "b", "d", "o", "e", "so", "se", "id", "v", "f", "fe_", "fn_", "M",
+    ];
+    let env: serde_json::Map<String, Value> = names
+        .iter()
+        .map(|n| ((*n).to_string(), json!(format!("{n} value; echo hijacked"))))
+        .collect();
+    let show: String = names.iter().map(|n| format!("echo \"${n}\"; ")).collect();
+    let line = job_line(&json!({"cmd": format!("echo ran; {show}"), "env": env}));
+    let dir = tempdir();
+    let mut outputs = Vec::new();
+    for hosts in [&["-S", ":"][..], &["-S", "n1", "--launcher", "env"]] {
+        let mut cmd = crate::common::bin::bakapara();
+        cmd.current_dir(dir.path()).args(hosts);
+        let (code, lines, stderr) = run(cmd, &line);
+        assert_eq!(code, Some(0), "{hosts:?}: {stderr}\n{lines:#?}");
+        let r = result(&lines[0]);
+        assert_eq!(r["status"], "ok", "{hosts:?}: {r}");
+        outputs.push(r["stdout"].as_str().unwrap().to_string());
+    }
+    let expected: String = std::iter::once("ran\n".to_string())
+        .chain(names.iter().map(|n| format!("{n} value; echo hijacked\n")))
+        .collect();
+    assert_eq!(outputs[0], expected, "here");
+    assert_eq!(outputs[1], expected, "through the agent");
+}
+
+#[test]
 fn a_launcher_host_refuses_file_transfers_and_bad_host_loss_limits_are_usage_errors() {
     let dir = tempdir();
     for args in [
