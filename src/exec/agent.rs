@@ -531,6 +531,7 @@ impl Agent {
         };
         let ending = match (ended.kind.as_str(), status, cause) {
             ("done", Some(code), _) => Ending::Exited(code),
+            ("signaled", Some(signal), _) => Ending::Signaled(signal),
             ("stopped", Some(s), Some(Cause::Timeout)) => {
                 let (code, signal) = split(s);
                 Ending::TimedOut { code, signal }

@@ -28,15 +28,17 @@
 # leaves them to it (removed 32 jobs' worth at a time) and sends copies. (Creating a file costs
 # 0.5 ms on a busy ext4; a process that left the group with setsid is not seen.)
 # Files per slot, written over: sSLOT (a FIFO: the slot's J lines, or @ID for a line too long
-# for one atomic write, whose text is then in j.ID) and p.SLOT ("PID GRACE_MS ID" of the job running
-# there, "- - -" between jobs). Files per job, only when needed: i.ID (--pipe stdin), c.ID (T or
+# for one atomic write, whose text is then in j.ID), p.SLOT ("PID GRACE_MS ID" of the job running
+# there, "- - -" between jobs) and js.SLOT (bash's job table as the job there ended, see
+# job). Files per job, only when needed: i.ID (--pipe stdin), c.ID (T or
 # K came), x.ID (why it could not run), po.ID/pe.ID (the frame's copies of its output).
 #
 # stdout, to bakapara, written by one process (the sender) so frames never interleave:
 #   C NCPU                     first
 #   S ID                       the job started
 #   R ID KIND OUTLEN ERRLEN OUTTOTAL ERRTOTAL STATUS_OR_MESSAGE
-#                              it ended (KIND done|stopped|error), then OUTLEN + ERRLEN bytes:
+#                              it ended (KIND done|stopped|error; signaled: killed by signal
+#                              STATUS, which bakapara did not send), then OUTLEN + ERRLEN bytes:
 #                              its captured stdout and stderr, cut at CAP (TOTALs: full sizes)
 #   H                          heartbeat, after 0.5 s without a frame
 #   X MESSAGE                  the agent stops (its jobs too) and says why: it exits next
@@ -247,7 +249,7 @@ launch() {
 # Runs one job (the fields of its J message) and reports how it ended, on stdout: the sender's
 # fifo (see runner).
 job() {
-  id=$2 pf=$w/p.$3 l=$4 g=$5 b=$6 d=$7 o=$8 e=$9 cap=${10} mf=${11} ld=${12} c=${13}
+  id=$2 pf=$w/p.$3 jt=$w/js.$3 l=$4 g=$5 b=$6 d=$7 o=$8 e=$9 cap=${10} mf=${11} ld=${12} c=${13}
   shift 13
   # The slot's spools (empty), or new ones.
   so=${so:-$w/so.$id} se=${se:-$w/se.$id}
@@ -260,6 +262,11 @@ job() {
     if [ "$m" = K ]; then report stopped 137; else report stopped 143; fi
     return
   fi
+  # As the job ends, bash's job table says whether a signal ended it, which its status (128 +
+  # N either way) does not: the CHLD trap writes the table (in place, ended by a line `.`).
+  # Set before the job starts, which may end at once; only while it runs, as a trapped
+  # signal cuts a read short.
+  trap '{ jobs -l; printf ".\n"; } 1<>"$jt"' CHLD
   set -m
   launch "$@" &
   p=$!
@@ -270,15 +277,35 @@ job() {
   [ -e "$w/c.$id" ] && { IFS= read -r m <"$w/c.$id"; killer "${m:-T}" "$p" "$g" "$id" & }
   wait "$p"
   s=$?
+  # (A killer's end, also one of a job before, cuts the wait short too.)
+  while kill -0 "$p"; do
+    wait "$p"
+    s=$?
+  done
+  trap - CHLD
   if [ -e "$w/x.$id" ]; then
     IFS= read -r -d '' m <"$w/x.$id"
     report error "$m"
   elif [ -e "$w/c.$id" ]; then
     while alive "$p"; do nap 0.05; done
     report stopped "$s"
+  elif [ "$s" -gt 128 ] && signaled "$p" "$s" "$jt"; then
+    report signaled $((s - 128))
   else
     report done "$s"
   fi
+}
+# Whether job $1, whose status was $2 (> 128), was killed by a signal, from bash's job table
+# in file $3: its line says how the job ended, the name of the signal or, for an exit, "Exit
+# $2" (in the shell's language, with the code in it).
+signaled() {
+  local n q r
+  while read -r n q r; do
+    [ "$n" = . ] && break
+    [ "$q" = "$1" ] || continue
+    case $r in *"$2"*) return 1 ;; *) return 0 ;; esac
+  done <"$3"
+  return 1
 }
 # One per slot: runs the slot's jobs one after another, as their J lines come on fifo s$1.
 runner() {

@@ -1499,6 +1499,70 @@ fn a_launcher_host_makes_its_workdir_and_cleanup_removes_a_fresh_one() {
 }
 
 #[test]
+fn a_job_ends_the_same_way_through_the_agent_as_here() {
+    // Differential: the same job lines run here and through an agent (a launcher host), and
+    // every result says the same of how each ended and what it wrote.
+    let jobs = [
+        json!({"cmd": "exit 3"}),
+        json!({"cmd": "exit 143"}),
+        json!({"cmd": "exit 130"}),
+        json!({"cmd": "kill -TERM $$"}),
+        json!({"cmd": "kill -KILL $$"}),
+        json!({"cmd": "sleep 0.1; kill -SEGV $$"}),
+        json!({"cmd": "trap 'exit 7' TERM; kill -TERM $$; sleep 1"}),
+        json!({"cmd": "false | true"}),
+        json!({"cmd": "printf 'no newline'; printf 'err' >&2"}),
+        json!({"cmd": "printf '\\000\\377'"}),
+        json!({"cmd": "echo $0 $-; read -t 1 x; echo \"[$x]\""}),
+        json!({"cmd": "pwd", "cd": "sub"}),
+        json!({"cmd": "echo \"$X\"", "env": {"X": "a\nb 'q' \"dq\" $HOME `x` \\ \u{e9}"}}),
+        json!({"cmd": "[ \"$(ps -o pgid= -p $$ | tr -d ' ')\" = $$ ] && echo own group"}),
+    ];
+    let input: String = jobs.iter().map(job_line).collect();
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let mut seen = Vec::new();
+    for hosts in [&["-S", ":/3"][..], &["-S", "n1/3", "--launcher", "env"]] {
+        let mut cmd = crate::common::bin::bakapara();
+        cmd.current_dir(dir.path()).args(hosts);
+        let (_, lines, stderr) = run(cmd, &input);
+        assert_eq!(lines.len(), jobs.len(), "{hosts:?}: {stderr}");
+        let by_seq: BTreeMap<u64, Value> = lines
+            .iter()
+            .map(|l| {
+                let mut r = result(l).clone();
+                for k in [
+                    "host",
+                    "engine_id",
+                    "submitted",
+                    "started",
+                    "completed",
+                    "received",
+                    "elapsed",
+                    "msg_id",
+                ] {
+                    r.as_object_mut().unwrap().remove(k);
+                }
+                (seq(l), r)
+            })
+            .collect();
+        seen.push(by_seq);
+    }
+    for (seq, here) in &seen[0] {
+        assert_eq!(
+            Some(here),
+            seen[1].get(seq),
+            "job {seq}: {}",
+            jobs[usize::try_from(*seq).unwrap() - 1]
+        );
+    }
+    // (And the cases are what they say.)
+    assert_eq!(seen[1][&4]["signal"], "SIGTERM");
+    assert_eq!(seen[1][&2]["code"], 143);
+    assert_eq!(seen[1][&14]["stdout"], "own group\n");
+}
+
+#[test]
 fn a_remote_jobs_environment_may_hold_any_name_as_a_local_one() {
     // The agent's own shell variables (c is the command, w its directory, h the host...) are
     // no business of the job's: a job setting them gets its values and still runs its command,
