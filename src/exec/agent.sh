@@ -83,9 +83,12 @@ killer() {
     nap 0.05
   done
 }
-# The only writer of stdout: frame lines and frame files handed over on fifo q (fd 7).
+# The only writer of stdout: frame lines and frame files handed over on fifo q (fd 7), each as
+# `L LINE`, `F OUT ERR LINE` or, for the lines of every job (ASCII), `=NNN` and a line of NNN
+# bytes without its newline: read in two reads, where bash reads a line from a fifo a byte
+# at a time.
 sender() {
-  local m r a b
+  local m r a b n
   local -a g
   while :; do
     # The timeout is on the first byte alone: bash's `read -t` costs a select and two
@@ -97,6 +100,11 @@ sender() {
     r=$?
     if [ -n "$m" ]; then
       [ "$m" = $'\n' ] && continue
+      if [ "$m" = = ]; then
+        IFS= read -r -N 3 -u 7 n && IFS= read -r -N $((10#$n)) -u 7 m || exit
+        printf '%s\n' "$m" || exit
+        continue
+      fi
       IFS= read -r -u 7 r || exit
       m=$m$r
       case $m in
@@ -181,7 +189,13 @@ report() {
     fi
     printf 'F %s %s R %s %s %s %s %s %s %s\n' "$a" "$b" "$id" "$kind" "$ol" "$el" "$ot" "$et" "$st"
   else
-    printf 'L R %s %s 0 0 0 0 %s\n' "$id" "$kind" "$st"
+    if [ "$kind" = error ]; then
+      printf 'L R %s %s 0 0 0 0 %s\n' "$id" "$kind" "$st"
+    else
+      # (A number: ASCII, as the sender's short form needs.)
+      x="R $id $kind 0 0 0 0 $st"
+      printf '=%03d%s' "${#x}" "$x"
+    fi
   fi
   if [ -n "$left" ]; then
     # Left to the processes still writing to them: only ever removed, never reused.
@@ -273,12 +287,12 @@ job() {
   set +m
   # Written over in place, at one length (truncating a file costs 0.1 ms on ext4).
   printf '%10s %10s %20s\n' "$p" "$g" "$id" 1<>"$pf"
-  printf 'L S %s\n' "$id"
+  printf '=%03d%s' $((${#id} + 2)) "S $id"
   [ -e "$w/c.$id" ] && { IFS= read -r m <"$w/c.$id"; killer "${m:-T}" "$p" "$g" "$id" & }
   wait "$p"
   s=$?
-  # (A killer's end, also one of a job before, cuts the wait short too.)
-  while kill -0 "$p"; do
+  # (A killer's end, also one of a job before, cuts the wait short too: 128 + SIGCHLD.)
+  while [ "$s" -gt 128 ] && kill -0 "$p"; do
     wait "$p"
     s=$?
   done
