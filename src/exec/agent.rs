@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -198,6 +198,8 @@ pub struct Agent {
     shared: Arc<Mutex<Shared>>,
     lost: watch::Receiver<Option<Lost>>,
     next_id: AtomicU64,
+    /// The run is stopping and the agent was told (`A`): it starts nothing more.
+    halted: AtomicBool,
     cpus: usize,
     /// Ends when the agent's transport is closed.
     gone: Mutex<Option<oneshot::Receiver<()>>>,
@@ -348,6 +350,7 @@ impl Agent {
             shared,
             lost: lost_rx,
             next_id: AtomicU64::new(1),
+            halted: AtomicBool::new(false),
             cpus,
             gone: Mutex::new(Some(gone_rx)),
         })
@@ -369,6 +372,14 @@ impl Agent {
             .ok()
             .and_then(|s| s.as_ref().map(|s| s.send(message).is_ok()))
             .unwrap_or(false)
+    }
+
+    /// The run is stopping: the agent starts no job it holds, before any running job gets its
+    /// TERM (whose end would free a slot for a queued job whose own T has not come yet). Once.
+    fn halt_starts(&self) {
+        if !self.halted.swap(true, Ordering::SeqCst) {
+            self.send(ToAgent::Line(b"A\n".to_vec()));
+        }
     }
 
     /// Ends the agent at the end of the run: `Q`, then its stdin closes.
@@ -474,11 +485,15 @@ impl Agent {
                     } else {
                         Order::Term
                     };
+                    self.halt_starts();
                     self.send(ToAgent::Line(order_line(order)));
                 }
             }
             if let Some(s) = stopper.as_mut() {
                 if let Some(order) = s.ordered() {
+                    if *stop.borrow() != Stop::Run {
+                        self.halt_starts();
+                    }
                     self.send(ToAgent::Line(order_line(order)));
                 }
             }
@@ -509,6 +524,9 @@ impl Agent {
                     }
                 } => {
                     if let Some(order) = order {
+                        if *stop.borrow() != Stop::Run {
+                            self.halt_starts();
+                        }
                         self.send(ToAgent::Line(order_line(order)));
                     }
                 }
@@ -1089,6 +1107,51 @@ mod tests {
         let mut output = String::new();
         out.read_line(&mut output).unwrap();
         assert_eq!(output, format!("{total}\n"));
+        drop(stdin);
+        child.wait().unwrap();
+    }
+
+    /// After `A` (the run stops), a job queued in a slot is reported stopped without starting
+    /// when the slot's running job ends, though no T for it came.
+    #[test]
+    fn after_a_no_queued_job_starts() {
+        use std::io::{BufRead, Write};
+        let arg = format!("97.{}", std::process::id());
+        let first = format!(" 1 0 0 2000 $'' $'' $'' $'' -1 $'' $'' $'sleep {arg}'\n");
+        let (mut child, mut stdin, mut out) = agent_with(&first);
+        let queued = " 2 0 0 2000 $'' $'' $'' $'' -1 $'' $'' $'echo ran'\n";
+        write!(stdin, "J{:08}{queued}", queued.len()).unwrap();
+        stdin.flush().unwrap();
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        while line != "S 1\n" {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the agent ended early"
+            );
+            lines.push(line.clone());
+        }
+        stdin.write_all(b"A\nT 1 0\n").unwrap();
+        stdin.flush().unwrap();
+        let mut ended = 0;
+        while ended < 2 {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the agent ended early"
+            );
+            if line.starts_with("R ") {
+                ended += 1;
+            }
+            lines.push(line.clone());
+        }
+        assert!(!lines.iter().any(|l| l == "S 2\n"), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("R 2 stopped ")),
+            "{lines:?}"
+        );
+        stdin.write_all(b"Q\n").unwrap();
         drop(stdin);
         child.wait().unwrap();
     }

@@ -15,6 +15,8 @@
 #   T ID SLOT  stop the job (TERM its process group, KILL after GRACE_MS); a queued job never
 #              starts
 #   K ID SLOT  KILL it now
+#   A     the run stops: start nothing more (every job not started yet is reported stopped);
+#         its running jobs get their own T or K
 #   H     heartbeat
 #   Q     quit: stop every job and exit
 # Hearing nothing for F seconds, or EOF, acts as Q: every job's group gets TERM, then KILL
@@ -272,6 +274,10 @@ job() {
   if [ -n "$mf$ld" ]; then
     while ! [ -e "$w/c.$id" ] && ! room; do nap 0.2; done
   fi
+  if [ -e "$w/abort" ]; then
+    report stopped 143
+    return
+  fi
   if [ -e "$w/c.$id" ] && IFS= read -r m <"$w/c.$id"; then
     if [ "$m" = K ]; then report stopped 137; else report stopped 143; fi
     return
@@ -506,6 +512,7 @@ while :; do
     T | K)
       printf '%s\n' "$1" >"$w/c.$2"
       if read -r p g j <"$w/p.$3" && [ "$j" = "$2" ]; then killer "$1" "$p" "$g" "$2" </dev/null & fi ;;
+    A) : >"$w/abort" ;;
     Q) quit end ;;
   esac
 done
