@@ -1024,21 +1024,35 @@ mod tests {
         (child, stdin, out)
     }
 
+    /// Reads the agent's lines until `last` says this one is the last wanted: every line read.
+    fn lines_until(
+        out: &mut std::io::BufReader<std::process::ChildStdout>,
+        mut last: impl FnMut(&str) -> bool,
+    ) -> Vec<String> {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the agent ended early: {lines:?}"
+            );
+            let done = last(&line);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+
     /// A real bash runs the agent and a job; then bakapara's link dies with `cut` the last
     /// bytes that came: the fence must still stop the job and the agent.
     fn cut_midway(cut: &[u8]) {
-        use std::io::{BufRead, Write};
+        use std::io::Write;
         let arg = format!("98{}.{}", cut.len(), std::process::id());
         let rest = format!(" 1 0 0 2000 $'' $'' $'' $'' -1 $'' $'' $'sleep {arg}'\n");
         let (mut child, mut stdin, mut out) = agent_with(&rest);
-        let mut line = String::new();
-        while line != "S 1\n" {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the agent ended early"
-            );
-        }
+        lines_until(&mut out, |l| l == "S 1\n");
         let started = std::time::Instant::now();
         while running_with(&format!("sleep {arg}")) == 0 {
             assert!(
@@ -1095,14 +1109,8 @@ mod tests {
         }
         stdin.write_all(b"Q\n").unwrap();
         stdin.flush().unwrap();
-        let mut line = String::new();
-        while !line.starts_with("R 1 ") {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the agent ended without a result"
-            );
-        }
+        let lines = lines_until(&mut out, |l| l.starts_with("R 1 "));
+        let line = lines.last().unwrap();
         assert!(line.starts_with("R 1 done "), "{line}");
         let mut output = String::new();
         out.read_line(&mut output).unwrap();
@@ -1115,37 +1123,21 @@ mod tests {
     /// when the slot's running job ends, though no T for it came.
     #[test]
     fn after_a_no_queued_job_starts() {
-        use std::io::{BufRead, Write};
+        use std::io::Write;
         let arg = format!("97.{}", std::process::id());
         let first = format!(" 1 0 0 2000 $'' $'' $'' $'' -1 $'' $'' $'sleep {arg}'\n");
         let (mut child, mut stdin, mut out) = agent_with(&first);
         let queued = " 2 0 0 2000 $'' $'' $'' $'' -1 $'' $'' $'echo ran'\n";
         write!(stdin, "J{:08}{queued}", queued.len()).unwrap();
         stdin.flush().unwrap();
-        let mut lines = Vec::new();
-        let mut line = String::new();
-        while line != "S 1\n" {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the agent ended early"
-            );
-            lines.push(line.clone());
-        }
+        let mut lines = lines_until(&mut out, |l| l == "S 1\n");
         stdin.write_all(b"A\nT 1 0\n").unwrap();
         stdin.flush().unwrap();
         let mut ended = 0;
-        while ended < 2 {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the agent ended early"
-            );
-            if line.starts_with("R ") {
-                ended += 1;
-            }
-            lines.push(line.clone());
-        }
+        lines.extend(lines_until(&mut out, |l| {
+            ended += usize::from(l.starts_with("R "));
+            ended == 2
+        }));
         assert!(!lines.iter().any(|l| l == "S 2\n"), "{lines:?}");
         assert!(
             lines.iter().any(|l| l.starts_with("R 2 stopped ")),
@@ -1172,11 +1164,8 @@ mod tests {
         let rest = format!(" 1 0 0 2000 {base} $'' $'' $'' -1 $'' $'' $'pwd'\n");
         for (end, removed) in [(&b""[..], false), (&b"Q\n"[..], true)] {
             let (mut child, mut stdin, mut out) = agent_with_workdir(&rest, &duties);
-            let mut line = String::new();
-            while !line.starts_with("R 1 ") {
-                line.clear();
-                assert!(out.read_line(&mut line).unwrap() > 0, "no result");
-            }
+            let lines = lines_until(&mut out, |l| l.starts_with("R 1 "));
+            let line = lines.last().unwrap();
             assert!(line.starts_with("R 1 done "), "{line}");
             let mut said = String::new();
             out.read_line(&mut said).unwrap();
