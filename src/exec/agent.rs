@@ -463,11 +463,19 @@ impl Agent {
             }
             return Outcome::not_run(Ending::HostLost(format!("{} is down", self.host)));
         }
-        let order_line = |order: Order| -> Vec<u8> {
-            match order {
-                Order::Term => format!("T {id} {slot}\n").into_bytes(),
-                Order::Kill => format!("K {id} {slot}\n").into_bytes(),
+        // A stop of the run's (not this job's timeout) first tells the agent to start nothing
+        // more.
+        let send_order = |order: Order| {
+            if *stop.borrow() != Stop::Run {
+                self.halt_starts();
             }
+            self.send(ToAgent::Line(
+                match order {
+                    Order::Term => format!("T {id} {slot}\n"),
+                    Order::Kill => format!("K {id} {slot}\n"),
+                }
+                .into_bytes(),
+            ));
         };
         let mut stop_open = true;
         // Before `S`: the run's stop alone (the timeout counts from the start).
@@ -485,16 +493,12 @@ impl Agent {
                     } else {
                         Order::Term
                     };
-                    self.halt_starts();
-                    self.send(ToAgent::Line(order_line(order)));
+                    send_order(order);
                 }
             }
             if let Some(s) = stopper.as_mut() {
                 if let Some(order) = s.ordered() {
-                    if *stop.borrow() != Stop::Run {
-                        self.halt_starts();
-                    }
-                    self.send(ToAgent::Line(order_line(order)));
+                    send_order(order);
                 }
             }
             tokio::select! {
@@ -524,10 +528,7 @@ impl Agent {
                     }
                 } => {
                     if let Some(order) = order {
-                        if *stop.borrow() != Stop::Run {
-                            self.halt_starts();
-                        }
-                        self.send(ToAgent::Line(order_line(order)));
+                        send_order(order);
                     }
                 }
             }

@@ -131,6 +131,8 @@ sender() {
     fi
   done
 }
+# Hands the sender line $1 (ASCII, under 1000 bytes) in its short form.
+short() { printf '=%03d%s' "${#1}" "$1"; }
 # Whether this host has MEMFREE bytes available and a load below LOAD (a check this host cannot
 # make, without /proc, passes).
 room() {
@@ -195,8 +197,7 @@ report() {
       printf 'L R %s %s 0 0 0 0 %s\n' "$id" "$kind" "$st"
     else
       # (A number: ASCII, as the sender's short form needs.)
-      x="R $id $kind 0 0 0 0 $st"
-      printf '=%03d%s' "${#x}" "$x"
+      short "R $id $kind 0 0 0 0 $st"
     fi
   fi
   if [ -n "$left" ]; then
@@ -293,7 +294,7 @@ job() {
   set +m
   # Written over in place, at one length (truncating a file costs 0.1 ms on ext4).
   printf '%10s %10s %20s\n' "$p" "$g" "$id" 1<>"$pf"
-  printf '=%03d%s' $((${#id} + 2)) "S $id"
+  short "S $id"
   [ -e "$w/c.$id" ] && { IFS= read -r m <"$w/c.$id"; killer "${m:-T}" "$p" "$g" "$id" & }
   wait "$p"
   s=$?

@@ -383,7 +383,7 @@ impl SshHost {
 
     /// What this host's agent does with the working directory. A host with a master
     /// connection has it made (and removed) over that connection, before any file is copied
-    /// there; a launcher's host has no other way than its agent.
+    /// there, so its agent finds it made; a launcher's host has no other way than its agent.
     fn workdir_duties(&self) -> agent::Workdir {
         let files = &self.options.files;
         let launched = launcher_of(&self.spec, &self.options).is_some();
@@ -447,10 +447,10 @@ impl SshHost {
     ) -> Outcome {
         let files = &self.options.files;
         let copies = !job.transfer.is_empty() || !job.returns.is_empty();
-        let prepare = files.create_workdir || !files.basefiles.is_empty();
         // (A launcher's host has its working directory made by its agent.)
         let launched = launcher_of(&self.spec, &self.options).is_some();
-        if !(copies || prepare) || (launched && !copies && files.basefiles.is_empty()) {
+        let prepare = (files.create_workdir && !launched) || !files.basefiles.is_empty();
+        if !(copies || prepare) {
             return self.run_job(lane, job, limits, stop).await;
         }
         let Some((master, generation)) = self.master() else {
