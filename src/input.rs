@@ -382,6 +382,12 @@ impl InputSpec {
 /// in jobs), so that long lines cannot pile up: one job always goes, however big.
 const READ_AHEAD_BYTES: usize = 16 << 20;
 
+/// Jobs the reader may have sent ahead of the scheduler: the bound of the channel between
+/// them. A reader that reached it waits until half of them were taken, so that it is woken
+/// once per `READ_AHEAD_JOBS / 2` jobs, not once per job (each wake-up is a context switch
+/// and a futex call on both sides, and its thread then competes with the jobs for a core).
+pub const READ_AHEAD_JOBS: usize = 256;
+
 /// A source after the first is kept in memory up to this many bytes, then in a temp file (it
 /// is read again for every item of the sources before it).
 const KEEP_IN_MEMORY: usize = 4 << 20;
@@ -397,7 +403,8 @@ pub struct ReaderState {
     /// still wait in the channel; the progress display and log lines read the total from here
     /// (see [`crate::progress::Logger::with_input_total`]).
     pub total: Arc<OnceLock<u64>>,
-    /// [`weight`] of the jobs sent and not yet taken, and whether the reader waits for room.
+    /// [`weight`] and number of the jobs sent and not yet taken, and whether the reader waits
+    /// for room.
     ahead: Mutex<Ahead>,
     room: Condvar,
 }
@@ -405,9 +412,19 @@ pub struct ReaderState {
 #[derive(Debug, Default)]
 struct Ahead {
     bytes: usize,
+    jobs: usize,
     /// The reader waits on `room`: only then is it notified (a notify is a system call even
     /// with no one to wake, and [`ReaderState::taken`] runs once per job).
     waiting: bool,
+}
+
+impl Ahead {
+    /// Whether a job of weight `w` must wait while `jobs_bound` jobs are ahead: one job always
+    /// goes, however big.
+    fn must_wait(&self, w: usize, jobs_bound: usize) -> bool {
+        (self.bytes > 0 && self.bytes.saturating_add(w) > READ_AHEAD_BYTES)
+            || self.jobs >= jobs_bound
+    }
 }
 
 impl ReaderState {
@@ -430,7 +447,8 @@ impl ReaderState {
         let w = weight(job);
         if let Ok(mut ahead) = self.ahead.lock() {
             ahead.bytes = ahead.bytes.saturating_sub(w);
-            if ahead.waiting {
+            ahead.jobs = ahead.jobs.saturating_sub(1);
+            if ahead.waiting && ahead.jobs <= READ_AHEAD_JOBS / 2 {
                 self.room.notify_all();
             }
         }
@@ -467,16 +485,18 @@ impl ReaderState {
         jobs
     }
 
-    /// Waits until `w` more bytes fit in the read-ahead (or a stop was asked: then the job is
-    /// sent at once, for the scheduler's drain to give it its line).
+    /// Waits until `w` more bytes and one more job fit in the read-ahead (or a stop was asked:
+    /// then the job is sent at once, for the scheduler's drain to give it its line). Once it
+    /// had to wait for a job's room, it waits until half of the jobs ahead were taken.
     fn reserve(&self, w: usize) {
         let Ok(mut ahead) = self.ahead.lock() else {
             return;
         };
-        while ahead.bytes > 0
-            && ahead.bytes.saturating_add(w) > READ_AHEAD_BYTES
-            && !self.stop.load(Ordering::SeqCst)
-        {
+        let mut jobs_bound = READ_AHEAD_JOBS;
+        while ahead.must_wait(w, jobs_bound) && !self.stop.load(Ordering::SeqCst) {
+            if ahead.jobs >= jobs_bound {
+                jobs_bound = READ_AHEAD_JOBS / 2 + 1;
+            }
             ahead.waiting = true;
             ahead = match self.room.wait_timeout(ahead, Duration::from_millis(100)) {
                 Ok((guard, _)) => guard,
@@ -485,6 +505,7 @@ impl ReaderState {
         }
         ahead.waiting = false;
         ahead.bytes = ahead.bytes.saturating_add(w);
+        ahead.jobs += 1;
     }
 }
 
@@ -1349,5 +1370,72 @@ fn for_each_item(
             let mut reader = BufReader::with_capacity(64 * 1024, file);
             read_lines(&mut reader, &path.display().to_string(), &mut f)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_waits_at_the_bound_then_until_half_were_taken() {
+        let full = Ahead {
+            jobs: READ_AHEAD_JOBS,
+            ..Ahead::default()
+        };
+        assert!(full.must_wait(1, READ_AHEAD_JOBS));
+        let one_taken = Ahead {
+            jobs: READ_AHEAD_JOBS - 1,
+            ..Ahead::default()
+        };
+        // Not yet for a reader that waits (its bound is half), at once for one that did not.
+        assert!(one_taken.must_wait(1, READ_AHEAD_JOBS / 2 + 1));
+        assert!(!one_taken.must_wait(1, READ_AHEAD_JOBS));
+        let half = Ahead {
+            jobs: READ_AHEAD_JOBS / 2,
+            ..Ahead::default()
+        };
+        assert!(!half.must_wait(1, READ_AHEAD_JOBS / 2 + 1));
+        // Bytes: one job always goes, however big.
+        assert!(!Ahead::default().must_wait(READ_AHEAD_BYTES * 2, READ_AHEAD_JOBS));
+        let heavy = Ahead {
+            bytes: READ_AHEAD_BYTES,
+            jobs: 1,
+            ..Ahead::default()
+        };
+        assert!(heavy.must_wait(1, READ_AHEAD_JOBS));
+    }
+
+    #[test]
+    fn a_waiting_reader_goes_on_once_half_of_the_jobs_ahead_were_taken() {
+        let state = Arc::new(ReaderState::default());
+        let job = Job {
+            seq: 1,
+            object: Map::new(),
+            body: Body::Invalid(String::new()),
+            submitted: Local::now(),
+            attempts: 0,
+            host_losses: 0,
+            last_host: None,
+            stdin: None,
+        };
+        for _ in 0..READ_AHEAD_JOBS {
+            state.reserve(weight(&job));
+        }
+        let reader = {
+            let state = Arc::clone(&state);
+            std::thread::spawn(move || state.reserve(1))
+        };
+        let waiting = || state.ahead.lock().is_ok_and(|a| a.waiting);
+        while !waiting() {
+            std::thread::yield_now();
+        }
+        for _ in 0..READ_AHEAD_JOBS / 2 {
+            state.taken(&job);
+        }
+        reader.join().expect("the reader thread");
+        let ahead = state.ahead.lock().expect("the lock");
+        assert_eq!(ahead.jobs, READ_AHEAD_JOBS / 2 + 1);
+        assert!(!ahead.waiting);
     }
 }

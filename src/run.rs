@@ -28,9 +28,6 @@ use crate::watchdog::Watchdog;
 const TERMINAL_INPUT_HINT: &str = "bakapara: reading jobs from the terminal, one per line; \
      press Ctrl-D on an empty line to end the input (or pipe jobs in, or give ::: arguments)";
 
-/// Jobs read ahead of the free slots; bounds memory whatever the input length.
-const CHANNEL_CAPACITY: usize = 256;
-
 /// Runs every job the config describes, writing result lines to `out` (from a thread of its
 /// own, so a slow writer never holds up the jobs' supervision). With `handle_signals`,
 /// SIGINT / SIGTERM / SIGHUP stop the run as SPEC §5 says (the caller then dies of the signal
@@ -181,7 +178,7 @@ async fn run_async(
     let (known_total, reader, rx) = if let Some(rx) = jobs {
         (None, None, rx)
     } else {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (tx, rx) = mpsc::channel(crate::input::READ_AHEAD_JOBS);
         let reader = spawn_reader(config.input.clone(), tx, Arc::clone(&state))?;
         (config.input.known_total(), Some(reader), rx)
     };
