@@ -21,7 +21,10 @@
 //!
 //! After the local table: bakapara's own CPU per job (user + system of the bakapara process,
 //! its jobs excluded, read from `/proc/PID/stat` before it is reaped) on N jobs at `-j 200`,
-//! beside xargs's at `-P 200` (target <= 0.1 ms).
+//! beside xargs's at `-P 200` (target <= 0.1 ms), and beside the floor of that figure: what
+//! starting the same job with both its streams captured costs the starting thread and nothing
+//! more (std's `Command::output()`, one job at a time, this bench's own thread as
+//! `getrusage(RUSAGE_THREAD)` counts it).
 //!
 //! SSH cases (`--ssh`, see [`ssh_cases`]): `--ssh-jobs` (default 300) `true` jobs over
 //! `--ssh-hosts` (default 2) loopback sshd hosts with `--ssh-slots` (default 4) slots each:
@@ -680,16 +683,54 @@ fn own_cpu(opts: &Opts) {
     ]);
     let trues: Arc<[u8]> = "true\n".repeat(n).into_bytes().into();
     let xargs_ms = own_cpu_ms(xargs_cmd, &trues, n, rounds);
+    let floor_ms = floor_own_cpu_ms(n, rounds);
     println!(
         "own CPU per job at -j {p} (user+sys of the tool itself, jobs excluded; median of \
          {rounds}): bakapara {bakapara_ms:.3} ms (target <= {OWN_CPU_TARGET_MS:.2} ms){}, \
-         xargs {xargs_ms:.3} ms",
+         xargs {xargs_ms:.3} ms, floor {floor_ms:.3} ms (Command::output(), both streams \
+         captured, one job at a time)",
         if bakapara_ms <= OWN_CPU_TARGET_MS {
             ""
         } else {
             "  MISSED"
         }
     );
+}
+
+/// The floor of the own-CPU figure: the CPU that starting `bash -o pipefail -c true` with its
+/// stdout and stderr captured, and waiting for it, costs the thread that does it when it does
+/// nothing else: std's `Command::output()` (posix_spawn, two pipes read to their end, waitpid),
+/// `n` jobs one after another on this thread, per job in milliseconds, median of `rounds`.
+/// Every job runner that captures both streams pays at least this (more descriptors open, as
+/// with many jobs at once, make each spawn dearer).
+fn floor_own_cpu_ms(n: usize, rounds: usize) -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let thread_cpu = || {
+        let usage = getrusage(UsageWho::RUSAGE_THREAD).expect("getrusage");
+        let seconds = |t: nix::sys::time::TimeVal| {
+            Duration::new(
+                u64::try_from(t.tv_sec()).unwrap_or(0),
+                u32::try_from(t.tv_usec()).unwrap_or(0) * 1000,
+            )
+        };
+        seconds(usage.user_time()) + seconds(usage.system_time())
+    };
+    let mut per_job: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let before = thread_cpu();
+            for _ in 0..n {
+                let output = Command::new("/bin/bash")
+                    .args(["-o", "pipefail", "-c", "true"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("spawning bash");
+                assert!(output.status.success(), "bash -c true failed");
+            }
+            (thread_cpu() - before).as_secs_f64() * 1000.0 / n as f64
+        })
+        .collect();
+    per_job.sort_by(f64::total_cmp);
+    per_job[per_job.len() / 2]
 }
 
 // ---------------------------------------------------------------------------------------------
