@@ -699,7 +699,7 @@ fn own_cpu(opts: &Opts) {
 
 /// The floor of the own-CPU figure: the CPU that starting `bash -o pipefail -c true` with its
 /// stdout and stderr captured, and waiting for it, costs the thread that does it when it does
-/// nothing else: std's `Command::output()` (posix_spawn, two pipes read to their end, waitpid),
+/// nothing else: std's `Command::output()` (`posix_spawn`, two pipes read to their end, waitpid),
 /// `n` jobs one after another on this thread, per job in milliseconds, median of `rounds`.
 /// Every job runner that captures both streams pays at least this (more descriptors open, as
 /// with many jobs at once, make each spawn dearer).
@@ -726,7 +726,7 @@ fn floor_own_cpu_ms(n: usize, rounds: usize) -> f64 {
                     .expect("spawning bash");
                 assert!(output.status.success(), "bash -c true failed");
             }
-            (thread_cpu() - before).as_secs_f64() * 1000.0 / n as f64
+            thread_cpu().saturating_sub(before).as_secs_f64() * 1000.0 / n as f64
         })
         .collect();
     per_job.sort_by(f64::total_cmp);

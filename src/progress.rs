@@ -274,9 +274,11 @@ impl Logger {
         total.or_else(|| self.shared.input_total.get().copied())
     }
 
-    /// `total 100 jobs on 48 engines` (`?` while the total is not known yet); with the live
-    /// display, the display starts instead.
-    pub fn start(&self, total: Option<u64>, engines: usize) {
+    /// `total 100 jobs on 48 engines` (`?` while the total is not known yet; `engines`
+    /// counts the slots of hosts still connecting, and `connecting` is how many of those have
+    /// a slot count still to be asked: `... on 8 engines and 2 hosts still connecting`); with
+    /// the live display, the display starts instead.
+    pub fn start(&self, total: Option<u64>, engines: usize, connecting: usize) {
         if self.verbosity == Verbosity::Quiet {
             return;
         }
@@ -284,8 +286,13 @@ impl Logger {
             self.update(|c| c.total = Some(total));
         }
         if !self.live {
+            let hosts = match connecting {
+                0 => String::new(),
+                1 => " and 1 host still connecting".to_string(),
+                n => format!(" and {n} hosts still connecting"),
+            };
             self.line(format_args!(
-                "total {} jobs on {} engines",
+                "total {} jobs on {} engines{hosts}",
                 count(total),
                 engines
             ));

@@ -342,7 +342,14 @@ impl Scheduler {
         while let Ok((host, news)) = self.host_events.try_recv() {
             self.host_event(host, news);
         }
-        self.output.logger().start(known_total, self.engines);
+        // Hosts still connecting count with the slots `-S` gives them; one whose slot count
+        // it will ask for is named as still connecting.
+        let connecting = self.hosts.iter().filter(|h| h.joining);
+        let coming: usize = connecting.clone().filter_map(|h| h.host.spec.slots).sum();
+        let unknown = connecting.filter(|h| h.host.spec.slots.is_none()).count();
+        self.output
+            .logger()
+            .start(known_total, self.engines + coming, unknown);
         self.total = known_total;
         // Checks jobs waiting for lost hosts against --host-timeout; a steady tick, so that a
         // busy run (other events all the time) still gets to it.

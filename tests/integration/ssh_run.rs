@@ -116,6 +116,12 @@ fn jobs_spread_over_three_hosts() {
         3,
         "all three hosts ran jobs: {seen:?}\n{stderr}"
     );
+    // Counted with the hosts still connecting when the first one was up.
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.ends_with(" jobs on 6 engines"),
+        "the start line counts every host's slots: {stderr}"
+    );
 }
 
 #[test]
