@@ -503,6 +503,8 @@ while :; do
       # limit). (Reaped runners only: bash reaps a dead child at once.)
       for sl in "${!rp[@]}"; do
         kill -0 "${rp[$sl]}" 2>/dev/null && continue
+        # (No runner starts a job from now on: one started after the X would run unreported.)
+        : >"$w/halt"
         printf 'L X slot %s died on %s (its runner was killed: by its job?)\n' "$sl" "$h" >&7
         # (The sender exits once it has passed it on, and quit would end it: wait for that. A
         # stdout that takes it in no more leaves the wait to the fence, which hears nothing
