@@ -360,6 +360,7 @@ async fn connect_hosts(
             options: options.clone(),
             events: events.clone(),
             spool: config.text || config.results.is_some(),
+            watchdog: Arc::clone(watchdog),
         };
         tokio::spawn(join(connection, tried_tx.clone()));
         hosts.push(Host {
@@ -415,6 +416,8 @@ struct Connection {
     options: ssh::SshOptions,
     events: HostEvents,
     spool: bool,
+    /// Where the host goes once up, for Ctrl-Z to stop its jobs too.
+    watchdog: Arc<Watchdog>,
 }
 
 /// Connects one SSH host, trying again with back-off while it cannot be reached, until it is
@@ -436,7 +439,12 @@ async fn join(c: Connection, tried_tx: tokio::sync::watch::Sender<(usize, bool)>
         }
         let news = match connected {
             Ok(ssh) => {
-                let ssh = ssh.with_spool(c.spool).start();
+                let ssh = ssh
+                    .with_spool(c.spool)
+                    .with_watchdog(Arc::clone(&c.watchdog))
+                    .start();
+                c.watchdog
+                    .pause_with(Arc::clone(&ssh) as Arc<dyn crate::watchdog::Pausable>);
                 let slots = ssh.slots();
                 let executor = Arc::clone(&ssh) as Arc<dyn crate::exec::Executor>;
                 if c.events

@@ -115,10 +115,18 @@ impl Signals {
                     self.interrupted = true;
                     return Event::KillNow(Signal::SIGQUIT);
                 }
-                _ = self.tstp.recv() => self.suspend(),
+                _ = self.tstp.recv() => match &self.jobs {
+                    // Remote hosts are told first, which takes the runtime's turns: in a task
+                    // of its own, which the caller's next `select!` cannot cancel midway.
+                    Some(jobs) if jobs.has_remote() => {
+                        tokio::spawn(suspend(Some(Arc::clone(jobs))));
+                    }
+                    jobs => suspend_now(jobs.as_deref()),
+                },
                 _ = self.cont.recv() => {
                     if let Some(jobs) = &self.jobs {
                         jobs.continue_jobs();
+                        jobs.resume_remote();
                     }
                 }
             }
@@ -130,20 +138,32 @@ impl Signals {
             Event::Interrupt(sig)
         }
     }
+}
 
-    /// Ctrl-Z, as a shell's job control does it: stop the jobs, stop bakapara, and continue
-    /// the jobs when bakapara is continued (`fg`, `bg`, SIGCONT). The time stopped is recorded,
-    /// so that it does not count against the jobs' timeouts.
-    fn suspend(&self) {
-        if let Some(jobs) = &self.jobs {
-            jobs.stop_jobs();
-        }
-        let stopped = std::time::Instant::now();
-        stop_self();
-        if let Some(jobs) = &self.jobs {
-            jobs.add_paused(stopped.elapsed());
-            jobs.continue_jobs();
-        }
+/// Ctrl-Z, as a shell's job control does it: stop the jobs (remote hosts' through their
+/// agents, which are told first), stop bakapara, and continue the jobs when bakapara is
+/// continued (`fg`, `bg`, SIGCONT). The time stopped is recorded, so that it does not count
+/// against the jobs' timeouts.
+async fn suspend(jobs: Option<Arc<Watchdog>>) {
+    if let Some(jobs) = &jobs {
+        jobs.pause_remote().await;
+    }
+    suspend_now(jobs.as_deref());
+    if let Some(jobs) = &jobs {
+        jobs.resume_remote();
+    }
+}
+
+/// The local part of [`suspend`].
+fn suspend_now(jobs: Option<&Watchdog>) {
+    if let Some(jobs) = jobs {
+        jobs.stop_jobs();
+    }
+    let stopped = std::time::Instant::now();
+    stop_self();
+    if let Some(jobs) = jobs {
+        jobs.add_paused(stopped.elapsed());
+        jobs.continue_jobs();
     }
 }
 

@@ -18,16 +18,20 @@
 //!
 //! The same record lets Ctrl-Z stop every job with bakapara and `fg` continue them
 //! ([`Watchdog::stop_jobs`], [`Watchdog::continue_jobs`]), and tracks how long bakapara was
-//! stopped, so that job timeouts do not count that time ([`Watchdog::paused`]).
+//! stopped, so that job timeouts do not count that time ([`Watchdog::paused`]). Remote hosts
+//! are on its list too ([`Watchdog::pause_with`]): their agents are told to stop their jobs
+//! before bakapara stops, and to continue them after.
 //!
 //! The watchdog is part of every run, library runs included: a program that embeds bakapara
 //! can die of SIGKILL too. When it cannot be started, the run goes on without it.
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -76,6 +80,16 @@ pub struct Watchdog {
     state: Mutex<State>,
     /// How long bakapara has been stopped (Ctrl-Z) during the run, in total.
     paused: Mutex<Duration>,
+    /// The remote hosts whose jobs Ctrl-Z stops too.
+    remote: Mutex<Vec<Arc<dyn Pausable>>>,
+}
+
+/// A host whose jobs run elsewhere, which Ctrl-Z stops through its agent.
+pub trait Pausable: Send + Sync + std::fmt::Debug {
+    /// Tells the host to stop its jobs (bakapara is about to stop); done once it was said.
+    fn pause(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Tells the host to continue its jobs.
+    fn resume(&self);
 }
 
 /// What is live, and where in the record there is room.
@@ -191,6 +205,34 @@ impl Watchdog {
             // With nothing recorded it exits at once; one that does not is left to Tokio's
             // reaper.
             let _ = tokio::time::timeout(Duration::from_secs(2), process.wait()).await;
+        }
+    }
+
+    /// Puts a remote host on the list Ctrl-Z stops (see [`Watchdog::pause_remote`]).
+    pub fn pause_with(&self, host: Arc<dyn Pausable>) {
+        lock(&self.remote).push(host);
+    }
+
+    /// Whether some remote host is on the list.
+    pub fn has_remote(&self) -> bool {
+        !lock(&self.remote).is_empty()
+    }
+
+    /// Tells every remote host to stop its jobs, all at once; returns when each was told.
+    pub async fn pause_remote(&self) {
+        let hosts: Vec<Arc<dyn Pausable>> = lock(&self.remote).clone();
+        let mut telling = tokio::task::JoinSet::new();
+        for host in hosts {
+            telling.spawn(async move { host.pause().await });
+        }
+        while telling.join_next().await.is_some() {}
+    }
+
+    /// Tells every remote host to continue its jobs.
+    pub fn resume_remote(&self) {
+        let hosts: Vec<Arc<dyn Pausable>> = lock(&self.remote).clone();
+        for host in hosts {
+            host.resume();
         }
     }
 

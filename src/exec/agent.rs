@@ -7,7 +7,8 @@
 //! Fencing: the agent stops its jobs and exits when it hears nothing for [`FENCE`]; bakapara
 //! calls an agent lost when it has heard nothing for [`SILENCE`] (or its transport closed),
 //! stops sending to it, and only [`FENCE`] + [`STOP_GRACE`] + 0.5 s after that hands its jobs
-//! back for running elsewhere, so no job runs twice at the same time.
+//! back for running elsewhere, so no job runs twice at the same time. Ctrl-Z is no silence:
+//! bakapara says `P` before it stops (the agent stops its jobs and its fence) and `U` after.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -159,6 +160,8 @@ enum ToAgent {
     Line(Vec<u8>),
     /// A job line followed by its stdin block.
     Job(Vec<u8>, crate::pipe::Block),
+    /// Said once every message before it was written.
+    Flushed(oneshot::Sender<()>),
 }
 
 /// A job's news from the reader.
@@ -382,6 +385,21 @@ impl Agent {
         }
     }
 
+    /// bakapara is about to stop (Ctrl-Z): the agent stops its jobs and keeps them through the
+    /// silence (`P`). Returns once that was written, or after a second at most (a host whose
+    /// link is stuck must not keep bakapara from stopping).
+    pub async fn pause(&self) {
+        let (said, written) = oneshot::channel();
+        if self.send(ToAgent::Line(b"P\n".to_vec())) && self.send(ToAgent::Flushed(said)) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+        }
+    }
+
+    /// bakapara goes on after a [`Agent::pause`]: the agent continues its jobs (`U`).
+    pub fn resume(&self) {
+        self.send(ToAgent::Line(b"U\n".to_vec()));
+    }
+
     /// Ends the agent at the end of the run: `Q`, then its stdin closes.
     pub async fn close(&self) {
         if let Ok(mut s) = self.shared.lock() {
@@ -397,7 +415,9 @@ impl Agent {
     }
 
     /// Runs one job on agent slot `slot`. `spool`: the streams go whole to temp files
-    /// (`--text`); `base`, `memfree`, `load` and `env` are the host's run-wide settings.
+    /// (`--text`); `base`, `memfree`, `load` and `env` are the host's run-wide settings;
+    /// `paused` says how long bakapara has spent stopped (Ctrl-Z) so far, which its timeout
+    /// does not count.
     #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &self,
@@ -410,6 +430,7 @@ impl Agent {
         memfree: &str,
         load: &str,
         env: &[(String, String)],
+        paused: &(dyn Fn() -> Duration + Sync),
     ) -> Outcome {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let line = match job_line(id, slot, job, limits, spool, base, memfree, load, env) {
@@ -507,7 +528,7 @@ impl Agent {
                         started = Some(at);
                         let no_grace = Limits { grace: Duration::ZERO, ..*limits };
                         // The agent sends KILL after the grace period itself.
-                        let mut s = Stopper::new(stop.clone(), &no_grace, false, Duration::ZERO);
+                        let mut s = Stopper::new(stop.clone(), &no_grace, false, paused());
                         if sent_before != Stop::Run {
                             // Already asked: no second order for the same stop.
                             let _ = s.ordered();
@@ -523,7 +544,7 @@ impl Agent {
                 }
                 order = async {
                     match stopper.as_mut() {
-                        Some(s) => s.next(|| Duration::ZERO).await,
+                        Some(s) => s.next(paused).await,
                         None => std::future::pending().await,
                     }
                 } => {
@@ -736,6 +757,11 @@ async fn supervise(
                     Ok(()) => crate::pipe::feed_writer(&mut stdin, &block).await,
                     Err(e) => Err(e),
                 },
+                Some(ToAgent::Flushed(said)) => {
+                    let flushed = stdin.flush().await;
+                    let _ = said.send(());
+                    flushed
+                }
             };
             if let Err(e) = written.and(stdin.flush().await) {
                 return format!("cannot write to bakapara's agent on {host}: {e}");

@@ -17,10 +17,13 @@
 #   K ID SLOT  KILL it now
 #   A     the run stops: start nothing more (every job not started yet is reported stopped);
 #         its running jobs get their own T or K
+#   P     bakapara is stopped (Ctrl-Z): STOP every job's group, start no job, and keep its jobs
+#         through the silence that follows (EOF still ends the agent)
+#   U     bakapara goes on: CONT every job's group; jobs start again
 #   H     heartbeat
 #   Q     quit: stop every job and exit
-# Hearing nothing for F seconds, or EOF, acts as Q: every job's group gets TERM, then KILL
-# after D seconds, so no job outlives a bakapara (or a link) that is gone.
+# Hearing nothing for F seconds (unless paused by a P), or EOF, acts as Q: every job's group gets
+# TERM, then KILL after D seconds, so no job outlives a bakapara (or a link) that is gone.
 #
 # Per job, the fast path forks once (the job's subshell, which execs its bash) and creates no
 # file: a slot's output spools (so.ID, se.ID, named after the job that first used them) serve
@@ -74,7 +77,8 @@ alive() {
 # a K for job $4 meanwhile cuts the grace short.
 killer() {
   local k=$1 p=$2 left=$(($3 / 50)) m
-  if [ "$k" = K ]; then left=0; else kill -TERM -- -"$p"; fi
+  # (A stopped process acts on TERM once continued.)
+  if [ "$k" = K ]; then left=0; else kill -TERM -- -"$p"; kill -CONT -- -"$p"; fi
   while alive "$p"; do
     if [ -z "$m" ] && [ "$k" = T ]; then
       IFS= read -r m <"$w/c.$4" && [ "$m" = K ] && left=0
@@ -275,6 +279,8 @@ job() {
   if [ -n "$mf$ld" ]; then
     while ! [ -e "$w/c.$id" ] && ! room; do nap 0.2; done
   fi
+  # (bakapara is stopped: the job waits, as it would in bakapara's own queue.)
+  while [ -e "$w/paused" ] && ! [ -e "$w/c.$id" ]; do nap 0.05; done
   if [ -e "$w/abort" ]; then
     report stopped 143
     return
@@ -379,6 +385,8 @@ fence() {
     [ "$k" -gt "$n" ] || continue
     o=$w/t$(((k - n - 1) % (n + 1)))
     [ "$w/heard" -nt "$o" ] && continue
+    # (bakapara stopped by Ctrl-Z: silent, not gone; its end would close our stdin.)
+    [ -e "$w/paused" ] && continue
     # (--pipe input coming in for longer than F: its file grows.)
     for f in "$w"/i.*; do [ "$f" -nt "$o" ] && continue 2; done
     kill -TERM $$
@@ -392,7 +400,7 @@ quit() {
   local f p g n IFS=$' \t\n'
   trap '' TERM HUP INT
   : >"$w/halt"
-  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -TERM -- -"$p"; done
+  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -TERM -- -"$p" && kill -CONT -- -"$p"; done
   for ((n = D * 20; n > 0; n--)); do
     g=
     for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && alive "$p" && g=1 && break; done
@@ -516,6 +524,13 @@ while :; do
       printf '%s\n' "$1" >"$w/c.$2"
       if read -r p g j <"$w/p.$3" && [ "$j" = "$2" ]; then killer "$1" "$p" "$g" "$2" </dev/null & fi ;;
     A) : >"$w/abort" ;;
+    P)
+      : >"$w/paused"
+      for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -STOP -- -"$p"; done ;;
+    U)
+      rm -f -- "$w/paused"
+      printf x 1<>"$w/heard"
+      for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -CONT -- -"$p"; done ;;
     Q) quit end ;;
   esac
 done

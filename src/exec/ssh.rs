@@ -237,6 +237,8 @@ pub struct SshHost {
     /// The working directory made and the base files copied (`Some(Ok)`), or why that failed
     /// for good; `None` until the first job that needs them.
     prepared: tokio::sync::Mutex<Option<Result<(), String>>>,
+    /// How long bakapara was stopped by Ctrl-Z, which job timeouts do not count.
+    watchdog: Option<Arc<crate::watchdog::Watchdog>>,
 }
 
 #[derive(Debug, Default)]
@@ -289,6 +291,7 @@ impl SshHost {
             loss_rx: Mutex::new(Some(loss_rx)),
             spool: false,
             prepared: tokio::sync::Mutex::new(None),
+            watchdog: None,
         };
         let cpus = host.install().await?;
         host.slots = host.spec.slots.unwrap_or(cpus);
@@ -299,6 +302,13 @@ impl SshHost {
     #[must_use]
     pub fn with_spool(mut self, spool: bool) -> SshHost {
         self.spool = spool;
+        self
+    }
+
+    /// Job timeouts here leave out the time bakapara was stopped, which `watchdog` records.
+    #[must_use]
+    pub fn with_watchdog(mut self, watchdog: Arc<crate::watchdog::Watchdog>) -> SshHost {
+        self.watchdog = Some(watchdog);
         self
     }
 
@@ -642,6 +652,8 @@ impl SshHost {
             .load
             .map(|l| ((l * 100.0).ceil().max(0.0) as u64).to_string())
             .unwrap_or_default();
+        let watchdog = self.watchdog.as_deref();
+        let paused = || watchdog.map_or(Duration::ZERO, crate::watchdog::Watchdog::paused);
         agent
             .run(
                 lane,
@@ -653,6 +665,7 @@ impl SshHost {
                 &memfree,
                 &load,
                 &self.options.env,
+                &paused,
             )
             .await
     }
@@ -665,9 +678,13 @@ fn launcher_of<'a>(spec: &'a HostSpec, options: &'a SshOptions) -> Option<&'a st
 
 /// Runs a launcher here: `/bin/sh -c "LAUNCHER BOOT"`.
 fn launch(template: &str, spec: &HostSpec) -> Result<Transport, String> {
+    // In a process group of its own, as a job is: the terminal's Ctrl-C and Ctrl-Z are
+    // bakapara's to pass on (a stopped launcher would silence its agent, whose fence would
+    // then stop the jobs there).
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(launcher_command(template, &spec.hostname))
+        .process_group(0)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -761,6 +778,22 @@ fn note_return_failure(outcome: &mut Outcome, why: String) {
                 Some(note) => format!("{note}; {why}"),
                 None => why,
             });
+        }
+    }
+}
+
+impl crate::watchdog::Pausable for SshHost {
+    fn pause(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {
+            if let Some(agent) = self.agent() {
+                agent.pause().await;
+            }
+        })
+    }
+
+    fn resume(&self) {
+        if let Some(agent) = self.agent() {
+            agent.resume();
         }
     }
 }

@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::common::bin::*;
-use crate::common::sshd::process_tree;
+use crate::common::sshd::{process_tree, SshCluster};
 use crate::common::tmux::{quote, Tmux};
 
 /// The processes of jobs holding `marker`: their shells and their `sleep`s (not bakapara,
@@ -278,6 +278,61 @@ fn jobs_have_no_controlling_terminal() {
     let lines = result_lines(dir.path());
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["result"]["stdout"], "rc=1\n", "{}", lines[0]);
+}
+
+/// Ctrl-Z with a job running on a remote host (`hosts`: the options that name it): the
+/// job's processes stop with bakapara, and stay stopped for longer than its agent's fence
+/// waits for a silent bakapara; `fg` continues them, the stopped time does not count against
+/// the timeout, and the job ran once.
+fn ctrl_z_stops_a_remote_job(session: &str, hosts: &str) {
+    let dir = tempdir();
+    let m = marker();
+    let _reaper = Reaper(m.clone());
+    let tmux = Tmux::bash(session);
+    run_in_terminal(
+        &tmux,
+        dir.path(),
+        &format!("{hosts} --timeout 3s 'sleep 1.0{m}; sleep 1.0{m}; echo ok <>' ::: 1"),
+    );
+    wait_until("the job runs", || sleepers(&m).len() == 1);
+    tmux.keys("C-z");
+    tmux.wait_for_screen("bash to report bakapara stopped", |s| s.contains("Stopped"));
+    wait_until("the job's processes are stopped", || {
+        let procs = job_processes(&m);
+        procs.len() >= 2 && procs.iter().all(|&p| state(p) == Some('T'))
+    });
+    // Time passing while stopped is what is tested here: past the agent's fence (3 s).
+    std::thread::sleep(Duration::from_secs(5));
+    let procs = job_processes(&m);
+    assert!(
+        procs.len() >= 2 && procs.iter().all(|&p| state(p) == Some('T')),
+        "the job stays stopped while bakapara is: {procs:?}"
+    );
+    tmux.type_line("fg");
+    tmux.wait_for_file(&dir.path().join("rc"));
+    let rc = std::fs::read_to_string(dir.path().join("rc")).expect("rc");
+    let lines = result_lines(dir.path());
+    assert_eq!(lines.len(), 1, "{}", tmux.screen());
+    let l = &lines[0];
+    assert_eq!(status(l), "ok", "not timed out, not lost: {l}");
+    assert_eq!(l["result"]["stdout"], "ok 1\n", "{l}");
+    assert_eq!(l["result"]["attempts"], 1, "it ran once: {l}");
+    assert_eq!(rc.trim(), "0", "{}", tmux.screen());
+    wait_until("no job process is left", || job_processes(&m).is_empty());
+}
+
+#[test]
+fn ctrl_z_stops_the_jobs_of_an_ssh_host_and_fg_continues_them() {
+    let cluster = SshCluster::start(&["h1"]);
+    let hosts = format!("--ssh-config {} -S h1/1", quote(cluster.ssh_config_path()));
+    ctrl_z_stops_a_remote_job("ctrlzssh", &hosts);
+}
+
+#[test]
+fn ctrl_z_stops_the_jobs_of_a_launcher_host_and_fg_continues_them() {
+    // The launcher runs the agent here; it is in a process group of its own, so the terminal's
+    // Ctrl-Z reaches bakapara alone, which tells the agent.
+    ctrl_z_stops_a_remote_job("ctrlzlaunch", "-S l1/1 --launcher 'env L=<host>'");
 }
 
 #[test]
