@@ -293,6 +293,9 @@ job() {
   # N either way) does not: the CHLD trap writes the table (in place, ended by a line `.`).
   # Set before the job starts, which may end at once; only while it runs, as a trapped
   # signal cuts a read short.
+  # Said before the job can run: a job that kills this runner at once (its parent) has
+  # started, for bakapara, which then never runs it again as one that never started.
+  short "S $id"
   trap '{ jobs -l; printf ".\n"; } 1<>"$jt"' CHLD
   set -m
   launch "$@" &
@@ -300,7 +303,6 @@ job() {
   set +m
   # Written over in place, at one length (truncating a file costs 0.1 ms on ext4).
   printf '%10s %10s %20s\n' "$p" "$g" "$id" 1<>"$pf"
-  short "S $id"
   [ -e "$w/c.$id" ] && { IFS= read -r m <"$w/c.$id"; killer "${m:-T}" "$p" "$g" "$id" & }
   wait "$p"
   s=$?
