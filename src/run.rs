@@ -443,8 +443,8 @@ async fn join(c: Connection, tried_tx: tokio::sync::watch::Sender<(usize, bool)>
                     .with_spool(c.spool)
                     .with_watchdog(Arc::clone(&c.watchdog))
                     .start();
-                c.watchdog
-                    .pause_with(Arc::clone(&ssh) as Arc<dyn crate::watchdog::Pausable>);
+                let pausable = Arc::clone(&ssh) as Arc<dyn crate::watchdog::Pausable>;
+                c.watchdog.pause_with(&pausable);
                 let slots = ssh.slots();
                 let executor = Arc::clone(&ssh) as Arc<dyn crate::exec::Executor>;
                 if c.events

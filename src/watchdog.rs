@@ -33,7 +33,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
@@ -80,8 +80,8 @@ pub struct Watchdog {
     state: Mutex<State>,
     /// How long bakapara has been stopped (Ctrl-Z) during the run, in total.
     paused: Mutex<Duration>,
-    /// The remote hosts whose jobs Ctrl-Z stops too.
-    remote: Mutex<Vec<Arc<dyn Pausable>>>,
+    /// The remote hosts whose jobs Ctrl-Z stops too (weak: a host holds this record).
+    remote: Mutex<Vec<Weak<dyn Pausable>>>,
 }
 
 /// A host whose jobs run elsewhere, which Ctrl-Z stops through its agent.
@@ -209,18 +209,25 @@ impl Watchdog {
     }
 
     /// Puts a remote host on the list Ctrl-Z stops (see [`Watchdog::pause_remote`]).
-    pub fn pause_with(&self, host: Arc<dyn Pausable>) {
-        lock(&self.remote).push(host);
+    pub fn pause_with(&self, host: &Arc<dyn Pausable>) {
+        lock(&self.remote).push(Arc::downgrade(host));
     }
 
     /// Whether some remote host is on the list.
     pub fn has_remote(&self) -> bool {
-        !lock(&self.remote).is_empty()
+        !self.remote_hosts().is_empty()
+    }
+
+    fn remote_hosts(&self) -> Vec<Arc<dyn Pausable>> {
+        lock(&self.remote)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// Tells every remote host to stop its jobs, all at once; returns when each was told.
     pub async fn pause_remote(&self) {
-        let hosts: Vec<Arc<dyn Pausable>> = lock(&self.remote).clone();
+        let hosts = self.remote_hosts();
         let mut telling = tokio::task::JoinSet::new();
         for host in hosts {
             telling.spawn(async move { host.pause().await });
@@ -230,8 +237,7 @@ impl Watchdog {
 
     /// Tells every remote host to continue its jobs.
     pub fn resume_remote(&self) {
-        let hosts: Vec<Arc<dyn Pausable>> = lock(&self.remote).clone();
-        for host in hosts {
+        for host in self.remote_hosts() {
             host.resume();
         }
     }
