@@ -280,6 +280,28 @@ fn jobs_have_no_controlling_terminal() {
     assert_eq!(lines[0]["result"]["stdout"], "rc=1\n", "{}", lines[0]);
 }
 
+/// Ctrl-Z in `tmux` while at least `procs` job processes holding `m` run: waits until they are
+/// all stopped, keeps bakapara stopped for `hold` (time passing while stopped is what the
+/// callers test), checks the jobs stayed stopped, types `fg` and returns the run's exit status
+/// as the terminal's shell wrote it.
+fn stopped_for(tmux: &Tmux, dir: &Path, m: &str, procs: usize, hold: Duration) -> String {
+    tmux.keys("C-z");
+    tmux.wait_for_screen("bash to report bakapara stopped", |s| s.contains("Stopped"));
+    wait_until("every job process is stopped", || {
+        let found = job_processes(m);
+        found.len() >= procs && found.iter().all(|&p| state(p) == Some('T'))
+    });
+    std::thread::sleep(hold);
+    let found = job_processes(m);
+    assert!(
+        found.len() >= procs && found.iter().all(|&p| state(p) == Some('T')),
+        "the jobs stay stopped while bakapara is: {found:?}"
+    );
+    tmux.type_line("fg");
+    tmux.wait_for_file(&dir.join("rc"));
+    std::fs::read_to_string(dir.join("rc")).expect("rc")
+}
+
 /// Ctrl-Z with a job running on a remote host (`hosts`: the options that name it): the
 /// job's processes stop with bakapara, and stay stopped for longer than its agent's fence
 /// waits for a silent bakapara; `fg` continues them, the stopped time does not count against
@@ -295,22 +317,8 @@ fn ctrl_z_stops_a_remote_job(session: &str, hosts: &str) {
         &format!("{hosts} --timeout 3s 'sleep 1.0{m}; sleep 1.0{m}; echo ok <>' ::: 1"),
     );
     wait_until("the job runs", || sleepers(&m).len() == 1);
-    tmux.keys("C-z");
-    tmux.wait_for_screen("bash to report bakapara stopped", |s| s.contains("Stopped"));
-    wait_until("the job's processes are stopped", || {
-        let procs = job_processes(&m);
-        procs.len() >= 2 && procs.iter().all(|&p| state(p) == Some('T'))
-    });
-    // Time passing while stopped is what is tested here: past the agent's fence (3 s).
-    std::thread::sleep(Duration::from_secs(5));
-    let procs = job_processes(&m);
-    assert!(
-        procs.len() >= 2 && procs.iter().all(|&p| state(p) == Some('T')),
-        "the job stays stopped while bakapara is: {procs:?}"
-    );
-    tmux.type_line("fg");
-    tmux.wait_for_file(&dir.path().join("rc"));
-    let rc = std::fs::read_to_string(dir.path().join("rc")).expect("rc");
+    // Stopped past the agent's fence (3 s).
+    let rc = stopped_for(&tmux, dir.path(), &m, 2, Duration::from_secs(5));
     let lines = result_lines(dir.path());
     assert_eq!(lines.len(), 1, "{}", tmux.screen());
     let l = &lines[0];
@@ -349,22 +357,7 @@ fn ctrl_z_stops_the_jobs_with_bakapara_and_fg_continues_them() {
         &format!("-j 2 --timeout 3s 'sleep 1.0{m}; sleep 1.0{m}; echo ok <>' ::: 1 2"),
     );
     wait_until("both jobs run", || sleepers(&m).len() == 2);
-    tmux.keys("C-z");
-    tmux.wait_for_screen("bash to report bakapara stopped", |s| s.contains("Stopped"));
-    wait_until("every job process is stopped", || {
-        let procs = job_processes(&m);
-        procs.len() >= 4 && procs.iter().all(|&p| state(p) == Some('T'))
-    });
-    // Time passing while stopped is what is tested here.
-    std::thread::sleep(Duration::from_secs(4));
-    let procs = job_processes(&m);
-    assert!(
-        procs.iter().all(|&p| state(p) == Some('T')),
-        "the jobs stay stopped while bakapara is"
-    );
-    tmux.type_line("fg");
-    tmux.wait_for_file(&dir.path().join("rc"));
-    let rc = std::fs::read_to_string(dir.path().join("rc")).expect("rc");
+    let rc = stopped_for(&tmux, dir.path(), &m, 4, Duration::from_secs(4));
     let lines = result_lines(dir.path());
     assert_eq!(lines.len(), 2);
     for l in &lines {
