@@ -357,8 +357,9 @@ impl SshHost {
         let (master, agent) = match (&self.settings, launcher_of(&self.spec, &self.options)) {
             (_, Some(template)) => {
                 let transport = launch(template, &self.spec)?;
+                let text = agent::launched_script(&script);
                 let agent =
-                    Agent::start(&self.spec.name, transport, within, on_lost, &script).await?;
+                    Agent::start(&self.spec.name, transport, within, on_lost, &text).await?;
                 (None, agent)
             }
             (Some(settings), None) => {
