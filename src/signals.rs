@@ -36,7 +36,7 @@ const PROCESS_SIGNALS: [Signal; 11] = [
 /// sleeps in a read or a wait. (strace showed the SIGCHLD of about half of the jobs handled on
 /// the sleeping output writer, whose handler then had to wake the scheduler: two wake-ups for
 /// one.) Faults and SIGPIPE stay as they are: they belong to the thread that caused them. No
-/// job inherits this mask: none is started from a helper thread, and `posix_spawn` sets the
+/// job inherits this mask: none is started from a helper thread, and the spawn sets the
 /// job's mask anyway (see `exec::spawn`).
 pub fn keep_off_this_thread() {
     let mut set = nix::sys::signal::SigSet::empty();

@@ -283,7 +283,7 @@ impl Watchdog {
 
 /// Makes the command's process lead a new session: no terminal signal (Ctrl-C, Ctrl-Z, a
 /// hang-up) reaches it; and gives it `record` as its fd 3. (Jobs get their session from
-/// `posix_spawn`, see `exec::spawn`; this runs once per run, where fork's cost does not
+/// their spawn, see `exec::spawn`; this runs once per run, where fork's cost does not
 /// matter.)
 fn own_session(command: &mut tokio::process::Command, record: Option<&OwnedFd>) {
     let record = record.map(AsRawFd::as_raw_fd);
