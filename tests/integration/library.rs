@@ -206,3 +206,35 @@ async fn the_blocking_run_works_inside_a_tokio_runtime_and_keeps_input_order() {
     let seqs: Vec<u64> = results.iter().map(|(_, r)| r.seq).collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
 }
+
+/// Jobs started from the workers of a multi-thread runtime (each thread starts children on a
+/// child stack of its own, see `exec::spawn`): every one runs its own command, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_started_from_a_multi_thread_runtime_each_run_their_own_command() {
+    use bakapara::{Job, Runner, Status};
+    const JOBS: usize = 300;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let handle = Runner::new().slots(8).spawn(Jobs(rx)).expect("a run");
+    for n in 0..JOBS {
+        let mut job = Job::new(format!("echo {n} \"$N\""));
+        job.env.insert("N".into(), n.to_string());
+        tx.send(job).unwrap();
+    }
+    drop(tx);
+    let mut handle = handle;
+    let mut seen = vec![0; JOBS];
+    while let Some(event) = handle.next_event().await {
+        if let bakapara::Event::Finished(done) = event {
+            let (job, result) = *done;
+            assert_eq!(result.status, Status::Ok, "{job:?} {result:?}");
+            let n: usize = job.env["N"].parse().expect("the job's N");
+            assert_eq!(
+                result.stdout.as_deref(),
+                Some(format!("{n} {n}\n").as_str())
+            );
+            seen[n] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&times| times == 1), "{seen:?}");
+    handle.wait().await.expect("the run ends");
+}
