@@ -227,7 +227,7 @@ async fn run_async(
         None => None,
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let hosts = connect_hosts(
+    let (hosts, mut joining) = connect_hosts(
         &config,
         control_dir.clone(),
         events_tx,
@@ -288,6 +288,13 @@ async fn run_async(
     if let Some(dir) = &control_dir {
         ssh::stop_connecting(dir.path());
     }
+    // The hosts still connecting see the run over (the scheduler is gone): one that came up
+    // meanwhile closes its connection, which must be done before bakapara exits, or its
+    // master stays for `ControlPersist`. (Bounded: a close gives up on a master after 5 s.)
+    let _ = tokio::time::timeout(JOINING_ENDS_WITHIN, async {
+        while joining.join_next().await.is_some() {}
+    })
+    .await;
     watchdog.finish().await;
     drop(control_dir);
     Ok(summary)
@@ -317,17 +324,21 @@ fn open_joblog(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
     Ok(Some(file))
 }
 
+/// How long the end of a run waits for the hosts still connecting to see it is over.
+const JOINING_ENDS_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The run's hosts, in `-S` order: this machine, and SSH hosts, which connect in the
-/// background and join the run through `events` as each is ready (see [`join`]). Returns once
-/// one host is ready or every SSH host has had its first try, so that jobs start on the first
-/// host that is ready and the run's first line counts the engines there are.
+/// background and join the run through `events` as each is ready (see [`join`]), and the tasks
+/// connecting them. Returns once one host is ready or every SSH host has had its first try, so
+/// that jobs start on the first host that is ready and the run's first line counts the engines
+/// there are.
 async fn connect_hosts(
     config: &Config,
     control_dir: Option<Arc<ControlDir>>,
     events: HostEvents,
     live: Option<&LiveSink>,
     watchdog: &Arc<Watchdog>,
-) -> Vec<Host> {
+) -> (Vec<Host>, tokio::task::JoinSet<()>) {
     let local = |spec: HostSpec| {
         let slots = spec.slots.unwrap_or(config.jobs);
         let executor = LocalExecutor::new(config.base_dir.clone())
@@ -341,8 +352,9 @@ async fn connect_hosts(
             joining: false,
         }
     };
+    let mut joining = tokio::task::JoinSet::new();
     if config.hosts.is_empty() {
-        return vec![local(HostSpec::local(Some(config.jobs)))];
+        return (vec![local(HostSpec::local(Some(config.jobs)))], joining);
     }
     let mut options = config.ssh.clone();
     options.control_dir = control_dir;
@@ -362,7 +374,7 @@ async fn connect_hosts(
             spool: config.text || config.results.is_some(),
             watchdog: Arc::clone(watchdog),
         };
-        tokio::spawn(join(connection, tried_tx.clone()));
+        joining.spawn(join(connection, tried_tx.clone()));
         hosts.push(Host {
             spec: spec.clone(),
             executor: None,
@@ -378,7 +390,7 @@ async fn connect_hosts(
             .wait_for(|&(tried, up)| up || tried == remote)
             .await;
     }
-    hosts
+    (hosts, joining)
 }
 
 /// Refuses a `--resume FILE` that is also this process's stdout (`--resume r.jsonl ... >

@@ -416,6 +416,15 @@ impl Scheduler {
                 closing.spawn(async move { executor.close().await });
             }
         }
+        // A host that joined after the last job, its news not read, is closed too (left to
+        // itself, its master outlived bakapara by `ControlPersist`); from here on, a host
+        // that joins finds the channel closed and closes itself (see `run::join`).
+        self.host_events.close();
+        while let Ok((_, news)) = self.host_events.try_recv() {
+            if let HostEvent::Joined { executor, .. } = news {
+                closing.spawn(async move { executor.close().await });
+            }
+        }
         while closing.join_next().await.is_some() {}
         Summary {
             done: self.output.done(),

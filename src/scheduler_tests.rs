@@ -51,6 +51,10 @@ struct Fake {
     t0: Instant,
     /// Jobs queued per slot ([`Executor::queued_per_slot`]).
     depth: usize,
+    /// The index of every host closed, shared by all fakes.
+    closes: Arc<Mutex<Vec<usize>>>,
+    /// How long a close takes (virtual ms).
+    close_ms: u64,
 }
 
 impl std::fmt::Debug for Fake {
@@ -135,6 +139,13 @@ impl Executor for Fake {
     fn queued_per_slot(&self) -> usize {
         self.depth
     }
+
+    fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(self.close_ms)).await;
+            self.closes.lock().unwrap().push(self.index);
+        })
+    }
 }
 
 /// The result lines a run writes.
@@ -162,6 +173,8 @@ struct Run {
     depth: usize,
     /// Hosts that join this many virtual ms after the start (connecting in the background).
     late: HashMap<&'static str, u64>,
+    /// How long each host's close takes (virtual ms).
+    close_ms: u64,
 }
 
 /// What a run gave.
@@ -173,6 +186,8 @@ struct Ran {
     starts: Vec<(String, usize, u64)>,
     /// Virtual ms the run took.
     took: u64,
+    /// The hosts closed, by index, in the order their closes ended.
+    closes: Vec<usize>,
 }
 
 impl Ran {
@@ -211,6 +226,7 @@ impl Run {
             resume: HashMap::new(),
             depth: 0,
             late: HashMap::new(),
+            close_ms: 0,
         }
     }
 
@@ -238,6 +254,8 @@ impl Run {
     async fn jobs(self, jobs: &[Value]) -> Ran {
         let t0 = Instant::now();
         let starts = Arc::new(Mutex::new(Vec::new()));
+        let closes = Arc::new(Mutex::new(Vec::new()));
+        let mut joining = Vec::new();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let hosts = self
             .hosts
@@ -254,14 +272,24 @@ impl Run {
                     starts: Arc::clone(&starts),
                     t0,
                     depth: self.depth,
+                    closes: Arc::clone(&closes),
+                    close_ms: self.close_ms,
                 };
                 let executor: Arc<dyn Executor> = Arc::new(fake);
                 if let Some(&ms) = self.late.get(name) {
                     let events = events_tx.clone();
-                    tokio::spawn(async move {
+                    joining.push(tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
-                        let _ = events.send((index, HostEvent::Joined { executor, slots }));
-                    });
+                        // A run that is over takes no host: it is closed here (as
+                        // `run::join` does).
+                        if let Err(refused) =
+                            events.send((index, HostEvent::Joined { executor, slots }))
+                        {
+                            if let (_, HostEvent::Joined { executor, .. }) = refused.0 {
+                                executor.close().await;
+                            }
+                        }
+                    }));
                     return Host {
                         spec,
                         executor: None,
@@ -329,6 +357,10 @@ impl Run {
             .await;
         thread.join().unwrap();
         let took = t0.elapsed().as_millis() as u64;
+        for join in joining {
+            join.await.unwrap();
+        }
+        let closes = closes.lock().unwrap().clone();
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         let lines = text
             .lines()
@@ -341,6 +373,7 @@ impl Run {
             lines,
             starts,
             took,
+            closes,
         }
     }
 }
@@ -616,4 +649,22 @@ async fn no_job_is_sent_ahead_while_a_host_it_may_run_on_is_still_joining() {
     assert_eq!(ran.of("j1")["result"]["host"], "a");
     assert_eq!(ran.of("j2")["result"]["host"], "b", "{:?}", ran.lines);
     assert!(ran.took < 1200, "took {} ms", ran.took);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_host_that_joins_as_the_run_ends_is_closed_too() {
+    // a's job ends at 100 ms and its close takes until 150; b joins at 120, its news never
+    // read by the run, or at 200, after the run closed its door: closed either way, once.
+    for joins in [120, 200] {
+        let mut run = Run::new()
+            .host("a", 1, |_, _| Step::Exit(100, 0))
+            .host("b", 1, |_, _| Step::Exit(100, 0))
+            .joins_after("b", joins);
+        run.close_ms = 50;
+        let ran = run.jobs(&cmds(&["j1"])).await;
+        assert_eq!(ran.of("j1")["result"]["host"], "a");
+        let mut closes = ran.closes.clone();
+        closes.sort_unstable();
+        assert_eq!(closes, [0, 1], "b joining at {joins} ms: {:?}", ran.closes);
+    }
 }

@@ -938,6 +938,88 @@ fn masters_and_their_sessions_end_with_the_run() {
     );
 }
 
+/// The thread of `pid` that is blocked writing to its fd 1 (`/proc/PID/task/TID/syscall`
+/// starts with `1 0x1 `: write(2) on descriptor 1), if any.
+fn blocked_on_stdout(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|mut tasks| {
+        tasks.any(|task| {
+            task.and_then(|t| std::fs::read_to_string(t.path().join("syscall")))
+                .is_ok_and(|call| call.starts_with("1 0x1 "))
+        })
+    })
+}
+
+#[test]
+fn a_host_that_joins_as_the_run_ends_leaves_no_master_behind() {
+    let cluster = SshCluster::start(&["h1", "h2"]);
+    // h2 cannot log in until the run has done all its jobs on h1.
+    let relay = crate::common::relay::Relay::in_front_of(&cluster, "h2");
+    relay.cut();
+    let tmp = tempdir();
+    // The user's ControlPersist: a master left to it would stay a minute.
+    let config = edited_config(&cluster, tmp.path(), |text| {
+        format!("Host *\n    ControlPersist 60\n{text}")
+    });
+    let mut cmd = crate::common::bin::bakapara();
+    cmd.arg("--ssh-config").arg(&config);
+    with_tmpdir(&mut cmd, tmp.path());
+    // A result line larger than a pipe holds: the run ends with its line still being written.
+    cmd.args([
+        "-S",
+        "h1/1,h2/1",
+        "head -c 300000 /dev/zero | tr '\\0' x; : <>",
+    ]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bakapara starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"1\n")
+        .expect("the input");
+    let pid = child.id();
+    wait_until(WAIT, "the one job's line waiting for a reader", || {
+        blocked_on_stdout(pid)
+    });
+    // h2 joins now: after the run's last job, before it has ended.
+    relay.restore();
+    let h2 = cluster.host("h2");
+    wait_until(WAIT, "h2's agent up", || !h2.session_pids().is_empty());
+    let mut out = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read stdout");
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
+    let status = child.wait().expect("bakapara ends");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let lines = crate::common::bin::parse_lines(&out);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_eq!(result(&lines[0])["host"], "h1", "{stderr}");
+    let marker = tmp.path().display().to_string();
+    wait_until(
+        Duration::from_secs(5),
+        "no master, connection or session of the run left on either host",
+        || {
+            cluster.host("h1").connection_pids().is_empty()
+                && h2.connection_pids().is_empty()
+                && cluster.session_pids().is_empty()
+                && pids_with_cmdline_containing(&marker).is_empty()
+        },
+    );
+}
+
 #[test]
 fn ipv6_literals_work_in_sshlogin() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
