@@ -439,8 +439,17 @@ async fn join(c: Connection, tried_tx: tokio::sync::watch::Sender<(usize, bool)>
     let mut first = true;
     let mut reported = false;
     loop {
-        let connected =
-            SshHost::connect(c.index, c.spec.clone(), c.options.clone(), c.events.clone()).await;
+        // (A run that ends meanwhile drops the attempt: its ssh or launcher is killed, a master
+        // that is up already is closed as its session drops.)
+        let connected = tokio::select! {
+            connected = SshHost::connect(
+                c.index,
+                c.spec.clone(),
+                c.options.clone(),
+                c.events.clone(),
+            ) => connected,
+            () = c.events.closed() => return,
+        };
         if first {
             first = false;
             let up = connected.is_ok();

@@ -697,7 +697,12 @@ fn launch(template: &str, spec: &HostSpec) -> Result<Transport, String> {
     else {
         return Err(format!("the launcher for {} has no pipes", spec.name));
     };
+    // The whole group goes with the transport, also when it is dropped unused (a run that
+    // ended while this host was still starting): `/bin/sh -c` forks the launcher's command,
+    // which kill_on_drop (the shell alone) would leave running.
+    let group = LauncherGroup(child.id().and_then(|id| i32::try_from(id).ok()));
     Ok(Transport::new(stdin, stdout, stderr, |kill| async move {
+        let _group = group;
         tokio::select! {
             _ = child.wait() => {}
             _ = kill => {
@@ -706,6 +711,20 @@ fn launch(template: &str, spec: &HostSpec) -> Result<Transport, String> {
             }
         }
     }))
+}
+
+/// A launcher's process group (its pid: it leads it), killed when this is dropped.
+struct LauncherGroup(Option<i32>);
+
+impl Drop for LauncherGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
 
 /// The agent's session on a master: `exec BOOT` in the login shell, for a script of `len`

@@ -1468,6 +1468,36 @@ fn after_kill_9_no_remote_job_is_left_after_5_s_even_one_that_ignores_term() {
 }
 
 #[test]
+fn a_launcher_host_still_starting_when_the_run_ends_leaves_nothing_running() {
+    let marker = crate::common::bin::marker();
+    let _reaper = crate::common::bin::Reaper(marker.clone());
+    let dir = tempdir();
+    // Host slow never gets its agent going: its launcher's command (a child of the launcher's
+    // shell) sleeps; the run's one job runs on host quick.
+    let launcher = format!(
+        "env BKHOST=<host> sh -c 'if [ $BKHOST = slow ]; then sleep 100{marker}; fi; \
+         exec \"$@\"' launcher"
+    );
+    let mut cmd = crate::common::bin::bakapara();
+    cmd.current_dir(dir.path())
+        .args(["-S", "quick/1,slow/1", "--launcher", &launcher, "echo <>"]);
+    let started = Instant::now();
+    let (code, lines, stderr) = run(cmd, "1\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(result(&lines[0])["host"], "quick", "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the run does not wait for the slow host's start: {:?}",
+        started.elapsed()
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "no process of the slow host's launcher left",
+        || pids_with_cmdline_containing(&marker).is_empty(),
+    );
+}
+
+#[test]
 fn a_launcher_starts_the_agent_without_ssh_and_names_the_host() {
     // `env BKHOST=<host>` runs the agent on this machine: a real launcher path, no sshd.
     let dir = tempdir();
