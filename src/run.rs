@@ -442,13 +442,15 @@ async fn join(c: Connection, tried_tx: tokio::sync::watch::Sender<(usize, bool)>
         // (A run that ends meanwhile drops the attempt: its ssh or launcher is killed, a master
         // that is up already is closed as its session drops.)
         let connected = tokio::select! {
+            // (The end first: an attempt polled after it could start one more process.)
+            biased;
+            () = c.events.closed() => return,
             connected = SshHost::connect(
                 c.index,
                 c.spec.clone(),
                 c.options.clone(),
                 c.events.clone(),
             ) => connected,
-            () = c.events.closed() => return,
         };
         if first {
             first = false;
