@@ -34,8 +34,9 @@
 # 0.5 ms on a busy ext4; a process that left the group with setsid is not seen.)
 # Files per slot, written over: sSLOT (a FIFO: the slot's J lines, or @ID for a line too long
 # for one atomic write, whose text is then in j.ID), p.SLOT ("PID GRACE_MS ID" of the job running
-# there, "- - -" between jobs) and js.SLOT (bash's job table as the job there ended, see
-# job). Files per job, only when needed: i.ID (--pipe stdin), c.ID (T or
+# there, "- - -" between jobs), js.SLOT (bash's job table as the job there ended, see
+# job) and, once a job there left processes behind, g.SLOT (their groups, which the agent's end
+# stops too). Files per job, only when needed: i.ID (--pipe stdin), c.ID (T or
 # K came), x.ID (why it could not run), po.ID/pe.ID (the frame's copies of its output).
 #
 # stdout, to bakapara, written by one process (the sender) so frames never interleave:
@@ -205,6 +206,13 @@ report() {
     fi
   fi
   if [ -n "$left" ]; then
+    # The group outlives its job: the agent's end stops it with the running jobs, as no
+    # process of a run outlives it (the slot's list g.SLOT keeps the groups still there).
+    local q k= lg=$w/g.${pf##*/p.}
+    if [ -e "$lg" ]; then
+      while read -r q; do kill -0 -- -"$q" && k+=$q$'\n'; done <"$lg"
+    fi
+    printf '%s%s\n' "$k" "$p" >"$lg"
     # Left to the processes still writing to them: only ever removed, never reused.
     [ -n "$so" ] && dead+=("$so")
     [ -n "$se" ] && dead+=("$se")
@@ -395,21 +403,37 @@ fence() {
     exit
   done
 }
+# Into quit's gs: the groups of the jobs running (p.SLOT) and those that outlived their jobs
+# (g.SLOT).
+groups() {
+  local f p
+  gs=()
+  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && gs+=("$p"); done
+  for f in "$w"/g.*; do
+    [ -e "$f" ] || continue
+    while read -r p; do [ -n "$p" ] && gs+=("$p"); done <"$f"
+  done
+}
 # The end: no job starts any more, every job's group gets TERM, KILL after D seconds. At the
 # end of the run ($1 = end: bakapara's Q), R goes too.
 quit() {
   # (Run as a trap, quit may interrupt a `IFS= read`, whose IFS then still holds.)
-  local f p g n IFS=$' \t\n'
+  local p g n IFS=$' \t\n'
+  local -a gs
   trap '' TERM HUP INT
   : >"$w/halt"
-  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -TERM -- -"$p" && kill -CONT -- -"$p"; done
+  groups
+  for p in "${gs[@]}"; do kill -TERM -- -"$p" && kill -CONT -- -"$p"; done
   for ((n = D * 20; n > 0; n--)); do
     g=
-    for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && alive "$p" && g=1 && break; done
+    # (Read again each time: a runner may have started a job just before the halt.)
+    groups
+    for p in "${gs[@]}"; do alive "$p" && g=1 && break; done
     [ -z "$g" ] && break
     nap 0.05
   done
-  for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && kill -KILL -- -"$p"; done
+  groups
+  for p in "${gs[@]}"; do kill -KILL -- -"$p"; done
   kill "${rp[@]}" "$sp" "$fp" $hp
   rm -rf -- "$w"
   if [ "$1" = end ] && [ -n "$R" ]; then

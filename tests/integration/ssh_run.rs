@@ -1468,6 +1468,36 @@ fn after_kill_9_no_remote_job_is_left_after_5_s_even_one_that_ignores_term() {
 }
 
 #[test]
+fn a_process_a_remote_job_leaves_behind_ends_with_the_run() {
+    let marker = crate::common::bin::marker();
+    let _reaper = crate::common::bin::Reaper(marker.clone());
+    let dir = tempdir();
+    let mut cmd = crate::common::bin::bakapara();
+    // Through the agent (a launcher host on this machine): each job ends at once and leaves
+    // a sleep behind in its process group, one of them deaf to TERM.
+    cmd.current_dir(dir.path()).args([
+        "-S",
+        "node/2",
+        "--launcher",
+        "env BKHOST=<host>",
+        &format!("if [ <> = 2 ]; then trap '' TERM; fi; sleep 100{marker} & echo started <>"),
+    ]);
+    let (code, lines, stderr) = run(cmd, "1\n2\n3\n");
+    assert_eq!(code, Some(0), "{stderr}\n{lines:#?}");
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines.iter().all(|l| result(l)["status"] == "ok"),
+        "{lines:#?}"
+    );
+    // TERM, then KILL after the grace (2 s) for the deaf one.
+    wait_until(
+        Duration::from_secs(5),
+        "no process the jobs left behind",
+        || crate::common::bin::sleepers(&marker).is_empty(),
+    );
+}
+
+#[test]
 fn a_launcher_host_still_starting_when_the_run_ends_leaves_nothing_running() {
     let marker = crate::common::bin::marker();
     let _reaper = crate::common::bin::Reaper(marker.clone());
