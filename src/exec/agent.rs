@@ -72,7 +72,13 @@ pub fn script(workdir: &Workdir) -> String {
 /// What a login shell (or a launcher) runs to start the agent: a bash that reads the script
 /// (`len` bytes) from its stdin and runs it, the rest of stdin being the protocol.
 pub fn boot_command(len: usize) -> String {
-    format!("bash --norc --noprofile -c 'eval \"$(head -c {len})\"'")
+    format!("bash --norc --noprofile -c '{}'", read_script(len))
+}
+
+/// The bash line that reads the next `len` bytes of stdin in one go (`head -c`: bash itself
+/// reads a pipe a byte per system call) and runs them.
+fn read_script(len: usize) -> String {
+    format!("eval \"$(head -c {len})\"")
 }
 
 /// What a launcher runs to start the agent: a bash that runs the script it reads on its stdin
@@ -87,7 +93,7 @@ pub const LAUNCHED_BOOT: &str = "bash --norc --noprofile -s";
 /// a system call per byte (23,000 of them, 10 ms and more of a host's start); the line, read
 /// that way, costs 30.
 pub fn launched_script(text: &str) -> String {
-    format!("eval \"$(head -c {})\"\n{text}", text.len())
+    format!("{}\n{text}", read_script(text.len()))
 }
 
 /// One word of a message: bash ANSI-C quoting, every byte outside printable ASCII as `\xHH`, so

@@ -405,7 +405,7 @@ fence() {
 }
 # Into quit's gs: the groups of the jobs running (p.SLOT) and those that outlived their jobs
 # (g.SLOT).
-groups() {
+job_groups() {
   local f p
   gs=()
   for f in "$w"/p.*; do [ -e "$f" ] && read -r p _ <"$f" && [ "$p" != - ] && gs+=("$p"); done
@@ -422,17 +422,17 @@ quit() {
   local -a gs
   trap '' TERM HUP INT
   : >"$w/halt"
-  groups
+  job_groups
   for p in "${gs[@]}"; do kill -TERM -- -"$p" && kill -CONT -- -"$p"; done
   for ((n = D * 20; n > 0; n--)); do
     g=
     # (Read again each time: a runner may have started a job just before the halt.)
-    groups
+    job_groups
     for p in "${gs[@]}"; do alive "$p" && g=1 && break; done
     [ -z "$g" ] && break
     nap 0.05
   done
-  groups
+  job_groups
   for p in "${gs[@]}"; do kill -KILL -- -"$p"; done
   kill "${rp[@]}" "$sp" "$fp" $hp
   rm -rf -- "$w"
