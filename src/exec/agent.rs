@@ -1222,6 +1222,64 @@ mod tests {
         }
     }
 
+    /// The text of J message `id` for slot 0: `cmd` in `base`, then `dir` (bash words).
+    fn job_message(id: u32, base: &str, dir: &str, cmd: &str) -> String {
+        let rest = format!(" {id} 0 0 2000 {base} {dir} $'' $'' -1 $'' $'' {cmd}\n");
+        format!("J{:08}{rest}", rest.len())
+    }
+
+    /// A runner goes to its job's directory itself (the fast path), again as the directory
+    /// changes from job to job, and notices one that went (or was made anew) since the job
+    /// before: each job runs where its own BASE and CD say, or fails saying it cannot.
+    #[test]
+    fn each_job_of_a_slot_runs_in_its_own_directory() {
+        use std::io::Write;
+        let top = tempfile::tempdir().unwrap();
+        let (a, b) = (top.path().join("a"), top.path().join("b"));
+        let sub = a.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let w = |p: &std::path::Path| word(p.display().to_string().as_bytes()).unwrap();
+        let (mut child, mut stdin, mut out) =
+            agent_with(&job_message(1, &w(&a), "$''", "pwd")[9..]);
+        let mut ran = |id: u32, stdin: &mut std::process::ChildStdin, msg: Option<String>| {
+            if let Some(msg) = msg {
+                stdin.write_all(msg.as_bytes()).unwrap();
+                stdin.flush().unwrap();
+            }
+            let end = format!("R {id} ");
+            let line = lines_until(&mut out, |l| l.starts_with(&end))
+                .pop()
+                .unwrap();
+            if line.starts_with(&format!("R {id} done ")) {
+                lines_until(&mut out, |_| true).pop().unwrap()
+            } else {
+                line
+            }
+        };
+        let at = |p: &std::path::Path| format!("{}\n", p.display());
+        assert_eq!(ran(1, &mut stdin, None), at(&a));
+        let to_b = job_message(2, &w(&b), "$''", "pwd");
+        assert_eq!(ran(2, &mut stdin, Some(to_b)), at(&b));
+        let to_sub = job_message(3, &w(&a), "sub", "pwd");
+        assert_eq!(ran(3, &mut stdin, Some(to_sub)), at(&sub));
+        std::fs::remove_dir(&sub).unwrap();
+        let gone = ran(4, &mut stdin, Some(job_message(4, &w(&a), "sub", "pwd")));
+        assert!(
+            gone.starts_with("R 4 error 0 0 0 0 cannot cd to sub"),
+            "{gone}"
+        );
+        std::fs::create_dir(&sub).unwrap();
+        let again = job_message(5, &w(&a), "sub", "pwd");
+        assert_eq!(ran(5, &mut stdin, Some(again)), at(&sub));
+        let home = job_message(6, "$''", "$''", "pwd");
+        let want = format!("{}\n", std::env::var("HOME").unwrap());
+        assert_eq!(ran(6, &mut stdin, Some(home)), want);
+        stdin.write_all(b"Q\n").unwrap();
+        drop(stdin);
+        child.wait().unwrap();
+    }
+
     #[tokio::test]
     async fn frames_are_read_byte_exact() {
         let data: &[u8] = b"C 4\nS 1\nR 1 done 3 2 5 2 0\na\0bxyH\n";

@@ -54,6 +54,8 @@ set +m
 exec 3>&1 >/dev/null 2>/dev/null
 w=$(mktemp -d 2>/dev/null || mktemp -d -t bakapara.XXXXXXXX 2>/dev/null)
 h=${HOSTNAME:-$(uname -n)}
+# (Absolute: a runner goes to its jobs' directories.)
+case $w in /*) ;; ?*) w=$PWD/$w ;; esac
 if [ -z "$w" ] || ! mkfifo -- "$w/q" "$w/z"; then
   printf 'X cannot create a temp directory on %s\n' "$h" >&3
   exit 1
@@ -282,8 +284,22 @@ job() {
   shift 13
   # The slot's spools (empty), or new ones.
   so=${so:-$w/so.$id} se=${se:-$w/se.$id}
-  local i=/dev/null p s m
+  local i=/dev/null p s m fast=
   [ "$l" = 0 ] || i=$w/i.$id
+  # The fast path, for a job with no environment of its own, no stdin, no out or err file and
+  # a command that fits one argument anywhere (32768 characters are at most 128 KiB): bash
+  # makes its redirections in the child and execs, running no line of this script there,
+  # where each line costs copy-on-write faults of this runner's pages (on 400 `true` jobs,
+  # the jobs' processes took 28% less CPU). The runner goes to the job's directory itself,
+  # again only when it changed or is gone; where it cannot, launch goes there and says why.
+  if (($# == 0)) && [ "$l" = 0 ] && [ -z "$o$e" ] && [ "${#c}" -lt 32768 ]; then
+    if [ "$b" != "$wb" ] || [ "$d" != "$wd" ] || ! [ . -ef "$PWD" ] || [ -z "$wok" ]; then
+      wb=$b wd=$d wok=
+      case $b in /*) ;; *) cd ;; esac && { [ -z "$b" ] || cd -- "$b"; } &&
+        { [ -z "$d" ] || cd -- "$d"; } && wok=1
+    fi
+    fast=$wok
+  fi
   if [ -n "$mf$ld" ]; then
     while ! [ -e "$w/c.$id" ] && ! room; do nap 0.2; done
   fi
@@ -306,7 +322,11 @@ job() {
   short "S $id"
   trap '{ jobs -l; printf ".\n"; } 1<>"$jt"' CHLD
   set -m
-  launch "$@" &
+  if [ -n "$fast" ]; then
+    /bin/bash -o pipefail -c "$c" <"$i" >"$so" 2>"$se" 7>&- 8<&- 9<&- &
+  else
+    launch "$@" &
+  fi
   p=$!
   set +m
   # Written over in place, at one length (truncating a file costs 0.1 ms on ext4).
@@ -346,7 +366,7 @@ signaled() {
 }
 # One per slot: runs the slot's jobs one after another, as their J lines come on fifo s$1.
 runner() {
-  local m n r
+  local m n r wb wd wok
   local -a dead
   # Its stdout is the sender's fifo, so that the frames of its jobs need no redirection (a
   # builtin's redirection costs nine system calls: it is undone after the command).
