@@ -53,8 +53,9 @@ pub struct Workdir {
 }
 
 /// The script a host's bash reads first, with the fence and working-directory settings
-/// before it.
-pub fn script(workdir: &Workdir) -> String {
+/// before it, and the host's slot count where the host list gave one (`None`: its CPU count,
+/// known once the agent said it), so that the agent makes every slot's FIFO with one command.
+pub fn script(workdir: &Workdir, slots: Option<usize>) -> String {
     // (A path holds no NUL byte: it came from a command line.)
     let remove = workdir
         .remove
@@ -62,10 +63,11 @@ pub fn script(workdir: &Workdir) -> String {
         .and_then(|dir| word(dir.as_bytes()).ok())
         .unwrap_or_else(|| "''".into());
     format!(
-        "F={} D={} M={} R={remove}\n{SCRIPT}",
+        "F={} D={} M={} R={remove} S={}\n{SCRIPT}",
         FENCE.as_secs(),
         STOP_GRACE.as_secs().max(1),
         u8::from(workdir.make),
+        slots.unwrap_or(0),
     )
 }
 
@@ -1059,7 +1061,13 @@ mod tests {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        write!(stdin, "{}J{:08}{rest}", script(workdir), rest.len()).unwrap();
+        write!(
+            stdin,
+            "{}J{:08}{rest}",
+            script(workdir, Some(2)),
+            rest.len()
+        )
+        .unwrap();
         stdin.flush().unwrap();
         let out = std::io::BufReader::new(child.stdout.take().unwrap());
         (child, stdin, out)
@@ -1278,6 +1286,38 @@ mod tests {
         stdin.write_all(b"Q\n").unwrap();
         drop(stdin);
         child.wait().unwrap();
+    }
+
+    /// The agent's CPU count is nproc's: the CPUs it may run on (here one, by taskset).
+    #[test]
+    fn the_cpu_count_is_the_cpus_the_agent_may_run_on() {
+        use std::io::{BufRead, Write};
+        let nproc = std::process::Command::new("nproc").output().unwrap();
+        let all = String::from_utf8(nproc.stdout).unwrap();
+        for (pin, want) in [(None, all.trim()), (Some("0"), "1")] {
+            let mut cmd =
+                std::process::Command::new(if pin.is_some() { "taskset" } else { "bash" });
+            if let Some(cpu) = pin {
+                cmd.args(["-c", cpu, "bash"]);
+            }
+            let mut child = cmd
+                .args(["--norc", "--noprofile", "-s"])
+                .env_remove("OMP_NUM_THREADS")
+                .env_remove("OMP_THREAD_LIMIT")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            writeln!(stdin, "{}Q", script(&Workdir::default(), None)).unwrap();
+            drop(stdin);
+            let mut first = String::new();
+            std::io::BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            child.wait().unwrap();
+            assert_eq!(first, format!("C {want}\n"), "pinned to {pin:?}");
+        }
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
 # bakapara's remote agent: one per host, started once over one SSH session (or a --launcher
 # command), runs the jobs bakapara sends it. Needs bash (>= 4.2) and coreutils (mktemp, mkfifo,
-# head, stat, rm, nproc). bakapara puts `F=FENCE_S D=STOP_S M=0|1 R=DIR` before this text:
-# with M=1 a job's BASE is created where missing (--workdir), and a DIR that is not empty
-# (relative to $HOME, or absolute) is removed when bakapara ends the run with Q.
+# head, stat, rm, nproc). bakapara puts `F=FENCE_S D=STOP_S M=0|1 R=DIR S=SLOTS` before this
+# text: with M=1 a job's BASE is created where missing (--workdir), a DIR that is not empty
+# (relative to $HOME, or absolute) is removed when bakapara ends the run with Q, and the FIFOs
+# of slots 0 to SLOTS - 1 are made at the start, with one mkfifo (0: each as its slot is
+# first used).
 #
 # stdin, from bakapara, one message a line, fields as bash words (`eval "set -- $line"`):
 #   J ID SLOT LEN GRACE_MS BASE CD OUT ERR CAP MEMFREE LOAD CMD [NAME=VALUE]...
@@ -56,7 +58,13 @@ w=$(mktemp -d 2>/dev/null || mktemp -d -t bakapara.XXXXXXXX 2>/dev/null)
 h=${HOSTNAME:-$(uname -n)}
 # (Absolute: a runner goes to its jobs' directories.)
 case $w in /*) ;; ?*) w=$PWD/$w ;; esac
-if [ -z "$w" ] || ! mkfifo -- "$w/q" "$w/z"; then
+# Every FIFO of the agent in one mkfifo: a command costs a fork and an exec (3 ms on a busy
+# host), here on the way to the first job.
+declare -a rf
+case $S in '' | *[!0-9]*) S=0 ;; esac
+[ "${#S}" -le 4 ] && [ "$((10#$S))" -le 1024 ] && S=$((10#$S)) || S=0
+for ((n = 0; n < S; n++)); do rf+=("$w/s$n"); done
+if [ -z "$w" ] || ! mkfifo -- "$w/q" "$w/z" "${rf[@]}"; then
   printf 'X cannot create a temp directory on %s\n' "$h" >&3
   exit 1
 fi
@@ -462,6 +470,23 @@ quit() {
   fi
   exit 0
 }
+# Into nc: the CPUs this agent may run on, as nproc counts them, read from /proc
+# (Cpus_allowed_list, like "0-3,8,10-11") without nproc's fork and exec; nproc where that is
+# missing, or where OMP_NUM_THREADS or OMP_THREAD_LIMIT, which nproc obeys, are set.
+cpus() {
+  local k v r n=0
+  if [ -z "$OMP_NUM_THREADS$OMP_THREAD_LIMIT" ] && [ -r /proc/self/status ]; then
+    while read -r k v; do [ "$k" = Cpus_allowed_list: ] && break; done </proc/self/status
+    case $k:$v in
+      Cpus_allowed_list:[0-9]*)
+        case $v in *[!0-9,-]* | *[,-] | *-*-* | *,,* | *-,* | *,-*) ;; *)
+          for r in ${v//,/ }; do n=$((n + 10#${r#*-} - 10#${r%-*} + 1)); done ;;
+        esac ;;
+    esac
+  fi
+  nc=$n
+  [ "$n" -gt 0 ] || nc=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+}
 declare -a rp
 # Killed politely (by a launcher's end, a watchdog), the agent stops its jobs as on EOF.
 trap quit TERM HUP INT
@@ -471,7 +496,8 @@ set -m
 sender </dev/null >&3 3>&- &
 sp=$!
 exec 3>&-
-printf 'L C %s\n' "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" >&7
+cpus
+printf 'L C %s\n' "$nc" >&7
 fence </dev/null &
 fp=$!
 while :; do
@@ -523,7 +549,7 @@ while :; do
         printf x 1<>"$w/heard"
       fi
       if [ -z "${rp[$sl]}" ]; then
-        mkfifo -- "$w/s$sl"
+        [ -p "$w/s$sl" ] || mkfifo -- "$w/s$sl"
         runner "$sl" </dev/null &
         rp[$sl]=$!
         # (Opened to write once, which waits until the new runner has it open. Later lines

@@ -353,7 +353,7 @@ impl SshHost {
         // the connect timeout and then some.
         let within =
             self.options.connect_timeout.max(Duration::from_secs(1)) + Duration::from_secs(20);
-        let script = agent::script(&self.workdir_duties());
+        let script = agent::script(&self.workdir_duties(), self.spec.slots);
         let (master, agent) = match (&self.settings, launcher_of(&self.spec, &self.options)) {
             (_, Some(template)) => {
                 let transport = launch(template, &self.spec)?;
