@@ -1288,13 +1288,25 @@ mod tests {
         child.wait().unwrap();
     }
 
-    /// The agent's CPU count is nproc's: the CPUs it may run on (here one, by taskset).
+    /// The agent's CPU count is nproc's: the CPUs it may run on (here all of this test's, then
+    /// the first of them alone, by taskset).
     #[test]
     fn the_cpu_count_is_the_cpus_the_agent_may_run_on() {
         use std::io::{BufRead, Write};
-        let nproc = std::process::Command::new("nproc").output().unwrap();
+        let nproc = std::process::Command::new("nproc")
+            .env_remove("OMP_NUM_THREADS")
+            .env_remove("OMP_THREAD_LIMIT")
+            .output()
+            .unwrap();
         let all = String::from_utf8(nproc.stdout).unwrap();
-        for (pin, want) in [(None, all.trim()), (Some("0"), "1")] {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        let first = allowed.split([',', '-']).next().unwrap();
+        for (pin, want) in [(None, all.trim()), (Some(first), "1")] {
             let mut cmd =
                 std::process::Command::new(if pin.is_some() { "taskset" } else { "bash" });
             if let Some(cpu) = pin {
